@@ -1,0 +1,72 @@
+"""In-memory mini-batching: whole tensors on the device, shuffled by index every epoch.
+
+Batch gradient descent, mini-batch gradient descent and stochastic gradient descent are one
+loop with ``batch_size="full"``, ``batch_size=k`` and ``batch_size=1`` respectively (notes 002,
+"Batch vs mini-batch vs stochastic"). There is no per-sample Python: each batch is one
+``index_select`` per tensor.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+from trainlab.data.dataset import Dataset, as_dataset
+
+
+def resolve_batch_size(batch_size: int | str, n: int) -> int:
+    """``"full"`` (or ``"all"``) means the whole set per step; otherwise a positive integer."""
+    if isinstance(batch_size, str):
+        if batch_size.lower() in ("full", "all", "batch"):
+            return max(n, 1)
+        raise ValueError(f"batch_size must be a positive integer or 'full', got {batch_size!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer or 'full', got {batch_size!r}")
+    return batch_size
+
+
+class Batches:
+    """Iterate ``(X_batch, y_batch)`` over a dataset held in memory.
+
+    Args:
+        data: a :class:`Dataset` or ``(X, y)``.
+        batch_size: ``1`` (stochastic GD), ``k`` (mini-batch GD) or ``"full"`` (batch GD).
+        shuffle: draw a new permutation every epoch (``torch.randperm`` with ``generator``).
+        drop_last: drop a last batch smaller than ``batch_size``.
+        generator: a CPU ``torch.Generator`` that owns the data order; its state is what a
+            checkpoint saves to resume mid-run with the same order.
+
+    Every sample appears exactly once per epoch (except those dropped by ``drop_last``).
+    """
+
+    def __init__(self, data, batch_size: int | str = 32, *, shuffle: bool = True,
+                 drop_last: bool = False, generator: torch.Generator | None = None):
+        self.data: Dataset = as_dataset(data)
+        self.n = len(self.data)
+        self.batch_size = resolve_batch_size(batch_size, self.n)
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.generator = generator if generator is not None else torch.Generator()
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.n // self.batch_size
+        return math.ceil(self.n / self.batch_size)
+
+    def order(self) -> Tensor | None:
+        """The index order of the next epoch (advances the generator), or ``None`` in place order."""
+        if not self.shuffle:
+            return None
+        return torch.randperm(self.n, generator=self.generator).to(self.data.X.device)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        X, y, b = self.data.X, self.data.y, self.batch_size
+        perm = self.order()
+        for i in range(len(self)):
+            if perm is None:  # contiguous views, no copy
+                yield X[i * b : (i + 1) * b], y[i * b : (i + 1) * b]
+            else:
+                idx = perm[i * b : (i + 1) * b]
+                yield X.index_select(0, idx), y.index_select(0, idx)
