@@ -1,0 +1,83 @@
+"""The allow-lists: every technique a config file (and so the CLI) may name.
+
+Each table maps a config name to the callable that builds it. A config names an entry and gives
+its keyword arguments; :mod:`trainlab.experiments.config` checks the name against the table and the
+arguments against the callable's signature, so a typo fails at load time with the field path.
+Adding a technique to configs is one line in one table here.
+"""
+from __future__ import annotations
+
+import torch
+
+from trainlab.data import toy
+from trainlab.nn import models
+
+# data.name -> loader(**kwargs) returning a Dataset, or a (train, val[, test]) tuple of Datasets
+DATASETS = {
+    "moons": toy.moons,
+    "circles": toy.circles,
+    "spirals": toy.spirals,
+    "xor": toy.xor,
+    "blobs": toy.blobs,
+    "line": toy.line,
+}
+
+# model.kind -> builder; the runner supplies the input/output sizes from the data
+MODELS = {
+    "mlp": models.MLP,
+    "cnn": models.CNN,
+}
+
+# optimizer.name -> torch.optim.Optimizer subclass (params are supplied by the runner)
+OPTIMIZERS = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+}
+
+# schedule.name -> schedule builder
+SCHEDULES: dict = {}
+
+# init.weight / init.bias -> initializer names understood by trainlab.init.init_model
+WEIGHT_INITS: dict = {}
+BIAS_INITS: dict = {}
+
+# callbacks[i].name -> Callback class
+CALLBACKS: dict = {}
+
+# augment[i].name -> batched augmentation
+AUGMENTATIONS: dict = {}
+
+
+# ---- builders the runner calls (each domain refines its own) -------------------------------------
+
+TRANSFORMS: dict = {}
+
+
+def build_optimizer(params, name: str, kwargs: dict, transforms: list[tuple[str, dict]]):
+    """The optimizer ``name`` over ``params``, chained with the given gradient transformations."""
+    if transforms:
+        raise ValueError("gradient transformations are not available yet")
+    return OPTIMIZERS[name](params, **kwargs)
+
+
+def build_schedule(optimizer, name: str, kwargs: dict, *, steps_per_epoch: int, epochs: int):
+    """The callback that drives ``optimizer``'s learning rate by the schedule ``name``."""
+    raise ValueError(f"schedule {name!r} is not available yet")
+
+
+def apply_init(model, weight: str | None, bias: str | None, kwargs: dict) -> None:
+    """Initialize every layer of ``model`` (``None`` keeps PyTorch's defaults)."""
+    if weight is not None or bias is not None:
+        raise ValueError("initializers are not available yet")
+
+
+def build_callback(name: str, kwargs: dict, *, run_dir=None):
+    """The callback ``name`` (``run_dir`` is where file-writing callbacks put their files)."""
+    return CALLBACKS[name](**kwargs)
+
+
+def build_augment(specs: list[tuple[str, dict]]):
+    """One batched augmentation applying ``specs`` in order, or ``None`` for an empty list."""
+    if not specs:
+        return None
+    raise ValueError("augmentations are not available yet")

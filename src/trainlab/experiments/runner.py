@@ -1,0 +1,234 @@
+"""Run one experiment from a :class:`~trainlab.experiments.config.Config` and write its run folder.
+
+A run folder holds:
+
+``config.yaml``           the resolved config (every default filled in)
+``metrics.csv``           one row per epoch (train/validation loss and accuracy, lr, time)
+``metrics.json``          the same history plus final train/validation/test numbers and wall time
+``curves.png``            loss and accuracy curves for training and validation
+``report.html``           a self-contained report (plots embedded, table of final numbers)
+``weights.safetensors``   the final weights (safetensors: loading never runs code)
+"""
+from __future__ import annotations
+
+import csv
+import inspect
+import io
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from trainlab.data.dataset import Dataset, split
+from trainlab.experiments import catalog
+from trainlab.experiments.config import Config, parse_config
+from trainlab.experiments.report import Section, write_report
+from trainlab.losses import Loss
+from trainlab.train.callbacks import History
+from trainlab.train.checkpoint import atomic_write_bytes, atomic_write_json, save_weights
+from trainlab.train.loop import default_device, evaluate, fit
+
+
+@dataclass
+class Splits:
+    train: Dataset
+    val: Dataset | None = None
+    test: Dataset | None = None
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_experiment` returns: the trained model, its history, the final numbers."""
+
+    config: Config
+    model: nn.Module
+    history: History
+    final: dict[str, float]
+    wall_time: float
+    run_dir: Path | None = None
+    extras: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# building the pieces
+
+
+def build_data(cfg: Config) -> Splits:
+    """Load ``cfg.data`` and split it (sets with their own split keep it)."""
+    spec = cfg.data
+    loader = catalog.DATASETS[spec.name]
+    kwargs = dict(spec.kwargs)
+    if "seed" in inspect.signature(loader).parameters:
+        kwargs["seed"] = cfg.seed
+    data = loader(**kwargs)
+    if isinstance(data, Dataset):
+        fractions = spec.split if spec.split is not None else [0.7, 0.3]
+        if len(fractions) == 1:
+            if abs(fractions[0] - 1.0) > 1e-9:
+                raise ValueError("data.split with one part must be [1.0] (train on everything)")
+            return Splits(data)
+        return Splits(*split(data, fractions, seed=cfg.seed))
+    if spec.split is not None:
+        raise ValueError(f"data.split: {spec.name!r} comes with its own train/validation/test split; "
+                         "remove data.split")
+    return Splits(*data)
+
+
+def resolve_loss_name(cfg: Config, train: Dataset) -> str:
+    if cfg.loss.name is not None:
+        return cfg.loss.name
+    return "cross_entropy" if train.is_classification else "mse"
+
+
+def build_model(cfg: Config, train: Dataset) -> nn.Module:
+    """The model of ``cfg.model`` sized for ``train`` (inputs, classes or regression outputs)."""
+    kind, kwargs = cfg.model.kind, dict(cfg.model.kwargs)
+    builder = catalog.MODELS[kind]
+    loss = resolve_loss_name(cfg, train)
+    head = {"mse": "linear", "bce": "sigmoid", "cross_entropy": "softmax"}[loss]
+    if train.is_classification:
+        out = 1 if loss == "bce" else max(train.classes or 2, 2)
+    else:
+        out = int(train.y[0].numel())
+    params = inspect.signature(builder).parameters
+    if kind == "cnn" or "in_shape" in params:
+        x = train.X
+        in_shape = tuple(x.shape[1:]) if x.dim() == 4 else (1, *([int(round(x[0].numel() ** 0.5))] * 2))
+        kwargs.setdefault("in_shape", in_shape)
+        kwargs.setdefault("classes", out)
+    else:
+        kwargs.setdefault("head", head)
+        return builder(train.n_features, out_features=out, **kwargs)
+    return builder(**kwargs)
+
+
+def build_callbacks(cfg: Config, run_dir: Path | None) -> list:
+    return [catalog.build_callback(c.name, c.kwargs, run_dir=run_dir) for c in cfg.callbacks]
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+
+
+def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{cfg.name}-{stamp}"
+    path, i = base, 1
+    while path.exists():
+        i += 1
+        path = base.with_name(f"{base.name}-{i}")
+    return path
+
+
+def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path | None = None,
+                   write: bool = True, verbose: bool = True) -> RunResult:
+    """Train the experiment ``config`` describes; with ``write`` also write its run folder.
+
+    ``run_dir`` defaults to ``runs/<name>-<timestamp>``.
+    """
+    cfg = parse_config(config)
+    t0 = time.perf_counter()
+    device = torch.device(cfg.train.device) if cfg.train.device else default_device()
+    run_path = Path(run_dir) if run_dir is not None else (default_run_dir(cfg) if write else None)
+    if run_path is not None and write:
+        run_path.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(run_path / "config.yaml", cfg.to_yaml().encode())
+
+    torch.manual_seed(cfg.seed)
+    data = build_data(cfg)
+    loss = Loss(resolve_loss_name(cfg, data.train), label_smoothing=cfg.loss.label_smoothing)
+    model = build_model(cfg, data.train)
+    catalog.apply_init(model, cfg.init.weight, cfg.init.bias, cfg.init.kwargs)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = catalog.build_optimizer(params, cfg.optimizer.name, cfg.optimizer.kwargs,
+                                        [(t.name, t.kwargs) for t in cfg.transforms])
+    callbacks = build_callbacks(cfg, run_path)
+    batches_per_epoch = _batches_per_epoch(cfg, len(data.train))
+    if cfg.schedule is not None:
+        callbacks.insert(0, catalog.build_schedule(optimizer, cfg.schedule.name, cfg.schedule.kwargs,
+                                                   steps_per_epoch=batches_per_epoch,
+                                                   epochs=cfg.train.epochs))
+    augment = catalog.build_augment([(a.name, a.kwargs) for a in cfg.augment])
+    fit_kwargs = {"augment": augment} if augment is not None else {}
+    history = fit(model, data.train, data.val, loss=loss, optimizer=optimizer, epochs=cfg.train.epochs,
+                  batch_size=cfg.train.batch_size, callbacks=callbacks, device=device, seed=cfg.seed,
+                  verbose=verbose, shuffle=cfg.train.shuffle, drop_last=cfg.train.drop_last, **fit_kwargs)
+    final = final_metrics(model, data, loss, device)
+    result = RunResult(cfg, model, history, final, time.perf_counter() - t0, run_path)
+    if write and run_path is not None:
+        write_run_folder(result)
+        if verbose:
+            print(f"run folder: {run_path}\nreport:     {run_path / 'report.html'}")
+    return result
+
+
+def _batches_per_epoch(cfg: Config, n: int) -> int:
+    b = n if cfg.train.batch_size == "full" else min(cfg.train.batch_size, n)
+    return n // b if cfg.train.drop_last else -(-n // b)
+
+
+def final_metrics(model: nn.Module, data: Splits, loss: Loss, device) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, ds in (("train", data.train), ("val", data.val), ("test", data.test)):
+        if ds is not None:
+            for k, v in evaluate(model, ds, loss, device=device).items():
+                out[f"{name}_{k}"] = v
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the run folder
+
+
+def _csv_text(records: list[dict]) -> str:
+    keys: list[str] = []
+    for r in records:
+        keys.extend(k for k in r if k not in keys)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(records)
+    return buf.getvalue()
+
+
+def report_sections(result: RunResult) -> list[Section]:
+    """The sections of a run's report, in order (later features add theirs here)."""
+    from trainlab.experiments.plots import plot_curves
+
+    run_dir = result.run_dir
+    records = result.history.records()
+    curves = plot_curves(records, run_dir / "curves.png", title=result.config.name)
+    rows = [(k, v) for k, v in result.final.items()]
+    rows.append(("epochs run", len(records)))
+    rows.append(("wall time (s)", result.wall_time))
+    n_params = sum(p.numel() for p in result.model.parameters())
+    summary = (f"{result.config.model.kind.upper()} with {n_params:,} parameters on "
+               f"{result.config.data.name}, optimizer {result.config.optimizer.name}, "
+               f"batch size {result.config.train.batch_size}, seed {result.config.seed}.")
+    return [
+        Section("Final numbers", text=[summary], table=(("metric", "value"), rows)),
+        Section("Learning curves", figures=[("loss and accuracy per epoch", curves)]),
+        Section("Per-epoch history", table=(list(records[0].keys()) if records else [],
+                                           [list(r.values()) for r in records])),
+        Section("Resolved config", pre=result.config.to_yaml()),
+    ]
+
+
+def write_run_folder(result: RunResult) -> Path:
+    """Write metrics, curves, report and weights of ``result`` into ``result.run_dir``."""
+    run_dir = result.run_dir
+    assert run_dir is not None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    records = result.history.records()
+    atomic_write_bytes(run_dir / "config.yaml", result.config.to_yaml().encode())
+    atomic_write_bytes(run_dir / "metrics.csv", _csv_text(records).encode())
+    atomic_write_json(run_dir / "metrics.json", {"name": result.config.name, "history": records,
+                                                 "final": result.final, "wall_time": result.wall_time})
+    save_weights(result.model, run_dir / "weights.safetensors", metadata={"name": result.config.name})
+    write_report(run_dir / "report.html", f"trainlab run: {result.config.name}", report_sections(result),
+                 subtitle=f"{run_dir.name}")
+    return run_dir
