@@ -1,0 +1,155 @@
+import io
+
+import pytest
+import torch
+from torch import nn
+
+import trainlab
+from trainlab.data import line, moons, split
+from trainlab.losses import Loss
+from trainlab.nn import MLP
+from trainlab.train import Callback, NonFiniteLossError, ProgressLogger, evaluate, fit
+
+
+def _moons_model(seed=0):
+    torch.manual_seed(seed)
+    return MLP(2, (32, 32), 2)
+
+
+def test_fit_reaches_accuracy_on_moons():
+    tr, va = split(moons(600, noise=0.15, seed=0), (0.7, 0.3), seed=0)
+    model = _moons_model()
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    hist = fit(model, tr, va, loss="cross_entropy", optimizer=opt, epochs=25, batch_size=32, seed=0,
+               verbose=False)
+    assert hist["val_accuracy"][-1] >= 0.95
+    assert hist["loss"][-1] < hist["loss"][0] / 3
+    assert set(hist.history) >= {"loss", "accuracy", "val_loss", "val_accuracy", "lr", "time"}
+    assert len(hist.epoch) == 25
+    # the history's final validation numbers are what evaluate() reports
+    ev = evaluate(model, va, "cross_entropy")
+    assert ev["accuracy"] == pytest.approx(hist["val_accuracy"][-1])
+    assert ev["loss"] == pytest.approx(hist["val_loss"][-1], rel=1e-5)
+
+
+def _train_once(seed):
+    tr = moons(300, noise=0.2, seed=1)
+    model = _moons_model(seed)
+    model.blocks[0].add_module("dropout", nn.Dropout(0.2))  # randomness inside the step too
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    hist = fit(model, tr, loss="cross_entropy", optimizer=opt, epochs=3, batch_size=16, seed=seed,
+               verbose=False)
+    return model, hist
+
+
+def test_seed_makes_a_cpu_run_bit_for_bit_reproducible():
+    m1, h1 = _train_once(7)
+    m2, h2 = _train_once(7)
+    m3, _ = _train_once(8)
+    for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert h1["loss"] == h2["loss"]
+    assert not torch.equal(m1.out.weight, m3.out.weight)
+
+
+def test_nan_loss_stops_with_epoch_and_step():
+    X = torch.randn(64, 2)
+    y = torch.randint(0, 2, (64,))
+    X[40] = float("nan")  # sample 40 poisons the batch it lands in
+    model = _moons_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(NonFiniteLossError) as info:
+        fit(model, (X, y), loss="cross_entropy", optimizer=opt, epochs=3, batch_size=8, shuffle=False,
+            verbose=False)
+    err = info.value
+    assert (err.epoch, err.step, err.global_step) == (0, 5, 5)
+    assert "epoch 1, step 6" in str(err)
+
+
+def test_head_loss_mismatch_is_a_clear_error():
+    model = MLP(2, (4,), 1, head="linear")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="pairs with"):
+        fit(model, moons(20), loss="cross_entropy", optimizer=opt, epochs=1, verbose=False)
+
+
+def test_regression_on_the_notes_line_with_batch_gd():
+    ds = line()
+    torch.manual_seed(0)
+    model = MLP(1, (), 1, head="linear")  # y = w x + b
+    opt = torch.optim.SGD(model.parameters(), lr=0.02)
+    hist = fit(model, ds, loss="mse", optimizer=opt, epochs=400, batch_size="full", verbose=False)
+    assert hist["loss"][-1] < 1e-3
+    assert model.out.weight.item() == pytest.approx(2.0, abs=0.05)
+    assert "accuracy" not in hist
+
+
+def test_closure_optimizers_work_inside_fit():
+    tr = moons(200, noise=0.1, seed=0)
+    model = _moons_model()
+    opt = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=5)
+    hist = fit(model, tr, loss="cross_entropy", optimizer=opt, epochs=5, batch_size="full", verbose=False)
+    assert hist["loss"][-1] < hist["loss"][0]
+
+
+class _StopAfter(Callback):
+    def __init__(self, n):
+        self.n, self.calls = n, []
+
+    def on_epoch_end(self, epoch, logs):
+        self.calls.append(("epoch_end", epoch, round(logs["loss"], 6)))
+        if epoch + 1 >= self.n:
+            self.loop.stop_training = True
+
+    def on_batch_end(self, batch, logs):
+        self.calls.append(("batch_end", batch))
+
+
+def test_callbacks_see_hooks_and_can_stop():
+    cb = _StopAfter(2)
+    model = _moons_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    hist = fit(model, moons(40), loss="cross_entropy", optimizer=opt, epochs=10, batch_size=20,
+               callbacks=[cb], verbose=False)
+    assert len(hist.epoch) == 2
+    assert [c[0] for c in cb.calls] == ["batch_end", "batch_end", "epoch_end"] * 2
+    assert cb.loop.step == 4
+
+
+def test_progress_lines_and_silence(capsys):
+    model = _moons_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    buf = io.StringIO()
+    fit(model, moons(40), loss="cross_entropy", optimizer=opt, epochs=2, batch_size=20,
+        callbacks=[ProgressLogger(stream=buf, bar=False)])
+    lines = buf.getvalue().strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("epoch 1/2") and "loss" in lines[0]
+    fit(model, moons(40), loss="cross_entropy", optimizer=opt, epochs=2, verbose=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_fit_accepts_plain_callable_loss_and_bce_head():
+    ds = moons(200, noise=0.1, seed=0)
+    torch.manual_seed(0)
+    model = MLP(2, (16,), 1, head="sigmoid")
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    hist = fit(model, ds, loss="bce", optimizer=opt, epochs=30, batch_size=50, verbose=False)
+    assert hist["accuracy"][-1] > 0.85
+    model2 = _moons_model()
+    opt2 = torch.optim.Adam(model2.parameters(), lr=0.02)
+    hist2 = fit(model2, ds, loss=Loss("cross_entropy"), optimizer=opt2, epochs=5, verbose=False)
+    assert "accuracy" in hist2
+    hist3 = fit(model2, ds, loss=nn.functional.cross_entropy, optimizer=opt2, epochs=1, verbose=False)
+    assert "accuracy" in hist3  # integer targets and multi-column logits: argmax accuracy
+
+
+def test_bad_arguments():
+    model = _moons_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match="optimizer"):
+        fit(model, moons(20), loss="cross_entropy", optimizer="adam", epochs=1)
+    with pytest.raises(ValueError, match="epochs"):
+        fit(model, moons(20), loss="cross_entropy", optimizer=opt, epochs=-1)
+    with pytest.raises(ValueError, match="unknown loss"):
+        fit(model, moons(20), loss="hinge", optimizer=opt, epochs=1)
+    assert trainlab.fit is fit
