@@ -124,10 +124,11 @@ def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
 
 
 def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path | None = None,
-                   write: bool = True, verbose: bool = True) -> RunResult:
+                   write: bool = True, verbose: bool = True, callbacks: tuple = ()) -> RunResult:
     """Train the experiment ``config`` describes; with ``write`` also write its run folder.
 
-    ``run_dir`` defaults to ``runs/<name>-<timestamp>``.
+    ``run_dir`` defaults to ``runs/<name>-<timestamp>``. ``callbacks`` are extra callback objects
+    (measurements a study takes) run after the config's own.
     """
     cfg = parse_config(config)
     t0 = time.perf_counter()
@@ -146,7 +147,8 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = catalog.build_optimizer(params, cfg.optimizer.name, cfg.optimizer.kwargs,
                                         [(t.name, t.kwargs) for t in cfg.transforms])
-    callbacks = build_callbacks(cfg, run_path)
+    extra_callbacks = list(callbacks)
+    callbacks = build_callbacks(cfg, run_path) + extra_callbacks
     batches_per_epoch = _batches_per_epoch(cfg, len(data.train))
     if cfg.schedule is not None:
         callbacks.insert(0, catalog.build_schedule(optimizer, cfg.schedule.name, cfg.schedule.kwargs,
