@@ -84,6 +84,27 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_study(args) -> int:
+    from trainlab.experiments.studies import StudyError, list_studies, load_study, run_study
+
+    try:
+        if args.list or not args.name:
+            found = list_studies(args.dir)
+            if not found:
+                print("trainlab study: no study files found (use --dir DIR)", file=sys.stderr)
+                return 2
+            width = max(len(n) for n in found)
+            for name, path in found.items():
+                study = load_study(path)
+                print(f"{name:<{width}}  {study.title}")
+            return 0
+        result = run_study(args.name, quick=args.quick, out=args.out, directory=args.dir, verbose=True)
+    except StudyError as err:
+        print(f"trainlab study: {err}", file=sys.stderr)
+        return 2
+    return 0 if result.passed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     from trainlab import __version__
 
@@ -129,6 +150,21 @@ def build_parser() -> argparse.ArgumentParser:
                                                "weight-inits", "bias-inits", "callbacks", "augmentations",
                                                "activations", "norms", "dropouts"])
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser(
+        "study", help="run a study that reproduces a claim of the notes (--list shows them)",
+        description="Run a study: train what it describes, check its assertions and write a run folder "
+                    "with figures and report.html stating PASS/FAIL with the numbers. Exit status 0 when "
+                    "every assertion passes, 1 when one fails.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  trainlab study --list\n  trainlab study init-symmetry --quick\n"
+               "  trainlab study mnist-99-cnn --out runs/cnn99")
+    p.add_argument("name", nargs="?", help="study name (see --list) or a path to a study YAML file")
+    p.add_argument("--list", action="store_true", help="list the studies and their titles")
+    p.add_argument("--quick", action="store_true", help="the quick version: small data, few epochs")
+    p.add_argument("--out", metavar="DIR", help="run folder (default: runs/study-<name>-<timestamp>)")
+    p.add_argument("--dir", metavar="DIR", help="directory of study files (default: the repository's studies/)")
+    p.set_defaults(func=cmd_study)
     return parser
 
 

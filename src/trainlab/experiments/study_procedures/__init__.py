@@ -1,0 +1,13 @@
+"""The allow-list of study procedures: the only code a study file can name.
+
+Each procedure is ``fn(ctx: StudyContext, **params) -> Outcome``; a study's ``params`` are checked
+against its signature before it runs. Procedures import the techniques they study lazily, so a
+study whose technique is missing fails alone, with a clear error, and the others still run.
+"""
+from __future__ import annotations
+
+from trainlab.experiments.study_procedures.worked_examples import cross_entropy_example
+
+PROCEDURES = {
+    "cross_entropy_example": cross_entropy_example,
+}

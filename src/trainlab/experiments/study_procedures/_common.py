@@ -1,0 +1,95 @@
+"""Helpers the study procedures share: training through the runner, step-level records, tables."""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from trainlab.train.callbacks import Callback, History
+from trainlab.train.loop import NonFiniteLossError
+
+
+class StepLosses(Callback):
+    """Records the loss of every optimizer step and how many steps each epoch took."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.steps_per_epoch: list[int] = []
+        self._n = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict) -> None:
+        self._n = 0
+
+    def on_batch_end(self, batch: int, logs: dict) -> None:
+        self.losses.append(float(logs["loss"]))
+        self._n += 1
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        self.steps_per_epoch.append(self._n)
+
+
+@dataclass
+class Trained:
+    """A training run a study made: the runner's result (``None`` when the loss became non-finite),
+    the per-epoch history (kept also when training diverged) and the divergence, if any."""
+
+    config: dict
+    history: History
+    result: Any = None
+    diverged: NonFiniteLossError | None = None
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def model(self):
+        return None if self.result is None else self.result.model
+
+    @property
+    def final(self) -> dict[str, float]:
+        return {} if self.result is None else self.result.final
+
+    def last(self, key: str, default: float = math.nan) -> float:
+        values = self.history.history.get(key)
+        return values[-1] if values else default
+
+    def best(self, key: str, mode: str = "max", default: float = math.nan) -> float:
+        values = self.history.history.get(key)
+        if not values:
+            return default
+        return max(values) if mode == "max" else min(values)
+
+
+def train(config: dict, callbacks: tuple = ()) -> Trained:
+    """Train ``config`` (a runner config dict) without writing a run folder.
+
+    A non-finite loss does not raise: the returned :class:`Trained` carries the error and the
+    history up to that point, because "this diverges" is an outcome several studies measure.
+    """
+    from trainlab.experiments.runner import run_experiment
+
+    history = History()
+    config = copy.deepcopy(config)
+    try:
+        result = run_experiment(config, write=False, verbose=False, callbacks=(history, *callbacks))
+    except NonFiniteLossError as err:
+        return Trained(config, history, None, err)
+    return Trained(config, history, result)
+
+
+def merged(base: dict, override: dict) -> dict:
+    from trainlab.experiments.studies import deep_merge
+
+    return deep_merge(base, override)
+
+
+def finite_or(x: float, fallback: float) -> float:
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else fallback
+
+
+@torch.no_grad()
+def flat_weights(model: torch.nn.Module) -> torch.Tensor:
+    """Every weight matrix of ``model`` (not biases or norm parameters) as one vector."""
+    return torch.cat([p.detach().flatten() for n, p in model.named_parameters()
+                      if n.endswith("weight") and p.dim() >= 2])
