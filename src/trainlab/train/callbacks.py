@@ -12,8 +12,11 @@ nothing in the training step.
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
+import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
@@ -23,9 +26,10 @@ Logs = dict[str, Any]
 
 
 class Callback:
-    """Base class: every hook is a no-op."""
+    """Base class: every hook is a no-op. ``order`` sorts callbacks (default 0; stable)."""
 
     loop: "Loop"
+    order: int = 0
 
     def set_loop(self, loop: "Loop") -> None:
         self.loop = loop
@@ -53,7 +57,9 @@ class CallbackList:
     """Calls hooks in order; batch hooks only on the callbacks that define them."""
 
     def __init__(self, callbacks: Iterable[Callback], loop: "Loop"):
-        self.callbacks = list(callbacks)
+        # stable sort by ``order``: checkpoints (order 100) run after every other callback, so the
+        # state they save includes this epoch's updates of all the others
+        self.callbacks = sorted(callbacks, key=lambda cb: getattr(cb, "order", 0))
         for cb in self.callbacks:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks must be trainlab Callback instances, got {type(cb).__name__}")
@@ -180,3 +186,399 @@ class ProgressLogger(Callback):
         width = len(str(self.loop.epochs))
         print(f"epoch {epoch + 1:>{width}}/{self.loop.epochs}  {format_logs(logs)}", file=self.stream,
               flush=True)
+
+
+# ---- stopping, checkpoints, logging -----------------------------------------------------------
+
+def _direction(monitor: str, mode: str) -> str:
+    """``"min"`` or ``"max"`` for ``monitor`` under ``mode`` (``"auto"`` guesses from the name)."""
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+    if mode != "auto":
+        return mode
+    name = monitor.removeprefix("val_")
+    if name in ("accuracy", "acc", "auc", "precision", "recall", "f1") or name.endswith("accuracy"):
+        return "max"
+    if name in ("loss", "error", "mse", "mae") or name.endswith("loss") or name.endswith("error"):
+        return "min"
+    raise ValueError(f"cannot tell whether {monitor!r} should be minimized or maximized; "
+                     "pass mode='min' or mode='max'")
+
+
+def _copy_state(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class EarlyStopping(Callback):
+    """Stop training when a monitored quantity has stopped improving (Keras' ``EarlyStopping``).
+
+    At the end of every epoch ``e >= start_from_epoch`` the monitored value ``v`` counts as an
+    improvement over the best so far when
+
+        mode 'min':  v < best − min_delta          mode 'max':  v > best + min_delta
+
+    An improvement resets the wait counter (only when ``v`` also beats ``baseline``, if given);
+    otherwise the counter grows, and once it reaches ``patience`` training stops (never after
+    the very first epoch). Notes 003, "early stopping"; Prechelt (1998), "Early stopping — but when?".
+
+    Args:
+        monitor: a key of the epoch logs (default ``"val_loss"``).
+        min_delta: smallest change that counts as an improvement (absolute; default 0).
+        patience: epochs without improvement before stopping (default 0).
+        mode: ``"min"``, ``"max"`` or ``"auto"`` (accuracy-like names → max, loss-like → min).
+        baseline: a value the monitor must beat before the wait counter is ever reset.
+        restore_best_weights: put back the weights (and buffers) of the best epoch when training
+            ends, whether or not it was stopped early.
+        start_from_epoch: warm-up epochs that are not monitored (default 0).
+        verbose: print when stopping and restoring.
+
+    After training, ``stopped_epoch`` (0-based; 0 when training was not stopped) and
+    ``best_epoch`` / ``best`` say what happened.
+
+    Differences from Keras 3: ``best`` is reset at every ``on_train_begin`` (Keras keeps it across
+    ``fit`` calls); a monitor missing from the logs warns once rather than every epoch.
+    """
+
+    def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0,
+                 mode: str = "auto", baseline: float | None = None, restore_best_weights: bool = False,
+                 start_from_epoch: int = 0, verbose: bool = False):
+        if not isinstance(patience, int) or patience < 0:
+            raise ValueError(f"patience must be a non-negative integer, got {patience!r}")
+        if not isinstance(start_from_epoch, int) or start_from_epoch < 0:
+            raise ValueError(f"start_from_epoch must be a non-negative integer, got {start_from_epoch!r}")
+        if not isinstance(min_delta, (int, float)) or not math.isfinite(min_delta):
+            raise ValueError(f"min_delta must be a finite number, got {min_delta!r}")
+        self.monitor, self.patience, self.baseline = monitor, patience, baseline
+        self.min_delta = abs(float(min_delta))
+        self.mode = _direction(monitor, mode)
+        self.restore_best_weights = restore_best_weights
+        self.start_from_epoch = start_from_epoch
+        self.verbose = verbose
+        self._reset()
+
+    def _reset(self) -> None:
+        self.wait = 0
+        self.stopped_epoch = 0
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch = 0
+        self.best_weights: dict | None = None
+        self._warned = False
+
+    def _improves(self, value: float, reference: float) -> bool:
+        if self.mode == "min":
+            return value + self.min_delta < reference
+        return value - self.min_delta > reference
+
+    def on_train_begin(self, logs: Logs) -> None:
+        self._reset()
+
+    def on_epoch_end(self, epoch: int, logs: Logs) -> None:
+        value = logs.get(self.monitor)
+        if value is None:
+            if not self._warned:
+                warnings.warn(f"EarlyStopping monitors {self.monitor!r}, which is not in the logs "
+                              f"(available: {', '.join(logs)})", stacklevel=2)
+                self._warned = True
+            return
+        if epoch < self.start_from_epoch:
+            return
+        value = float(value)
+        if self.restore_best_weights and self.best_weights is None:
+            self.best_weights, self.best_epoch = _copy_state(self.loop.model), epoch
+        self.wait += 1
+        if self._improves(value, self.best):
+            self.best, self.best_epoch = value, epoch
+            if self.restore_best_weights:
+                self.best_weights = _copy_state(self.loop.model)
+            if self.baseline is None or self._improves(value, self.baseline):
+                self.wait = 0
+            return
+        if self.wait >= self.patience and epoch > 0:
+            self.stopped_epoch = epoch
+            self.loop.stop_training = True
+
+    def on_train_end(self, logs: Logs) -> None:
+        if self.stopped_epoch > 0 and self.verbose:
+            print(f"epoch {self.stopped_epoch + 1}: early stopping ({self.monitor} did not improve for "
+                  f"{self.wait} epochs)", file=sys.stderr)
+        if self.restore_best_weights and self.best_weights is not None:
+            if self.verbose:
+                print(f"restoring the weights of the best epoch, {self.best_epoch + 1}", file=sys.stderr)
+            self.loop.model.load_state_dict(self.best_weights)
+
+    def state_dict(self) -> dict:
+        return {"wait": self.wait, "stopped_epoch": self.stopped_epoch, "best": self.best,
+                "best_epoch": self.best_epoch, "best_weights": self.best_weights}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.wait, self.stopped_epoch = int(state["wait"]), int(state["stopped_epoch"])
+        self.best, self.best_epoch = float(state["best"]), int(state["best_epoch"])
+        self.best_weights = state["best_weights"]
+
+
+class ModelCheckpoint(Callback):
+    """Save full checkpoints at epoch ends: the last epoch, the best one, and/or every N epochs.
+
+    Each checkpoint is one safetensors file holding the weights, the optimizer state, the state
+    of every callback (schedules, early stopping, history), the global RNG, the data-order
+    generator and the loop position (:mod:`trainlab.train.checkpoint`), written atomically: a
+    crash mid-write leaves the previous checkpoint intact. ``fit(..., resume_from=path)`` continues
+    from one. Files in ``dirpath``:
+
+    ``last.safetensors``        after every epoch (``save_last``)
+    ``best.safetensors``        when ``monitor`` improves (``save_best``), improvement as in
+                                :class:`EarlyStopping` (``mode``, ``min_delta``)
+    ``epoch-0005.safetensors``  after every ``every_n_epochs``-th epoch (1-based numbering)
+
+    A state holding NaN/Inf (weights, optimizer state, or a non-finite value in the epoch logs)
+    is never written: the callback warns and keeps the previous checkpoint. It runs after all
+    other callbacks at epoch end (``order = 100``), so their updates of that epoch are included.
+
+    Args:
+        dirpath: folder for the files (created when needed).
+        monitor, mode, min_delta: what "best" means (default: lowest ``val_loss``).
+        save_last, save_best, every_n_epochs: which files to write (``every_n_epochs=0``: none).
+        metadata: JSON-able data stored in every checkpoint (the runner stores the config).
+        verbose: print a line for each file written.
+
+    Unlike Keras there is no weights-only mode: a checkpoint is always complete, and
+    :func:`trainlab.train.checkpoint.load_weights` reads the weights out of one.
+    """
+
+    order = 100
+
+    def __init__(self, dirpath: str | Path, *, monitor: str = "val_loss", mode: str = "auto",
+                 min_delta: float = 0.0, save_last: bool = True, save_best: bool = False,
+                 every_n_epochs: int = 0, metadata: dict | None = None, verbose: bool = False):
+        if not isinstance(every_n_epochs, int) or every_n_epochs < 0:
+            raise ValueError(f"every_n_epochs must be a non-negative integer, got {every_n_epochs!r}")
+        if not (save_last or save_best or every_n_epochs):
+            raise ValueError("ModelCheckpoint would write nothing: set save_last, save_best or every_n_epochs")
+        self.dirpath = Path(dirpath)
+        self.monitor, self.min_delta = monitor, abs(float(min_delta))
+        self.mode = _direction(monitor, mode) if save_best else mode
+        self.save_last, self.save_best, self.every_n_epochs = save_last, save_best, every_n_epochs
+        self.metadata = dict(metadata or {})
+        self.verbose = verbose
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch: int | None = None
+        self.skipped: list[int] = []  # epochs whose state was not finite, so nothing was written
+        self._warned = False
+
+    @property
+    def last_path(self) -> Path:
+        return self.dirpath / "last.safetensors"
+
+    @property
+    def best_path(self) -> Path:
+        return self.dirpath / "best.safetensors"
+
+    def epoch_path(self, epoch: int) -> Path:
+        """The file of the checkpoint taken after ``epoch`` (0-based)."""
+        return self.dirpath / f"epoch-{epoch + 1:04d}.safetensors"
+
+    def _improves(self, value: float) -> bool:
+        if self.mode == "min":
+            return value + self.min_delta < self.best
+        return value - self.min_delta > self.best
+
+    def on_epoch_end(self, epoch: int, logs: Logs) -> None:
+        from trainlab.train.checkpoint import atomic_write_bytes, capture, checkpoint_bytes, nonfinite_entries
+
+        improved = False
+        if self.save_best:
+            value = logs.get(self.monitor)
+            if value is None:
+                if not self._warned:
+                    warnings.warn(f"ModelCheckpoint monitors {self.monitor!r}, which is not in the logs "
+                                  f"(available: {', '.join(logs)}); no best checkpoint", stacklevel=2)
+                    self._warned = True
+            elif math.isfinite(float(value)) and self._improves(float(value)):
+                improved = True
+        targets = []
+        if self.save_last:
+            targets.append(self.last_path)
+        if self.every_n_epochs and (epoch + 1) % self.every_n_epochs == 0:
+            targets.append(self.epoch_path(epoch))
+        if improved:
+            targets.append(self.best_path)
+        if not targets:
+            return
+        bad_logs = [k for k, v in logs.items()
+                    if isinstance(v, float) and not math.isfinite(v) and k not in ("lr", "time")]
+        if improved:  # the best-so-far is part of the saved state of this callback
+            old = (self.best, self.best_epoch)
+            self.best, self.best_epoch = float(logs[self.monitor]), epoch
+        ckpt = capture(self.loop, extra=self.metadata)
+        bad = bad_logs + nonfinite_entries(ckpt)
+        if bad:
+            if improved:
+                self.best, self.best_epoch = old
+            self.skipped.append(epoch)
+            warnings.warn(f"epoch {epoch + 1}: not writing a checkpoint, the state is not finite "
+                          f"({', '.join(bad[:5])}); the previous checkpoint stays", stacklevel=2)
+            return
+        data = checkpoint_bytes(ckpt)
+        for path in targets:
+            atomic_write_bytes(path, data)
+            if self.verbose:
+                print(f"epoch {epoch + 1}: checkpoint {path}", file=sys.stderr)
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "skipped": list(self.skipped)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best = float(state["best"])
+        self.best_epoch = None if state["best_epoch"] is None else int(state["best_epoch"])
+        self.skipped = [int(e) for e in state["skipped"]]
+
+
+class TerminateOnNaN(Callback):
+    """Stop training as soon as a loss, a validation metric or (optionally) a weight is NaN/±Inf.
+
+    The fit loop itself raises :class:`~trainlab.train.loop.NonFiniteLossError` (naming epoch and
+    step) the moment a *training* loss is not finite, before any callback sees that epoch end, so
+    no checkpoint of a diverged state can be written. This callback adds the checks the loop does
+    not make: a non-finite value anywhere in the epoch logs (e.g. ``val_loss`` overflowing while
+    the training loss is still finite), a non-finite batch loss reported by other loops, and with
+    ``check_weights`` non-finite parameters. It then stops training (no exception) and records
+    ``stopped_epoch`` and ``reason``. :class:`ModelCheckpoint` refuses non-finite states on its own,
+    so no NaN checkpoint is written either way.
+
+    Keras' ``TerminateOnNaN`` checks only the batch loss.
+    """
+
+    def __init__(self, check_weights: bool = True):
+        self.check_weights = check_weights
+        self.stopped_epoch: int | None = None
+        self.reason = ""
+
+    def _stop(self, reason: str) -> None:
+        self.reason = reason
+        self.stopped_epoch = self.loop.epoch
+        self.loop.stop_training = True
+        print(f"epoch {self.loop.epoch + 1}: {reason}; training stopped (TerminateOnNaN)", file=sys.stderr)
+
+    def on_batch_end(self, batch: int, logs: Logs) -> None:
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(float(loss)) and self.stopped_epoch is None:
+            self._stop(f"batch {batch + 1}: loss is {loss}")
+
+    def on_epoch_end(self, epoch: int, logs: Logs) -> None:
+        if self.stopped_epoch is not None:
+            return
+        for k, v in logs.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isfinite(v):
+                self._stop(f"{k} is {v}")
+                return
+        if self.check_weights:
+            import torch
+            for name, p in self.loop.model.named_parameters():
+                if not bool(torch.isfinite(p).all()):
+                    self._stop(f"parameter {name} holds NaN/Inf")
+                    return
+
+
+class CSVLogger(Callback):
+    """Append one row per epoch to a CSV file: ``epoch`` (1-based), then every value in the logs.
+
+    The columns are fixed by the first epoch (later new keys are ignored; missing ones are
+    written as ``NA``, as Keras does). With ``append=False`` an existing file is replaced when
+    training begins. Each row is written and flushed at its epoch end, so a crash loses at most
+    the running epoch; on resume the file is rewritten from the checkpoint's rows, so rows of
+    epochs after the checkpoint disappear.
+
+    Args:
+        filename: the CSV path.
+        separator: the field separator (default ``","``).
+        append: keep an existing file and add rows to it.
+    """
+
+    def __init__(self, filename: str | Path, separator: str = ",", append: bool = False):
+        if not isinstance(separator, str) or len(separator) != 1:
+            raise ValueError(f"separator must be one character, got {separator!r}")
+        self.filename = Path(filename)
+        self.separator, self.append = separator, append
+        self.keys: list[str] | None = None
+        self.rows: list[list[str]] = []
+
+    def _line(self, fields) -> str:
+        return self.separator.join(str(f) for f in fields) + "\n"
+
+    def on_train_begin(self, logs: Logs) -> None:
+        self.filename.parent.mkdir(parents=True, exist_ok=True)
+        if self.append and self.filename.exists() and self.filename.stat().st_size > 0:
+            with open(self.filename) as f:
+                header = f.readline().rstrip("\n")
+            self.keys = header.split(self.separator)[1:] or None
+        else:
+            self.keys = None
+            self.filename.write_text("")
+        self.rows = []
+
+    def on_epoch_end(self, epoch: int, logs: Logs) -> None:
+        new_file = self.keys is None
+        if new_file:
+            self.keys = [k for k, v in logs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        row = [str(epoch + 1)] + [repr(float(logs[k])) if k in logs else "NA" for k in self.keys]
+        self.rows.append(row)
+        with open(self.filename, "a") as f:
+            if new_file:
+                f.write(self._line(["epoch"] + self.keys))
+            f.write(self._line(row))
+            f.flush()
+
+    def state_dict(self) -> dict:
+        return {"keys": self.keys, "rows": [list(r) for r in self.rows]}
+
+    def load_state_dict(self, state: dict) -> None:
+        from trainlab.train.checkpoint import atomic_write_bytes
+
+        self.keys = state["keys"]
+        self.rows = [list(r) for r in state["rows"]]
+        text = "" if self.keys is None else self._line(["epoch"] + self.keys)
+        atomic_write_bytes(self.filename, (text + "".join(self._line(r) for r in self.rows)).encode())
+
+
+class TensorBoard(Callback):
+    """Log the epoch scalars, and weight and gradient histograms, for TensorBoard.
+
+    Needs the optional ``tensorboard`` package (``pip install 'trainlab[tensorboard]'``). Scalars
+    (every value in the epoch logs) are written every epoch; histograms of every parameter and of
+    its gradient (from the epoch's last step) every ``histogram_freq`` epochs (0 = never).
+
+    Args:
+        log_dir: the event-file folder (``tensorboard --logdir`` it).
+        histogram_freq: epochs between histograms (default 1).
+    """
+
+    def __init__(self, log_dir: str | Path, histogram_freq: int = 1):
+        if not isinstance(histogram_freq, int) or histogram_freq < 0:
+            raise ValueError(f"histogram_freq must be a non-negative integer, got {histogram_freq!r}")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ImportError("the TensorBoard callback needs the tensorboard package: "
+                              "pip install 'trainlab[tensorboard]'") from None
+        self.log_dir, self.histogram_freq = Path(log_dir), histogram_freq
+        self._writer_cls = SummaryWriter
+        self.writer = None
+
+    def on_train_begin(self, logs: Logs) -> None:
+        self.writer = self._writer_cls(log_dir=str(self.log_dir))
+
+    def on_epoch_end(self, epoch: int, logs: Logs) -> None:
+        for k, v in logs.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                self.writer.add_scalar(k, float(v), epoch + 1)
+        if self.histogram_freq and (epoch + 1) % self.histogram_freq == 0:
+            for name, p in self.loop.model.named_parameters():
+                self.writer.add_histogram(f"weights/{name}", p.detach().cpu(), epoch + 1)
+                if p.grad is not None:
+                    self.writer.add_histogram(f"gradients/{name}", p.grad.detach().cpu(), epoch + 1)
+        self.writer.flush()
+
+    def on_train_end(self, logs: Logs) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

@@ -101,7 +101,9 @@ class Loop:
         self.stop_training = False
         self.callbacks = CallbackList(callbacks, self)
 
-    def run(self, initial_epoch: int = 0) -> History:
+    def run(self, initial_epoch: int = 0, resume=None) -> History:
+        """Train from ``initial_epoch``; with ``resume`` (a :class:`~trainlab.train.checkpoint.Checkpoint`)
+        continue where that checkpoint ends (its state is put in after ``on_train_begin``)."""
         model, optimizer, loss_fn, cbs = self.model, self.optimizer, self.loss_fn, self.callbacks
         batch_hooks = cbs.has_batch_hooks
         stash: dict[str, Tensor] = {}
@@ -117,7 +119,12 @@ class Loop:
 
         train_logs: dict = {}
         cbs.on_train_begin(train_logs)
-        for epoch in range(initial_epoch, self.epochs):
+        if resume is not None:
+            # after on_train_begin, so callbacks that reset themselves there get their saved state
+            from trainlab.train.checkpoint import restore
+            initial_epoch = restore(self, resume)
+            self.stop_training = bool(resume.loop.get("stop_training", False))
+        for epoch in range(initial_epoch, self.epochs if not self.stop_training else initial_epoch):
             self.epoch = epoch
             logs: dict = {}
             cbs.on_epoch_begin(epoch, logs)
@@ -164,7 +171,7 @@ def fit(model: nn.Module, train, val=None, *, loss, optimizer: torch.optim.Optim
         batch_size: int | str = 32, callbacks: Iterable[Callback] = (),
         device: torch.device | str | None = None, seed: int | None = None, verbose: bool = True,
         shuffle: bool = True, drop_last: bool = False, initial_epoch: int = 0,
-        generator: torch.Generator | None = None) -> History:
+        generator: torch.Generator | None = None, resume_from=None) -> History:
     """Train ``model`` on ``train`` and return its :class:`History`.
 
     Args:
@@ -185,6 +192,11 @@ def fit(model: nn.Module, train, val=None, *, loss, optimizer: torch.optim.Optim
         shuffle, drop_last: data order per epoch, and whether to drop a short last batch.
         initial_epoch: the epoch to start from (when resuming a run).
         generator: a CPU ``torch.Generator`` for the data order (overrides ``seed`` for it).
+        resume_from: a checkpoint file written by :class:`~trainlab.train.callbacks.ModelCheckpoint`
+            (or a loaded :class:`~trainlab.train.checkpoint.Checkpoint`): model, optimizer,
+            callbacks, RNG and data order are restored and training continues after the
+            checkpoint's epoch. Pass the same model, optimizer and callbacks as the original run;
+            on the CPU the result equals the uninterrupted run bit for bit.
 
     Raises:
         NonFiniteLossError: the loss became NaN/Inf; the error names the epoch and step.
@@ -196,6 +208,10 @@ def fit(model: nn.Module, train, val=None, *, loss, optimizer: torch.optim.Optim
     loss_fn = resolve_loss(loss)
     if isinstance(loss_fn, Loss):
         loss_fn.check_pairing(model)
+    if resume_from is not None:  # read (and validate) it before any work is done
+        from trainlab.train.checkpoint import Checkpoint, load_checkpoint
+        if not isinstance(resume_from, Checkpoint):
+            resume_from = load_checkpoint(resume_from)
     device = torch.device(device) if device is not None else default_device()
     if seed is not None:
         torch.manual_seed(seed)
@@ -218,4 +234,4 @@ def fit(model: nn.Module, train, val=None, *, loss, optimizer: torch.optim.Optim
         callbacks.append(ProgressLogger())
     loop = Loop(model, batches, val_ds, loss_fn=loss_fn, optimizer=optimizer, epochs=epochs,
                 device=device, callbacks=callbacks, history=history)
-    return loop.run(initial_epoch)
+    return loop.run(initial_epoch, resume=resume_from)

@@ -1,0 +1,107 @@
+"""Resume: an interrupted-and-resumed CPU run ends with exactly the weights of an uninterrupted one."""
+import pytest
+import torch
+from torch import nn
+
+from trainlab.data import moons, split
+from trainlab.nn import MLP
+from trainlab.train import fit
+from trainlab.train.callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint
+from trainlab.train.checkpoint import CheckpointError, load_checkpoint
+
+EPOCHS = 6
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAfter(Callback):
+    """Raises at the end of ``epoch`` after the checkpoint was written (a stand-in for a kill)."""
+
+    order = 200  # after ModelCheckpoint
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs):
+        if epoch == self.epoch:
+            raise Crash
+
+
+def _setup():
+    tr, va = split(moons(240, noise=0.25, seed=3), (0.7, 0.3), seed=3)
+    torch.manual_seed(11)
+    # dropout: the global RNG matters inside steps; Adam: the optimizer state matters
+    model = MLP(2, (16, 16), 2, dropout=0.2)
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    return tr, va, model, opt
+
+
+def _callbacks(tmp, extra=()):
+    return [EarlyStopping(patience=100, restore_best_weights=False),
+            CSVLogger(tmp / "log.csv"), ModelCheckpoint(tmp / "ckpt"), *extra]
+
+
+def _run(tmp, crash_at=None, resume=False):
+    tr, va, model, opt = _setup()
+    cbs = _callbacks(tmp, [CrashAfter(crash_at)] if crash_at is not None else [])
+    hist = fit(model, tr, va, loss="cross_entropy", optimizer=opt, epochs=EPOCHS, batch_size=16, seed=5,
+               verbose=False, callbacks=cbs,
+               resume_from=(tmp / "ckpt" / "last.safetensors") if resume else None)
+    return model, opt, hist
+
+
+def test_resume_equals_uninterrupted_bit_for_bit(tmp_path):
+    ref_model, ref_opt, ref_hist = _run(tmp_path / "ref")
+    with pytest.raises(Crash):
+        _run(tmp_path / "cut", crash_at=2)
+    assert load_checkpoint(tmp_path / "cut" / "ckpt" / "last.safetensors").epoch == 2
+    torch.manual_seed(999)  # the resumed process starts from an unrelated RNG state
+    model, opt, hist = _run(tmp_path / "cut", resume=True)
+    for (k, a), (_, b) in zip(ref_model.state_dict().items(), model.state_dict().items()):
+        assert torch.equal(a, b), k
+    for pa, pb in zip(ref_opt.state.values(), opt.state.values()):
+        for key in pa:
+            assert torch.equal(pa[key], pb[key]), key
+    assert hist.history == ref_hist.history or all(
+        hist[k] == ref_hist[k] for k in ref_hist.history if k != "time")
+    assert hist.epoch == list(range(EPOCHS))
+    # the CSV log continues where the checkpoint left off, with no duplicate rows
+    ref_rows = (tmp_path / "ref" / "log.csv").read_text().splitlines()
+    rows = (tmp_path / "cut" / "log.csv").read_text().splitlines()
+    assert len(rows) == len(ref_rows) == EPOCHS + 1
+    strip = lambda r: [c for i, c in enumerate(r.split(",")) if i != r.count(",")]  # noqa: E731 (drop time)
+    assert [strip(r) for r in rows] == [strip(r) for r in ref_rows]
+
+
+def test_resume_with_other_model_or_callbacks_is_refused(tmp_path):
+    with pytest.raises(Crash):
+        _run(tmp_path, crash_at=1)
+    ckpt = tmp_path / "ckpt" / "last.safetensors"
+    tr, va, _, _ = _setup()
+    other = MLP(2, (8,), 2)
+    with pytest.raises(CheckpointError, match="do not fit this model"):
+        fit(other, tr, va, loss="cross_entropy", optimizer=torch.optim.Adam(other.parameters()), epochs=EPOCHS,
+            verbose=False, callbacks=_callbacks(tmp_path), resume_from=ckpt, batch_size=16)
+    _, _, model, opt = _setup()
+    with pytest.raises(CheckpointError, match="callbacks"):
+        fit(model, tr, va, loss="cross_entropy", optimizer=opt, epochs=EPOCHS, batch_size=16, verbose=False,
+            callbacks=[ModelCheckpoint(tmp_path / "ckpt")], resume_from=ckpt)
+    _, _, model, opt = _setup()
+    with pytest.raises(CheckpointError, match="steps per epoch"):
+        fit(model, tr, va, loss="cross_entropy", optimizer=opt, epochs=EPOCHS, batch_size=32, verbose=False,
+            callbacks=_callbacks(tmp_path), resume_from=ckpt)
+
+
+def test_resuming_a_finished_or_stopped_run_trains_no_more(tmp_path):
+    tr, va, model, opt = _setup()
+    fit(model, tr, va, loss="cross_entropy", optimizer=opt, epochs=3, batch_size=16, seed=1, verbose=False,
+        callbacks=[ModelCheckpoint(tmp_path)])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    _, _, model2, opt2 = _setup()
+    hist = fit(model2, tr, va, loss="cross_entropy", optimizer=opt2, epochs=3, batch_size=16, verbose=False,
+               callbacks=[ModelCheckpoint(tmp_path)], resume_from=tmp_path / "last.safetensors")
+    assert hist.epoch == [0, 1, 2]
+    for k, v in model2.state_dict().items():
+        assert torch.equal(v, before[k])
