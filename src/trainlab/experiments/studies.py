@@ -121,6 +121,9 @@ class Study(BaseModel):
     quick: dict[str, Any] = Field(default_factory=dict, description="overrides of params for --quick")
     full: dict[str, Any] = Field(default_factory=dict, description="overrides of params for the full run")
     assertions: list[Assertion] = Field(min_length=1)
+    threads: int | None = Field(default=None, ge=1, description=(
+        "torch CPU threads while the study runs (1 suits toy nets: small ops gain nothing from more "
+        "threads and suffer most when the cores are shared); default: leave torch's setting"))
     runtime: dict[str, str] = Field(default_factory=dict,
                                     description="expected wall time per mode, e.g. {quick: 5 s, full: 2 min}")
 
@@ -383,8 +386,14 @@ def run_study(study: str | Path | Study, *, quick: bool = False, out: str | Path
         print(f"study {study.name} ({mode}): {study.title}", flush=True)
     ctx = StudyContext(run_dir, seed=study.seed, mode=mode, verbose=verbose)
     torch.manual_seed(study.seed)
+    threads = torch.get_num_threads()
+    if study.threads is not None:
+        torch.set_num_threads(study.threads)
     t0 = time.perf_counter()
-    outcome = fn(ctx, **params)
+    try:
+        outcome = fn(ctx, **params)
+    finally:
+        torch.set_num_threads(threads)
     wall = time.perf_counter() - t0
     metrics = {k: float(v) for k, v in outcome.metrics.items()}
     checks = [evaluate_assertion(a, metrics, mode) for a in study.assertions]

@@ -6,8 +6,10 @@ study whose technique is missing fails alone, with a clear error, and the others
 """
 from __future__ import annotations
 
+from trainlab.experiments.study_procedures.descent import gd_variants
 from trainlab.experiments.study_procedures.worked_examples import cross_entropy_example
 
 PROCEDURES = {
     "cross_entropy_example": cross_entropy_example,
+    "gd_variants": gd_variants,
 }
