@@ -124,11 +124,14 @@ def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
 
 
 def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path | None = None,
-                   write: bool = True, verbose: bool = True, callbacks: tuple = ()) -> RunResult:
+                   write: bool = True, verbose: bool = True, callbacks: tuple = (),
+                   data: Splits | None = None) -> RunResult:
     """Train the experiment ``config`` describes; with ``write`` also write its run folder.
 
     ``run_dir`` defaults to ``runs/<name>-<timestamp>``. ``callbacks`` are extra callback objects
-    (measurements a study takes) run after the config's own.
+    (measurements a study takes) run after the config's own. ``data`` replaces the data the config
+    names with splits already in memory (a study's subset of MNIST, say); ``cfg.data`` then only
+    labels the run.
     """
     cfg = parse_config(config)
     t0 = time.perf_counter()
@@ -139,7 +142,7 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
         atomic_write_bytes(run_path / "config.yaml", cfg.to_yaml().encode())
 
     torch.manual_seed(cfg.seed)
-    data = build_data(cfg)
+    data = build_data(cfg) if data is None else data
     loss = Loss(resolve_loss_name(cfg, data.train), label_smoothing=cfg.loss.label_smoothing)
     model = build_model(cfg, data.train)
     catalog.apply_init(model, cfg.init.weight, cfg.init.bias, cfg.init.kwargs)
