@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from trainlab.data import toy
+from trainlab.data import augment, mnist, toy
 from trainlab.nn import models
 
 # data.name -> loader(**kwargs) returning a Dataset, or a (train, val[, test]) tuple of Datasets
@@ -20,6 +20,8 @@ DATASETS = {
     "xor": toy.xor,
     "blobs": toy.blobs,
     "line": toy.line,
+    "mnist": mnist.load_mnist,
+    "fashion_mnist": mnist.load_fashion_mnist,
 }
 
 # model.kind -> builder; the runner supplies the input/output sizes from the data
@@ -45,7 +47,15 @@ BIAS_INITS: dict = {}
 CALLBACKS: dict = {}
 
 # augment[i].name -> batched augmentation
-AUGMENTATIONS: dict = {}
+AUGMENTATIONS: dict = {
+    "rotation": augment.Rotation,
+    "shift": augment.Shift,
+    "zoom": augment.Zoom,
+    "shear": augment.Shear,
+    "hflip": augment.HorizontalFlip,
+    "noise": augment.GaussianNoise,
+    "elastic": augment.ElasticDistortion,
+}
 
 
 # ---- builders the runner calls (each domain refines its own) -------------------------------------
@@ -80,4 +90,4 @@ def build_augment(specs: list[tuple[str, dict]]):
     """One batched augmentation applying ``specs`` in order, or ``None`` for an empty list."""
     if not specs:
         return None
-    raise ValueError("augmentations are not available yet")
+    return augment.Compose([AUGMENTATIONS[name](**kwargs) for name, kwargs in specs])

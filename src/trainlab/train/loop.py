@@ -89,13 +89,15 @@ class Loop:
 
     def __init__(self, model: nn.Module, train: Batches, val: Dataset | None, *, loss_fn,
                  optimizer: torch.optim.Optimizer, epochs: int, device: torch.device,
-                 callbacks: Iterable[Callback], history: History, eval_batch_size: int = 8192):
+                 callbacks: Iterable[Callback], history: History, eval_batch_size: int = 8192,
+                 augment=None):
         self.model, self.train, self.val = model, train, val
         self.loss_fn, self.optimizer = loss_fn, optimizer
         self.epochs, self.device, self.history = epochs, device, history
         self.generator = train.generator
         self.steps_per_epoch = len(train)
         self.eval_batch_size = eval_batch_size
+        self.augment = augment  # a callable x -> x for training inputs only (trainlab.data.augment)
         self.epoch = 0
         self.step = 0
         self.stop_training = False
@@ -135,6 +137,8 @@ class Loop:
                 if batch_hooks:
                     cbs.on_batch_begin(b, {"batch": b, "size": len(xb)})
                 stash.clear()
+                if self.augment is not None:
+                    xb = self.augment(xb)
                 stash["x"], stash["y"] = xb, yb
                 loss = optimizer.step(closure)
                 if loss is None:
@@ -171,7 +175,7 @@ def fit(model: nn.Module, train, val=None, *, loss, optimizer: torch.optim.Optim
         batch_size: int | str = 32, callbacks: Iterable[Callback] = (),
         device: torch.device | str | None = None, seed: int | None = None, verbose: bool = True,
         shuffle: bool = True, drop_last: bool = False, initial_epoch: int = 0,
-        generator: torch.Generator | None = None, resume_from=None) -> History:
+        generator: torch.Generator | None = None, resume_from=None, augment=None) -> History:
     """Train ``model`` on ``train`` and return its :class:`History`.
 
     Args:
@@ -192,6 +196,10 @@ def fit(model: nn.Module, train, val=None, *, loss, optimizer: torch.optim.Optim
         shuffle, drop_last: data order per epoch, and whether to drop a short last batch.
         initial_epoch: the epoch to start from (when resuming a run).
         generator: a CPU ``torch.Generator`` for the data order (overrides ``seed`` for it).
+        augment: a callable ``x -> x`` applied to the inputs of every training batch (never to
+            validation data), e.g. a :class:`trainlab.data.augment.Compose`; a list or tuple of
+            augmentations is composed. Its randomness comes from torch's global RNG (seeded by
+            ``seed``) unless it owns a generator.
         resume_from: a checkpoint file written by :class:`~trainlab.train.callbacks.ModelCheckpoint`
             (or a loaded :class:`~trainlab.train.checkpoint.Checkpoint`): model, optimizer,
             callbacks, RNG and data order are restored and training continues after the
@@ -232,6 +240,11 @@ def fit(model: nn.Module, train, val=None, *, loss, optimizer: torch.optim.Optim
         callbacks.insert(0, history)
     if verbose and not any(isinstance(cb, ProgressLogger) for cb in callbacks):
         callbacks.append(ProgressLogger())
+    if isinstance(augment, (list, tuple)):
+        from trainlab.data.augment import Compose
+        augment = Compose(augment)
+    if augment is not None and not callable(augment):
+        raise TypeError(f"augment must be a callable x -> x, got {type(augment).__name__}")
     loop = Loop(model, batches, val_ds, loss_fn=loss_fn, optimizer=optimizer, epochs=epochs,
-                device=device, callbacks=callbacks, history=history)
+                device=device, callbacks=callbacks, history=history, augment=augment)
     return loop.run(initial_epoch, resume=resume_from)
