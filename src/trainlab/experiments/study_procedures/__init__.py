@@ -6,10 +6,14 @@ study whose technique is missing fails alone, with a clear error, and the others
 """
 from __future__ import annotations
 
+from trainlab.experiments.study_procedures.deep_linear import deep_linear
 from trainlab.experiments.study_procedures.descent import gd_variants
+from trainlab.experiments.study_procedures.random_matrices import random_matrices
 from trainlab.experiments.study_procedures.worked_examples import cross_entropy_example
 
 PROCEDURES = {
     "cross_entropy_example": cross_entropy_example,
+    "deep_linear": deep_linear,
     "gd_variants": gd_variants,
+    "random_matrices": random_matrices,
 }

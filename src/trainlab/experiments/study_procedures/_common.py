@@ -61,18 +61,23 @@ class Trained:
         return max(values) if mode == "max" else min(values)
 
 
-def train(config: dict, callbacks: tuple = ()) -> Trained:
+def train(config: dict, callbacks: tuple = (), data=None) -> Trained:
     """Train ``config`` (a runner config dict) without writing a run folder.
+
+    ``data`` is an optional :class:`~trainlab.experiments.runner.Splits` (or a ``(train, val[, test])``
+    tuple) used instead of the data the config names.
 
     A non-finite loss does not raise: the returned :class:`Trained` carries the error and the
     history up to that point, because "this diverges" is an outcome several studies measure.
     """
-    from trainlab.experiments.runner import run_experiment
+    from trainlab.experiments.runner import Splits, run_experiment
 
     history = History()
     config = copy.deepcopy(config)
+    if data is not None and not isinstance(data, Splits):
+        data = Splits(*data)
     try:
-        result = run_experiment(config, write=False, verbose=False, callbacks=(history, *callbacks))
+        result = run_experiment(config, write=False, verbose=False, callbacks=(history, *callbacks), data=data)
     except NonFiniteLossError as err:
         return Trained(config, history, None, err)
     return Trained(config, history, result)
@@ -93,3 +98,25 @@ def flat_weights(model: torch.nn.Module) -> torch.Tensor:
     """Every weight matrix of ``model`` (not biases or norm parameters) as one vector."""
     return torch.cat([p.detach().flatten() for n, p in model.named_parameters()
                       if n.endswith("weight") and p.dim() >= 2])
+
+
+_MNIST_CACHE: dict = {}
+
+
+def mnist_subset(n_train: int | None = None, n_val: int | None = None, n_test: int | None = None, *,
+                 seed: int = 0, flatten: bool = True):
+    """MNIST ``(train, val, test)`` from :func:`trainlab.data.mnist.load_mnist`, each cut to a seeded
+    random subset of the given size (``None`` keeps the whole part: 50,000 / 10,000 / 10,000)."""
+    from trainlab.data.mnist import load_mnist
+
+    key = ("mnist", flatten)
+    if key not in _MNIST_CACHE:
+        _MNIST_CACHE[key] = load_mnist(flatten=flatten)
+    parts = []
+    for i, (part, n) in enumerate(zip(_MNIST_CACHE[key], (n_train, n_val, n_test))):
+        if n is None or n >= len(part):
+            parts.append(part)
+            continue
+        g = torch.Generator().manual_seed(seed * 1000 + i)
+        parts.append(part.subset(torch.randperm(len(part), generator=g)[:n]))
+    return tuple(parts)
