@@ -28,8 +28,8 @@ def weight_stats(model: nn.Module, *, tol: float = 1e-3) -> dict[str, dict[str, 
     with torch.no_grad():
         for name, m in weight_layers(model):
             w = m.weight.detach()
-            rows.append(torch.stack([w.norm().float(), (w == 0).float().mean(),
-                                     (w.abs() < tol).float().mean()]))
+            rows.append(torch.stack([w.norm().double(), (w == 0).double().mean(),
+                                     (w.abs() < tol).double().mean()]))
             names.append(name)
     if not rows:
         return {}

@@ -63,16 +63,16 @@ class ActivationProbe:
         def hook(module, inputs, output):
             a = output.detach()
             units = _units_first(a)
-            rec = {"mean": a.float().mean(), "std": a.float().std() if a.numel() > 1 else a.new_zeros(()).float(),
-                   "zero_frac": (a == 0).float().mean()}
+            rec = {"mean": a.double().mean(), "std": a.double().std() if a.numel() > 1 else a.new_zeros(()).double(),
+                   "zero_frac": (a == 0).double().mean()}
             if kind == "relu":
                 dead = ~(units != 0).any(dim=1)
                 self.dead[name] = dead
-                rec["dead_frac"] = dead.float().mean()
+                rec["dead_frac"] = dead.double().mean()
             if kind in BOUNDS:
                 lo, hi = BOUNDS[kind]
                 band = self.tol * (hi - lo)
-                rec["saturated_frac"] = ((a < lo + band) | (a > hi - band)).float().mean()
+                rec["saturated_frac"] = ((a < lo + band) | (a > hi - band)).double().mean()
             self._raw[name] = rec
             self.order.append(name)
         return hook
@@ -89,7 +89,9 @@ class ActivationProbe:
         for name, m in weight_layers(self.model):
             self._handles.append(m.register_forward_hook(self._mark(name)))
         for name, m in self.model.named_modules():
-            if isinstance(m, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)):
+            # normalization layers (torch's or trainlab's): per-feature affine weight, or "norm" in the name
+            w = m._parameters.get("weight")
+            if "norm" in type(m).__name__.lower() or (w is not None and w.dim() == 1 and not list(m.children())):
                 self._handles.append(m.register_forward_hook(self._mark(name)))
         for name, m, kind in self.layers:
             self._handles.append(m.register_forward_hook(self._hook(name, kind)))
