@@ -1,7 +1,6 @@
 """The diagnostics recorder: a callback that measures the network at a chosen interval."""
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 
