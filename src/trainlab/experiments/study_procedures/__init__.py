@@ -9,10 +9,12 @@ from __future__ import annotations
 from trainlab.experiments.study_procedures.deep_linear import deep_linear
 from trainlab.experiments.study_procedures.descent import gd_variants
 from trainlab.experiments.study_procedures.initialization import init_depth_profile, init_symmetry
+from trainlab.experiments.study_procedures.normalization import bn_learning_rate
 from trainlab.experiments.study_procedures.random_matrices import random_matrices
 from trainlab.experiments.study_procedures.worked_examples import cross_entropy_example
 
 PROCEDURES = {
+    "bn_learning_rate": bn_learning_rate,
     "cross_entropy_example": cross_entropy_example,
     "deep_linear": deep_linear,
     "gd_variants": gd_variants,

@@ -120,3 +120,15 @@ def mnist_subset(n_train: int | None = None, n_val: int | None = None, n_test: i
         g = torch.Generator().manual_seed(seed * 1000 + i)
         parts.append(part.subset(torch.randperm(len(part), generator=g)[:n]))
     return tuple(parts)
+
+
+def resolve_data(spec: dict, seed: int = 0):
+    """A study's data section: ``{name: mnist, n_train, n_val, n_test, flatten}`` gives a seeded MNIST
+    subset in memory; anything else is a runner data section. Returns ``(config data section,
+    splits or None)`` for :func:`train`."""
+    spec = dict(spec)
+    if spec.get("name") == "mnist" and any(k in spec for k in ("n_train", "n_val", "n_test", "flatten")):
+        splits = mnist_subset(spec.pop("n_train", None), spec.pop("n_val", None), spec.pop("n_test", None),
+                              seed=seed, flatten=spec.pop("flatten", True))
+        return {"name": "mnist"}, splits
+    return spec, None
