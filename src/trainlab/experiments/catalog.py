@@ -11,6 +11,7 @@ import torch
 
 from trainlab.data import augment, mnist, toy
 from trainlab.nn import models
+from trainlab.train import callbacks
 
 # data.name -> loader(**kwargs) returning a Dataset, or a (train, val[, test]) tuple of Datasets
 DATASETS = {
@@ -43,8 +44,14 @@ SCHEDULES: dict = {}
 WEIGHT_INITS: dict = {}
 BIAS_INITS: dict = {}
 
-# callbacks[i].name -> Callback class
-CALLBACKS: dict = {}
+# callbacks[i].name -> Callback class (file-writing ones get their paths inside the run folder)
+CALLBACKS: dict = {
+    "early_stopping": callbacks.EarlyStopping,
+    "model_checkpoint": callbacks.ModelCheckpoint,
+    "terminate_on_nan": callbacks.TerminateOnNaN,
+    "csv_logger": callbacks.CSVLogger,
+    "tensorboard": callbacks.TensorBoard,
+}
 
 # augment[i].name -> batched augmentation
 AUGMENTATIONS: dict = {
@@ -81,8 +88,28 @@ def apply_init(model, weight: str | None, bias: str | None, kwargs: dict) -> Non
         raise ValueError("initializers are not available yet")
 
 
+# the path argument of each file-writing callback and its default inside the run folder
+CALLBACK_PATHS = {"model_checkpoint": ("dirpath", "checkpoints"), "csv_logger": ("filename", "log.csv"),
+                  "tensorboard": ("log_dir", "tensorboard")}
+
+
 def build_callback(name: str, kwargs: dict, *, run_dir=None):
-    """The callback ``name`` (``run_dir`` is where file-writing callbacks put their files)."""
+    """The callback ``name`` (``run_dir`` is where file-writing callbacks put their files).
+
+    A file-writing callback's path defaults to a fixed place in the run folder; a relative path
+    given in the config is taken relative to the run folder.
+    """
+    from pathlib import Path
+
+    kwargs = dict(kwargs)
+    if name in CALLBACK_PATHS:
+        arg, default = CALLBACK_PATHS[name]
+        path = Path(kwargs.get(arg, default))
+        if not path.is_absolute():
+            if run_dir is None:
+                raise ValueError(f"callback {name!r} writes files and needs a run folder (run with write=True)")
+            path = Path(run_dir) / path
+        kwargs[arg] = path
     return CALLBACKS[name](**kwargs)
 
 

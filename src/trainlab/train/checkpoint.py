@@ -298,14 +298,27 @@ def nonfinite_entries(ckpt: Checkpoint) -> list[str]:
 
 # ---- capturing and restoring a running fit ----------------------------------------------------
 
+def _augment_generators(augment) -> list[torch.Generator]:
+    """The private generators of an augmentation (and of the members of a composition), in order;
+    augmentations drawing from torch's global RNG are covered by the global RNG state."""
+    if augment is None:
+        return []
+    found: list[torch.Generator] = []
+    for obj in [augment, *getattr(augment, "augmentations", [])]:
+        g = getattr(obj, "generator", None)
+        if isinstance(g, torch.Generator) and all(g is not f for f in found):
+            found.append(g)
+    return found
+
+
 def capture(loop: "Loop", extra: dict | None = None) -> Checkpoint:
     """Snapshot ``loop`` (a :class:`trainlab.train.loop.Loop`) at the end of its current epoch."""
     rng: dict[str, Any] = {"torch": torch.get_rng_state(), "data": loop.generator.get_state()}
     if torch.cuda.is_available():
         rng["cuda"] = list(torch.cuda.get_rng_state_all())
-    augment = getattr(loop, "augment", None)
-    if augment is not None and hasattr(augment, "state_dict"):
-        rng["augment"] = augment.state_dict()
+    gens = _augment_generators(getattr(loop, "augment", None))
+    if gens:
+        rng["augment"] = [g.get_state() for g in gens]
     return Checkpoint(
         model=dict(loop.model.state_dict()),
         optimizer=loop.optimizer.state_dict(),
@@ -359,9 +372,13 @@ def restore(loop: "Loop", ckpt: Checkpoint) -> int:
     loop.generator.set_state(ckpt.rng["data"])
     if "cuda" in ckpt.rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(ckpt.rng["cuda"])
-    augment = getattr(loop, "augment", None)
-    if "augment" in ckpt.rng and augment is not None and hasattr(augment, "load_state_dict"):
-        augment.load_state_dict(ckpt.rng["augment"])
+    gens = _augment_generators(getattr(loop, "augment", None))
+    saved_gens = ckpt.rng.get("augment", [])
+    if len(gens) != len(saved_gens):
+        raise CheckpointError(f"the checkpoint holds {len(saved_gens)} augmentation generator states but this "
+                              f"run's augmentation has {len(gens)}: the augmentation changed")
+    for g, state in zip(gens, saved_gens):
+        g.set_state(state)
     loop.step = int(ckpt.loop.get("step", 0))
     loop.epoch = ckpt.epoch
     return ckpt.epoch + 1
