@@ -4,33 +4,74 @@ The layer kinds a spec may name live in the tables below: adding a kind is one l
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-# name -> factory() for a fresh activation module
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+from trainlab.nn.activations import (ELU, GELU, SELU, GeneralizedRectifier, LeakyReLU, PReLU, ReLU, Sigmoid,
+                                     SiLU, Tanh)
+from trainlab.nn.dropout import DropConnect, Dropout
+from trainlab.nn.layers import MaxoutPool
+from trainlab.nn.normalization import BatchNorm1d, BatchNorm2d, LayerNorm, weight_norm
+
+
+def _prelu_per_unit(width: int, init: float = 0.25) -> nn.Module:
+    """PReLU with one learned slope per unit of the layer."""
+    return PReLU(num_parameters=width, init=init)
+
+
+def _gelu_tanh() -> nn.Module:
+    return GELU(approximate="tanh")
+
+
+def _classic_dropout(p: float) -> nn.Module:
+    return Dropout(p, mode="classic")
+
+
+def _batch_norm_keras(width: int) -> nn.Module:
+    return BatchNorm1d.keras(width)
+
+
+# name -> factory(**activation_kwargs) for a fresh activation module. A factory with a ``width``
+# parameter also receives the layer's width (per-unit parameters); a module with a ``pieces``
+# attribute (maxout) takes the max over that many linear pieces, so the layer before it is
+# widened by that factor.
+ACTIVATIONS: dict[str, Callable[..., nn.Module]] = {
     "identity": nn.Identity,
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "relu": nn.ReLU,
-    "leaky_relu": nn.LeakyReLU,
-    "elu": nn.ELU,
-    "selu": nn.SELU,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
+    "sigmoid": Sigmoid,
+    "tanh": Tanh,
+    "relu": ReLU,
+    "leaky_relu": LeakyReLU,
+    "rectifier": GeneralizedRectifier,
+    "prelu": PReLU,
+    "prelu_unit": _prelu_per_unit,
+    "elu": ELU,
+    "selu": SELU,
+    "gelu": GELU,
+    "gelu_tanh": _gelu_tanh,
+    "silu": SiLU,
+    "maxout": MaxoutPool,
 }
 
-# name -> factory(width) for a normalization layer after a hidden linear layer
-NORMS: dict[str, Callable[[int], nn.Module]] = {
-    "batch": nn.BatchNorm1d,
-    "layer": nn.LayerNorm,
+# name -> factory(width) for a normalization layer after a hidden linear layer; entries listed in
+# LINEAR_REPARAMETRIZATIONS instead rewrite the linear layer itself (weight norm: w = g·v/‖v‖)
+NORMS: dict[str, Callable] = {
+    "batch": BatchNorm1d,
+    "batch_keras": _batch_norm_keras,
+    "layer": LayerNorm,
+    "weight": weight_norm,
 }
+LINEAR_REPARAMETRIZATIONS = frozenset({"weight"})
 
-# name -> factory(p) for a dropout layer after a hidden activation
-DROPOUTS: dict[str, Callable[[float], nn.Module]] = {
-    "dropout": nn.Dropout,
+# name -> factory(p) for a dropout layer after a hidden activation; an entry that is a Linear
+# subclass (DropConnect) replaces the block's linear layer instead: DropConnect masks the
+# block's incoming connections rather than its output units
+DROPOUTS: dict[str, Callable] = {
+    "dropout": Dropout,
+    "classic": _classic_dropout,
+    "dropconnect": DropConnect,
 }
 
 HEADS = ("linear", "sigmoid", "softmax")
@@ -62,12 +103,34 @@ def _per_layer(value, n: int, what: str) -> list:
     return [value] * n
 
 
-def make_activation(name: str | Callable[[], nn.Module]) -> nn.Module:
+def make_activation(name: str | Callable[[], nn.Module], width: int | None = None, **kwargs) -> nn.Module:
+    """A fresh activation module from a name in :data:`ACTIVATIONS` (or a module factory).
+
+    ``kwargs`` go to the factory (e.g. ``negative_slope=0.3`` for ``"leaky_relu"``,
+    ``alpha=-1.0`` for ``"rectifier"``); factories with a ``width`` parameter get ``width``.
+    """
     if callable(name) and not isinstance(name, str):
-        return name()
+        return name(**kwargs)
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name]()
+    factory = ACTIVATIONS[name]
+    params = inspect.signature(factory).parameters
+    if "width" in params:
+        if width is None:
+            raise ValueError(f"activation {name!r} has one parameter per unit and needs the layer width")
+        kwargs = {"width": width, **kwargs}
+    try:
+        return factory(**kwargs)
+    except TypeError as e:
+        accepted = [p for p in params if p != "width"]
+        raise ValueError(f"activation {name!r} does not take {sorted(kwargs)}: {e}; it accepts "
+                         f"{accepted or 'no options'}") from None
+
+
+def _masks_connections(kind: str) -> bool:
+    """Whether a dropout kind replaces the linear layer (DropConnect) rather than following it."""
+    factory = DROPOUTS[kind]
+    return isinstance(factory, type) and issubclass(factory, nn.Linear)
 
 
 class Block(nn.Sequential):
@@ -75,22 +138,62 @@ class Block(nn.Sequential):
 
     Normalization sits between the affine map and the nonlinearity, as in Ioffe & Szegedy (2015)
     and the notes' batch-norm algorithm.
+
+    Args:
+        in_features, out_features: widths.
+        activation: a name from :data:`ACTIVATIONS` or a module factory. ``"maxout"`` widens the
+            linear layer to ``out_features·k`` pieces and takes the max over each group of k.
+        norm: a name from :data:`NORMS` or None. ``"weight"`` reparametrizes the linear layer
+            (w = g·v/‖v‖) instead of adding a layer.
+        dropout: a drop probability (0 = none) or a ``(kind, p)`` pair with kind from
+            :data:`DROPOUTS`. ``"dropconnect"`` makes the linear layer a :class:`DropConnect`
+            (masking this block's incoming connections) and adds no layer after the activation.
+        bias: whether the linear layer has a bias.
+        activation_kwargs: options for the activation factory (e.g. ``{"negative_slope": 0.3}``).
     """
 
     def __init__(self, in_features: int, out_features: int, activation, norm: str | None,
-                 dropout: float | tuple[str, float] | None, bias: bool = True):
+                 dropout: float | tuple[str, float] | None, bias: bool = True, *,
+                 activation_kwargs: dict | None = None):
         super().__init__()
-        self.add_module("linear", nn.Linear(in_features, out_features, bias=bias))
+        kind, p = ("dropout", dropout) if not isinstance(dropout, (tuple, list)) else dropout
+        if p and kind not in DROPOUTS:
+            raise ValueError(f"unknown dropout kind {kind!r}; choose one of {sorted(DROPOUTS)}")
+        connect = bool(p) and _masks_connections(kind)
+        act = make_activation(activation, out_features, **(activation_kwargs or {}))
+        width = out_features * getattr(act, "pieces", 1)
+        self.add_module("linear", DROPOUTS[kind](in_features, width, bias, p=float(p)) if connect
+                        else nn.Linear(in_features, width, bias=bias))
         if norm:
             if norm not in NORMS:
                 raise ValueError(f"unknown norm {norm!r}; choose one of {sorted(NORMS)} or null")
-            self.add_module("norm", NORMS[norm](out_features))
-        self.add_module("act", make_activation(activation))
-        kind, p = ("dropout", dropout) if not isinstance(dropout, (tuple, list)) else dropout
-        if p:
-            if kind not in DROPOUTS:
-                raise ValueError(f"unknown dropout kind {kind!r}; choose one of {sorted(DROPOUTS)}")
+            if norm in LINEAR_REPARAMETRIZATIONS:
+                NORMS[norm](self.linear)
+            else:
+                self.add_module("norm", NORMS[norm](width))
+        self.add_module("act", act)
+        if p and not connect:
             self.add_module("dropout", DROPOUTS[kind](float(p)))
+
+
+class ResidualBlock(Block):
+    """A :class:`Block` with a skip connection: ``y = block(x) + P·x`` (see :class:`trainlab.nn.Residual`).
+
+    P is the identity when the widths agree and a bias-free learned projection (child
+    ``shortcut``) when they differ (He et al. 2016, option B).
+    """
+
+    def __init__(self, in_features: int, out_features: int, *args, **kwargs):
+        super().__init__(in_features, out_features, *args, **kwargs)
+        self.add_module("shortcut", nn.Identity() if in_features == out_features
+                        else nn.Linear(in_features, out_features, bias=False))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = x
+        for name, module in self._modules.items():
+            if name != "shortcut":
+                out = module(out)
+        return out + self.shortcut(x)
 
 
 class MLP(nn.Module):
@@ -104,15 +207,25 @@ class MLP(nn.Module):
         head: ``"linear"`` (regression, pairs with MSE), ``"sigmoid"`` (pairs with BCE) or
             ``"softmax"`` (pairs with cross-entropy). The model returns the pre-activation z;
             the loss applies the output unit stably.
-        norm: ``None``, ``"batch"`` or ``"layer"``, or one per hidden layer.
-        dropout: drop probability after each hidden activation (0 = none), or one per layer.
+        norm: ``None`` or a name from :data:`NORMS` (``"batch"``, ``"batch_keras"``, ``"layer"``,
+            ``"weight"``), or one per hidden layer.
+        dropout: drop probability of each hidden layer (0 = none), or one per layer.
+        dropout_kind: a name from :data:`DROPOUTS`, or one per layer: ``"dropout"`` (inverted,
+            after the activation), ``"classic"`` (the notes' test-time scaling) or
+            ``"dropconnect"`` (the hidden layer's weights are masked instead of its outputs).
+        residual: add skip connections around the hidden blocks (``x + f(x)``, a learned
+            projection where the width changes), or one flag per layer.
+        activation_kwargs: options for the activation factory, e.g. ``{"negative_slope": 0.3}``
+            for Keras' leaky ReLU or ``{"k": 3}`` for maxout with three pieces.
 
-    Attributes ``blocks`` (a ``ModuleList`` of :class:`Block`) and ``out`` (the output linear layer)
-    are what diagnostics and initializers walk over.
+    Attributes ``blocks`` (a ``ModuleList`` of :class:`Block`; :class:`ResidualBlock` where
+    ``residual``) and ``out`` (the output linear layer) are what diagnostics and initializers
+    walk over.
     """
 
     def __init__(self, in_features: int, hidden: Sequence[int] = (64,), out_features: int = 2, *,
-                 activation="relu", head: str = "softmax", norm=None, dropout=0.0):
+                 activation="relu", head: str = "softmax", norm=None, dropout=0.0, dropout_kind="dropout",
+                 residual=False, activation_kwargs: dict | None = None):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
@@ -129,9 +242,16 @@ class MLP(nn.Module):
         acts = _per_layer(activation, len(hidden), "activation")
         norms = _per_layer(norm, len(hidden), "norm")
         drops = _per_layer(dropout, len(hidden), "dropout")
+        kinds = _per_layer(dropout_kind, len(hidden), "dropout_kind")
+        skips = _per_layer(residual, len(hidden), "residual")
+        for kind in kinds:
+            if kind not in DROPOUTS:
+                raise ValueError(f"unknown dropout kind {kind!r}; choose one of {sorted(DROPOUTS)}")
         widths = [in_features] + hidden
         self.blocks = nn.ModuleList(
-            Block(widths[i], widths[i + 1], acts[i], norms[i], drops[i]) for i in range(len(hidden)))
+            (ResidualBlock if skips[i] else Block)(widths[i], widths[i + 1], acts[i], norms[i], (kinds[i], drops[i]),
+                                                   activation_kwargs=activation_kwargs)
+            for i in range(len(hidden)))
         self.out = nn.Linear(widths[-1], out_features)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -151,7 +271,11 @@ class CNN(nn.Module):
         channels: output channels of each conv stage.
         kernel, padding, pool: conv window, conv padding and max-pool window (stride = window).
         hidden: units of the dense layer; classes: output units (softmax head).
-        activation, dropout: as in :class:`MLP` (dropout before the output layer).
+        activation, dropout: as in :class:`MLP` (dropout before the output layer). Per-unit
+            activations (``"prelu_unit"``) get one parameter per channel; ``"maxout"`` is for
+            the MLP only.
+        norm: None or ``"batch"`` (:class:`BatchNorm2d` after each convolution, which then has
+            no bias: β takes its place).
     """
 
     def __init__(self, in_shape: Sequence[int] = (1, 28, 28), channels: Sequence[int] = (32, 64), *,
@@ -166,10 +290,14 @@ class CNN(nn.Module):
             layers.append(nn.Conv2d(c, out_c, kernel, padding=padding, bias=norm is None))
             h, w = conv_output_size(h, kernel, 1, padding), conv_output_size(w, kernel, 1, padding)
             if norm == "batch":
-                layers.append(nn.BatchNorm2d(out_c))
+                layers.append(BatchNorm2d(out_c))
             elif norm is not None:
                 raise ValueError(f"CNN norm must be None or 'batch', got {norm!r}")
-            layers.append(make_activation(activation))
+            act = make_activation(activation, out_c)
+            if getattr(act, "pieces", 1) != 1:
+                raise ValueError(f"activation {activation!r} pools over features and is not available in the "
+                                 "CNN's convolution stages; use it in an MLP")
+            layers.append(act)
             layers.append(nn.MaxPool2d(pool))
             h, w = conv_output_size(h, pool, pool), conv_output_size(w, pool, pool)
             c = out_c

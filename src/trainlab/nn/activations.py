@@ -1,0 +1,626 @@
+"""Activation functions, written out: each as a function and as a module.
+
+Every activation here is a ``torch.autograd.Function`` whose forward evaluates the formula with
+tensor ops and whose backward is the derivative written by hand (one or two fused elementwise
+ops, which is what keeps them within reach of PyTorch's C++ kernels). Each also has a
+``reference`` formula in plain differentiable tensor ops; the backward falls back to autograd
+through that formula when a graph of the gradient is requested (``create_graph=True``, e.g. for
+Hessian-vector products), so second derivatives are exact too.
+
+==============================  ==============================================================
+function / module               formula (z is the pre-activation)
+==============================  ==============================================================
+:func:`sigmoid` / Sigmoid       σ(z) = 1 / (1 + e^(−z))
+:func:`tanh` / Tanh             tanh(z) = (e^z − e^(−z)) / (e^z + e^(−z))
+:func:`relu` / ReLU             max(0, z)
+:func:`generalized_rectifier`   max(0, z) + α·min(0, z)   (notes 002: ReLU α=0, leaky α>0,
+/ GeneralizedRectifier          PReLU α learned, absolute-value rectification α=−1)
+:func:`leaky_relu` / LeakyReLU  the generalized rectifier with a small fixed α (PyTorch 0.01)
+:func:`prelu` / PReLU           the generalized rectifier with a learned α (shared or per unit)
+:func:`elu` / ELU               z if z > 0 else α·(e^z − 1)
+:func:`selu` / SELU             λ·elu(z, α), λ ≈ 1.0507, α ≈ 1.6733 (Klambauer et al. 2017)
+:func:`gelu` / GELU             z·Φ(z)  (or the tanh approximation)
+:func:`silu` / SiLU             z·σ(z)  (a.k.a. swish)
+:func:`softmax` / Softmax       e^(z_k − max z) / Σ_j e^(z_j − max z)
+:func:`log_softmax`             z_k − max z − log Σ_j e^(z_j − max z)
+==============================  ==============================================================
+
+Values and gradients match ``torch.nn.functional`` (tests compare them); the derivative at a
+kink (z = 0) follows PyTorch's choice, stated in each docstring.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "sigmoid", "tanh", "relu", "generalized_rectifier", "leaky_relu", "prelu", "elu", "selu", "gelu",
+    "silu", "softmax", "log_softmax",
+    "Sigmoid", "Tanh", "ReLU", "GeneralizedRectifier", "LeakyReLU", "PReLU", "ELU", "SELU", "GELU",
+    "SiLU", "Softmax", "LogSoftmax", "SELU_ALPHA", "SELU_SCALE",
+]
+
+# Klambauer et al. (2017), eq. 14: the fixed point (mean 0, variance 1) of the SELU network map.
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+_SQRT_2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def _autograd_backward(reference, inputs: tuple, grad: Tensor) -> tuple:
+    """Gradients of ``reference(*inputs)`` by autograd, keeping their graph.
+
+    Used when the caller asked for a differentiable gradient (``create_graph=True``): the
+    hand-written backward works on tensors saved without history, so second derivatives
+    go through the readable formula instead.
+    """
+    wanted = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
+    out = reference(*inputs)
+    grads = iter(torch.autograd.grad(out, wanted, grad, create_graph=True, allow_unused=True))
+    return tuple(next(grads) if isinstance(x, Tensor) and x.requires_grad else None for x in inputs)
+
+
+def _positive(z: Tensor) -> Tensor:
+    """The indicator [z > 0] as a float tensor (0 at z = 0, PyTorch's choice at the kink)."""
+    # sign(max(z, 0)) ∈ {0, 1}: two fast float kernels, where a bool mask and a cast are slower
+    return z.clamp_min(0).sign_()
+
+
+# --------------------------------------------------------------------------------------------
+# sigmoid and tanh
+# --------------------------------------------------------------------------------------------
+def _sigmoid_reference(z: Tensor) -> Tensor:
+    return 1.0 / (1.0 + torch.exp(-z))
+
+
+class _Sigmoid(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z):
+        # 1/(1 + e^(−z)) needs no max-shift in floating point: for z ≪ 0, e^(−z) = inf and
+        # 1/(1 + inf) = 0 is the correctly rounded answer; the backward never forms e^(−z).
+        y = torch.exp(-z).add_(1.0).reciprocal_()
+        ctx.save_for_backward(z, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        z, y = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return _autograd_backward(_sigmoid_reference, (z,), g)
+        return g * y * (1.0 - y)  # σ'(z) = σ(z)·(1 − σ(z))
+
+
+def sigmoid(z: Tensor) -> Tensor:
+    """Logistic sigmoid σ(z) = 1 / (1 + e^(−z)), with σ'(z) = σ(z)(1 − σ(z)).
+
+    Saturates for |z| ≫ 0 (σ' ≤ 1/4 everywhere), which is why deep sigmoid stacks show vanishing
+    gradients (notes 004). Matches ``torch.sigmoid``.
+    """
+    return _Sigmoid.apply(z)
+
+
+def _tanh_reference(z: Tensor) -> Tensor:
+    return torch.tanh(z)
+
+
+class _Tanh(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z):
+        # tanh is an elementary function like exp: the identities 2σ(2z) − 1 or
+        # (e^(2z) − 1)/(e^(2z) + 1) lose relative precision near 0 or overflow, so it is
+        # evaluated directly; what we own is its derivative below.
+        y = torch.tanh(z)
+        ctx.save_for_backward(z, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        z, y = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return _autograd_backward(_tanh_reference, (z,), g)
+        return g * (1.0 - y * y)  # tanh'(z) = 1 − tanh²(z)
+
+
+def tanh(z: Tensor) -> Tensor:
+    """Hyperbolic tangent, zero-centred, with tanh'(z) = 1 − tanh²(z) ≤ 1.
+
+    Note: the value comes from ``torch.tanh`` (an elementary function); the backward is ours.
+    """
+    return _Tanh.apply(z)
+
+
+# --------------------------------------------------------------------------------------------
+# the rectifier family: max(0, z) + α·min(0, z)
+# --------------------------------------------------------------------------------------------
+def _relu_reference(z: Tensor) -> Tensor:
+    return z.clamp_min(0)
+
+
+class _ReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z):
+        y = z.clamp_min(0)
+        ctx.save_for_backward(z, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        z, y = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return _autograd_backward(_relu_reference, (z,), g)
+        return g * y.sign()  # relu'(z) = [z > 0] = sign(relu(z))
+
+
+def relu(z: Tensor) -> Tensor:
+    """Rectified linear unit max(0, z); derivative [z > 0] (0 at z = 0, as PyTorch).
+
+    Its gradient is 1 on the active side, so it does not saturate there; units whose
+    pre-activation is negative for every input get no gradient at all ("dying ReLU", notes 004).
+    """
+    return _ReLU.apply(z)
+
+
+def _rectifier_reference(z: Tensor, alpha) -> Tensor:
+    return z.clamp_min(0) + alpha * z.clamp_max(0)
+
+
+class _Rectifier(torch.autograd.Function):
+    """max(0, z) + α·min(0, z) with α a Python number (fixed) or a tensor (learned, PReLU)."""
+
+    @staticmethod
+    def forward(ctx, z, alpha, channel_dim):
+        a = alpha if not isinstance(alpha, Tensor) else _broadcast_slope(alpha, z, channel_dim)
+        y = z.clamp_min(0) + a * z.clamp_max(0)
+        ctx.save_for_backward(z, alpha if isinstance(alpha, Tensor) else None)
+        ctx.alpha, ctx.channel_dim = alpha, channel_dim
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        z, alpha_t = ctx.saved_tensors
+        learned = alpha_t is not None
+        alpha = alpha_t if learned else ctx.alpha
+        if torch.is_grad_enabled():
+            ref = lambda z_, a_: _rectifier_reference(z_, _broadcast_slope(a_, z_, ctx.channel_dim)
+                                                       if isinstance(a_, Tensor) else a_)
+            dz, da = _autograd_backward(ref, (z, alpha), g)
+            return dz, da, None
+        a = _broadcast_slope(alpha_t, z, ctx.channel_dim) if learned else alpha
+        positive = _positive(z)
+        # d/dz = 1 for z > 0, α otherwise (α at z = 0, as PyTorch): α + (1 − α)·[z > 0]
+        dz = g * (a + (1.0 - a) * positive)
+        da = None
+        if learned and ctx.needs_input_grad[1]:
+            # d/dα = min(0, z); sum over every axis the slope is shared across
+            da = _reduce_to_slope(g * z.clamp_max(0), alpha_t, ctx.channel_dim)
+        return dz, da, None
+
+
+def _broadcast_slope(alpha: Tensor, z: Tensor, channel_dim: int) -> Tensor:
+    if alpha.numel() == 1:
+        return alpha.reshape(())
+    shape = [1] * z.dim()
+    shape[channel_dim] = alpha.numel()
+    return alpha.view(shape)
+
+
+def _reduce_to_slope(grad: Tensor, alpha: Tensor, channel_dim: int) -> Tensor:
+    if alpha.numel() == 1:
+        return grad.sum().reshape(alpha.shape)
+    dims = [d for d in range(grad.dim()) if d != channel_dim]
+    return grad.sum(dim=dims).reshape(alpha.shape)
+
+
+def generalized_rectifier(z: Tensor, alpha: float | Tensor) -> Tensor:
+    """The generalized rectifier of notes 002: h = max(0, z) + α·min(0, z).
+
+    α = 0 is the ReLU, a small α > 0 the leaky ReLU, a learned α the PReLU, and α = −1 the
+    absolute-value rectifier |z| (Jarrett et al. 2009). The derivative is 1 for z > 0 and α for
+    z ≤ 0 (α at the kink, as ``torch.nn.functional.leaky_relu``); with respect to α it is min(0, z).
+
+    Args:
+        z: pre-activations.
+        alpha: the slope for negative inputs: a number, or a tensor broadcastable to ``z``
+            along dimension 1 (one slope per channel) or with one element (shared).
+    """
+    if isinstance(alpha, Tensor):
+        return _Rectifier.apply(z, alpha, 1 if z.dim() > 1 else 0)
+    return _Rectifier.apply(z, float(alpha), 1)
+
+
+def leaky_relu(z: Tensor, negative_slope: float = 0.01) -> Tensor:
+    """Leaky ReLU max(0, z) + α·min(0, z) with a fixed slope α = ``negative_slope``.
+
+    Defaults: PyTorch α = 0.01 (ours); Keras ``LeakyReLU`` uses 0.3 and notes 004 draw
+    max(0.1z, z). Matches ``torch.nn.functional.leaky_relu``, including the gradient α at z = 0.
+    """
+    return _Rectifier.apply(z, float(negative_slope), 1)
+
+
+def prelu(z: Tensor, weight: Tensor) -> Tensor:
+    """Parametric ReLU (He et al. 2015): max(0, z) + a·min(0, z) with a learned slope ``weight``.
+
+    ``weight`` has one element (one slope shared by all units) or one per channel (dimension 1
+    of ``z``; for a 1-D input, dimension 0), as ``torch.nn.functional.prelu``.
+    """
+    if weight.numel() != 1:
+        channels = z.shape[1] if z.dim() > 1 else z.shape[0]
+        if weight.numel() != channels:
+            raise ValueError(f"prelu has {weight.numel()} slopes but the input has {channels} channels "
+                             "(dimension 1); use one slope or one per channel")
+    return _Rectifier.apply(z, weight, 1 if z.dim() > 1 else 0)
+
+
+# --------------------------------------------------------------------------------------------
+# ELU and SELU
+# --------------------------------------------------------------------------------------------
+def _elu_reference(z: Tensor, alpha: float, scale: float) -> Tensor:
+    return scale * torch.where(z > 0, z, alpha * torch.expm1(z.clamp_max(0)))
+
+
+class _ELU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, alpha, scale):
+        negative = torch.expm1(z.clamp_max(0)).mul_(alpha)   # α(e^z − 1) for z ≤ 0, 0 above
+        y = (z.clamp_min(0) + negative).mul_(scale)
+        ctx.save_for_backward(z, negative)
+        ctx.alpha, ctx.scale = alpha, scale
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        z, negative = ctx.saved_tensors
+        alpha, scale = ctx.alpha, ctx.scale
+        if torch.is_grad_enabled():
+            dz, = _autograd_backward(lambda z_: _elu_reference(z_, alpha, scale), (z,), g)
+            return dz, None, None
+        # d/dz α(e^z − 1) = α·e^z = negative + α for z ≤ 0; 1 for z > 0:
+        # (negative + α) + (1 − α)·[z > 0] covers both (for z > 0, negative = 0)
+        slope = (negative + alpha).add_(_positive(z), alpha=1.0 - alpha)
+        return g * slope.mul_(scale), None, None
+
+
+def elu(z: Tensor, alpha: float = 1.0) -> Tensor:
+    """Exponential linear unit (Clevert et al. 2016): z for z > 0, α·(e^z − 1) for z ≤ 0.
+
+    Smooth for α = 1, saturating to −α for z → −∞, gradient never exactly 0 (notes 002/004).
+    Default α = 1.0 (PyTorch and Keras). Matches ``torch.nn.functional.elu`` (gradient α at z = 0).
+    """
+    return _ELU.apply(z, float(alpha), 1.0)
+
+
+def selu(z: Tensor) -> Tensor:
+    """Scaled ELU (Klambauer et al. 2017): λ·(z if z > 0 else α(e^z − 1)).
+
+    λ = 1.0507009873554805, α = 1.6732632423543772 make mean 0 / variance 1 a stable fixed point
+    of a wide layer with LeCun-normal weights (std 1/√fan_in). Matches ``torch.selu``.
+    """
+    return _ELU.apply(z, SELU_ALPHA, SELU_SCALE)
+
+
+# --------------------------------------------------------------------------------------------
+# GELU and SiLU
+# --------------------------------------------------------------------------------------------
+def _gelu_reference(z: Tensor, approximate: str) -> Tensor:
+    if approximate == "tanh":
+        return 0.5 * z * (1.0 + torch.tanh(_SQRT_2_OVER_PI * (z + 0.044715 * z ** 3)))
+    return 0.5 * z * (1.0 + torch.erf(z / _SQRT_2))
+
+
+class _GELU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, approximate):
+        if approximate == "tanh":
+            inner = (z * z * z).mul_(0.044715).add_(z).mul_(_SQRT_2_OVER_PI)  # √(2/π)(z + 0.044715z³)
+            t = torch.tanh(inner)
+            y = (t + 1.0).mul_(z).mul_(0.5)
+            ctx.save_for_backward(z, t)
+        else:
+            cdf = torch.erf(z * (1.0 / _SQRT_2)).add_(1.0).mul_(0.5)               # Φ(z)
+            y = z * cdf
+            ctx.save_for_backward(z, cdf)
+        ctx.approximate = approximate
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        z, saved = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            dz, = _autograd_backward(lambda z_: _gelu_reference(z_, ctx.approximate), (z,), g)
+            return dz, None
+        if ctx.approximate == "tanh":
+            t = saved
+            # d/dz ½z(1 + t) = ½(1 + t) + ½z·(1 − t²)·√(2/π)(1 + 3·0.044715·z²)
+            d_inner = (z * z).mul_(3 * 0.044715).add_(1.0).mul_(_SQRT_2_OVER_PI)
+            slope = (1.0 - t * t).mul_(0.5 * z).mul_(d_inner).add_((t + 1.0).mul_(0.5))
+        else:
+            cdf = saved
+            # d/dz zΦ(z) = Φ(z) + z·φ(z), φ(z) = e^(−z²/2)/√(2π)
+            pdf = (z * z).mul_(-0.5).exp_().mul_(_INV_SQRT_2PI)
+            slope = pdf.mul_(z).add_(cdf)
+        return g * slope, None
+
+
+def gelu(z: Tensor, approximate: str = "none") -> Tensor:
+    """Gaussian error linear unit (Hendrycks & Gimpel 2016): z·Φ(z), Φ the standard normal CDF.
+
+    Args:
+        approximate: ``"none"`` (exact, via erf; PyTorch's default) or ``"tanh"``:
+            ½z(1 + tanh(√(2/π)(z + 0.044715z³))). Keras' ``gelu`` defaults to the exact form
+            too (``approximate=False``). Matches ``torch.nn.functional.gelu``.
+    """
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    return _GELU.apply(z, approximate)
+
+
+def _silu_reference(z: Tensor) -> Tensor:
+    return z * _sigmoid_reference(z)
+
+
+class _SiLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z):
+        s = torch.exp(-z).add_(1.0).reciprocal_()  # σ(z), see _Sigmoid
+        ctx.save_for_backward(z, s)
+        return z * s
+
+    @staticmethod
+    def backward(ctx, g):
+        z, s = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return _autograd_backward(_silu_reference, (z,), g)
+        # d/dz zσ(z) = σ(z)·(1 + z(1 − σ(z)))
+        slope = (1.0 - s).mul_(z).add_(1.0).mul_(s)
+        return g * slope
+
+
+def silu(z: Tensor) -> Tensor:
+    """Sigmoid-weighted linear unit z·σ(z) (Elfwing et al. 2018; "swish" with β = 1).
+
+    Derivative σ(z)(1 + z(1 − σ(z))). Matches ``torch.nn.functional.silu``.
+    """
+    return _SiLU.apply(z)
+
+
+# --------------------------------------------------------------------------------------------
+# softmax and log-softmax
+# --------------------------------------------------------------------------------------------
+def _softmax_reference(z: Tensor, dim: int) -> Tensor:
+    e = torch.exp(z - z.amax(dim, keepdim=True).detach())
+    return e / e.sum(dim, keepdim=True)
+
+
+def _log_softmax_reference(z: Tensor, dim: int) -> Tensor:
+    shifted = z - z.amax(dim, keepdim=True).detach()
+    return shifted - shifted.exp().sum(dim, keepdim=True).log()
+
+
+class _Softmax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, dim):
+        # softmax(z) = softmax(z − c) for any c; c = max z makes every exponent ≤ 0 (no overflow)
+        e = (z - z.amax(dim, keepdim=True)).exp_()
+        y = e.div_(e.sum(dim, keepdim=True))
+        ctx.save_for_backward(z, y)
+        ctx.dim = dim
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        z, y = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            dz, = _autograd_backward(lambda z_: _softmax_reference(z_, ctx.dim), (z,), g)
+            return dz, None
+        # Jacobian diag(y) − y yᵀ: dz = y ⊙ (g − ⟨g, y⟩)
+        gy = g * y
+        return gy.sub_(y * gy.sum(ctx.dim, keepdim=True)), None
+
+
+class _LogSoftmax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, dim):
+        shifted = z - z.amax(dim, keepdim=True)
+        y = shifted - shifted.exp().sum(dim, keepdim=True).log_()
+        ctx.save_for_backward(z, y)
+        ctx.dim = dim
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        z, y = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            dz, = _autograd_backward(lambda z_: _log_softmax_reference(z_, ctx.dim), (z,), g)
+            return dz, None
+        # Jacobian I − 1·softmaxᵀ: dz = g − softmax(z)·Σg
+        return g - y.exp() * g.sum(ctx.dim, keepdim=True), None
+
+
+def softmax(z: Tensor, dim: int = -1) -> Tensor:
+    """Numerically stable softmax along ``dim``: e^(z_k − m) / Σ_j e^(z_j − m), m = max_j z_j.
+
+    Shifting by the maximum changes nothing mathematically and keeps every exponent ≤ 0.
+    Matches ``torch.softmax``. Note: trainlab's models output logits and the losses apply the
+    softmax inside a log-sum-exp; use this for probabilities, not before a log.
+    """
+    return _Softmax.apply(z, dim)
+
+
+def log_softmax(z: Tensor, dim: int = -1) -> Tensor:
+    """Numerically stable log-softmax: z_k − m − log Σ_j e^(z_j − m), m = max_j z_j.
+
+    Never forms log(softmax(z)), which underflows to log 0 = −inf for very negative logits.
+    Matches ``torch.log_softmax``.
+    """
+    return _LogSoftmax.apply(z, dim)
+
+
+# --------------------------------------------------------------------------------------------
+# modules
+# --------------------------------------------------------------------------------------------
+class Sigmoid(nn.Module):
+    """σ(z) = 1 / (1 + e^(−z)) as a module (see :func:`sigmoid`)."""
+
+    def forward(self, z: Tensor) -> Tensor:
+        return _Sigmoid.apply(z)
+
+
+class Tanh(nn.Module):
+    """tanh(z) as a module (see :func:`tanh`)."""
+
+    def forward(self, z: Tensor) -> Tensor:
+        return _Tanh.apply(z)
+
+
+class ReLU(nn.Module):
+    """max(0, z) as a module (see :func:`relu`). Unlike ``torch.nn.ReLU`` there is no ``inplace``."""
+
+    def forward(self, z: Tensor) -> Tensor:
+        return _ReLU.apply(z)
+
+
+class GeneralizedRectifier(nn.Module):
+    """max(0, z) + α·min(0, z) with a fixed α of any sign (see :func:`generalized_rectifier`).
+
+    Args:
+        alpha: slope for z ≤ 0 (no default: 0 is ReLU, 0.01 leaky, −1 absolute value).
+    """
+
+    def __init__(self, alpha: float):
+        super().__init__()
+        if not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+            raise ValueError(f"alpha must be a finite number, got {alpha!r}")
+        self.alpha = float(alpha)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return _Rectifier.apply(z, self.alpha, 1)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+class LeakyReLU(GeneralizedRectifier):
+    """Leaky ReLU with fixed slope ``negative_slope`` for z ≤ 0 (see :func:`leaky_relu`).
+
+    Args:
+        negative_slope: α ≥ 0; default 0.01 as PyTorch (Keras 0.3, notes 004 draw 0.1).
+    """
+
+    def __init__(self, negative_slope: float = 0.01):
+        if not isinstance(negative_slope, (int, float)) or not 0.0 <= negative_slope < 1.0:
+            raise ValueError(f"negative_slope must lie in [0, 1) for a leaky ReLU, got {negative_slope!r}; "
+                             "use GeneralizedRectifier for other slopes")
+        super().__init__(negative_slope)
+
+    @property
+    def negative_slope(self) -> float:
+        return self.alpha
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.alpha}"
+
+
+class PReLU(nn.Module):
+    """Parametric ReLU (He et al. 2015): max(0, z) + a·min(0, z) with learned slope(s) ``weight``.
+
+    Args:
+        num_parameters: 1 (one slope shared by every unit, PyTorch's default) or the number of
+            units/channels (one slope per unit, along dimension 1 of the input).
+        init: initial slope, default 0.25 as PyTorch and He et al.
+
+    Note: Keras' ``PReLU`` starts the slopes at 0 (a ReLU) and keeps one per unit by default.
+    The slope is a parameter, so weight decay applies to it unless excluded; He et al. do not
+    decay it.
+    """
+
+    def __init__(self, num_parameters: int = 1, init: float = 0.25):
+        super().__init__()
+        if not isinstance(num_parameters, int) or num_parameters < 1:
+            raise ValueError(f"num_parameters must be a positive integer, got {num_parameters!r}")
+        self.num_parameters = num_parameters
+        self.init = float(init)
+        self.weight = nn.Parameter(torch.full((num_parameters,), self.init))
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.weight.fill_(self.init)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return prelu(z, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"num_parameters={self.num_parameters}, init={self.init}"
+
+
+class ELU(nn.Module):
+    """z for z > 0, α(e^z − 1) otherwise (see :func:`elu`). Default α = 1.0."""
+
+    def __init__(self, alpha: float = 1.0):
+        super().__init__()
+        if not isinstance(alpha, (int, float)) or not alpha >= 0:
+            raise ValueError(f"alpha must be a non-negative number, got {alpha!r}")
+        self.alpha = float(alpha)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return _ELU.apply(z, self.alpha, 1.0)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+class SELU(nn.Module):
+    """λ·elu(z, α) with the self-normalizing constants (see :func:`selu`)."""
+
+    alpha = SELU_ALPHA
+    scale = SELU_SCALE
+
+    def forward(self, z: Tensor) -> Tensor:
+        return _ELU.apply(z, SELU_ALPHA, SELU_SCALE)
+
+
+class GELU(nn.Module):
+    """z·Φ(z) (see :func:`gelu`). ``approximate``: ``"none"`` (default) or ``"tanh"``."""
+
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, z: Tensor) -> Tensor:
+        return _GELU.apply(z, self.approximate)
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
+
+
+class SiLU(nn.Module):
+    """z·σ(z) (see :func:`silu`)."""
+
+    def forward(self, z: Tensor) -> Tensor:
+        return _SiLU.apply(z)
+
+
+class Softmax(nn.Module):
+    """Stable softmax along ``dim`` (default −1; see :func:`softmax`)."""
+
+    def __init__(self, dim: int = -1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, z: Tensor) -> Tensor:
+        return _Softmax.apply(z, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Softmax):
+    """Stable log-softmax along ``dim`` (default −1; see :func:`log_softmax`)."""
+
+    def forward(self, z: Tensor) -> Tensor:
+        return _LogSoftmax.apply(z, self.dim)

@@ -1,0 +1,368 @@
+"""Normalization layers: batch norm (1-D and 2-D), layer norm, and weight norm.
+
+================  ==========================================  ===============================
+layer             statistics                                  learnable
+================  ==========================================  ===============================
+BatchNorm1d/2d    per feature/channel, over the mini-batch    γ (weight), β (bias)
+                  (and the spatial positions for 2-D);
+                  running EWMA estimates for inference
+LayerNorm         per sample, over its last dimensions        γ, β (elementwise)
+WeightNorm        none: reparametrizes w = g·v/‖v‖            g (length), v (direction)
+================  ==========================================  ===============================
+
+The training-mode forward passes of batch and layer norm are ``torch.autograd.Function``\\ s with
+the backward written out (the three-term formula of Ioffe & Szegedy 2015, §3): that is what keeps
+them close to PyTorch's fused kernels in speed. Each has a readable reference formula that the
+tests compare against and that autograd differentiates when a graph of the gradient is requested.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+__all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "WeightNorm", "weight_norm", "remove_weight_norm"]
+
+
+def _autograd_backward(reference, inputs: tuple, grad: Tensor) -> tuple:
+    wanted = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
+    out = reference(*inputs)
+    grads = iter(torch.autograd.grad(out, wanted, grad, create_graph=True, allow_unused=True))
+    return tuple(next(grads) if isinstance(x, Tensor) and x.requires_grad else None for x in inputs)
+
+
+def _normalize_reference(x: Tensor, weight: Tensor | None, bias: Tensor | None, dims: tuple[int, ...],
+                         eps: float, eps_inside: bool = True) -> Tensor:
+    """x̂ = (x − μ)/√(σ² + ε) over ``dims`` (biased σ²), then γx̂ + β: the readable formula."""
+    mu = x.mean(dims, keepdim=True)
+    var = (x - mu).square().mean(dims, keepdim=True)
+    std = torch.sqrt(var + eps) if eps_inside else torch.sqrt(var) + eps
+    x_hat = (x - mu) / std
+    if weight is not None:
+        x_hat = x_hat * weight
+    if bias is not None:
+        x_hat = x_hat + bias
+    return x_hat
+
+
+class _Normalize(torch.autograd.Function):
+    """Training-mode normalization over ``dims`` with a hand-written backward.
+
+    Forward:  μ = mean(x),  σ² = mean((x − μ)²),  x̂ = (x − μ)/√(σ² + ε),  y = γ·x̂ + β
+    Backward (n values per statistic, sums over ``dims``):
+        ∂L/∂β = Σ g,   ∂L/∂γ = Σ g·x̂,
+        ∂L/∂x = γ/√(σ² + ε) · (g − mean(g) − x̂·mean(g·x̂))          (with γ inside for LayerNorm)
+    Returns y, and μ and σ² (without history) for the running estimates.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, dims, param_shape, eps):
+        mu = x.mean(dims, keepdim=True)
+        xc = x - mu
+        var = (xc * xc).mean(dims, keepdim=True)
+        inv_std = (var + eps).rsqrt_()
+        x_hat = xc.mul_(inv_std)
+        if weight is not None:
+            w = weight.view(param_shape)
+            y = torch.addcmul(bias.view(param_shape), x_hat, w) if bias is not None else x_hat * w
+        else:
+            y = x_hat + bias.view(param_shape) if bias is not None else x_hat.clone()
+        ctx.save_for_backward(x, weight, bias, x_hat, inv_std)
+        ctx.dims, ctx.param_shape, ctx.eps = dims, param_shape, eps
+        ctx.mark_non_differentiable(mu, var)
+        return y, mu, var
+
+    @staticmethod
+    def backward(ctx, g, _g_mu, _g_var):
+        x, weight, bias, x_hat, inv_std = ctx.saved_tensors
+        dims, shape = ctx.dims, ctx.param_shape
+        if torch.is_grad_enabled():
+            ref = lambda x_, w_, b_: _normalize_reference(
+                x_, None if w_ is None else w_.view(shape), None if b_ is None else b_.view(shape), dims, ctx.eps)
+            dx, dw, db = _autograd_backward(ref, (x, weight, bias), g)
+            return dx, dw, db, None, None, None
+        sum_dims = [d for d, s in enumerate(shape) if s == 1]  # the axes γ and β are shared across
+        dw = db = None
+        if bias is not None and ctx.needs_input_grad[2]:
+            db = g.sum(sum_dims).view(bias.shape)
+        if weight is not None and ctx.needs_input_grad[1]:
+            dw = (g * x_hat).sum(sum_dims).view(weight.shape)
+        dx = None
+        if ctx.needs_input_grad[0]:
+            g_hat = g * weight.view(shape) if weight is not None else g           # ∂L/∂x̂
+            mean_g = g_hat.mean(dims, keepdim=True)
+            mean_gx = (g_hat * x_hat).mean(dims, keepdim=True)
+            dx = torch.addcmul(g_hat, x_hat, mean_gx, value=-1.0).sub_(mean_g).mul_(inv_std)
+        return dx, dw, db, None, None, None
+
+
+class _BatchNorm(nn.Module):
+    """Batch normalization (Ioffe & Szegedy 2015, Algorithm 1) over every axis but the channel axis.
+
+    Training (the notes' algorithm box, per feature/channel over the m values of the batch):
+        μ_B = (1/m) Σ x_i,   σ²_B = (1/m) Σ (x_i − μ_B)²,   x̂_i = (x_i − μ_B)/√(σ²_B + ε),
+        y_i = γ·x̂_i + β
+    and the running estimates, as PyTorch (momentum m weights the *new* batch):
+        running_mean ← (1 − m)·running_mean + m·μ_B
+        running_var  ← (1 − m)·running_var  + m·σ²_B·n/(n − 1)      (unbiased, n values per channel)
+    Evaluation: y = γ·(x − running_mean)/√(running_var + ε) + β (the notes' EWMA at test time).
+
+    Args:
+        num_features: C, the size of the channel axis (dimension 1).
+        eps: ε, default 1e-5 (PyTorch; Keras 1e-3).
+        momentum: m, default 0.1 (PyTorch). ``None`` keeps a cumulative average instead
+            (m = 1/t at the t-th batch), as PyTorch. Keras' ``momentum=0.99`` is the weight of
+            the *old* value, i.e. our 0.01; see :meth:`keras`.
+        affine: learn γ (init 1) and β (init 0).
+        track_running_stats: keep running estimates and use them in eval mode; if False, batch
+            statistics are used in both modes (as PyTorch).
+        unbiased_running_var: store σ²_B·n/(n − 1) (PyTorch) or σ²_B (Keras) in the running variance.
+        eps_placement: ``"inside"`` √(σ² + ε) (the paper, PyTorch, Keras) or ``"outside"``
+            √σ² + ε, the form written in notes 004. The fast backward covers ``"inside"``;
+            ``"outside"`` is differentiated by autograd.
+
+    The parameter and buffer names (``weight``, ``bias``, ``running_mean``, ``running_var``,
+    ``num_batches_tracked``) match ``torch.nn.BatchNorm*``, so state dicts load either way.
+
+    Raises:
+        ValueError: in training mode, when a channel sees a single value (a batch of one):
+            its variance is 0 and x̂ would be 0/0.
+    """
+
+    _expected_dims: tuple[int, ...] = ()
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, *, unbiased_running_var: bool = True,
+                 eps_placement: str = "inside"):
+        super().__init__()
+        if not isinstance(num_features, int) or num_features < 1:
+            raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
+        if not (isinstance(eps, (int, float)) and eps >= 0):
+            raise ValueError(f"eps must be a non-negative number, got {eps!r}")
+        if momentum is not None and not (isinstance(momentum, (int, float)) and 0.0 <= momentum <= 1.0):
+            raise ValueError(f"momentum must lie in [0, 1] (PyTorch convention: the weight of the new batch) "
+                             f"or be None for a cumulative average, got {momentum!r}")
+        if eps_placement not in ("inside", "outside"):
+            raise ValueError(f"eps_placement must be 'inside' or 'outside', got {eps_placement!r}")
+        self.num_features, self.eps, self.momentum = num_features, float(eps), momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        self.unbiased_running_var, self.eps_placement = unbiased_running_var, eps_placement
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_features))
+            self.bias = nn.Parameter(torch.zeros(num_features))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", torch.zeros(num_features))
+            self.register_buffer("running_var", torch.ones(num_features))
+            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+
+    @classmethod
+    def keras(cls, num_features: int, momentum: float = 0.99, epsilon: float = 1e-3, **kwargs):
+        """A batch norm with Keras' defaults and conventions.
+
+        Keras' ``momentum`` (default 0.99) weights the old running value, so it becomes our
+        1 − momentum; ε = 1e-3; the running variance stores the biased batch variance.
+        """
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"Keras momentum must lie in [0, 1], got {momentum!r}")
+        return cls(num_features, eps=epsilon, momentum=1.0 - momentum, unbiased_running_var=False, **kwargs)
+
+    def reset_running_stats(self) -> None:
+        if self.track_running_stats:
+            self.running_mean.zero_()
+            self.running_var.fill_(1.0)
+            self.num_batches_tracked.zero_()
+
+    def reset_parameters(self) -> None:
+        self.reset_running_stats()
+        if self.affine:
+            with torch.no_grad():
+                self.weight.fill_(1.0)
+                self.bias.zero_()
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() not in self._expected_dims:
+            raise ValueError(f"{type(self).__name__} expects a {' or '.join(f'{d}-D' for d in self._expected_dims)} "
+                             f"input (N, C, ...), got shape {tuple(x.shape)}")
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"{type(self).__name__}({self.num_features}) got {x.shape[1]} channels "
+                             f"(input shape {tuple(x.shape)})")
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        dims = (0,) + tuple(range(2, x.dim()))
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        use_batch_stats = self.training or not self.track_running_stats
+        if not use_batch_stats:
+            return self._normalize_with(x, self.running_mean.view(shape), self.running_var.view(shape), shape)
+        n = x.numel() // x.shape[1]
+        if n < 2 and self.training:
+            raise ValueError(f"{type(self).__name__} in training mode needs more than one value per channel to "
+                             f"estimate a variance, got input shape {tuple(x.shape)} (a batch of one). Use a "
+                             "larger batch, call model.eval() for inference, or use LayerNorm")
+        if self.eps_placement == "inside":
+            y, mu, var = _Normalize.apply(x, self.weight, self.bias, dims, shape, self.eps)
+        else:
+            y = _normalize_reference(x, None if self.weight is None else self.weight.view(shape),
+                                     None if self.bias is None else self.bias.view(shape), dims, self.eps, False)
+            with torch.no_grad():
+                mu = x.mean(dims, keepdim=True)
+                var = (x - mu).square().mean(dims, keepdim=True)
+        if self.training and self.track_running_stats:
+            self._update_running_stats(mu.detach().view(-1), var.detach().view(-1), n)
+        return y
+
+    @torch.no_grad()
+    def _update_running_stats(self, mu: Tensor, var: Tensor, n: int) -> None:
+        self.num_batches_tracked.add_(1)
+        if self.momentum is None:  # cumulative moving average: m = 1/t
+            m = 1.0 / float(self.num_batches_tracked)
+        else:
+            m = self.momentum
+        if self.unbiased_running_var:
+            var = var * (n / (n - 1))
+        self.running_mean.mul_(1.0 - m).add_(mu, alpha=m)
+        self.running_var.mul_(1.0 - m).add_(var, alpha=m)
+
+    def _normalize_with(self, x: Tensor, mean: Tensor, var: Tensor, shape) -> Tensor:
+        # eval: y = γ(x − μ)/√(σ² + ε) + β folded into one multiply-add, y = x·scale + shift
+        std = torch.sqrt(var + self.eps) if self.eps_placement == "inside" else torch.sqrt(var) + self.eps
+        scale = 1.0 / std
+        if self.weight is not None:
+            scale = scale * self.weight.view(shape)
+        shift = -mean * scale
+        if self.bias is not None:
+            shift = shift + self.bias.view(shape)
+        return torch.addcmul(shift, x, scale)
+
+    def extra_repr(self) -> str:
+        extra = "" if self.eps_placement == "inside" else ", eps_placement='outside'"
+        extra += "" if self.unbiased_running_var else ", unbiased_running_var=False"
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}{extra}")
+
+
+class BatchNorm1d(_BatchNorm):
+    __doc__ = _BatchNorm.__doc__.replace("over every axis but the channel axis",
+                                         "for (N, C) or (N, C, L) inputs", 1)
+    _expected_dims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    __doc__ = _BatchNorm.__doc__.replace("over every axis but the channel axis",
+                                         "for (N, C, H, W) inputs, statistics over N, H and W", 1)
+    _expected_dims = (4,)
+
+
+class LayerNorm(nn.Module):
+    """Layer normalization (Ba, Kiros & Hinton 2016): normalize each sample over its last dimensions.
+
+        μ = mean(x),  σ² = mean((x − μ)²)      over the trailing ``normalized_shape`` axes
+        y = γ ⊙ (x − μ)/√(σ² + ε) + β
+
+    Unlike batch norm there are no running statistics and train/eval behave the same, so it works
+    for a batch of one and for recurrent nets (notes 004: "batch norm is not suitable for RNNs").
+
+    Args:
+        normalized_shape: the trailing shape to normalize over (an int for the last axis).
+        eps: ε, default 1e-5 (PyTorch; Keras ``LayerNormalization`` uses 1e-3).
+        elementwise_affine: learn γ (init 1) and β (init 0) of shape ``normalized_shape``.
+        bias: learn β (only with ``elementwise_affine``), as PyTorch.
+
+    Matches ``torch.nn.LayerNorm`` (same parameter names, so state dicts interchange).
+    """
+
+    def __init__(self, normalized_shape: int | Sequence[int], eps: float = 1e-5, elementwise_affine: bool = True,
+                 bias: bool = True):
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        if not shape or any((not isinstance(s, int)) or s < 1 for s in shape):
+            raise ValueError(f"normalized_shape must be a positive int or a tuple of them, got {normalized_shape!r}")
+        if not (isinstance(eps, (int, float)) and eps >= 0):
+            raise ValueError(f"eps must be a non-negative number, got {eps!r}")
+        self.normalized_shape, self.eps, self.elementwise_affine = shape, float(eps), elementwise_affine
+        if elementwise_affine:
+            self.weight = nn.Parameter(torch.ones(shape))
+            self.bias = nn.Parameter(torch.zeros(shape)) if bias else None
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            if self.weight is not None:
+                self.weight.fill_(1.0)
+            if self.bias is not None:
+                self.bias.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        k = len(self.normalized_shape)
+        if tuple(x.shape[-k:]) != self.normalized_shape:
+            raise ValueError(f"LayerNorm{self.normalized_shape} got an input of shape {tuple(x.shape)}; its trailing "
+                             f"dimensions must equal normalized_shape")
+        dims = tuple(range(x.dim() - k, x.dim()))
+        shape = (1,) * (x.dim() - k) + self.normalized_shape
+        y, _, _ = _Normalize.apply(x, self.weight, self.bias, dims, shape, self.eps)
+        return y
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class WeightNorm(nn.Module):
+    """The weight-norm map w = g · v / ‖v‖ (Salimans & Kingma 2016), as a parametrization.
+
+    The norm is taken over every axis except ``dim`` (for a ``Linear`` weight of shape
+    (out, in) and ``dim=0``: one length g_i per output unit, ‖v_i‖ over its incoming weights);
+    ``dim=None`` uses one norm for the whole tensor. ``forward(g, v)`` returns w;
+    ``right_inverse(w)`` returns (‖w‖, w), so registering it keeps the layer's function.
+
+    Use :func:`weight_norm` to apply it. Matches ``torch.nn.utils.parametrizations.weight_norm``
+    (the same parameters ``parametrizations.weight.original0`` = g and ``original1`` = v).
+    """
+
+    def __init__(self, dim: int | None = 0):
+        super().__init__()
+        self.dim = dim
+
+    def _norm(self, v: Tensor) -> Tensor:
+        if self.dim is None:
+            return torch.linalg.vector_norm(v)
+        dim = self.dim % v.dim()
+        others = [d for d in range(v.dim()) if d != dim]
+        return torch.linalg.vector_norm(v, dim=others, keepdim=True)
+
+    def forward(self, g: Tensor, v: Tensor) -> Tensor:
+        return v * (g / self._norm(v))
+
+    def right_inverse(self, w: Tensor) -> tuple[Tensor, Tensor]:
+        return self._norm(w), w
+
+
+def weight_norm(module: nn.Module, name: str = "weight", dim: int | None = 0) -> nn.Module:
+    """Reparametrize ``module.<name>`` as w = g·v/‖v‖ (in place; returns the module).
+
+    Gradient descent then moves the length g and the direction v/‖v‖ separately, which
+    Salimans & Kingma (2016) show conditions the problem like batch norm does, without batch
+    statistics. Args as ``torch.nn.utils.parametrizations.weight_norm`` (``dim=0``: one g per
+    output unit). Note: PyTorch's older ``torch.nn.utils.weight_norm`` names the parameters
+    ``weight_g``/``weight_v``; this follows the newer parametrization API.
+    """
+    if not isinstance(getattr(module, name, None), Tensor):
+        raise ValueError(f"{type(module).__name__} has no tensor {name!r} to reparametrize")
+    parametrize.register_parametrization(module, name, WeightNorm(dim), unsafe=True)
+    return module
+
+
+def remove_weight_norm(module: nn.Module, name: str = "weight") -> nn.Module:
+    """Fold g·v/‖v‖ back into a plain parameter ``module.<name>``."""
+    parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    return module
