@@ -278,6 +278,15 @@ def unit_verdicts(diagnostics, *, dead_threshold: float = 0.5,
     return out
 
 
+def threshold_names() -> list[str]:
+    """The keyword arguments :func:`diagnose` accepts as thresholds."""
+    import inspect
+    names: set[str] = set()
+    for fn in (gradient_verdicts, unit_verdicts, overfitting_verdicts, underfitting_verdict):
+        names |= {p for p in inspect.signature(fn).parameters if p not in ("history", "diagnostics", "baseline_loss")}
+    return sorted(names)
+
+
 def diagnose(history=None, diagnostics=None, *, baseline_loss: float | None = None, **thresholds) -> list[Verdict]:
     """All verdicts for a run, ordered by epoch.
 
@@ -294,10 +303,7 @@ def diagnose(history=None, diagnostics=None, *, baseline_loss: float | None = No
         names = inspect.signature(fn).parameters
         return {k: v for k, v in thresholds.items() if k in names}
 
-    known = set()
-    for fn in (gradient_verdicts, unit_verdicts, overfitting_verdicts, underfitting_verdict):
-        known |= set(inspect.signature(fn).parameters)
-    unknown = set(thresholds) - known
+    unknown = set(thresholds) - set(threshold_names())
     if unknown:
         raise TypeError(f"unknown threshold(s): {', '.join(sorted(unknown))}")
     out: list[Verdict] = []

@@ -175,6 +175,56 @@ class TrainSpec(Section):
         return v
 
 
+class DiagnosticsSpec(Section):
+    """The diagnostics recorder (:class:`trainlab.diagnostics.DiagnosticsRecorder`) of a run.
+
+    ``every``: record after every ``every``-th epoch (0: only before training and at the end);
+    ``probe``: probe batch size; ``spectra``: Marchenko–Pastur views of the weights;
+    ``thresholds``: overrides of the verdicts' thresholds (see :func:`trainlab.diagnostics.diagnose`).
+    Set the whole section to ``null`` to switch diagnostics off.
+    """
+
+    every: int = Field(default=1, ge=0)
+    probe: int = Field(default=256, ge=1)
+    spectra: bool = True
+    thresholds: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _known_thresholds(cls, v):
+        from trainlab.diagnostics.verdicts import threshold_names
+        bad = sorted(set(v) - set(threshold_names()))
+        if bad:
+            raise ValueError(f"unknown threshold {bad[0]!r}; allowed: {', '.join(threshold_names())}")
+        return v
+
+
+class EnsembleSpec(Section):
+    """Train ``members`` models and average their predicted probabilities.
+
+    Member ``i`` uses ``seeds[i]`` (default: the config's seed + i) and, optionally, the dotted
+    overrides ``overrides[i]`` (e.g. ``{model.hidden: [128]}``); every member trains on the same
+    data, so ``data.*`` cannot be overridden.
+    """
+
+    members: int = Field(default=3, ge=2)
+    seeds: list[int] | None = None
+    overrides: list[dict[str, Any]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.seeds is not None and len(self.seeds) != self.members:
+            raise ValueError(f"@seeds@lists {len(self.seeds)} seeds for {self.members} members")
+        if len(self.overrides) > self.members:
+            raise ValueError(f"@overrides@lists {len(self.overrides)} overrides for {self.members} members")
+        for i, o in enumerate(self.overrides):
+            for key in o:
+                if key.split(".")[0] in ("data", "ensemble", "seed", "name"):
+                    raise ValueError(f"@overrides.{i}.{key}@members share the data, seed list and name; "
+                                     "only model, init, loss, optimizer, training and callback fields may differ")
+        return self
+
+
 class Config(Section):
     """One experiment, fully described."""
 
@@ -190,6 +240,18 @@ class Config(Section):
     train: TrainSpec = Field(default_factory=TrainSpec)
     callbacks: list[CallbackSpec] = Field(default_factory=list)
     augment: list[AugmentSpec] = Field(default_factory=list)
+    diagnostics: DiagnosticsSpec | None = Field(default_factory=DiagnosticsSpec)
+    ensemble: EnsembleSpec | None = None
+
+    @model_validator(mode="after")
+    def _check_ensemble_members(self):
+        if self.ensemble is not None:
+            from trainlab.experiments.ensemble import member_configs
+            try:
+                member_configs(self)  # each member's config must validate too
+            except ConfigError as err:
+                raise ValueError(str(err)) from None
+        return self
 
     def to_dict(self) -> dict:
         """Plain data (JSON/YAML-able) with every default filled in: the resolved config."""
