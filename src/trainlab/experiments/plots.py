@@ -140,3 +140,300 @@ def plot_histogram_density(samples, path: str | Path, density=None, bins: int = 
     if title:
         ax.set_title(title, fontsize=10)
     return _save(fig, path)
+
+
+def plot_augmented_grid(images, augment, path: str | Path, *, repeats: int = 5, image_shape=None,
+                        seed: int = 0, title: str = "") -> Path:
+    """A grid of augmented samples: one row per image, the original first, then ``repeats`` draws.
+
+    ``images`` is a batch ``(n, C, H, W)``, ``(n, H, W)`` or flat ``(n, D)`` (square one-channel
+    unless ``image_shape=(C, H, W)``); ``augment`` is a batched augmentation (e.g. a
+    :class:`trainlab.data.augment.Compose`). Draw j uses a generator seeded ``seed + j`` when
+    ``augment`` accepts one, so the figure is reproducible.
+    """
+    import math
+
+    import torch
+
+    x = torch.as_tensor(images).detach().float().cpu()
+    n = len(x)
+    if x.dim() == 2:
+        c, h, w = image_shape if image_shape is not None else (1, math.isqrt(x.shape[1]), math.isqrt(x.shape[1]))
+        shown = x.reshape(n, c, h, w)
+    elif x.dim() == 3:
+        shown = x.unsqueeze(1)
+    else:
+        shown = x
+    columns = [shown]
+    for j in range(repeats):
+        try:
+            out = augment(x, generator=torch.Generator().manual_seed(seed + j))
+        except TypeError:  # a plain callable x -> x
+            out = augment(x)
+        columns.append(torch.as_tensor(out).detach().float().cpu().reshape(shown.shape))
+    fig, axes = plt.subplots(n, repeats + 1, figsize=(1.1 * (repeats + 1), 1.1 * n), squeeze=False)
+    for i in range(n):
+        for j, col in enumerate(columns):
+            img = col[i]
+            ax = axes[i][j]
+            if img.shape[0] == 1:
+                ax.imshow(img[0].numpy(), cmap="gray_r", vmin=0.0, vmax=1.0)
+            else:
+                ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title("original" if j == 0 else f"draw {j}", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+# ---- sweeps --------------------------------------------------------------------------------------
+
+
+def plot_overlaid_curves(runs: Sequence[tuple[str, int, Sequence[dict]]], keys: Sequence[str], path: str | Path,
+                         title: str = "", max_legend: int = 12) -> Path:
+    """Many runs' curves on shared axes, one panel per metric in ``keys``.
+
+    ``runs`` holds ``(label, colour index, history records)``; runs with the same colour index (the
+    seeds of one sweep point) share a colour and one legend entry. Loss panels use a log scale.
+    """
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.4 * len(keys), 3.8), squeeze=False)
+    cmap = plt.get_cmap("viridis" if len({c for _, c, _ in runs}) > 10 else "tab10")
+    n_colours = max((c for _, c, _ in runs), default=0) + 1
+    for ax, key in zip(axes[0], keys):
+        labelled: set[int] = set()
+        for label, c, records in runs:
+            pts = [(r["epoch"] + 1, r[key]) for r in records if isinstance(r.get(key), (int, float))]
+            if not pts:
+                continue
+            colour = cmap(c / max(n_colours - 1, 1)) if n_colours > 10 else cmap(c % 10)
+            show = c not in labelled and len(labelled) < max_legend
+            ax.plot(*zip(*pts), color=colour, alpha=0.75, linewidth=1.2, label=label if show else None)
+            labelled.add(c)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        if "loss" in key and all(r.get(key, 1) > 0 for _, _, rs in runs for r in rs
+                                 if isinstance(r.get(key), (int, float))):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    if labelled:
+        axes[0][-1].legend(fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_heatmap(values: Sequence[Sequence[float]], xticks: Sequence[str], yticks: Sequence[str], path: str | Path,
+                 xlabel: str = "", ylabel: str = "", title: str = "", higher_is_better: bool = True) -> Path:
+    """A metric over two swept fields: ``values[i][j]`` at row ``yticks[i]``, column ``xticks[j]``.
+
+    Cells are annotated with their value (blank when NaN: no finished run); the best cell is outlined.
+    """
+    import numpy as np
+
+    data = np.array(values, dtype=float)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * max(len(xticks), 3), 1.0 + 0.6 * max(len(yticks), 3)))
+    masked = np.ma.masked_invalid(data)
+    im = ax.imshow(masked, cmap="viridis" if higher_is_better else "viridis_r", aspect="auto", origin="lower")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xticks(range(len(xticks)))
+    ax.set_xticklabels(xticks, rotation=30 if max(map(len, xticks), default=0) > 6 else 0)
+    ax.set_yticks(range(len(yticks)))
+    ax.set_yticklabels(yticks)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    finite = np.isfinite(data)
+    if finite.any():
+        lo, hi = np.nanmin(data), np.nanmax(data)
+        best = np.unravel_index(np.nanargmax(data) if higher_is_better else np.nanargmin(data), data.shape)
+        for i in range(data.shape[0]):
+            for j in range(data.shape[1]):
+                if finite[i, j]:
+                    light = (data[i, j] - lo) / (hi - lo + 1e-12) < 0.5
+                    ax.text(j, i, f"{data[i, j]:.3g}", ha="center", va="center", fontsize=8,
+                            color=("white" if light == higher_is_better else "black"))
+        ax.add_patch(plt.Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_error_bars(labels: Sequence[str], means: Sequence[float], errors: Sequence[float], path: str | Path,
+                    ylabel: str = "", title: str = "") -> Path:
+    """One bar per label at its mean with an error bar (e.g. ±1 standard deviation over seeds)."""
+    import numpy as np
+
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * n + 2.0), 3.8))
+    err = [0.0 if (e is None or e != e) else e for e in errors]
+    ax.bar(np.arange(n), means, yerr=err, capsize=4, color=plt.get_cmap("tab10")(0), alpha=0.85)
+    ax.set_xticks(np.arange(n))
+    long = max((len(s) for s in labels), default=0) > 10
+    ax.set_xticklabels(labels, rotation=35 if long else 0, ha="right" if long else "center", fontsize=8)
+    finite = [m for m in means if m == m]
+    if finite:  # zoom in on the differences rather than start every bar at zero
+        lo = min(m - e for m, e in zip(means, err) if m == m)
+        hi = max(m + e for m, e in zip(means, err) if m == m)
+        pad = 0.1 * (hi - lo) or 0.05 * abs(hi) or 0.1
+        ax.set_ylim(lo - pad, hi + pad)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, axis="y")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_scatter(xs: Sequence[float], ys: Sequence[float], path: str | Path, xlabel: str = "", ylabel: str = "",
+                 logx: bool = False, title: str = "") -> Path:
+    """One dot per run: a metric against a swept numeric field (random search)."""
+    fig, ax = plt.subplots(figsize=(5.4, 3.8))
+    ax.scatter(xs, ys, s=18, alpha=0.8)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# ---- diagnostics of a run (trainlab.diagnostics) -------------------------------------------------
+
+
+def _layer_label(name: str) -> str:
+    parts = name.split(".")
+    if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit():
+        return f"{parts[2]} {int(parts[1]) + 1}"
+    return name
+
+
+def _epoch_axis(points) -> tuple[list[float], list[float]]:
+    # epoch -1 is the record taken before training: it is drawn at x = 0 ("init")
+    return [e + 1 for e, _ in points], [v for _, v in points]
+
+
+def plot_layer_series(series: dict[str, list[tuple[int, float]]], path: str | Path, *, ylabel: str = "",
+                      log: bool = False, title: str = "") -> Path:
+    """One line per layer of a per-epoch quantity ``series[layer] = [(epoch, value), ...]``.
+
+    Layers are coloured from the input side (dark) to the output side (light), so a vanishing
+    gradient shows as dark lines far below light ones. Epoch 0 on the x axis is initialization.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    cmap = plt.get_cmap("viridis")
+    names = list(series)
+    for i, name in enumerate(names):
+        xs, ys = _epoch_axis(series[name])
+        if log:
+            ys = [y if y is not None and y > 0 else float("nan") for y in ys]
+        ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.3, label=_layer_label(name),
+                color=cmap(i / max(len(names) - 1, 1) * 0.9))
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch (0 = initialization)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2 if len(names) > 6 else 1, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def _bars_per_layer(ax, named: dict[str, float], title: str, ylabel: str) -> None:
+    import numpy as np
+
+    names = list(named)
+    x = np.arange(len(names))
+    ax.bar(x, [named[n] for n in names], color="tab:blue" if "dead" in title.lower() else "tab:orange")
+    ax.set_xticks(x)
+    ax.set_xticklabels([_layer_label(n) for n in names], rotation=45 if len(names) > 4 else 0,
+                       ha="right" if len(names) > 4 else "center", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+
+
+def plot_unit_health(dead: dict, saturated: dict, path: str | Path) -> Path:
+    """Dead (ReLU) and saturated (sigmoid/tanh) fractions per layer: at initialization and at the end
+    as bars, over epochs as lines."""
+    panels = [(k, v) for k, v in (("dead", dead), ("saturated", saturated)) if v]
+    if not panels:
+        fig, ax = plt.subplots(figsize=(5.0, 1.6))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no ReLU, sigmoid or tanh activation modules to observe", ha="center", va="center")
+        return _save(fig, path)
+    fig, axes = plt.subplots(len(panels), 2, figsize=(10.5, 3.4 * len(panels)), squeeze=False)
+    for row, (what, series) in zip(axes, panels):
+        final = {name: pts[-1][1] for name, pts in series.items()}
+        _bars_per_layer(row[0], final, f"{what} fraction per layer, end of training", f"{what} fraction")
+        cmap = plt.get_cmap("viridis")
+        for i, (name, pts) in enumerate(series.items()):
+            xs, ys = _epoch_axis(pts)
+            row[1].plot(xs, ys, marker="o", markersize=3, label=_layer_label(name),
+                        color=cmap(i / max(len(series) - 1, 1) * 0.9))
+        row[1].set_ylim(-0.02, 1.02)
+        row[1].set_xlabel("epoch (0 = initialization)")
+        row[1].set_ylabel(f"{what} fraction")
+        row[1].set_title(f"{what} fraction over training", fontsize=10)
+        row[1].grid(alpha=0.3)
+        row[1].legend(fontsize=7, ncol=2 if len(series) > 6 else 1)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_sparsity(activation_zero: dict, weight_small: dict, path: str | Path) -> Path:
+    """Activation sparsity (exact zeros) and weight sparsity (|w| below tolerance) per layer, at the
+    end of training."""
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.4))
+    for ax, series, title, label in ((axes[0], activation_zero, "activation sparsity", "fraction of zeros"),
+                                     (axes[1], weight_small, "weight sparsity", "fraction |w| < tol")):
+        if series:
+            _bars_per_layer(ax, {n: pts[-1][1] for n, pts in series.items()}, title, label)
+        else:
+            ax.axis("off")
+            ax.text(0.5, 0.5, f"no {title} recorded", ha="center", va="center")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_spectra(spectrum: dict[str, dict], path: str | Path, max_layers: int = 4) -> Path:
+    """Singular-value histograms (initial and final) of up to ``max_layers`` weight matrices, with the
+    Marchenko–Pastur density of the initial entry scale and its edges."""
+    import numpy as np
+
+    from trainlab.diagnostics.spectra import mp_singular_value_pdf
+
+    names = [n for n in spectrum if "initial" in spectrum[n]]
+    # the largest matrices follow the law best; keep the input-to-output order among them
+    big = sorted(names, key=lambda n: -min(spectrum[n]["initial"]["shape"]))[:max_layers]
+    names = [n for n in names if n in big]
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        entry = spectrum[name]
+        init = entry["initial"]
+        lo, hi = init["edges"]
+        bins = np.linspace(0, max(hi * 1.25, max(entry.get("final", init)["s_max"], init["s_max"]) * 1.05), 40)
+        ax.hist(init["singular_values"], bins=bins, density=True, alpha=0.5, label="initial")
+        if "final" in entry:
+            ax.hist(entry["final"]["singular_values"], bins=bins, density=True, alpha=0.5, label="trained")
+        xs = np.linspace(max(lo, 1e-9), hi, 400)
+        ax.plot(xs, mp_singular_value_pdf(xs, init["shape"], init["sigma"]), color="crimson", linewidth=1.4,
+                label="Marchenko–Pastur")
+        for edge in (lo, hi):
+            ax.axvline(edge, color="crimson", linestyle=":", linewidth=1)
+        m, n = init["shape"]
+        ax.set_title(f"{_layer_label(name)} ({m}×{n})", fontsize=10)
+        ax.set_xlabel("singular value")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("density")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,27 @@
+"""A smoke test of the foundation benchmark (a few batches of each contestant)."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _module(name):
+    spec = importlib.util.spec_from_file_location(f"{name}_under_test", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_foundation_benchmark_quick(capsys, tmp_path):
+    out = _module("bench_mnist_mlp").main(["--quick", "--json", str(tmp_path / "r.json")])
+    names = [r["name"] for r in out["rows"]]
+    assert names == ["trainlab fit", "PyTorch DataLoader loop", "scikit-learn MLPClassifier"]
+    for r in out["rows"]:
+        assert r["s_per_epoch"] > 0 and 0.0 <= r["accuracy"] <= 1.0
+    assert out["rows"][0]["ratio"] == pytest.approx(1.0)
+    assert out["rows"][0]["optimizer"] in ("trainlab.optim.Adam", "torch.optim.Adam")
+    text = capsys.readouterr().out
+    assert "s/epoch" in text and "time ratio" in text and "optimizer: trainlab used" in text
+    assert (tmp_path / "r.json").exists()
