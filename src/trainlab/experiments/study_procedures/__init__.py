@@ -11,14 +11,20 @@ from trainlab.experiments.study_procedures.descent import gd_variants
 from trainlab.experiments.study_procedures.initialization import init_depth_profile, init_symmetry
 from trainlab.experiments.study_procedures.normalization import bn_learning_rate
 from trainlab.experiments.study_procedures.random_matrices import random_matrices
+from trainlab.experiments.study_procedures.regularization import (early_stopping, generalization_gap, l1_sparsity,
+                                                                 weight_decay_forms)
 from trainlab.experiments.study_procedures.worked_examples import cross_entropy_example
 
 PROCEDURES = {
     "bn_learning_rate": bn_learning_rate,
     "cross_entropy_example": cross_entropy_example,
     "deep_linear": deep_linear,
+    "early_stopping": early_stopping,
     "gd_variants": gd_variants,
+    "generalization_gap": generalization_gap,
     "init_depth_profile": init_depth_profile,
     "init_symmetry": init_symmetry,
+    "l1_sparsity": l1_sparsity,
     "random_matrices": random_matrices,
+    "weight_decay_forms": weight_decay_forms,
 }
