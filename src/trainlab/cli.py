@@ -44,11 +44,29 @@ def _shortcut_overrides(args) -> list[str]:
 
 def cmd_run(args) -> int:
     from trainlab.experiments.config import ConfigError, apply_overrides, load_yaml, parse_config
-    from trainlab.experiments.runner import run_experiment
+    from trainlab.experiments.runner import ResumeError, resume_run, run_experiment
 
+    overrides = _shortcut_overrides(args) + list(args.set or [])
+    if getattr(args, "resume", None):
+        # the run's own config; a CONFIG or overrides given as well must not change it
+        try:
+            cfg = None
+            if args.config or overrides:
+                base = load_yaml(args.config) if args.config else load_yaml(Path(args.resume) / "config.yaml")
+                cfg = parse_config(apply_overrides(base, overrides))
+            result = resume_run(args.resume, cfg, verbose=not args.quiet)
+        except (ConfigError, ResumeError) as err:
+            print(f"trainlab run: {err}", file=sys.stderr)
+            return 2
+        except (ValueError, FloatingPointError) as err:
+            print(f"trainlab run: {err}", file=sys.stderr)
+            return 1
+        print(result.run_dir if args.quiet else
+              "final: " + "  ".join(f"{k} {v:.4f}" for k, v in result.final.items()))
+        return 0
     try:
         data = load_yaml(args.config) if args.config else dict(QUICKSTART)
-        data = apply_overrides(data, _shortcut_overrides(args) + list(args.set or []))
+        data = apply_overrides(data, overrides)
         cfg = parse_config(data)
     except ConfigError as err:
         print(f"trainlab run: {err}", file=sys.stderr)
@@ -56,6 +74,12 @@ def cmd_run(args) -> int:
     if not args.config and not args.quiet:
         print("trainlab quickstart: an MLP on the two-moons data set (embedded, no download)")
     try:
+        if cfg.ensemble is not None:
+            from trainlab.experiments.ensemble import run_ensemble
+            ens = run_ensemble(cfg, run_dir=args.out, verbose=not args.quiet)
+            print(ens.run_dir if args.quiet else
+                  "ensemble: " + "  ".join(f"{k} {v:.4f}" for k, v in ens.ensemble.items()))
+            return 0
         result = run_experiment(cfg, run_dir=args.out, verbose=not args.quiet)
     except (ValueError, FloatingPointError) as err:
         print(f"trainlab run: {err}", file=sys.stderr)
@@ -142,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="run name")
     p.add_argument("--device", help="train.device: cpu, cuda, ... (default: cuda if present)")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines; print the run folder only")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the interrupted run in RUN_DIR from its last checkpoint (same config: a "
+                        "CONFIG or --set that changes it is refused with the differences)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("list", help="list the names configs accept (datasets, optimizers, ...)",

@@ -1,4 +1,6 @@
 """Resume: an interrupted-and-resumed CPU run ends with exactly the weights of an uninterrupted one."""
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -105,3 +107,42 @@ def test_resuming_a_finished_or_stopped_run_trains_no_more(tmp_path):
     assert hist.epoch == [0, 1, 2]
     for k, v in model2.state_dict().items():
         assert torch.equal(v, before[k])
+
+
+# ---- through the runner and the command line ------------------------------------------------------
+
+RUN_CFG = {"name": "resume", "seed": 3,
+           "data": {"name": "moons", "n_samples": 240, "noise": 0.25},
+           "model": {"kind": "mlp", "hidden": [16, 16], "dropout": 0.1},
+           "optimizer": {"name": "adam", "lr": 0.02},
+           "train": {"epochs": 5, "batch_size": 16},
+           "callbacks": [{"name": "early_stopping", "patience": 50}, {"name": "csv_logger"}],
+           "diagnostics": {"every": 1, "probe": 64}}
+
+
+def test_runner_and_cli_resume_equal_uninterrupted_and_refuse_a_changed_config(tmp_path, capsys):
+    from trainlab.cli import main
+    from trainlab.experiments.runner import ResumeError, resume_run, run_experiment
+    from trainlab.train.checkpoint import load_weights
+
+    ref = run_experiment(RUN_CFG, run_dir=tmp_path / "ref", verbose=False)
+    with pytest.raises(Crash):
+        run_experiment(RUN_CFG, run_dir=tmp_path / "cut", verbose=False, callbacks=(CrashAfter(1),))
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    with pytest.raises(ResumeError, match="optimizer.lr: 0.02 → 0.5"):
+        resume_run(tmp_path / "cut", {**RUN_CFG, "optimizer": {"name": "adam", "lr": 0.5}}, verbose=False)
+    assert main(["run", "--resume", str(tmp_path / "cut"), "--set", "train.epochs=7", "-q"]) == 2
+    assert "train.epochs: 5 → 7" in capsys.readouterr().err
+    assert main(["run", "--resume", str(tmp_path / "cut"), "-q"]) == 0
+    resumed = copy.deepcopy(ref.model)
+    load_weights(resumed, tmp_path / "cut" / "weights.safetensors")
+    for (k, a), b in zip(ref.model.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    import json
+    m_ref = json.loads((tmp_path / "ref" / "metrics.json").read_text())
+    m_cut = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert [r["val_loss"] for r in m_cut["history"]] == [r["val_loss"] for r in m_ref["history"]]
+    assert m_cut["diagnostics"]["records"] == m_ref["diagnostics"]["records"]
+    assert (tmp_path / "cut" / "log.csv").read_text().count("\n") == 6
+    with pytest.raises(ResumeError, match="no config.yaml"):
+        resume_run(tmp_path / "nothing", verbose=False)

@@ -412,6 +412,8 @@ def plot_spectra(spectrum: dict[str, dict], path: str | Path, max_layers: int = 
     from trainlab.diagnostics.spectra import mp_singular_value_pdf
 
     names = [n for n in spectrum if "initial" in spectrum[n]]
+    # a law about many singular values says little about a 2×64 matrix: prefer matrices with >= 8
+    names = [n for n in names if min(spectrum[n]["initial"]["shape"]) >= 8] or names
     # the largest matrices follow the law best; keep the input-to-output order among them
     big = sorted(names, key=lambda n: -min(spectrum[n]["initial"]["shape"]))[:max_layers]
     names = [n for n in names if n in big]

@@ -125,13 +125,18 @@ def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
 
 def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path | None = None,
                    write: bool = True, verbose: bool = True, callbacks: tuple = (),
-                   data: Splits | None = None) -> RunResult:
+                   data: Splits | None = None, resume_from: str | Path | None = None) -> RunResult:
     """Train the experiment ``config`` describes; with ``write`` also write its run folder.
 
     ``run_dir`` defaults to ``runs/<name>-<timestamp>``. ``callbacks`` are extra callback objects
     (measurements a study takes) run after the config's own. ``data`` replaces the data the config
     names with splits already in memory (a study's subset of MNIST, say); ``cfg.data`` then only
-    labels the run.
+    labels the run. ``resume_from`` continues from a checkpoint (see :func:`resume_run`).
+
+    A written run keeps ``checkpoints/last.safetensors`` (unless the config has its own
+    ``model_checkpoint``), so it can be resumed; with ``cfg.diagnostics`` a
+    :class:`~trainlab.diagnostics.DiagnosticsRecorder` records the network and its verdicts go to
+    ``metrics.json`` and the top of the report.
     """
     cfg = parse_config(config)
     t0 = time.perf_counter()
@@ -152,6 +157,7 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
                                         [(t.name, t.kwargs) for t in cfg.transforms])
     extra_callbacks = list(callbacks)
     callbacks = build_callbacks(cfg, run_path) + extra_callbacks
+    recorder = _add_run_callbacks(cfg, callbacks, run_path if write else None)
     batches_per_epoch = _batches_per_epoch(cfg, len(data.train))
     if cfg.schedule is not None:
         callbacks.insert(0, catalog.build_schedule(optimizer, cfg.schedule.name, cfg.schedule.kwargs,
@@ -161,14 +167,104 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
     fit_kwargs = {"augment": augment} if augment is not None else {}
     history = fit(model, data.train, data.val, loss=loss, optimizer=optimizer, epochs=cfg.train.epochs,
                   batch_size=cfg.train.batch_size, callbacks=callbacks, device=device, seed=cfg.seed,
-                  verbose=verbose, shuffle=cfg.train.shuffle, drop_last=cfg.train.drop_last, **fit_kwargs)
+                  verbose=verbose, shuffle=cfg.train.shuffle, drop_last=cfg.train.drop_last,
+                  resume_from=resume_from, **fit_kwargs)
     final = final_metrics(model, data, loss, device)
     result = RunResult(cfg, model, history, final, time.perf_counter() - t0, run_path)
+    if recorder is not None:
+        result.extras["diagnostics"] = recorder
+        result.extras["verdicts"] = recorder.verdicts(history, baseline_loss=_baseline_loss(loss, data.train),
+                                                      **cfg.diagnostics.thresholds)
+    if augment is not None:
+        result.extras["augment"] = augment
+        result.extras["augment_sample"] = data.train.X[:6].detach().cpu()
     if write and run_path is not None:
         write_run_folder(result)
         if verbose:
             print(f"run folder: {run_path}\nreport:     {run_path / 'report.html'}")
     return result
+
+
+def _add_run_callbacks(cfg: Config, callbacks: list, run_path: Path | None):
+    """Add the diagnostics recorder and (for a written run) a last-epoch checkpoint; return the recorder."""
+    from trainlab.diagnostics import DiagnosticsRecorder
+    from trainlab.train.callbacks import ModelCheckpoint
+
+    recorder = None
+    if cfg.diagnostics is not None:
+        d = cfg.diagnostics
+        recorder = DiagnosticsRecorder(every=d.every, probe=d.probe, spectra=d.spectra, seed=cfg.seed)
+        callbacks.append(recorder)
+    checkpoints = [cb for cb in callbacks if isinstance(cb, ModelCheckpoint)]
+    if run_path is not None and not checkpoints:
+        checkpoints.append(ModelCheckpoint(run_path / "checkpoints"))
+        callbacks.append(checkpoints[-1])
+    for cb in checkpoints:  # resuming compares the config in the checkpoint with the one given
+        cb.metadata.setdefault("config", cfg.to_dict())
+    return recorder
+
+
+def _baseline_loss(loss: Loss, train: Dataset) -> float | None:
+    """The loss of a trivial predictor that knows only the training targets' distribution."""
+    y = train.y
+    if loss.name == "mse":
+        return float(y.double().var(unbiased=False)) if len(y) > 1 else None
+    counts = torch.bincount(y.reshape(-1).long()).double()
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * p.log()).sum())
+
+
+class ResumeError(ValueError):
+    """A run folder cannot be resumed (no checkpoint, or a different config); the message says why."""
+
+
+def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Lines ``path: old → new`` for every field that differs between two config dicts."""
+    lines = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key, "(absent)"), new.get(key, "(absent)")
+        path = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += config_diff(a, b, path + ".")
+        elif a != b:
+            lines.append(f"  {path}: {a!r} → {b!r}")
+    return lines
+
+
+def resume_run(run_dir: str | Path, config: Config | dict | None = None, *, verbose: bool = True) -> RunResult:
+    """Continue the interrupted run in ``run_dir`` from its last checkpoint and finish its folder.
+
+    The run's own ``config.yaml`` is used; a ``config`` given as well must resolve to the same
+    config, otherwise :class:`ResumeError` lists the differences (a resumed run must be the run
+    that was started). On the CPU the final weights equal those of an uninterrupted run bit for
+    bit: model, optimizer, schedule and callback states, RNG and data order are restored.
+    """
+    from trainlab.experiments.config import load_config
+    from trainlab.train.checkpoint import load_checkpoint
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ResumeError(f"{run_dir} is not a run folder (no config.yaml)")
+    saved = load_config(run_dir / "config.yaml")
+    if config is not None:
+        given = parse_config(config)
+        diff = config_diff(saved.to_dict(), given.to_dict())
+        if diff:
+            raise ResumeError(f"refusing to resume {run_dir}: the config differs from the run's own config.yaml\n"
+                              + "\n".join(diff) + "\nresume without a config, or start a new run")
+    ckpts = [cb for cb in build_callbacks(saved, run_dir)
+             if type(cb).__name__ == "ModelCheckpoint" and cb.save_last]
+    path = ckpts[0].last_path if ckpts else run_dir / "checkpoints" / "last.safetensors"
+    if not path.is_file():
+        raise ResumeError(f"{run_dir} has no checkpoint to resume from ({path} is missing)")
+    ckpt = load_checkpoint(path)
+    stored = ckpt.extra.get("config")
+    if stored is not None and stored != saved.to_dict():
+        raise ResumeError(f"refusing to resume {run_dir}: its config.yaml differs from the config stored in "
+                          f"the checkpoint\n" + "\n".join(config_diff(stored, saved.to_dict())))
+    if verbose:
+        print(f"resuming {run_dir} after epoch {ckpt.epoch + 1} of {saved.train.epochs}")
+    return run_experiment(saved, run_dir=run_dir, verbose=verbose, resume_from=ckpt)
 
 
 def _batches_per_epoch(cfg: Config, n: int) -> int:
@@ -215,12 +311,72 @@ def report_sections(result: RunResult) -> list[Section]:
                f"{result.config.data.name}, optimizer {result.config.optimizer.name}, "
                f"batch size {result.config.train.batch_size}, seed {result.config.seed}.")
     return [
+        *verdict_sections(result),
         Section("Final numbers", text=[summary], table=(("metric", "value"), rows)),
         Section("Learning curves", figures=[("loss and accuracy per epoch", curves)]),
+        *diagnostics_sections(result),
         Section("Per-epoch history", table=(list(records[0].keys()) if records else [],
                                            [list(r.values()) for r in records])),
         Section("Resolved config", pre=result.config.to_yaml()),
     ]
+
+
+def verdict_sections(result: RunResult) -> list[Section]:
+    """The verdicts in words, first in the report (empty without diagnostics)."""
+    if "diagnostics" not in result.extras:
+        return []
+    verdicts = result.extras.get("verdicts", [])
+    if not verdicts:
+        return [Section("Verdicts", text=["No problem found: gradients flow through every layer, no layer has "
+                                          "mostly dead or saturated units, and the curves show neither "
+                                          "overfitting nor underfitting."], css_class="verdicts ok")]
+    return [Section("Verdicts", text=[v.message for v in verdicts], css_class="verdicts")]
+
+
+def diagnostics_sections(result: RunResult) -> list[Section]:
+    """Gradient norms per layer, dead/saturated fractions, sparsity, spectra, augmented samples."""
+    from trainlab.experiments import plots
+
+    out: list[Section] = []
+    run_dir = result.run_dir
+    rec = result.extras.get("diagnostics")
+    if rec is not None and rec.all_records():
+        figs = [("gradient norm of each layer's weights on the probe batch (log scale); a fan spreading "
+                 "over orders of magnitude is vanishing or exploding gradients",
+                 plots.plot_layer_series(rec.series("layers", "grad_norm"), run_dir / "grad_norms.png",
+                                         ylabel="‖∂L/∂W‖", log=True, title="Gradient norm per layer"))]
+        ratios = rec.series("layers", "update_ratio")
+        if ratios:
+            figs.append(("update-to-weight ratio ‖ΔW‖/‖W‖ of the epoch's last step (~1e-3 is typical)",
+                         plots.plot_layer_series(ratios, run_dir / "update_ratios.png", ylabel="‖ΔW‖ / ‖W‖",
+                                                 log=True, title="Update-to-weight ratio")))
+        out.append(Section("Gradient flow", figures=figs))
+        units = plots.plot_unit_health(rec.series("activations", "dead_frac"),
+                                       rec.series("activations", "saturated_frac"), run_dir / "units.png")
+        sparsity = plots.plot_sparsity(rec.series("activations", "zero_frac"), rec.series("layers", "weight_small_frac"),
+                                       run_dir / "sparsity.png")
+        out.append(Section("Units", text=["Dead: ReLU units that output 0 for every probe sample. Saturated: "
+                                          "sigmoid/tanh outputs within 1% of the range from a bound."],
+                           figures=[("dead and saturated fractions per layer", units)]))
+        out.append(Section("Sparsity", figures=[("activation sparsity (exact zeros) and weight sparsity "
+                                                 "(|w| < 1e-3) per layer", sparsity)]))
+        if rec.spectrum:
+            out.append(Section("Weight spectra", text=[
+                "Singular values of each weight matrix before and after training, against the Marchenko–Pastur "
+                "law of a random matrix with the initial entry scale. Values beyond the upper edge are "
+                "structure learned from the data."],
+                figures=[("singular values vs Marchenko–Pastur",
+                          plots.plot_spectra(rec.spectrum, run_dir / "spectra.png"))]))
+    augment = result.extras.get("augment")
+    grid = getattr(plots, "plot_augmented_grid", None)
+    if augment is not None and grid is not None:
+        try:
+            path = grid(result.extras["augment_sample"], augment, run_dir / "augmented.png")
+            out.append(Section("Augmented samples", figures=[("training images (first column) and augmented "
+                                                              "versions", path)]))
+        except (TypeError, ValueError) as err:  # e.g. data that are not images
+            out.append(Section("Augmented samples", text=[f"not drawn: {err}"]))
+    return out
 
 
 def write_run_folder(result: RunResult) -> Path:
@@ -231,8 +387,12 @@ def write_run_folder(result: RunResult) -> Path:
     records = result.history.records()
     atomic_write_bytes(run_dir / "config.yaml", result.config.to_yaml().encode())
     atomic_write_bytes(run_dir / "metrics.csv", _csv_text(records).encode())
-    atomic_write_json(run_dir / "metrics.json", {"name": result.config.name, "history": records,
-                                                 "final": result.final, "wall_time": result.wall_time})
+    metrics = {"name": result.config.name, "history": records, "final": result.final,
+               "wall_time": result.wall_time}
+    if "diagnostics" in result.extras:
+        metrics["verdicts"] = [v.to_dict() for v in result.extras.get("verdicts", [])]
+        metrics["diagnostics"] = result.extras["diagnostics"].summary()
+    atomic_write_json(run_dir / "metrics.json", metrics)
     save_weights(result.model, run_dir / "weights.safetensors", metadata={"name": result.config.name})
     write_report(run_dir / "report.html", f"trainlab run: {result.config.name}", report_sections(result),
                  subtitle=f"{run_dir.name}")
