@@ -6,6 +6,7 @@ study whose technique is missing fails alone, with a clear error, and the others
 """
 from __future__ import annotations
 
+from trainlab.experiments.study_procedures.activations import activation_comparison
 from trainlab.experiments.study_procedures.deep_linear import deep_linear
 from trainlab.experiments.study_procedures.descent import gd_variants
 from trainlab.experiments.study_procedures.initialization import init_depth_profile, init_symmetry
@@ -16,6 +17,7 @@ from trainlab.experiments.study_procedures.regularization import (early_stopping
 from trainlab.experiments.study_procedures.worked_examples import cross_entropy_example
 
 PROCEDURES = {
+    "activation_comparison": activation_comparison,
     "bn_learning_rate": bn_learning_rate,
     "cross_entropy_example": cross_entropy_example,
     "deep_linear": deep_linear,
