@@ -674,6 +674,14 @@ def _split_kwargs(weight_fn, bias_fn, kwargs: Mapping) -> tuple[dict, dict]:
         else:
             raise ValueError(f"unknown init option {key!r}; the weight scheme takes {sorted(w_names) or 'none'}, "
                              f"the bias rule takes {sorted(b_names) or 'none'}")
+    for fn, given in ((weight_fn, w_kw), (bias_fn, b_kw)):
+        if fn is None:
+            continue
+        params = list(inspect.signature(fn).parameters.values())[1:]   # the first one is the tensor
+        needed = [p.name for p in params if p.default is p.empty and p.name not in given
+                  and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        if needed:
+            raise ValueError(f"{getattr(fn, '__name__', 'the initializer').rstrip('_')} needs the option(s) {needed}")
     return w_kw, b_kw
 
 
