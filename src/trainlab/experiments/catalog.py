@@ -41,8 +41,11 @@ OPTIMIZERS = {
 SCHEDULES: dict = {}
 
 # init.weight / init.bias -> initializer names understood by trainlab.init.init_model
-WEIGHT_INITS: dict = {}
-BIAS_INITS: dict = {}
+# (trainlab.init.WEIGHT_SCHEMES / BIAS_RULES: "auto" picks the scheme from each layer's activation)
+from trainlab import init as _init  # noqa: E402  (kept next to the tables it fills)
+
+WEIGHT_INITS: dict = dict(_init.WEIGHT_SCHEMES)
+BIAS_INITS: dict = dict(_init.BIAS_RULES)
 
 # callbacks[i].name -> Callback class (file-writing ones get their paths inside the run folder)
 CALLBACKS: dict = {
@@ -83,9 +86,17 @@ def build_schedule(optimizer, name: str, kwargs: dict, *, steps_per_epoch: int, 
 
 
 def apply_init(model, weight: str | None, bias: str | None, kwargs: dict) -> None:
-    """Initialize every layer of ``model`` (``None`` keeps PyTorch's defaults)."""
-    if weight is not None or bias is not None:
-        raise ValueError("initializers are not available yet")
+    """Initialize every layer of ``model`` (``None`` keeps PyTorch's defaults).
+
+    ``kwargs`` are the options of the scheme and the rule (e.g. ``mode: fan_out``,
+    ``truncated: true``, ``value: 0.01``, ``priors: [0.9, 0.1]``); see :func:`trainlab.init.init_model`.
+    """
+    if weight is None and bias is None:
+        if kwargs:
+            raise ValueError(f"init options {sorted(kwargs)} given without a weight or bias initializer")
+        return
+    _init.init_model(model, WEIGHT_INITS[weight] if weight is not None else None,
+                     BIAS_INITS[bias] if bias is not None else None, **kwargs)
 
 
 # the path argument of each file-writing callback and its default inside the run folder
