@@ -129,3 +129,58 @@ def resolve_loss(loss: str | Loss | LossFn) -> Loss | LossFn:
     if callable(loss):
         return loss
     raise TypeError(f"loss must be a name or a callable, got {type(loss).__name__}")
+
+
+# ------------------------------------------------------------------------------------------------
+# penalties (regularization terms added to the loss)
+# ------------------------------------------------------------------------------------------------
+# Cost = Loss + R(θ) (notes 003/004). R only adds ∂R/∂w to each weight's gradient after
+# backpropagation; the backward pass through the network itself is unchanged. The same gradients,
+# applied by the optimizer instead of autograd, are the transforms in trainlab.optim.transforms
+# (L2Penalty, L1Penalty, ElasticNet); tests prove the two agree.
+
+def _penalized(params, skip_1d: bool) -> list[Tensor]:
+    if isinstance(params, Tensor):
+        params = [params]
+    out = [p for p in params if not (skip_1d and p.dim() < 2)]
+    if not out:
+        raise ValueError("no tensors to penalize (did skip_1d=True leave only biases?)")
+    return out
+
+
+def _check_weight(weight: float) -> None:
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+        raise ValueError(f"penalty weight must be a number >= 0, got {weight!r}")
+
+
+def l2_penalty(params, weight: float, *, skip_1d: bool = False) -> Tensor:
+    """Ridge / L2 penalty: weight · Σ θ² over all tensors in ``params``.
+
+    Its gradient is 2·weight·θ. This is the notes' λΣw² and Keras' ``regularizers.l2(weight)``;
+    PyTorch's ``weight_decay=λ`` corresponds to ``weight = λ/2`` (the ½ of λ/2·‖θ‖²). The notes'
+    slides also write λ/(2m)·Σ‖w‖²: pass ``weight = λ/(2m)``. ``skip_1d=True`` penalizes only weight
+    matrices / kernels (tensors with ≥ 2 dims), as the notes and Keras' ``kernel_regularizer`` do.
+    """
+    _check_weight(weight)
+    return weight * sum(p.square().sum() for p in _penalized(params, skip_1d))
+
+
+def l1_penalty(params, weight: float, *, skip_1d: bool = False) -> Tensor:
+    """Lasso / L1 penalty: weight · Σ |θ|. Its (sub)gradient is weight·sign(θ) — the same push for
+    every weight whatever its size, which is why L1 drives weights to exactly 0 (notes 001/004)."""
+    _check_weight(weight)
+    return weight * sum(p.abs().sum() for p in _penalized(params, skip_1d))
+
+
+def elastic_net(params, weight: float, l1_ratio: float = 0.5, *, skip_1d: bool = False) -> Tensor:
+    """Elastic-net penalty: weight · (ρ·Σ|θ| + (1 − ρ)·Σθ²), ρ = ``l1_ratio`` ∈ [0, 1].
+
+    ρ = 1 is :func:`l1_penalty`, ρ = 0 :func:`l2_penalty`. scikit-learn's ``ElasticNet(alpha,
+    l1_ratio)`` uses α·ρ·‖w‖₁ + ½·α·(1 − ρ)·‖w‖²: the squared part is halved there.
+    """
+    _check_weight(weight)
+    if not 0.0 <= l1_ratio <= 1.0:
+        raise ValueError(f"l1_ratio must lie in [0, 1], got {l1_ratio!r}")
+    ps = _penalized(params, skip_1d)
+    return weight * (l1_ratio * sum(p.abs().sum() for p in ps)
+                     + (1 - l1_ratio) * sum(p.square().sum() for p in ps))

@@ -1,0 +1,345 @@
+"""The optimizer shell: a chain of small gradient transformations run as a ``torch.optim.Optimizer``.
+
+An optimizer in trainlab is a list of :class:`Transform` objects (optax's shape: per-parameter state
+plus an update rule). The shell, :class:`ChainOptimizer`, owns what PyTorch users expect from an
+optimizer — ``param_groups``, ``state``, ``state_dict``, closures — and runs the chain once per step::
+
+    u ← g                                   (the gradients)
+    for each pre-transform T:  u ← T(u)     (penalties, clipping, momentum, second moments, −lr·u …)
+    θ ← θ + u                               (the update is *added*, as in optax)
+    for each post-transform T: T(θ)         (proximal steps, lookahead synchronisation)
+
+So "Adam + L1 + global-norm clipping" is literally ``[ClipByGlobalNorm, L1Penalty, ScaleByAdam,
+ScaleByLearningRate]``. Hyperparameters live in the param groups (so schedules and per-group
+settings work exactly as in PyTorch); each step the optimizer builds its chain from its group.
+
+Per-parameter state is a named record (a ``NamedTuple`` per transform) whose field names are the
+keys of ``optimizer.state[p]`` — the same names torch.optim uses (``exp_avg``, ``momentum_buffer``,
+…), so ``state_dict()`` looks like PyTorch's. A transform has a readable per-tensor rule
+(``update``) and may have a ``torch._foreach_*`` fast path over the whole group (``update_many``);
+``foreach=False`` runs the readable rule and the tests check that both agree.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Callable, ClassVar, Iterable, NamedTuple, Sequence
+
+import torch
+from torch import Tensor
+
+
+class StepInfo(NamedTuple):
+    """What a transform may read besides the tensors: the step and the group's hyperparameters.
+
+    ``t`` is the 1-based number of steps these parameters have taken (PyTorch's ``state["step"]``
+    after the increment), ``lr`` the group's learning rate as a float, ``group`` the param group.
+    """
+    t: int
+    lr: float
+    group: dict
+    foreach: bool
+
+
+class Direction:
+    """A list of updates held lazily as ``scale · num / den`` (``den`` may be ``None``).
+
+    Only the fast paths use it: keeping ``−lr`` and Adam's denominator symbolic lets the shell apply
+    the update with one fused ``_foreach_addcdiv_`` instead of materialising intermediate lists —
+    one pass over memory less per factor (the step is memory-bound on CPU).
+    """
+
+    __slots__ = ("num", "den", "scale")
+
+    def __init__(self, num: list[Tensor], den: list[Tensor] | None = None, scale: float = 1.0):
+        self.num, self.den, self.scale = num, den, scale
+
+    def scaled(self, factor: float) -> "Direction":
+        return Direction(self.num, self.den, self.scale * factor)
+
+    def materialize(self) -> list[Tensor]:
+        """The updates as new tensors (or the original list when there is nothing to apply)."""
+        if self.den is not None:
+            out = torch._foreach_div(self.num, self.den)
+            if self.scale != 1.0:
+                torch._foreach_mul_(out, self.scale)
+            return out
+        if self.scale != 1.0:
+            return torch._foreach_mul(self.num, self.scale)
+        return self.num
+
+    def add_to(self, params: list[Tensor]) -> None:
+        """θ ← θ + scale · num / den, in one multi-tensor op."""
+        if self.den is not None:
+            torch._foreach_addcdiv_(params, self.num, self.den, value=self.scale)
+        else:
+            torch._foreach_add_(params, self.num, alpha=self.scale)
+
+
+class Transform:
+    """One gradient transformation: per-parameter state (``State``) and an update rule.
+
+    Subclasses set:
+
+    * ``State`` — a ``NamedTuple`` class of per-parameter state, or ``None`` for a stateless rule.
+      Its field names are the keys under which the shell stores the values in
+      ``optimizer.state[p]`` (prefixed when the transform was added to an existing chain).
+    * ``init(p) -> State`` — the initial state of parameter ``p``.
+    * ``update(u, state, p, info) -> (u, state)`` — the readable per-tensor rule; returns the new
+      update and the new state record. It must not modify ``u`` in place (it may be ``p.grad``).
+    * optionally ``update_many(d, states, params, info) -> Direction`` — a fast path over the whole
+      group: ``d`` is a :class:`Direction`, ``states`` the ``State`` record whose fields are lists
+      (one entry per parameter) and may be updated in place. Set ``whole_group = True`` when the rule
+      itself needs all tensors at once (global-norm clipping): then ``update_many`` is the rule and is
+      used with and without ``foreach``.
+    * ``post = True`` for a rule that runs after the update was added to the parameters; it acts on
+      ``p`` in place and its ``update`` receives ``u=None``.
+    """
+
+    State: ClassVar[type | None] = None
+    post: ClassVar[bool] = False
+    whole_group: ClassVar[bool] = False
+    # set True when update_many assigns new tensors into the state lists (e.g. a buffer created on
+    # the first step): the shell then writes the lists back into optimizer.state
+    replaces_state: ClassVar[bool] = False
+    prefix: str = ""
+
+    def init(self, p: Tensor):
+        raise NotImplementedError(f"{type(self).__name__} declares State but no init()")
+
+    def update(self, u: Tensor | None, state, p: Tensor, info: StepInfo):
+        raise NotImplementedError(f"{type(self).__name__} has no per-tensor rule")
+
+    update_many: Callable | None = None
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        if self.State is None:
+            return ()
+        return tuple(self.prefix + f for f in self.State._fields)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "prefix")
+        return f"{type(self).__name__}({args})"
+
+
+def _lr_value(lr: Any) -> float:
+    return float(lr.item()) if isinstance(lr, Tensor) else float(lr)
+
+
+def check_lr(lr: Any) -> None:
+    """Validate a learning rate (a non-negative float or a one-element tensor)."""
+    if isinstance(lr, Tensor):
+        if lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        lr = lr.item()
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr >= 0.0:
+        raise ValueError(f"Invalid learning rate: {lr} (must be a number >= 0)")
+
+
+def check_range(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False,
+                hi_open: bool = True) -> None:
+    """Raise ``ValueError("Invalid <name> value: …")`` unless ``lo ≤ value < hi`` (ends as given)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    if ok:
+        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        lo_b, hi_b = "(" if lo_open else "[", ")" if hi_open else "]"
+        raise ValueError(f"Invalid {name} value: {value!r} (must lie in {lo_b}{lo}, {hi}{hi_b})")
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
+    if value not in choices:
+        raise ValueError(f"Invalid {name}: {value!r}; choose one of {', '.join(map(repr, choices))}")
+
+
+class ChainOptimizer(torch.optim.Optimizer):
+    """A ``torch.optim.Optimizer`` whose step runs a chain of :class:`Transform` objects.
+
+    Subclasses implement ``transforms(group) -> list[Transform]`` from the group's hyperparameters.
+    ``add_transforms`` extends any chain — gradient transforms run before the optimizer's own rule
+    (in the order given), post transforms after the update.
+
+    Every step returns the closure's loss (``None`` without a closure). Parameters whose ``.grad``
+    is ``None`` are skipped and keep their state, as in PyTorch; ``state[p]["step"]`` counts the
+    steps each parameter took.
+    """
+
+    #: set by optimizers that cannot take a step without a closure
+    needs_closure: ClassVar[bool] = False
+
+    def __init__(self, params, defaults: dict):
+        self._extra_pre: list[Transform] = []
+        self._extra_post: list[Transform] = []
+        super().__init__(params, defaults)
+
+    # -- the chain -------------------------------------------------------------------------------
+    def transforms(self, group: dict) -> list[Transform]:
+        raise NotImplementedError
+
+    def add_transforms(self, *transforms: Transform) -> "ChainOptimizer":
+        """Add transforms to every group's chain: gradient transforms run first (in order),
+        post transforms (``post = True``) after the update. Their state keys get a prefix
+        (``"t0."``, ``"t1."``, …) so they never clash with the optimizer's own. Returns ``self``."""
+        for tr in transforms:
+            if not isinstance(tr, Transform):
+                raise TypeError(f"add_transforms takes Transform objects, got {type(tr).__name__}")
+            tr.prefix = f"t{len(self._extra_pre) + len(self._extra_post)}."
+            (self._extra_post if tr.post else self._extra_pre).append(tr)
+        return self
+
+    def chain(self, group: dict | None = None) -> list[Transform]:
+        """The full chain that one step runs for ``group`` (the first group by default)."""
+        group = self.param_groups[0] if group is None else group
+        own = self.transforms(group)
+        return self._extra_pre + [t for t in own if not t.post] + [t for t in own if t.post] + self._extra_post
+
+    # -- state dict ------------------------------------------------------------------------------
+    def load_state_dict(self, state_dict: dict) -> None:
+        # torch's load_state_dict keeps the incoming tensors when dtype and device match, so two
+        # optimizers loaded from one dict would share (and jointly mutate) their buffers. Copy.
+        super().load_state_dict(copy.deepcopy(state_dict))
+        for st in self.state.values():
+            if isinstance(st.get("step"), Tensor):  # a torch.optim state dict: steps are tensors
+                st["step"] = int(st["step"].item())
+
+    # -- the step --------------------------------------------------------------------------------
+    def _foreach(self, group: dict) -> bool:
+        fe = group.get("foreach")
+        return True if fe is None else bool(fe)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None):
+        """One optimization step over every param group; returns the closure's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        elif self.needs_closure:
+            raise RuntimeError(f"{type(self).__name__} needs a closure: optimizer.step(closure)")
+        for group in self.param_groups:
+            self._step_group(group)
+        return loss
+
+    def _step_group(self, group: dict, params: list[Tensor] | None = None,
+                    chain: list[Transform] | None = None) -> None:
+        if params is None:
+            params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        chain = self.chain(group) if chain is None else chain
+        states = [self.state[p] for p in params]
+        for p, st in zip(params, states):
+            if "step" not in st:
+                _check_param(p, type(self).__name__)
+                st["step"] = 0
+        for tr in chain:
+            if tr.State is not None:
+                k0 = tr.keys[0]
+                for p, st in zip(params, states):
+                    if k0 not in st:
+                        st.update(zip(tr.keys, tr.init(p)))
+        steps = []
+        for st in states:
+            st["step"] = t = st["step"] + 1
+            steps.append(t)
+        lr = _lr_value(group["lr"])
+        foreach = self._foreach(group)
+        t0 = steps[0]
+        if all(t == t0 for t in steps):
+            self._run(chain, params, states, StepInfo(t0, lr, group, foreach))
+            return
+        # parameters that missed steps (no grad) are at different t: run each cohort separately
+        for t in sorted(set(steps)):
+            idx = [i for i, s in enumerate(steps) if s == t]
+            self._run(chain, [params[i] for i in idx], [states[i] for i in idx],
+                      StepInfo(t, lr, group, foreach))
+
+    def _run(self, chain: list[Transform], params: list[Tensor], states: list[dict],
+             info: StepInfo) -> None:
+        grads = [p.grad for p in params]
+        if info.foreach:
+            d = Direction(grads)
+            for tr in chain:
+                if tr.post:
+                    continue
+                if tr.update_many is not None:
+                    d = self._many(tr, d, params, states, info)
+                else:
+                    d = Direction(self._each(tr, d.materialize(), params, states, info))
+            d.add_to(params)
+        else:
+            us = grads
+            for tr in chain:
+                if tr.post:
+                    continue
+                if tr.whole_group:
+                    us = self._many(tr, Direction(us), params, states, info).materialize()
+                else:
+                    us = self._each(tr, us, params, states, info)
+            for p, u in zip(params, us):
+                p.add_(u)
+        for tr in chain:
+            if tr.post:
+                if tr.whole_group or (info.foreach and tr.update_many is not None):
+                    self._many(tr, None, params, states, info)
+                else:
+                    self._each(tr, [None] * len(params), params, states, info)
+
+    @staticmethod
+    def _many(tr: Transform, d: Direction | None, params, states, info) -> Direction:
+        if tr.State is None:
+            return tr.update_many(d, None, params, info)
+        keys = tr.keys
+        lists = tr.State(*([st[k] for st in states] for k in keys))
+        out = tr.update_many(d, lists, params, info)
+        if tr.replaces_state:
+            for k, values in zip(keys, lists):
+                for st, v in zip(states, values):
+                    st[k] = v
+        return out
+
+    @staticmethod
+    def _each(tr: Transform, us: list, params, states, info) -> list:
+        out = []
+        if tr.State is None:
+            for u, p in zip(us, params):
+                out.append(tr.update(u, None, p, info)[0])
+            return out
+        keys, S = tr.keys, tr.State
+        for u, p, st in zip(us, params, states):
+            u, rec = tr.update(u, S(*[st[k] for k in keys]), p, info)
+            for k, v in zip(keys, rec):
+                st[k] = v
+            out.append(u)
+        return out
+
+
+def _check_param(p: Tensor, who: str) -> None:
+    if p.grad is not None and p.grad.is_sparse:
+        raise RuntimeError(f"{who} does not support sparse gradients")
+    if torch.is_complex(p):
+        raise RuntimeError(f"{who} supports real parameters only (got a {p.dtype} parameter)")
+
+
+class Chain(ChainOptimizer):
+    """An optimizer made of any list of transforms: ``Chain(params, [ClipByGlobalNorm(1.0),
+    L1Penalty(1e-4), ScaleByAdam(), ScaleByLearningRate()], lr=1e-3)``.
+
+    The transforms' hyperparameters are fixed at construction; ``lr`` lives in the param groups
+    (so schedules drive it). ``foreach`` chooses the fast paths (default) or the readable rules.
+    """
+
+    def __init__(self, params, transforms: Iterable[Transform], lr: float = 1e-3, *,
+                 foreach: bool | None = None):
+        check_lr(lr)
+        self._chain = list(transforms)
+        if not self._chain:
+            raise ValueError("Chain needs at least one transform")
+        for tr in self._chain:
+            if not isinstance(tr, Transform):
+                raise TypeError(f"Chain takes Transform objects, got {type(tr).__name__}")
+        super().__init__(params, {"lr": lr, "foreach": foreach})
+
+    def transforms(self, group: dict) -> list[Transform]:
+        return self._chain
