@@ -110,11 +110,14 @@ class Loop:
         batch_hooks = cbs.has_batch_hooks
         stash: dict[str, Tensor] = {}
 
-        def closure() -> Tensor:
-            optimizer.zero_grad(set_to_none=True)
+        def closure(backward: bool = True) -> Tensor:
+            # backward=False returns the loss with its graph (Newton differentiates it twice)
+            if backward:
+                optimizer.zero_grad(set_to_none=True)
             z = model(stash["x"])
             loss = loss_fn(z, stash["y"])
-            loss.backward()
+            if backward:
+                loss.backward()
             if "z" not in stash:  # the first evaluation is the one this step reports
                 stash["z"] = z.detach()
             return loss
