@@ -121,9 +121,10 @@ class Study(BaseModel):
     quick: dict[str, Any] = Field(default_factory=dict, description="overrides of params for --quick")
     full: dict[str, Any] = Field(default_factory=dict, description="overrides of params for the full run")
     assertions: list[Assertion] = Field(min_length=1)
-    threads: int | None = Field(default=None, ge=1, description=(
-        "torch CPU threads while the study runs (1 suits toy nets: small ops gain nothing from more "
-        "threads and suffer most when the cores are shared); default: leave torch's setting"))
+    threads: int | dict[Mode, int] | None = Field(default=None, description=(
+        "torch CPU threads while the study runs, or one count per mode ({quick: 1, full: 2}); 1 suits "
+        "toy nets: small ops gain nothing from more threads and suffer most when the cores are shared; "
+        "default: leave torch's setting"))
     runtime: dict[str, str] = Field(default_factory=dict,
                                     description="expected wall time per mode, e.g. {quick: 5 s, full: 2 min}")
 
@@ -387,8 +388,11 @@ def run_study(study: str | Path | Study, *, quick: bool = False, out: str | Path
     ctx = StudyContext(run_dir, seed=study.seed, mode=mode, verbose=verbose)
     torch.manual_seed(study.seed)
     threads = torch.get_num_threads()
-    if study.threads is not None:
-        torch.set_num_threads(study.threads)
+    wanted = study.threads.get(mode) if isinstance(study.threads, dict) else study.threads
+    if wanted is not None:
+        if wanted < 1:
+            raise StudyError(f"{study.name}: threads must be >= 1, got {wanted}")
+        torch.set_num_threads(wanted)
     t0 = time.perf_counter()
     try:
         outcome = fn(ctx, **params)

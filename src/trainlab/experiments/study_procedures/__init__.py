@@ -11,6 +11,7 @@ from trainlab.experiments.study_procedures.deep_linear import deep_linear
 from trainlab.experiments.study_procedures.descent import gd_variants
 from trainlab.experiments.study_procedures.initialization import init_depth_profile, init_symmetry
 from trainlab.experiments.study_procedures.normalization import bn_learning_rate
+from trainlab.experiments.study_procedures.mnist import mnist_recipe
 from trainlab.experiments.study_procedures.optimizers import optimizer_grid
 from trainlab.experiments.study_procedures.random_matrices import random_matrices
 from trainlab.experiments.study_procedures.regularization import (early_stopping, generalization_gap, l1_sparsity,
@@ -28,6 +29,7 @@ PROCEDURES = {
     "init_depth_profile": init_depth_profile,
     "init_symmetry": init_symmetry,
     "l1_sparsity": l1_sparsity,
+    "mnist_recipe": mnist_recipe,
     "optimizer_grid": optimizer_grid,
     "random_matrices": random_matrices,
     "weight_decay_forms": weight_decay_forms,
