@@ -582,3 +582,107 @@ class TensorBoard(Callback):
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+class LearningRateScheduler(Callback):
+    """Drive the optimizer's learning rate from a schedule (:mod:`trainlab.schedules`).
+
+    A step → lr schedule is evaluated at the start of every epoch (``unit="epoch"``: t = epochs
+    done) or of every optimizer step (``unit="step"``: t = steps done, ``self.loop.step``). A
+    stateful rule (``ReduceOnPlateau``, ``Adaptive``) is fed ``logs[rule.monitor]`` at the end of
+    each epoch and its lr applies from the next epoch; when an ``Adaptive`` rule gives up
+    (scikit-learn's stop) training stops.
+
+    A schedule without ``lr`` takes the optimizer's lr at the start of training; one without
+    ``total_steps`` takes the run's length (epochs, or epochs × steps per epoch). With several
+    param groups each keeps its ratio to the first group's lr. Keras' callback of the same name
+    calls ``schedule(epoch, lr)``; ours takes trainlab schedules (any ``t -> lr`` callable works
+    too, as an epoch schedule). ``verbose`` prints each change of the lr.
+    """
+
+    def __init__(self, schedule, verbose: bool = False) -> None:
+        if not callable(schedule):
+            raise TypeError(f"schedule must be a trainlab schedule or a callable t -> lr, got {type(schedule).__name__}")
+        self.schedule = schedule
+        self.verbose = verbose
+        self.base_lrs: list[float] | None = None
+        self._last: float | None = None
+
+    @property
+    def unit(self) -> str:
+        return getattr(self.schedule, "unit", "epoch")
+
+    @property
+    def is_rule(self) -> bool:
+        return hasattr(self.schedule, "observe")
+
+    def on_train_begin(self, logs: Logs) -> None:
+        groups = self.loop.optimizer.param_groups
+        if self.base_lrs is None:
+            self.base_lrs = [float(g["lr"]) for g in groups]
+        if hasattr(self.schedule, "bind"):
+            total = self.loop.epochs * (self.loop.steps_per_epoch if self.unit == "step" else 1)
+            self.schedule = self.schedule.bind(lr=self.base_lrs[0], total_steps=max(total, 1))
+        if self.is_rule:
+            self._set(self.schedule.at(0))
+
+    def _set(self, lr: float) -> None:
+        base0 = self.base_lrs[0]
+        for g, b in zip(self.loop.optimizer.param_groups, self.base_lrs):
+            g["lr"] = lr * (b / base0) if base0 else lr
+        if self.verbose and lr != self._last:
+            print(f"LearningRateScheduler: lr = {lr:.4g} (epoch {self.loop.epoch + 1}, step {self.loop.step})",
+                  file=sys.stderr)
+        self._last = lr
+
+    def on_epoch_begin(self, epoch: int, logs: Logs) -> None:
+        if not self.is_rule and self.unit == "epoch":
+            self._set(float(self.schedule(epoch)))
+
+    def on_batch_begin(self, batch: int, logs: Logs) -> None:
+        if not self.is_rule and self.unit == "step":
+            self._set(float(self.schedule(self.loop.step)))
+
+    def on_epoch_end(self, epoch: int, logs: Logs) -> None:
+        if not self.is_rule:
+            return
+        monitor = self.schedule.monitor
+        if monitor not in logs:
+            raise KeyError(f"{type(self.schedule).__name__} monitors {monitor!r}, which is not in the epoch "
+                           f"logs (have: {', '.join(sorted(logs))}); pass validation data or monitor 'loss'")
+        self._set(self.schedule.observe(logs[monitor]))
+        if getattr(self.schedule, "stop", False):
+            self.loop.stop_training = True
+
+    def state_dict(self) -> dict:
+        state: dict = {"base_lrs": self.base_lrs}
+        if self.is_rule:
+            state["rule"] = self.schedule.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.base_lrs = state.get("base_lrs", self.base_lrs)
+        if self.is_rule and "rule" in state:
+            self.schedule.load_state_dict(state["rule"])
+
+
+class ReduceLROnPlateau(LearningRateScheduler):
+    """Multiply the lr by ``factor`` when ``monitor`` has stopped improving (Keras' callback names).
+
+    Args: ``monitor`` ("val_loss"), ``factor`` (0.1), ``patience`` (10), ``mode`` ("min", "max" or
+    "auto": "max" for accuracy-like keys), ``min_delta`` (1e-4), ``threshold_mode`` ("abs" as Keras'
+    min_delta; "rel" as PyTorch), ``cooldown`` (0), ``min_lr`` (0), ``verbose``.
+    The counting follows PyTorch (reduce when bad epochs exceed ``patience``); see
+    :class:`trainlab.schedules.ReduceOnPlateau`.
+    """
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
+                 mode: str = "auto", min_delta: float = 1e-4, threshold_mode: str = "abs",
+                 cooldown: int = 0, min_lr: float = 0.0, verbose: bool = False) -> None:
+        from trainlab.schedules import ReduceOnPlateau
+        if mode == "auto":
+            mode = _direction(monitor, "auto")
+        rule = ReduceOnPlateau(None, mode=mode, factor=factor, patience=patience, threshold=min_delta,
+                               threshold_mode=threshold_mode, cooldown=cooldown, min_lr=min_lr,
+                               monitor=monitor)
+        super().__init__(rule, verbose=verbose)
