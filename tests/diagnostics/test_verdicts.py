@@ -47,6 +47,16 @@ def test_a_good_fit_triggers_nothing():
     assert diagnose(good) == []
 
 
+def test_underfitting_suppresses_overfitting_wiggles():
+    # a model that learns nothing: validation loss wiggles (rule 3's shape) around chance level
+    h = dict(loss=[0.708, 0.706, 0.704, 0.701, 0.698], val_loss=[0.695, 0.693, 0.70, 0.698, 0.699],
+             accuracy=[0.5, 0.52, 0.5, 0.51, 0.53], val_accuracy=[0.5, 0.5, 0.49, 0.5, 0.51])
+    assert [v.evidence["rule"] for v in overfitting_verdicts(h)] == [3]
+    v = diagnose(h)
+    assert [x.kind for x in v] == ["underfitting"] and v[0].evidence["suppressed_overfitting_rules"] == [3]
+    assert "bias, not variance" in v[0].message
+
+
 def test_underfitting_is_both_errors_high():
     under = dict(loss=[0.69, 0.68, 0.68, 0.67], val_loss=[0.69, 0.69, 0.68, 0.68],
                  accuracy=[0.5, 0.55, 0.56, 0.57], val_accuracy=[0.5, 0.52, 0.55, 0.55])

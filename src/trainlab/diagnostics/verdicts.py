@@ -29,7 +29,8 @@ Overfitting, the four rules of notes 002 ("How to detect overfitting using loss"
    ``acc_tol`` = 0.005) in the last ``w`` epochs, while validation loss rose by more than
    ``rise_tol`` over them.
 
-Each rule reports the first epoch at which it holds. **Underfitting** follows the bias/variance
+Each rule reports the first epoch at which it holds; when the run is underfitting, the overfitting
+rules are not reported (a model that fits nothing has a bias problem). **Underfitting** follows the bias/variance
 table of notes 003 (high training error *and* high validation error → high bias): the final
 training and validation error rates are both ≥ ``high_error`` (0.2); without accuracies, both
 final losses are ≥ ``high_loss`` (0.5) times ``baseline_loss`` (the loss of a trivial predictor,
@@ -311,8 +312,17 @@ def diagnose(history=None, diagnostics=None, *, baseline_loss: float | None = No
         out += gradient_verdicts(diagnostics, **pick(gradient_verdicts))
         out += unit_verdicts(diagnostics, **pick(unit_verdicts))
     if history is not None:
-        out += overfitting_verdicts(history, **pick(overfitting_verdicts))
+        over = overfitting_verdicts(history, **pick(overfitting_verdicts))
         u = underfitting_verdict(history, baseline_loss=baseline_loss, **pick(underfitting_verdict))
         if u is not None:
+            # high training error and high validation error is high bias (notes 003); a wiggle of the
+            # validation curve of a model that fits nothing is not variance, so it is not reported
+            if over:
+                rules = ", ".join(str(v.evidence["rule"]) for v in over)
+                u.message += (f" (The validation curve also matches overfitting rule {rules}, but with training "
+                              "error this high the problem is bias, not variance.)")
+                u.evidence["suppressed_overfitting_rules"] = [v.evidence["rule"] for v in over]
             out.append(u)
+        else:
+            out += over
     return sorted(out, key=lambda v: v.epoch)

@@ -351,7 +351,10 @@ def _bars_per_layer(ax, named: dict[str, float], title: str, ylabel: str) -> Non
 
     names = list(named)
     x = np.arange(len(names))
-    ax.bar(x, [named[n] for n in names], color="tab:blue" if "dead" in title.lower() else "tab:orange")
+    values = [named[n] for n in names]
+    ax.bar(x, values, color="tab:blue" if "dead" in title.lower() else "tab:orange")
+    for xi, v in zip(x, values):  # the value on each bar, so a 0 % layer is visible too
+        ax.text(xi, min(v, 0.9) + 0.02, f"{v:.0%}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(x)
     ax.set_xticklabels([_layer_label(n) for n in names], rotation=45 if len(names) > 4 else 0,
                        ha="right" if len(names) > 4 else "center", fontsize=8)
