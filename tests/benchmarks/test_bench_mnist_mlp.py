@@ -15,9 +15,10 @@ def _module(name):
 
 
 def test_foundation_benchmark_quick(capsys, tmp_path):
-    out = _module("bench_mnist_mlp").main(["--quick", "--json", str(tmp_path / "r.json")])
+    out = _module("bench_mnist_mlp").main(["--quick", "--breakdown", "--json", str(tmp_path / "r.json")])
     names = [r["name"] for r in out["rows"]]
-    assert names == ["trainlab fit", "PyTorch DataLoader loop", "scikit-learn MLPClassifier"]
+    assert names[:3] == ["trainlab fit", "PyTorch DataLoader loop", "scikit-learn MLPClassifier"]
+    assert "fused Adam" in names[3] and out["rows"][3]["optimizer"] == "torch.optim.Adam(fused=True)"
     for r in out["rows"]:
         assert r["s_per_epoch"] > 0 and 0.0 <= r["accuracy"] <= 1.0
     assert out["rows"][0]["ratio"] == pytest.approx(1.0)
@@ -25,3 +26,5 @@ def test_foundation_benchmark_quick(capsys, tmp_path):
     text = capsys.readouterr().out
     assert "s/epoch" in text and "time ratio" in text and "optimizer: trainlab used" in text
     assert (tmp_path / "r.json").exists()
+    assert "optimizer step: torch.optim.Adam(fused=True)" in out["breakdown"]
+    assert all(v["wall_ms"] > 0 for v in out["breakdown"].values())

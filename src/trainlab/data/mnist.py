@@ -276,7 +276,7 @@ def _fetch(url: str, dest: Path, sha256: str, timeout: float) -> None:
 
 
 def download(source: IdxSource = MNIST, root: str | os.PathLike | None = None, *,
-             timeout: float = 60.0) -> Path:
+             timeout: float = 30.0) -> Path:
     """Make sure the four gzipped IDX files of ``source`` are in ``root``; return ``root``.
 
     A file already present with the right SHA-256 is kept. Otherwise each mirror of
@@ -485,7 +485,7 @@ def _build(raw, name: str, *, val_size: int, holdout: str, seed: int, flatten: b
 def load_mnist(source: str = "auto", root: str | os.PathLike | None = None, *,
                val_size: int = 10_000, holdout: str = "last", seed: int = 0, flatten: bool = True,
                dtype: torch.dtype = torch.float32, download: bool = True,
-               timeout: float = 60.0) -> tuple[Dataset, Dataset | None, Dataset]:
+               timeout: float = 30.0) -> tuple[Dataset, Dataset | None, Dataset]:
     """MNIST as ``(train, val, test)`` :class:`Dataset` s: images in [0, 1], labels ``long``.
 
     x = p / 255 for each 8-bit pixel p; ``flatten=True`` gives ``X`` of shape (n, 784),
@@ -523,7 +523,7 @@ def load_mnist(source: str = "auto", root: str | os.PathLike | None = None, *,
 def load_fashion_mnist(source: str = "auto", root: str | os.PathLike | None = None, *,
                        val_size: int = 10_000, holdout: str = "last", seed: int = 0,
                        flatten: bool = True, dtype: torch.dtype = torch.float32,
-                       download: bool = True, timeout: float = 60.0
+                       download: bool = True, timeout: float = 30.0
                        ) -> tuple[Dataset, Dataset | None, Dataset]:
     """Fashion-MNIST (Zalando's 28×28 clothing images, 10 classes) as ``(train, val, test)``.
 
