@@ -283,7 +283,10 @@ class Warmup(Schedule):
             self.then = then.bind(lr=lr)
 
     def bind(self, **values):
+        """Fill the inner schedule; its horizon is what remains after the warmup."""
         out = copy.copy(self)
+        if values.get("total_steps") is not None:
+            values = {**values, "total_steps": max(values["total_steps"] - self.warmup_steps, 1)}
         out.then = self.then.bind(**values)
         if out.lr is None:
             out.lr = out.then.lr
@@ -366,9 +369,19 @@ class Join(Schedule):
         self.lr = schedules[0].lr
 
     def bind(self, **values):
+        """Fill every part; part i's horizon is the span between its boundaries (the last one's
+        is what remains of ``total_steps``)."""
         out = copy.copy(self)
-        out.schedules = [s.bind(**values) for s in self.schedules]
-        out.lr = out.schedules[0].lr
+        total = values.get("total_steps")
+        edges = [0] + self.boundaries + ([total] if total is not None else [])
+        parts = []
+        for i, sched in enumerate(self.schedules):
+            v = dict(values)
+            if total is not None or i < len(self.boundaries):
+                v["total_steps"] = max(edges[i + 1] - edges[i], 1) if i + 1 < len(edges) else None
+            parts.append(sched.bind(**v))
+        out.schedules = parts
+        out.lr = parts[0].lr
         return out
 
     def at(self, t):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from trainlab import optim, schedules
 from trainlab.data import augment, mnist, toy
 from trainlab.nn import models
 from trainlab.train import callbacks
@@ -31,14 +32,56 @@ MODELS = {
     "cnn": models.CNN,
 }
 
-# optimizer.name -> torch.optim.Optimizer subclass (params are supplied by the runner)
+# optimizer.name -> torch.optim.Optimizer subclass (params are supplied by the runner). Variants
+# are options of these (momentum_form, nesterov_form, eps_placement, eps_mode, bias_correction, ...);
+# batch / mini-batch / stochastic GD are "sgd" with train.batch_size full / k / 1.
 OPTIMIZERS = {
-    "sgd": torch.optim.SGD,
-    "adam": torch.optim.Adam,
+    "sgd": optim.SGD,
+    "adagrad": optim.Adagrad,
+    "rmsprop": optim.RMSprop,
+    "adadelta": optim.Adadelta,
+    "adam": optim.Adam,
+    "adamw": optim.AdamW,
+    "adamax": optim.Adamax,
+    "nadam": optim.NAdam,
+    "rprop": optim.Rprop,
+    "delta_bar_delta": optim.DeltaBarDelta,
+    "newton": optim.Newton,
+    "nonlinear_cg": optim.NonlinearCG,
+    "lbfgs": optim.LBFGS,
 }
 
-# schedule.name -> schedule builder
-SCHEDULES: dict = {}
+# transforms[i].name -> gradient transformation chained with the optimizer (see build_optimizer)
+TRANSFORMS = {
+    "clip_value": optim.ClipByValue,
+    "clip_norm": optim.ClipByNorm,
+    "clip_global_norm": optim.ClipByGlobalNorm,
+    "l1": optim.L1Penalty,
+    "l1_proximal": optim.L1Proximal,
+    "l2": optim.L2Penalty,
+    "elastic_net": optim.ElasticNet,
+    "weight_decay": optim.AddWeightDecay,
+    "decoupled_weight_decay": optim.DecoupledWeightDecay,
+    "noise": optim.AddNoise,
+    "lookahead": optim.Lookahead,
+}
+
+# schedule.name -> schedule (step -> lr) or plateau rule; lr / total_steps default to the run's
+SCHEDULES = {
+    "constant": schedules.Constant,
+    "step": schedules.StepDecay,
+    "multistep": schedules.MultiStepDecay,
+    "exponential": schedules.Exponential,
+    "inverse_time": schedules.InverseTime,
+    "polynomial": schedules.Polynomial,
+    "cosine": schedules.Cosine,
+    "cosine_restarts": schedules.CosineRestarts,
+    "warmup": schedules.Warmup,
+    "one_cycle": schedules.OneCycle,
+    "join": schedules.Join,
+    "plateau": schedules.ReduceOnPlateau,
+    "adaptive": schedules.Adaptive,
+}
 
 # init.weight / init.bias -> initializer names understood by trainlab.init.init_model
 # (trainlab.init.WEIGHT_SCHEMES / BIAS_RULES: "auto" picks the scheme from each layer's activation)
@@ -70,19 +113,73 @@ AUGMENTATIONS: dict = {
 
 # ---- builders the runner calls (each domain refines its own) -------------------------------------
 
-TRANSFORMS: dict = {}
-
-
 def build_optimizer(params, name: str, kwargs: dict, transforms: list[tuple[str, dict]]):
-    """The optimizer ``name`` over ``params``, chained with the given gradient transformations."""
-    if transforms:
-        raise ValueError("gradient transformations are not available yet")
-    return OPTIMIZERS[name](params, **kwargs)
+    """The optimizer ``name`` over ``params``, chained with the given gradient transformations.
+
+    ``transforms`` are ``(name, kwargs)`` pairs from :data:`TRANSFORMS`, e.g.
+    ``[("clip_global_norm", {"max_norm": 1.0}), ("l1", {"weight": 1e-4})]``. Gradient transforms
+    run before the optimizer's own rule, in the order given; ``l1_proximal`` and ``lookahead`` act
+    on the weights after the update. A ``noise`` transform without a seed takes one from torch's
+    global seed (which the runner sets from the config), so runs stay reproducible.
+    Optimizers that evaluate the loss themselves (newton, nonlinear_cg, lbfgs) take no transforms.
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(sorted(OPTIMIZERS))}")
+    optimizer = OPTIMIZERS[name](params, **kwargs)
+    if not transforms:
+        return optimizer
+    if not isinstance(optimizer, optim.ChainOptimizer):
+        chained = sorted(k for k, v in OPTIMIZERS.items() if issubclass(v, optim.ChainOptimizer))
+        raise ValueError(f"optimizer {name!r} evaluates the loss itself (line searches / Hessian), so gradient "
+                         f"transformations cannot be chained with it; transforms work with: {', '.join(chained)}")
+    built = []
+    for tname, tkwargs in transforms:
+        if tname not in TRANSFORMS:
+            raise ValueError(f"unknown transform {tname!r}; allowed: {', '.join(sorted(TRANSFORMS))}")
+        tkwargs = dict(tkwargs)
+        if tname == "noise" and tkwargs.get("seed") is None:
+            tkwargs["seed"] = torch.initial_seed() % 2**63
+        built.append(TRANSFORMS[tname](**tkwargs))
+    return optimizer.add_transforms(*built)
+
+
+def _make_schedule(spec, unit: str | None = None):
+    """A schedule from ``{"name": ..., **kwargs}`` (or a bare name); nested ``then`` (warmup) and
+    ``schedules`` (join) entries are built the same way and inherit the outer ``unit``."""
+    if isinstance(spec, schedules.Schedule):
+        return spec
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ValueError(f"a schedule is given as {{name: ..., <arguments>}}, got {spec!r}")
+    kwargs = dict(spec)
+    name = kwargs.pop("name")
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; allowed: {', '.join(sorted(SCHEDULES))}")
+    if unit is not None:
+        kwargs.setdefault("unit", unit)
+    inner_unit = kwargs.get("unit")
+    if name == "warmup" and kwargs.get("then") is not None:
+        kwargs["then"] = _make_schedule(kwargs["then"], inner_unit)
+    if name == "join":
+        kwargs["schedules"] = [_make_schedule(s, inner_unit) for s in kwargs.get("schedules", [])]
+    return SCHEDULES[name](**kwargs)
 
 
 def build_schedule(optimizer, name: str, kwargs: dict, *, steps_per_epoch: int, epochs: int):
-    """The callback that drives ``optimizer``'s learning rate by the schedule ``name``."""
-    raise ValueError(f"schedule {name!r} is not available yet")
+    """The callback that drives ``optimizer``'s learning rate by the schedule ``name``.
+
+    A :class:`~trainlab.train.callbacks.LearningRateScheduler`. Missing ``lr`` is the optimizer's
+    lr; missing ``total_steps`` is the run's length in the schedule's unit (``epochs``, or
+    ``epochs · steps_per_epoch`` for ``unit: step``). ``warmup`` takes its inner schedule as
+    ``then: {name: cosine, ...}``.
+    """
+    from trainlab.train.callbacks import LearningRateScheduler
+
+    schedule = _make_schedule({"name": name, **kwargs})
+    total = epochs * (steps_per_epoch if schedule.unit == "step" else 1)
+    schedule = schedule.bind(lr=float(optimizer.param_groups[0]["lr"]), total_steps=max(int(total), 1))
+    return LearningRateScheduler(schedule)
 
 
 def apply_init(model, weight: str | None, bias: str | None, kwargs: dict) -> None:

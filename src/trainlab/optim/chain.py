@@ -119,7 +119,8 @@ class Transform:
         return tuple(self.prefix + f for f in self.State._fields)
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "prefix")
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
+                         if not k.startswith("_") and k not in ("prefix", "State"))
         return f"{type(self).__name__}({args})"
 
 
