@@ -146,3 +146,27 @@ def test_runner_and_cli_resume_equal_uninterrupted_and_refuse_a_changed_config(t
     assert (tmp_path / "cut" / "log.csv").read_text().count("\n") == 6
     with pytest.raises(ResumeError, match="no config.yaml"):
         resume_run(tmp_path / "nothing", verbose=False)
+
+
+def test_resume_restores_a_seeded_augmentation_generator(tmp_path):
+    from trainlab.data.augment import Compose, GaussianNoise, Shift
+
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.rand(96, 16, generator=g), torch.randint(0, 3, (96,), generator=g)  # 4×4 "images"
+
+    def run(crash_at=None, resume=False):
+        torch.manual_seed(1)
+        model = MLP(16, (12,), 3)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        aug = Compose([Shift(0.2, seed=5), GaussianNoise(0.1, seed=6)])
+        cbs = [ModelCheckpoint(tmp_path)] + ([CrashAfter(crash_at)] if crash_at is not None else [])
+        fit(model, (X, y), loss="cross_entropy", optimizer=opt, epochs=4, batch_size=16, seed=2, verbose=False,
+            callbacks=cbs, augment=aug, resume_from=tmp_path / "last.safetensors" if resume else None)
+        return model
+
+    ref = run()
+    with pytest.raises(Crash):
+        run(crash_at=1)
+    assert len(load_checkpoint(tmp_path / "last.safetensors").rng["augment"]) == 2
+    resumed = run(resume=True)
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), resumed.state_dict().values()))
