@@ -1,0 +1,143 @@
+"""Batched sweep training vs. training the same models one after another in a plain PyTorch loop.
+
+The workload (the sweep issue's goal): 32 MLPs 2-64-64-2 on two moons (1000 samples, 70/30 split),
+50 epochs, batch size 64, SGD with momentum 0.9 at four learning rates {0.001, 0.01, 0.05, 0.1}
+(the notes' grid) times eight seeds. Three ways, side by side in one process:
+
+plain loop   a minimal hand-written PyTorch loop per model (nn.Sequential, torch.optim.SGD,
+             randperm + index_select batches, F.cross_entropy), one model after another: the peer
+trainlab fit the runner's ``run_experiment`` per model, one after another (for reference)
+batched      :func:`trainlab.experiments.batched.train_group`: all 32 as one stacked model
+
+It prints the seconds of each, the speed-up of batched over the plain loop (goal: >= 10x), and
+checks that batched members reach the accuracies of their solo runs. Timings are wall-clock on
+whatever else the machine is doing; compare ratios from the same run, not absolute numbers. Every
+column uses the same number of torch threads (``--threads``, default 1).
+
+    python benchmarks/bench_sweep.py            # the full workload
+    python benchmarks/bench_sweep.py --quick    # a few models, two epochs (a smoke test)
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainlab.experiments.batched import keep_freed_memory, train_group
+from trainlab.experiments.config import parse_config
+from trainlab.experiments.runner import build_data, run_experiment
+
+LRS = (0.001, 0.01, 0.05, 0.1)
+
+
+def configs(n_models: int, epochs: int, optimizer: str) -> list:
+    out = []
+    for i in range(n_models):
+        lr, seed = LRS[i % len(LRS)], i // len(LRS)
+        opt = {"name": "sgd", "lr": lr, "momentum": 0.9} if optimizer == "sgd" else {"name": "adam", "lr": lr / 10}
+        out.append(parse_config({
+            "name": f"bench-{i}", "seed": seed,
+            "data": {"name": "moons", "n_samples": 1000, "noise": 0.2, "split": [0.7, 0.3]},
+            "model": {"kind": "mlp", "hidden": [64, 64], "activation": "relu"},
+            "optimizer": opt, "train": {"epochs": epochs, "batch_size": 64, "device": "cpu"}}))
+    return out
+
+
+def plain_loop(cfg) -> float:
+    """One model trained by a minimal PyTorch loop; returns its final validation accuracy.
+
+    Like every trainlab run it keeps a per-epoch history (training loss and accuracy, validation
+    loss and accuracy), so all columns compute the same numbers.
+    """
+    torch.manual_seed(cfg.seed)
+    data = build_data(cfg)
+    X, y, Xv, yv = data.train.X, data.train.y, data.val.X, data.val.y
+    model = nn.Sequential(nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2))
+    kw = cfg.optimizer.kwargs
+    opt = (torch.optim.SGD(model.parameters(), lr=kw["lr"], momentum=kw["momentum"]) if cfg.optimizer.name == "sgd"
+           else torch.optim.Adam(model.parameters(), lr=kw["lr"]))
+    g = torch.Generator().manual_seed(cfg.seed)
+    bs = cfg.train.batch_size
+    history = []
+    for _ in range(cfg.train.epochs):
+        perm = torch.randperm(len(X), generator=g)
+        total, correct = 0.0, 0
+        for i in range(0, len(X), bs):
+            idx = perm[i:i + bs]
+            z = model(X.index_select(0, idx))
+            yb = y.index_select(0, idx)
+            loss = F.cross_entropy(z, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+            correct += int((z.argmax(1) == yb).sum())
+        with torch.no_grad():
+            zv = model(Xv)
+            history.append({"loss": total / len(X), "accuracy": correct / len(X),
+                            "val_loss": F.cross_entropy(zv, yv).item(),
+                            "val_accuracy": (zv.argmax(1) == yv).float().mean().item()})
+    return history[-1]["val_accuracy"]
+
+
+def timed(fn):
+    """``(result, wall seconds, CPU seconds of this process)``: the CPU time is what the work cost
+    even when other processes share the cores (the wall time then also counts their turns)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - t0, time.process_time() - c0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="4 models, 2 epochs: checks that it runs")
+    parser.add_argument("--models", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    parser.add_argument("--skip-fit", action="store_true", help="leave out the trainlab-fit column")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads for every column (default 1: these matrices are too "
+                             "small to split, and spare threads spin against other processes)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    tuned = keep_freed_memory()  # as `trainlab sweep` does; one process, so every column runs with it
+    n, epochs = (4, 2) if args.quick else (args.models, args.epochs)
+    cfgs = configs(n, epochs, args.optimizer)
+    print(f"{n} MLPs 2-64-64-2 on moons (1000 samples), {epochs} epochs, batch 64, {args.optimizer}, "
+          f"lrs {LRS}; torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+          f"malloc keeps freed memory: {tuned}")
+
+    plain_acc, t_plain, c_plain = timed(lambda: [plain_loop(c) for c in cfgs])
+    rows = [("plain PyTorch loop, one after another", t_plain, c_plain, plain_acc)]
+    if not args.skip_fit:
+        fit_acc, t_fit, c_fit = timed(lambda: [run_experiment(c, write=False, verbose=False).final["val_accuracy"]
+                                               for c in cfgs])
+        rows.append(("trainlab fit, one after another", t_fit, c_fit, fit_acc))
+    outcomes, t_batched, c_batched = timed(lambda: train_group(cfgs))
+    failed = [o for o in outcomes if o.error is not None]
+    if failed:
+        print(f"batched: {len(failed)} runs failed: {failed[0].error}", file=sys.stderr)
+        return 1
+    batched_acc = [o.result.final["val_accuracy"] for o in outcomes]
+    modes = sorted({o.info.get("mode", "alone") for o in outcomes})
+    rows.append((f"trainlab batched ({', '.join(modes)})", t_batched, c_batched, batched_acc))
+
+    print(f"{'':40s} {'wall s':>8s} {'CPU s':>8s} {'ms/model':>9s} {'mean val acc':>13s}")
+    for name, t, c, acc in rows:
+        print(f"{name:40s} {t:8.2f} {c:8.2f} {1000 * t / n:9.1f} {statistics.fmean(acc):13.4f}")
+    print(f"speed-up batched vs plain loop: {t_plain / t_batched:.1f}x wall, {c_plain / c_batched:.1f}x CPU "
+          "(goal >= 10x)")
+    if not args.skip_fit:
+        print(f"speed-up batched vs trainlab fit: {t_fit / t_batched:.1f}x wall, {c_fit / c_batched:.1f}x CPU")
+        diff = max(abs(a - b) for a, b in zip(fit_acc, batched_acc))
+        print(f"largest |val acc batched - val acc fit| over the {n} runs: {diff:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

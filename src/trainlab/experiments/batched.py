@@ -1,0 +1,787 @@
+"""Train M MLPs of one architecture as one batched model, each computing what it computes alone.
+
+A sweep over learning rates or seeds trains many small networks of the same shape. One at a time,
+each step is a handful of tiny matrix products and the time goes to Python and kernel-launch
+overhead. Stacked, member k's layer-l weights are ``W[l][k]`` of a tensor of shape ``(M, out, in)``
+and one batched matrix product per layer serves all members::
+
+    h[l+1] = act(baddbmm(b[l], h[l], W[l]^T))      h: (M, B, width), b: (M, 1, out)
+
+Each member keeps its own everything:
+
+- **initialization**: member k's solo model is built exactly as :func:`run_experiment` builds it
+  (seeded by its config's seed, through the runner's ``build_data``/``build_model`` and the
+  catalog's initializer) and its weights are stacked; at the end they are copied back, so the
+  result *is* that solo model.
+- **data and data order**: its own data set (the seed also draws the toy data and its split) and
+  its own ``torch.Generator`` seeded as :func:`trainlab.fit` seeds it, drawing one
+  ``randperm`` per epoch exactly as :class:`~trainlab.data.batches.Batches` does.
+- **hyperparameters**: read from its own optimizer (built by the catalog from its config), held as
+  ``(M, 1)`` columns that broadcast over the members' rows.
+- **loss**: the objective is the sum of the members' mean losses; member k's parameters appear only
+  in its own term, so its gradient is exactly the gradient of its own loss.
+
+Two ways to update (chosen per batch, ``mode="auto"``):
+
+``fused``
+    All parameters of all members live in one ``(M, P)`` tensor and one update rule steps them
+    together (:class:`BatchedSGD`, :class:`BatchedAdam`: the formulas of ``torch.optim.SGD`` /
+    ``Adam`` / ``AdamW`` with per-member hyperparameters). Used only when a probe shows that the
+    rule reproduces the catalog's optimizer for every member's settings (a few steps in float64 on
+    random gradients, see :func:`fused_rule_for`), so a new or changed optimizer can never be
+    silently replaced by a different formula.
+``per_member``
+    The forward and backward passes are batched, and each member's own optimizer (any
+    ``torch.optim.Optimizer``, with gradient transformations) steps its own parameters. Works for
+    every optimizer that evaluates the closure once per step.
+
+Runs that cannot be batched (see :func:`why_not_batchable`) train alone through
+:func:`run_experiment`, so :func:`train_group` always returns one result per config.
+
+Differences from training alone: floating-point rounding (a batched product sums in another order),
+so parameters agree to ~1e-6 after tens of steps rather than bit for bit; the ``time`` of an epoch
+is the batch's epoch time divided by the number of members; hyperparameters are read once at the
+start (no schedules), and runs with callbacks, schedules, augmentation, dropout or normalization
+layers are trained alone.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from trainlab.experiments import catalog
+from trainlab.experiments.config import Config, parse_config
+from trainlab.experiments.runner import RunResult, Splits, build_data, build_model, final_metrics, resolve_loss_name
+from trainlab.experiments.store import canonical_json
+from trainlab.losses import Loss
+from trainlab.nn.models import MLP
+from trainlab.train.callbacks import History
+from trainlab.train.loop import NonFiniteLossError, default_device
+
+# stacked copies of the training data above this size are split into several batches
+MAX_STACKED_DATA_BYTES = 1 << 30
+_MALLOC_TUNED = False
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's ``malloc`` to keep freed memory for reuse instead of returning it to the system.
+
+    A batched step allocates and frees tensors of a few hundred kilobytes. glibc serves such
+    blocks with fresh ``mmap``s and returns freed heap tops to the system, so every step pays
+    ~130 page faults (the kernel zero-fills each new page) — about a fifth of the step's time for
+    32 MLPs 2-64-64-2. Raising the mmap and trim thresholds (``mallopt``) makes freed blocks
+    reusable: ~0 faults per step. It is process-wide (the process keeps up to 256 MB it no longer
+    uses), so it is called by the processes trainlab starts for sweeps (the ``trainlab sweep``
+    command, sweep workers), not by :func:`train_group`. Returns whether it applied (glibc only).
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return True
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+    _MALLOC_TUNED = bool(mallopt(M_MMAP_THRESHOLD, 1 << 26)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 28))
+    return _MALLOC_TUNED
+
+
+# ---------------------------------------------------------------------------------------------
+# which runs can be batched
+
+
+def batch_key(cfg: Config) -> str | None:
+    """A key shared by configs that may train as one batch, or ``None`` when ``cfg`` cannot.
+
+    The key holds what members must share: the model spec, loss, training settings (epochs, batch
+    size, order, device), the optimizer's name and transformations, and the data set's name and
+    split. What may differ: seed, initializer, optimizer hyperparameters, data arguments (noise,
+    ...). Members whose data or parameters still differ in shape are split apart later.
+    """
+    if why_not_batchable_config(cfg) is not None:
+        return None
+    key = {"model": cfg.model.model_dump(mode="json"), "loss": cfg.loss.model_dump(mode="json"),
+           "train": cfg.train.model_dump(mode="json"), "optimizer": cfg.optimizer.name,
+           "transforms": [t.model_dump(mode="json") for t in cfg.transforms],
+           "data": [cfg.data.name, cfg.data.split]}
+    return canonical_json(key)
+
+
+def why_not_batchable_config(cfg: Config) -> str | None:
+    """Why the config alone rules out batching (``None``: it may batch; the model is checked later)."""
+    if cfg.model.kind != "mlp" or catalog.MODELS.get("mlp") is not MLP:
+        return f"model kind {cfg.model.kind!r} (only trainlab's MLP is batched)"
+    kw = cfg.model.kwargs
+    for arg in ("norm", "dropout"):
+        value = kw.get(arg)
+        if value and (not isinstance(value, (list, tuple)) or any(value)):
+            return f"model.{arg} is set (per-member {arg} layers are not batched)"
+    if cfg.schedule is not None:
+        return "a schedule changes hyperparameters during training"
+    if cfg.callbacks:
+        return "callbacks act on one run's loop"
+    if cfg.augment:
+        return "augmentation draws from the global RNG"
+    # sections added to configs later are batched only once this module knows them: any other
+    # field must keep its default
+    for name, fld in type(cfg).model_fields.items():
+        if name in _KNOWN_FIELDS:
+            continue
+        default = fld.get_default(call_default_factory=True)
+        if getattr(cfg, name) != default:
+            return f"config field {name!r} is set (batched training does not handle it)"
+    return None
+
+
+# config sections the batched trainer handles; diagnostics observe a run without changing it and
+# are not recorded for batched members
+_KNOWN_FIELDS = frozenset({"name", "seed", "data", "model", "init", "loss", "optimizer", "transforms",
+                           "schedule", "train", "callbacks", "augment", "diagnostics"})
+
+
+def _is_elementwise(act: nn.Module) -> bool:
+    # a parameter-free module that gives the same numbers whatever the shape of its input can be
+    # applied to a (M, B, H) stack (ReLU, tanh, GELU ...); softmax-like or learnable ones cannot
+    if any(True for _ in act.parameters()) or any(True for _ in act.buffers()):
+        return False
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 5, generator=g) * 3
+    try:
+        with torch.no_grad():
+            a = act(x)
+            b = act(x.reshape(-1)).reshape(2, 3, 5)
+            c = act(x.reshape(5, 6)).reshape(2, 3, 5)
+    except Exception:
+        return False
+    return a.shape == x.shape and torch.equal(a, b) and torch.equal(a, c)
+
+
+def why_not_batchable(model: nn.Module) -> str | None:
+    """Why this built model cannot be stacked (``None``: it can)."""
+    if type(model) is not MLP:
+        return f"{type(model).__name__} is not trainlab's MLP"
+    from torch.nn.utils import parametrize
+
+    for i, block in enumerate(model.blocks):
+        names = [n for n, _ in block.named_children()]
+        if names != ["linear", "act"]:
+            return f"block {i} has {names} (only linear + activation are batched)"
+        if not _is_elementwise(block.act):
+            return f"activation {block.act!r} is not a parameter-free elementwise function"
+    for i, lin in enumerate(_linears(model)):
+        # exactly nn.Linear: subclasses (DropConnect) and reparametrizations (weight norm) compute
+        # something else from their parameters
+        if type(lin) is not nn.Linear or parametrize.is_parametrized(lin) or lin.bias is None:
+            return f"layer {i} is {type(lin).__name__}{' without bias' if lin.bias is None else ''}, not a plain Linear"
+    return None
+
+
+def _linears(model: MLP) -> list[nn.Linear]:
+    return [b.linear for b in model.blocks] + [model.out]
+
+
+# ---------------------------------------------------------------------------------------------
+# the batched update rules
+
+
+def _column(values: Sequence[float], like: Tensor, dtype=None) -> Tensor:
+    """Per-member hyperparameters as an (M, 1, 1) column: it broadcasts over every member's
+    stacked (M, out, in) weights and (M, 1, out) biases."""
+    return torch.tensor([float(v) for v in values], dtype=dtype or like.dtype, device=like.device).view(-1, 1, 1)
+
+
+class BatchedSGD:
+    """Stochastic gradient descent with momentum, Nesterov momentum and weight decay, M members at once.
+
+    For member k with learning rate η, momentum μ, dampening τ and weight decay λ (PyTorch's
+    ``torch.optim.SGD`` rule, Sutskever et al. 2013 for the momentum form)::
+
+        g = g + λ·p                          (L2 weight decay)
+        b = g                                 on the first step, then
+        b = μ·b + (1 − τ)·g
+        d = g + μ·b   if Nesterov, else   d = b        (d = g when μ = 0)
+        p = p − η·d
+
+    Args:
+        groups: one dict per member with ``lr``, ``momentum``, ``dampening``, ``weight_decay``,
+            ``nesterov`` (an optimizer's ``param_groups[0]``; defaults as PyTorch's).
+        like: a tensor with the parameters' dtype and device.
+
+    Hyperparameters are (M, 1, 1) columns; :meth:`step` updates a list of stacked parameter
+    tensors (member k in row k of each) in place.
+    """
+
+    def __init__(self, groups: Sequence[dict], like: Tensor):
+        self.lr = _column([g["lr"] for g in groups], like)
+        self.momentum = _column([g.get("momentum", 0.0) for g in groups], like)
+        self.weight_decay = _column([g.get("weight_decay", 0.0) for g in groups], like)
+        self.one_minus_dampening = _column([1.0 - g.get("dampening", 0.0) for g in groups], like)
+        self.nesterov = torch.tensor([bool(g.get("nesterov", False)) for g in groups],
+                                     device=like.device).view(-1, 1, 1)
+        self.has_momentum = self.momentum != 0
+        self.any_decay = bool((self.weight_decay != 0).any())
+        self.any_momentum = bool(self.has_momentum.any())
+        self.all_momentum = bool(self.has_momentum.all())
+        self.any_nesterov = bool(self.nesterov.any())
+        self.no_dampening = bool((self.one_minus_dampening == 1).all())
+        self.neg_lr = -self.lr
+        self.buf: list[Tensor] | None = None
+
+    @torch.no_grad()
+    def step(self, params: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
+        first = self.buf is None
+        if first:
+            self.buf = [None] * len(params)
+        for i, (p, g) in enumerate(zip(params, grads)):
+            if self.any_decay:
+                g = g + self.weight_decay * p
+            d = g
+            if self.any_momentum:
+                if first:
+                    self.buf[i] = g.clone()
+                elif self.no_dampening:  # b = μ·b + g, in place (the common case, fewer passes)
+                    self.buf[i].mul_(self.momentum).add_(g)
+                else:
+                    self.buf[i] = self.momentum * self.buf[i] + self.one_minus_dampening * g
+                b = self.buf[i]
+                d = torch.where(self.nesterov, g + self.momentum * b, b) if self.any_nesterov else b
+                if not self.all_momentum:
+                    d = torch.where(self.has_momentum, d, g)
+            p.addcmul_(self.neg_lr, d)  # p = p − η·d
+
+
+class BatchedAdam:
+    """Adam (Kingma & Ba 2015, Algorithm 1), AMSGrad and AdamW's decoupled decay, M members at once.
+
+    For member k with learning rate η, betas β₁, β₂, ε and weight decay λ, at step t::
+
+        g = g + λ·p                           (Adam: L2 penalty in the gradient)
+        p = p·(1 − η·λ)                       (AdamW: decoupled decay, Loshchilov & Hutter 2019)
+        m = β₁·m + (1 − β₁)·g
+        v = β₂·v + (1 − β₂)·g²
+        v_max = max(v_max, v)                 (AMSGrad: v below is v_max)
+        m̂ = m / (1 − β₁ᵗ),   v̂ = v / (1 − β₂ᵗ)
+        p = p − η·m̂ / (√v̂ + ε)
+
+    The last line is evaluated as ``p − (η/(1−β₁ᵗ))·m / (√v/√(1−β₂ᵗ) + ε)``, PyTorch's grouping
+    (the same number, rounded the same way), with the bias corrections in float64: in float32,
+    1 − 0.999¹ already loses five digits.
+
+    Args:
+        groups: one dict per member with ``lr``, ``betas``, ``eps``, ``weight_decay``, ``amsgrad``.
+        like: a tensor with the parameters' dtype and device.
+        decoupled: AdamW's decay (True) or Adam's L2 penalty (False), for all members.
+    """
+
+    def __init__(self, groups: Sequence[dict], like: Tensor, decoupled: bool):
+        f64 = torch.float64
+        self.decoupled = decoupled
+        self.lr64 = _column([g["lr"] for g in groups], like, f64)
+        self.beta1_64 = _column([g.get("betas", (0.9, 0.999))[0] for g in groups], like, f64)
+        self.beta2_64 = _column([g.get("betas", (0.9, 0.999))[1] for g in groups], like, f64)
+        self.beta2 = self.beta2_64.to(like.dtype)
+        self.one_minus_beta1 = (1 - self.beta1_64).to(like.dtype)
+        self.one_minus_beta2 = (1 - self.beta2_64).to(like.dtype)
+        self.eps = _column([g.get("eps", 1e-8) for g in groups], like)
+        self.weight_decay = _column([g.get("weight_decay", 0.0) for g in groups], like)
+        self.decay_factor = (1 - self.lr64 * _column([g.get("weight_decay", 0.0) for g in groups], like, f64)
+                             ).to(like.dtype)
+        self.any_decay = bool((self.weight_decay != 0).any())
+        amsgrad = {bool(g.get("amsgrad", False)) for g in groups}
+        if len(amsgrad) > 1:
+            raise ValueError("BatchedAdam: amsgrad must be the same for every member")
+        self.amsgrad = amsgrad.pop()
+        self.t = 0
+        self.m: list[Tensor] = []
+        self.v: list[Tensor] = []
+        self.v_max: list[Tensor] = []
+
+    @torch.no_grad()
+    def step(self, params: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
+        if not self.m:
+            self.m = [torch.zeros_like(p) for p in params]
+            self.v = [torch.zeros_like(p) for p in params]
+            self.v_max = [torch.zeros_like(p) for p in params] if self.amsgrad else []
+        self.t += 1
+        bias_correction1 = 1 - self.beta1_64 ** self.t
+        bias_correction2 = 1 - self.beta2_64 ** self.t
+        step_size = (self.lr64 / bias_correction1).to(params[0].dtype)
+        bias_correction2_sqrt = bias_correction2.sqrt().to(params[0].dtype)
+        for i, (p, g) in enumerate(zip(params, grads)):
+            if self.any_decay:
+                if self.decoupled:
+                    p.mul_(self.decay_factor)
+                else:
+                    g = g + self.weight_decay * p
+            m = self.m[i].lerp_(g, self.one_minus_beta1)                           # m = β₁·m + (1 − β₁)·g
+            v = self.v[i].mul_(self.beta2).addcmul_(self.one_minus_beta2 * g, g)   # v = β₂·v + (1 − β₂)·g²
+            if self.amsgrad:
+                v = torch.maximum(self.v_max[i], v, out=self.v_max[i])
+            denom = v.sqrt().div_(bias_correction2_sqrt).add_(self.eps)             # √v̂ + ε, up to the factor
+            p.sub_(step_size * m / denom)                                           # p = p − η·m̂/(√v̂ + ε)
+
+
+FusedRule = Callable[[Sequence[dict], Tensor], "BatchedSGD | BatchedAdam"]
+_FUSED_RULES: dict[str, FusedRule] = {
+    "sgd": lambda groups, like: BatchedSGD(groups, like),
+    "adam": lambda groups, like: BatchedAdam(groups, like, decoupled=False),
+    "adamw": lambda groups, like: BatchedAdam(groups, like, decoupled=True),
+}
+# flags that must be off (or unset) for the fused rules; they do not change the math when off
+_OFF_FLAGS = ("maximize", "differentiable")
+_probe_cache: dict[str, tuple[str | None, int]] = {}
+
+
+def _rule_family(optimizer: torch.optim.Optimizer) -> str | None:
+    if len(optimizer.param_groups) != 1:
+        return None
+    group = optimizer.param_groups[0]
+    if any(group.get(flag) for flag in _OFF_FLAGS):
+        return None
+    if "betas" in group:
+        decoupled = bool(group.get("decoupled_weight_decay")) or "adamw" in type(optimizer).__name__.lower()
+        return "adamw" if decoupled else "adam"
+    if "momentum" in group and "nesterov" in group:
+        return "sgd"
+    return None
+
+
+def probe_optimizer(cfg: Config) -> tuple[str | None, int]:
+    """``(fused rule name or None, closure calls per step)`` for ``cfg``'s optimizer.
+
+    Builds the optimizer as the runner does (catalog name, arguments, transformations) over two
+    float64 parameters, feeds it five steps of seeded random gradients through a counting closure,
+    and runs the candidate fused rule on the same gradients. The rule is accepted only when every
+    step agrees to 1e-10 (relative). Cached per optimizer spec.
+    """
+    spec = canonical_json([cfg.optimizer.name, cfg.optimizer.kwargs, [(t.name, t.kwargs) for t in cfg.transforms]])
+    if spec in _probe_cache:
+        return _probe_cache[spec]
+    g = torch.Generator().manual_seed(1234)
+    w = torch.randn(3, 4, generator=g, dtype=torch.float64).requires_grad_()
+    b = torch.randn(4, generator=g, dtype=torch.float64).requires_grad_()
+    grads = [(torch.randn(3, 4, generator=g, dtype=torch.float64), torch.randn(4, generator=g, dtype=torch.float64))
+             for _ in range(5)]
+    try:
+        opt = catalog.build_optimizer([w, b], cfg.optimizer.name, cfg.optimizer.kwargs,
+                                      [(t.name, t.kwargs) for t in cfg.transforms])
+    except Exception:
+        _probe_cache[spec] = (None, 0)
+        return _probe_cache[spec]
+    family = _rule_family(opt) if not cfg.transforms else None
+    stacked = [w.detach().clone().unsqueeze(0), b.detach().clone().view(1, 1, -1)]  # M = 1
+    rule = _FUSED_RULES[family]([opt.param_groups[0]], stacked[0]) if family else None
+    calls, agree = 0, rule is not None
+    for step, (gw, gb) in enumerate(grads):
+        def closure():
+            nonlocal calls
+            calls += 1
+            w.grad, b.grad = gw.clone(), gb.clone()
+            return torch.zeros((), dtype=torch.float64)
+        try:
+            opt.step(closure)
+        except Exception:
+            _probe_cache[spec] = (None, 0)
+            return _probe_cache[spec]
+        if rule is not None:
+            rule.step(stacked, [gw.unsqueeze(0), gb.view(1, 1, -1)])
+            agree = agree and torch.allclose(stacked[0][0], w.detach(), rtol=1e-10, atol=1e-12) \
+                and torch.allclose(stacked[1][0, 0], b.detach(), rtol=1e-10, atol=1e-12)
+    per_step = calls // len(grads) if calls % len(grads) == 0 else -1
+    _probe_cache[spec] = (family if agree and per_step == 1 else None, per_step)
+    return _probe_cache[spec]
+
+
+# ---------------------------------------------------------------------------------------------
+# members
+
+
+@dataclass
+class Member:
+    """One run inside a batch: its config and the pieces :func:`run_experiment` would build for it."""
+
+    config: Config
+    data: Splits
+    loss: Loss
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    device: torch.device
+    error: BaseException | None = None
+    history: History = field(default_factory=History)
+
+
+def prepare_member(cfg: Config) -> Member:
+    """Build data, loss, model, initialization and optimizer in :func:`run_experiment`'s order.
+
+    The order matters: the global RNG is seeded with the run's seed and then consumed by the data
+    loader (if it draws from it), the model's initialization and the initializer, exactly as in a
+    solo run; :func:`trainlab.fit` then seeds the data-order generator with the same seed.
+    """
+    device = torch.device(cfg.train.device) if cfg.train.device else default_device()
+    torch.manual_seed(cfg.seed)
+    data = build_data(cfg)
+    loss = Loss(resolve_loss_name(cfg, data.train), label_smoothing=cfg.loss.label_smoothing)
+    model = build_model(cfg, data.train)
+    catalog.apply_init(model, cfg.init.weight, cfg.init.bias, cfg.init.kwargs)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = catalog.build_optimizer(params, cfg.optimizer.name, cfg.optimizer.kwargs,
+                                        [(t.name, t.kwargs) for t in cfg.transforms])
+    loss.check_pairing(model)
+    torch.manual_seed(cfg.seed)  # as fit does before training (leaves the global RNG where a solo run has it)
+    generator = torch.Generator()
+    generator.manual_seed(cfg.seed)
+    data = Splits(*(d.to(device) if d is not None else None for d in (data.train, data.val, data.test)))
+    return Member(cfg, data, loss, model, optimizer, generator, device)
+
+
+def _signature(m: Member) -> tuple:
+    # members of one batch must agree on every shape and on everything they share in the loop
+    shapes = tuple(tuple(p.shape) for p in m.model.parameters())
+    acts = tuple(repr(b.act) for b in m.model.blocks) if isinstance(m.model, MLP) else ()
+    d = m.data
+
+    def desc(ds):
+        return None if ds is None else (len(ds), tuple(ds.X.shape[1:]), ds.X.dtype, tuple(ds.y.shape[1:]), ds.y.dtype)
+
+    t = m.config.train
+    return (shapes, acts, desc(d.train), desc(d.val), desc(d.test), m.loss.name, m.loss.label_smoothing,
+            t.epochs, t.batch_size, t.shuffle, t.drop_last, str(m.device))
+
+
+# ---------------------------------------------------------------------------------------------
+# the batched model, loss and data
+
+
+class _Stack:
+    """Member tensors stacked along a new first dimension (shared once when all are equal)."""
+
+    def __init__(self, tensors: Sequence[Tensor]):
+        first = tensors[0]
+        self.shared = all(t is first or torch.equal(t, first) for t in tensors[1:])
+        self.data = first if self.shared else torch.stack(list(tensors))
+        self.rows = None if self.shared else torch.arange(len(tensors), device=first.device).view(-1, 1)
+
+    def take(self, idx: Tensor) -> Tensor:
+        """Rows ``idx`` (M, B) of each member's tensor: (M, B, ...)."""
+        return self.data[idx] if self.shared else self.data[self.rows, idx]
+
+    def full(self, m: int) -> Tensor:
+        return self.data.unsqueeze(0).expand(m, *self.data.shape) if self.shared else self.data
+
+
+def _forward(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], acts: Sequence[nn.Module]) -> Tensor:
+    """(M, B, in) → (M, B, out): one ``baddbmm`` per layer, activations between."""
+    h = x.flatten(2)
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        h = torch.baddbmm(b, h, w.transpose(1, 2))   # nn.Linear's x·Wᵀ + b, per member
+        if i < len(acts):
+            h = acts[i](h)
+    return h
+
+
+def member_losses(loss: Loss, z: Tensor, y: Tensor) -> Tensor:
+    """Each member's mean loss over its batch, shape (M,): :class:`Loss` applied per member.
+
+    ``z`` is (M, B, out) and ``y`` (M, B[, ...]); the formulas are those of :mod:`trainlab.losses`.
+    """
+    m, b = z.shape[:2]
+    if loss.name == "cross_entropy":
+        log_p = z - z.logsumexp(dim=-1, keepdim=True)
+        if not y.dtype.is_floating_point:
+            nll = -log_p.gather(-1, y.long().unsqueeze(-1)).squeeze(-1)
+            if loss.label_smoothing == 0.0:
+                return nll.mean(1)
+            uniform = -log_p.mean(dim=-1)
+            return ((1 - loss.label_smoothing) * nll + loss.label_smoothing * uniform).mean(1)
+        if loss.label_smoothing:
+            y = (1 - loss.label_smoothing) * y + loss.label_smoothing / z.shape[-1]
+        return -(y * log_p).sum(dim=-1).mean(1)
+    if loss.name == "bce":
+        y = y.reshape(z.shape).to(z.dtype)
+        return (z.clamp_min(0) - z * y + torch.log1p(torch.exp(-z.abs()))).reshape(m, -1).mean(1)
+    y = y.reshape(z.shape) if y.numel() == z.numel() else y
+    return (z - y).square().reshape(m, -1).mean(1)
+
+
+def member_correct(loss: Loss, z: Tensor, y: Tensor) -> Tensor | None:
+    """Correct predictions per member, shape (M,) (``None`` for regression), as :meth:`Loss.correct`."""
+    if not loss.is_classification:
+        return None
+    if y.dtype.is_floating_point and y.dim() == 3 and y.shape[-1] > 1:
+        y = y.argmax(dim=-1)
+    pred = (z[..., 0] > 0).long() if loss.name == "bce" else z.argmax(dim=-1)
+    return (pred == y.reshape(pred.shape).long()).sum(dim=1)
+
+
+class _EvalSets:
+    """One split (``"val"``, ``"train"``) of every member, stacked once, for evaluation each epoch."""
+
+    def __init__(self, members: Sequence[Member], which: str):
+        sets = [getattr(m.data, which) for m in members]
+        self.X, self.Y = _Stack([s.X for s in sets]), _Stack([s.y for s in sets])
+        self.n, self.m, self.loss = len(sets[0]), len(members), members[0].loss
+
+    @torch.no_grad()
+    def evaluate(self, weights, biases, acts, chunk: int = 8192) -> list[dict]:
+        """:func:`trainlab.evaluate` for every member at once (loss mean over samples, accuracy)."""
+        n, M = self.n, self.m
+        total = torch.zeros(M, dtype=torch.float64)
+        correct = torch.zeros(M, dtype=torch.long)
+        has_acc = False
+        for i in range(0, n, chunk):  # fit's evaluate: chunk losses weighted by chunk size
+            if n <= chunk:
+                x, y = self.X.full(M), self.Y.full(M)
+            else:
+                x, y = self.X.full(M)[:, i:i + chunk], self.Y.full(M)[:, i:i + chunk]
+            z = _forward(x, weights, biases, acts)
+            total += member_losses(self.loss, z, y).double().cpu() * x.shape[1]
+            c = member_correct(self.loss, z, y)
+            if c is not None:
+                has_acc = True
+                correct += c.cpu()
+        out = []
+        for k in range(M):
+            row = {"loss": float(total[k]) / max(n, 1)}
+            if has_acc:
+                row["accuracy"] = int(correct[k]) / max(n, 1)
+            out.append(row)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+@dataclass
+class MemberOutcome:
+    """The result of one config of :func:`train_group`: a :class:`RunResult` or the error it raised."""
+
+    config: Config
+    result: RunResult | None
+    error: BaseException | None
+    info: dict
+
+
+def train_group(configs: Sequence[Config | dict], *, mode: str = "auto", solo: Callable | None = None,
+                progress: Callable[[MemberOutcome], None] | None = None) -> list[MemberOutcome]:
+    """Train every config; those that can share a batched model do, the rest train alone.
+
+    Args:
+        configs: configs (or dicts) to train; typically those sharing one :func:`batch_key`.
+        mode: ``"auto"`` (fused when the probe accepts the optimizer, else per-member),
+            ``"fused"`` or ``"per_member"`` (force one; fused raises when the probe refuses it).
+        solo: trains one config alone, ``solo(config) -> RunResult`` (default: the runner's
+            ``run_experiment`` without writing a run folder).
+        progress: called with each outcome as soon as it exists.
+
+    Returns:
+        one :class:`MemberOutcome` per config, in order. ``info`` says how it was trained
+        (``{"batched": M, "mode": ...}`` or ``{"batched": 1, "reason": ...}``).
+    """
+    if mode not in ("auto", "fused", "per_member"):
+        raise ValueError(f"mode must be 'auto', 'fused' or 'per_member', got {mode!r}")
+    cfgs = [parse_config(c) for c in configs]
+    outcomes: list[MemberOutcome | None] = [None] * len(cfgs)
+
+    def emit(i: int, outcome: MemberOutcome) -> None:
+        outcomes[i] = outcome
+        if progress is not None:
+            progress(outcome)
+
+    def run_alone(i: int, reason: str) -> None:
+        t0 = time.perf_counter()
+        try:
+            result = (solo or _run_solo)(cfgs[i])
+            emit(i, MemberOutcome(cfgs[i], result, None, {"batched": 1, "reason": reason}))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as err:  # a failed run is an outcome, not the end of the batch
+            emit(i, MemberOutcome(cfgs[i], None, err, {"batched": 1, "reason": reason,
+                                                        "wall_time": time.perf_counter() - t0}))
+
+    # group by everything that must be shared, then by shapes once the pieces are built
+    members: dict[int, Member] = {}
+    groups: dict[tuple, list[int]] = {}
+    for i, cfg in enumerate(cfgs):
+        reason = why_not_batchable_config(cfg)
+        member = None
+        if reason is None:
+            try:
+                member = prepare_member(cfg)
+                reason = why_not_batchable(member.model)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as err:
+                emit(i, MemberOutcome(cfg, None, err, {"batched": 1, "reason": "failed to build"}))
+                continue
+        if reason is not None:
+            run_alone(i, reason)
+            continue
+        members[i] = member
+        key = (batch_key(cfg), _signature(member))
+        groups.setdefault(key, []).append(i)
+
+    for idx in groups.values():
+        if len(idx) == 1:
+            members.pop(idx[0])
+            run_alone(idx[0], "no other run shares its architecture and data")
+            continue
+        for chunk in _chunks_by_memory([members[i] for i in idx], idx):
+            batch = [members.pop(i) for i in chunk]
+            family, calls = probe_optimizer(batch[0].config)
+            chosen = mode
+            if mode == "auto":
+                chosen = "fused" if family and len({_rule_family(m.optimizer) for m in batch}) == 1 else "per_member"
+            if chosen == "fused" and not family:
+                raise ValueError(f"mode='fused': optimizer {batch[0].config.optimizer.name!r} with these settings "
+                                 "has no fused rule that reproduces it; use mode='auto' or 'per_member'")
+            if chosen == "per_member" and calls != 1:
+                for i in chunk:
+                    run_alone(i, f"optimizer {batch[0].config.optimizer.name!r} evaluates the closure "
+                                 f"{calls if calls > 0 else 'an unknown number of'} times per step")
+                continue
+            for i, outcome in zip(chunk, _train_batch(batch, chosen, family)):
+                emit(i, outcome)
+    return [o for o in outcomes if o is not None]
+
+
+def _run_solo(cfg: Config) -> RunResult:
+    from trainlab.experiments.runner import run_experiment
+    return run_experiment(cfg, write=False, verbose=False)
+
+
+def _chunks_by_memory(batch: list[Member], idx: list[int]) -> list[list[int]]:
+    per_member = sum(d.X.numel() * d.X.element_size() + d.y.numel() * d.y.element_size()
+                     for d in (batch[0].data.train, batch[0].data.val, batch[0].data.test) if d is not None)
+    size = max(1, MAX_STACKED_DATA_BYTES // max(per_member, 1))
+    return [idx[i:i + size] for i in range(0, len(idx), size)]
+
+
+def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[MemberOutcome]:
+    """Train members of identical signature together; returns their outcomes in order."""
+    t_start = time.perf_counter()
+    M = len(batch)
+    first = batch[0]
+    cfg, device = first.config, first.device
+    loss = first.loss
+    acts = [b.act for b in first.model.blocks]
+    layers = [_linears(m.model) for m in batch]
+    shapes = [(lin.out_features, lin.in_features) for lin in layers[0]]
+
+    if mode == "fused":
+        # each layer's weights stacked into one (M, out, in) leaf, its biases into one (M, 1, out) leaf
+        with torch.no_grad():
+            W = [torch.stack([ls[j].weight for ls in layers]).requires_grad_() for j in range(len(shapes))]
+            B = [torch.stack([ls[j].bias for ls in layers]).unsqueeze(1).requires_grad_() for j in range(len(shapes))]
+        leaves = [t for pair in zip(W, B) for t in pair]
+        rule = _FUSED_RULES[family]([m.optimizer.param_groups[0] for m in batch], W[0])
+
+        def params() -> tuple[list[Tensor], list[Tensor]]:
+            return W, B
+    else:
+        leaves = [p for ls in layers for lin in ls for p in (lin.weight, lin.bias)]
+
+        def params() -> tuple[list[Tensor], list[Tensor]]:
+            ws = [torch.stack([ls[j].weight for ls in layers]) for j in range(len(shapes))]
+            bs = [torch.stack([ls[j].bias for ls in layers]).unsqueeze(1) for j in range(len(shapes))]
+            return ws, bs
+
+    X = _Stack([m.data.train.X for m in batch])
+    Y = _Stack([m.data.train.y for m in batch])
+    n = len(first.data.train)
+    from trainlab.data.batches import resolve_batch_size
+    bsz = resolve_batch_size(cfg.train.batch_size, n)
+    steps = n // bsz if cfg.train.drop_last else math.ceil(n / bsz)
+    if steps == 0:
+        err = ValueError(f"no training batches: {n} samples with batch_size={cfg.train.batch_size} and drop_last=True")
+        return [MemberOutcome(m.config, None, err, {"batched": M, "mode": mode}) for m in batch]
+    alive = [True] * M
+    global_step = 0
+    val_sets = _EvalSets(batch, "val") if first.data.val is not None else None
+    for epoch in range(cfg.train.epochs):
+        t0 = time.perf_counter()
+        if cfg.train.shuffle:  # each member's own generator, one randperm per epoch (as Batches)
+            order = torch.stack([torch.randperm(n, generator=m.generator) for m in batch]).to(device)
+            # one gather per epoch; the batches are then contiguous slices of it (same rows, same order)
+            X_epoch, Y_epoch = X.take(order), Y.take(order)
+        else:
+            X_epoch, Y_epoch = X.full(M), Y.full(M)
+        step_losses, step_correct, counts = [], [], []
+        for b in range(steps):
+            xb, yb = X_epoch[:, b * bsz:(b + 1) * bsz], Y_epoch[:, b * bsz:(b + 1) * bsz]
+            for p in leaves:
+                p.grad = None
+            ws, bs = params()
+            z = _forward(xb, ws, bs, acts)
+            losses = member_losses(loss, z, yb)
+            losses.sum().backward()  # member k's parameters only see member k's loss
+            values = losses.detach()
+            if not bool(torch.isfinite(values).all()):
+                finite = torch.isfinite(values)
+                for k in range(M):
+                    if alive[k] and not bool(finite[k]):
+                        alive[k] = False
+                        batch[k].error = NonFiniteLossError(float(values[k]), epoch, b, global_step)
+                if not any(alive):
+                    break
+            if mode == "fused":
+                rule.step([p.detach() for p in leaves], [p.grad for p in leaves])
+            else:
+                for k, m in enumerate(batch):
+                    if alive[k]:
+                        m.optimizer.step(lambda k=k: values[k])
+            step_losses.append(values)
+            counts.append(xb.shape[1])
+            c = member_correct(loss, z.detach(), yb)
+            if c is not None:
+                step_correct.append(c)
+            global_step += 1
+        if not any(alive):
+            break
+        ws, bs = params()
+        val = val_sets.evaluate(ws, bs, acts) if val_sets is not None else None
+        # fit sums loss·batch size in float64 (Python floats) and divides by the samples seen
+        seen = sum(counts)
+        total = (torch.stack(step_losses).double().cpu() * torch.tensor(counts, dtype=torch.float64).view(-1, 1)).sum(0)
+        correct = torch.stack(step_correct).sum(0).cpu() if step_correct else None
+        elapsed = (time.perf_counter() - t0) / M
+        for k, m in enumerate(batch):
+            if not alive[k]:
+                continue
+            logs = {"loss": float(total[k]) / max(seen, 1)}
+            if correct is not None:
+                logs["accuracy"] = int(correct[k]) / max(seen, 1)
+            if val is not None:
+                logs.update({f"val_{key}": v for key, v in val[k].items()})
+            logs["lr"] = float(m.optimizer.param_groups[0]["lr"])
+            logs["time"] = elapsed
+            m.history.on_epoch_end(epoch, logs)
+
+    if mode == "fused":  # the trained weights go back into each member's own model
+        with torch.no_grad():
+            ws, bs = params()
+            for k, ls in enumerate(layers):
+                for j, lin in enumerate(ls):
+                    lin.weight.copy_(ws[j][k])
+                    lin.bias.copy_(bs[j][k, 0])
+    wall = (time.perf_counter() - t_start) / M
+    out = []
+    for k, m in enumerate(batch):
+        info = {"batched": M, "mode": mode}
+        if m.error is not None:
+            out.append(MemberOutcome(m.config, None, m.error, {**info, "wall_time": wall}))
+            continue
+        final = final_metrics(m.model, m.data, m.loss, device)
+        out.append(MemberOutcome(m.config, RunResult(m.config, m.model, m.history, final, wall), None, info))
+    return out

@@ -1,0 +1,273 @@
+"""Executors: where the runs of a sweep are trained.
+
+The sweep runner talks to an executor through three calls and plain data only::
+
+    with executor:
+        executor.submit([RunSpec(run_id, config_dict, run_dir), ...])
+        for outcome in executor.results():     # RunOutcome, in completion order
+            ...record it...
+
+:class:`RunSpec` and :class:`RunOutcome` hold JSON-able data (a resolved config in, a history and
+final numbers out), so an executor may send them anywhere. The work itself is
+:func:`execute_task`, a module-level function of a :class:`Task` that imports what it needs: the
+function a remote worker runs.
+
+:class:`LocalExecutor` (the default) plans the runs into tasks with :func:`plan_tasks` — runs that
+share an architecture and data become one *batched* task (:mod:`trainlab.experiments.batched`),
+every other run a task of its own — and runs the tasks in worker processes (``spawn``, at most one
+per CPU core, each with its share of torch's threads), or in this process when there is a single
+task or ``workers=0``.
+
+A cluster executor (Ray, Dask, a job queue) subclasses :class:`Executor` and implements the three
+calls; the sweep runner does not change. With Ray, for example::
+
+    class RayExecutor(Executor):
+        def __init__(self, batched=True):
+            import ray
+            self.remote = ray.remote(execute_task)
+            self.batched, self.specs = batched, []
+        def submit(self, specs):
+            self.specs += specs
+        def results(self):
+            import ray
+            pending = [self.remote.remote(t) for t in plan_tasks(self.specs, batched=self.batched)]
+            self.specs = []
+            while pending:
+                done, pending = ray.wait(pending)
+                for ref in done:
+                    yield from ray.get(ref)
+        def shutdown(self, cancel=False):
+            ...  # ray.cancel the pending refs when cancel is True
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+import traceback
+from abc import ABC, abstractmethod
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+
+@dataclass
+class RunSpec:
+    """One run to train: its id, its resolved config (plain data), and its run folder (or ``None``)."""
+
+    run_id: str
+    config: dict
+    run_dir: str | None = None
+
+
+@dataclass
+class RunOutcome:
+    """What came of a run: status ``finished`` or ``failed``, history, final numbers, time, error."""
+
+    run_id: str
+    status: str
+    history: list[dict] = field(default_factory=list)
+    final: dict = field(default_factory=dict)
+    wall_time: float = 0.0
+    error: str | None = None
+    info: dict = field(default_factory=dict)
+    diagnostics: dict = field(default_factory=dict)
+    run_dir: str | None = None
+
+
+@dataclass
+class Task:
+    """A unit of work for one worker: a single run, or several runs trained as one batched model."""
+
+    specs: list[RunSpec]
+    batched: bool = False
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+
+def plan_tasks(specs: Sequence[RunSpec], *, batched: bool = True, max_group: int = 64) -> list[Task]:
+    """Group runs that share an architecture and data (see :func:`batched.batch_key`) into tasks.
+
+    Groups larger than ``max_group`` are cut into several tasks; tasks come largest first, so the
+    long ones start early. With ``batched=False`` every run is a task of its own.
+    """
+    from trainlab.experiments.batched import batch_key
+    from trainlab.experiments.config import parse_config
+
+    if max_group < 1:
+        raise ValueError(f"max_group must be >= 1, got {max_group}")
+    groups: dict[str, list[RunSpec]] = {}
+    tasks: list[Task] = []
+    for spec in specs:
+        key = batch_key(parse_config(spec.config)) if batched else None
+        if key is None:
+            tasks.append(Task([spec]))
+        else:
+            groups.setdefault(key, []).append(spec)
+    for members in groups.values():
+        for i in range(0, len(members), max_group):
+            chunk = members[i:i + max_group]
+            tasks.append(Task(chunk, batched=len(chunk) > 1))
+    tasks.sort(key=len, reverse=True)
+    return tasks
+
+
+def _diagnostics_of(result) -> dict:
+    diag = result.extras.get("diagnostics") if isinstance(getattr(result, "extras", None), dict) else None
+    return diag if isinstance(diag, dict) else {}
+
+
+def _describe(err: BaseException) -> str:
+    text = f"{type(err).__name__}: {err}"
+    if not isinstance(err, (ValueError, FloatingPointError, TypeError)):  # unexpected: keep where it happened
+        text += "\n" + "".join(traceback.format_exception(type(err), err, err.__traceback__)[-3:])
+    return text
+
+
+def execute_task(task: Task) -> list[RunOutcome]:
+    """Train the runs of ``task`` and return their outcomes (a failed run is an outcome, not an error).
+
+    Writes each run's folder when its spec has a ``run_dir``. Safe to call in any process.
+    """
+    from trainlab.experiments.config import parse_config
+    from trainlab.experiments.runner import run_experiment, write_run_folder
+
+    out: list[RunOutcome] = []
+
+    def finished(spec: RunSpec, result, info: dict, write: bool) -> RunOutcome:
+        if write and spec.run_dir is not None:
+            result.run_dir = Path(spec.run_dir)
+            write_run_folder(result)
+        return RunOutcome(spec.run_id, "finished", result.history.records(), dict(result.final),
+                          float(result.wall_time), None, info, _diagnostics_of(result), spec.run_dir)
+
+    def alone(spec: RunSpec):  # run_experiment writes the run folder itself
+        return run_experiment(spec.config, run_dir=spec.run_dir, write=spec.run_dir is not None, verbose=False)
+
+    if task.batched and len(task.specs) > 1:
+        from trainlab.experiments.batched import train_group
+
+        cfgs = [parse_config(s.config) for s in task.specs]
+        spec_of = {id(c): s for c, s in zip(cfgs, task.specs)}
+        for spec, o in zip(task.specs, train_group(cfgs, solo=lambda cfg: alone(spec_of[id(cfg)]))):
+            if o.error is not None:
+                out.append(RunOutcome(spec.run_id, "failed", wall_time=float(o.info.get("wall_time", 0.0)),
+                                      error=_describe(o.error), info=o.info))
+            else:  # members trained alone (batched == 1) have their folder already
+                out.append(finished(spec, o.result, o.info, write=o.info.get("batched", 1) > 1))
+        return out
+
+    for spec in task.specs:
+        t0 = time.perf_counter()
+        try:
+            out.append(finished(spec, alone(spec), {"batched": 1}, write=False))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as err:
+            out.append(RunOutcome(spec.run_id, "failed", wall_time=time.perf_counter() - t0,
+                                  error=_describe(err), info={"batched": 1}))
+    return out
+
+
+class Executor(ABC):
+    """Trains submitted runs and hands back their outcomes; see the module docstring."""
+
+    @abstractmethod
+    def submit(self, specs: Sequence[RunSpec]) -> None:
+        """Queue runs (nothing needs to start before :meth:`results` is iterated)."""
+
+    @abstractmethod
+    def results(self) -> Iterator[RunOutcome]:
+        """Yield one :class:`RunOutcome` per submitted run, as runs finish, until all are done."""
+
+    def shutdown(self, cancel: bool = False) -> None:
+        """Release workers; with ``cancel`` stop runs that have not finished (after an interrupt)."""
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.shutdown(cancel=exc_type is not None)
+
+
+def _init_worker(threads: int) -> None:
+    # Ctrl-C goes to the whole process group; the parent decides what happens (it cancels and
+    # terminates the workers), so a worker must not die half-way through writing a result
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import torch
+
+    from trainlab.experiments.batched import keep_freed_memory
+    torch.set_num_threads(max(1, threads))
+    keep_freed_memory()
+
+
+class LocalExecutor(Executor):
+    """Batched training for runs that share an architecture and data, worker processes for the rest.
+
+    Args:
+        workers: worker processes; ``None`` = one per CPU core (at most one per task), ``0`` = train
+            everything in this process (no parallelism; simplest to debug).
+        batched: group runs into batched models (:mod:`trainlab.experiments.batched`).
+        max_group: most runs in one batched model.
+
+    Each worker gets ``cores // workers`` torch threads. A single task runs in this process (a worker
+    would only add the start-up time of a new Python with torch).
+    """
+
+    def __init__(self, workers: int | None = None, *, batched: bool = True, max_group: int = 64):
+        if workers is not None and workers < 0:
+            raise ValueError(f"workers must be >= 0 (0: in this process), got {workers}")
+        self.workers, self.batched, self.max_group = workers, batched, max_group
+        self._specs: list[RunSpec] = []
+        self._pool: ProcessPoolExecutor | None = None
+        self._futures: list[Future] = []
+
+    def submit(self, specs: Sequence[RunSpec]) -> None:
+        self._specs.extend(specs)
+
+    def plan(self) -> list[Task]:
+        return plan_tasks(self._specs, batched=self.batched, max_group=self.max_group)
+
+    def results(self) -> Iterator[RunOutcome]:
+        tasks = self.plan()
+        self._specs = []
+        cores = os.cpu_count() or 1
+        n = min(cores, len(tasks)) if self.workers is None else min(self.workers, len(tasks))
+        if n <= 1 or len(tasks) <= 1:
+            for task in tasks:
+                yield from execute_task(task)
+            return
+        import multiprocessing as mp
+
+        self._pool = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"),
+                                         initializer=_init_worker, initargs=(max(1, cores // n),))
+        self._futures = [self._pool.submit(execute_task, t) for t in tasks]
+        pending = set(self._futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                err = fut.exception()
+                if err is not None:  # the worker itself died (killed, out of memory)
+                    task = tasks[self._futures.index(fut)]
+                    for spec in task.specs:
+                        yield RunOutcome(spec.run_id, "failed", error=f"worker failed: {type(err).__name__}: {err}")
+                else:
+                    yield from fut.result()
+        self.shutdown()
+
+    def shutdown(self, cancel: bool = False) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if not cancel:
+            pool.shutdown(wait=True)
+            return
+        pool.shutdown(wait=False, cancel_futures=True)
+        # Python < 3.14 has no public way to stop running workers; these processes are ours
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            if proc.is_alive():
+                proc.terminate()
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.join(timeout=5)
