@@ -159,9 +159,11 @@ def test_image_layout_dtype_and_no_validation(fake_dir):
     ({"val_size": 60_000}, "val_size"), ({"val_size": -1}, "val_size"), ({"val_size": 1.5}, "val_size"),
     ({"holdout": "first"}, "holdout"), ({"dtype": torch.int64}, "dtype"),
 ])
-def test_bad_arguments(fake_dir, kwargs, message):
+def test_bad_arguments(fake_dir, tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         load_mnist("idx", root=fake_dir, **kwargs)
+    with pytest.raises(ValueError, match=message):  # checked before any file is looked for
+        load_fashion_mnist("idx", root=tmp_path / "nothing here", **kwargs)
     with pytest.raises(ValueError, match="source must be"):
         load_mnist("internet", root=fake_dir)
 

@@ -453,14 +453,17 @@ def _resolve(dataset: str, source: str, root, download_ok: bool, timeout: float)
     raise MnistUnavailableError(f"no {dataset} source is available. Tried:\n  {tried}\n{HINT}")
 
 
-def _build(raw, name: str, *, val_size: int, holdout: str, seed: int, flatten: bool,
-           dtype: torch.dtype) -> tuple[Dataset, Dataset | None, Dataset]:
+def _check_args(val_size, holdout, dtype) -> None:
     if isinstance(val_size, bool) or not isinstance(val_size, int) or not 0 <= val_size < N_TRAIN:
         raise ValueError(f"val_size must be an integer in [0, {N_TRAIN}), got {val_size!r}")
     if holdout not in ("last", "random"):
         raise ValueError(f"holdout must be 'last' or 'random', got {holdout!r}")
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype must be a floating torch dtype, got {dtype!r}")
+
+
+def _build(raw, name: str, *, val_size: int, holdout: str, seed: int, flatten: bool,
+           dtype: torch.dtype) -> tuple[Dataset, Dataset | None, Dataset]:
     xtr, ytr, xte, yte = raw
     xtr, ytr = torch.from_numpy(xtr), torch.from_numpy(ytr)
 
@@ -515,6 +518,7 @@ def load_mnist(source: str = "auto", root: str | os.PathLike | None = None, *,
     the IDX source, torchvision's ``ToTensor`` and Keras, so all sources agree exactly.
     Reference: Y. LeCun, C. Cortes, C. Burges, "The MNIST database of handwritten digits" (1998).
     """
+    _check_args(val_size, holdout, dtype)  # before any file is read
     raw = _resolve("mnist", source, root, download, timeout)
     return _build(raw, "mnist", val_size=val_size, holdout=holdout, seed=seed, flatten=flatten,
                   dtype=dtype)
@@ -534,6 +538,7 @@ def load_fashion_mnist(source: str = "auto", root: str | os.PathLike | None = No
     Reference: H. Xiao, K. Rasul, R. Vollgraf, "Fashion-MNIST: a Novel Image Dataset for
     Benchmarking Machine Learning Algorithms", arXiv:1708.07747 (2017).
     """
+    _check_args(val_size, holdout, dtype)  # before any file is read
     raw = _resolve("fashion_mnist", source, root, download, timeout)
     return _build(raw, "fashion_mnist", val_size=val_size, holdout=holdout, seed=seed,
                   flatten=flatten, dtype=dtype)
