@@ -68,10 +68,19 @@ def main(argv=None) -> dict:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = p.parse_args(argv)
-    if args.quick:
+    if args.quick:  # one thread: a smoke test on a busy machine should not fight for cores
         args.samples, args.epochs, args.rounds = 512, 1, 1
+        args.threads = args.threads or 1
+    threads_before = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        return _measure(args)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _measure(args) -> dict:
     X, y = data(args.samples)
     one_run(X[:256], y[:256], 1, None)  # warm-up: first-call costs are nobody's overhead
     plain, recorded, spectra, direct = [], [], [], []
