@@ -1,11 +1,14 @@
 """Activation functions, written out: each as a function and as a module.
 
-Every activation here is a ``torch.autograd.Function`` whose forward evaluates the formula with
-tensor ops and whose backward is the derivative written by hand (one or two fused elementwise
-ops, which is what keeps them within reach of PyTorch's C++ kernels). Each also has a
-``reference`` formula in plain differentiable tensor ops; the backward falls back to autograd
-through that formula when a graph of the gradient is requested (``create_graph=True``, e.g. for
-Hessian-vector products), so second derivatives are exact too.
+Most activations here are ``torch.autograd.Function`` classes whose forward evaluates the formula
+with tensor ops and whose backward is the derivative written by hand in as few fused elementwise
+ops as possible (that is what keeps them near PyTorch's C++ kernels in speed). When a graph of
+the gradient is requested (``create_graph=True``, e.g. Hessian-vector products) the backward
+uses differentiable ops instead: in terms of the saved *output* where the derivative is a
+function of it (σ' = y − y², tanh' = 1 − y², the softmax Jacobian), else by autograd through a
+reference formula — so second derivatives are exact too. The fixed-slope rectifiers (leaky,
+generalized) need no Function: y = z·s with the piecewise-constant slope s held constant is
+differentiated exactly by autograd's product rule.
 
 ==============================  ==============================================================
 function / module               formula (z is the pre-activation)
@@ -71,27 +74,23 @@ def _positive(z: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------
-# sigmoid and tanh
+# sigmoid and tanh: their derivatives are functions of the output y alone
 # --------------------------------------------------------------------------------------------
-def _sigmoid_reference(z: Tensor) -> Tensor:
-    return 1.0 / (1.0 + torch.exp(-z))
-
-
 class _Sigmoid(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z):
         # 1/(1 + e^(−z)) needs no max-shift in floating point: for z ≪ 0, e^(−z) = inf and
         # 1/(1 + inf) = 0 is the correctly rounded answer; the backward never forms e^(−z).
-        y = torch.exp(-z).add_(1.0).reciprocal_()
-        ctx.save_for_backward(z, y)
+        y = torch.neg(z).exp_().add_(1.0).reciprocal_()
+        ctx.save_for_backward(y)
         return y
 
     @staticmethod
     def backward(ctx, g):
-        z, y = ctx.saved_tensors
-        if torch.is_grad_enabled():
-            return _autograd_backward(_sigmoid_reference, (z,), g)
-        return g * y * (1.0 - y)  # σ'(z) = σ(z)·(1 − σ(z))
+        (y,) = ctx.saved_tensors
+        if torch.is_grad_enabled():  # a graph of the gradient is wanted: y carries it (see module doc)
+            return g * (y - y * y)
+        return torch.addcmul(y, y, y, value=-1.0).mul_(g)  # σ'(z) = σ(z)(1 − σ(z)) = y − y²
 
 
 def sigmoid(z: Tensor) -> Tensor:
@@ -103,10 +102,6 @@ def sigmoid(z: Tensor) -> Tensor:
     return _Sigmoid.apply(z)
 
 
-def _tanh_reference(z: Tensor) -> Tensor:
-    return torch.tanh(z)
-
-
 class _Tanh(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z):
@@ -114,15 +109,15 @@ class _Tanh(torch.autograd.Function):
         # (e^(2z) − 1)/(e^(2z) + 1) lose relative precision near 0 or overflow, so it is
         # evaluated directly; what we own is its derivative below.
         y = torch.tanh(z)
-        ctx.save_for_backward(z, y)
+        ctx.save_for_backward(y)
         return y
 
     @staticmethod
     def backward(ctx, g):
-        z, y = ctx.saved_tensors
+        (y,) = ctx.saved_tensors
         if torch.is_grad_enabled():
-            return _autograd_backward(_tanh_reference, (z,), g)
-        return g * (1.0 - y * y)  # tanh'(z) = 1 − tanh²(z)
+            return g * (1.0 - y * y)
+        return torch.addcmul(g, g * y, y, value=-1.0)  # tanh'(z) = 1 − tanh²(z): g − g·y·y
 
 
 def tanh(z: Tensor) -> Tensor:
@@ -136,23 +131,21 @@ def tanh(z: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------
 # the rectifier family: max(0, z) + α·min(0, z)
 # --------------------------------------------------------------------------------------------
-def _relu_reference(z: Tensor) -> Tensor:
-    return z.clamp_min(0)
-
-
 class _ReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z):
         y = z.clamp_min(0)
-        ctx.save_for_backward(z, y)
+        ctx.save_for_backward(y)
         return y
 
     @staticmethod
     def backward(ctx, g):
-        z, y = ctx.saved_tensors
+        (y,) = ctx.saved_tensors
+        # relu'(z) = [z > 0] = sign(relu(z)): piecewise constant, so its own derivative is 0 and
+        # the same formula serves a graph of the gradient
         if torch.is_grad_enabled():
-            return _autograd_backward(_relu_reference, (z,), g)
-        return g * y.sign()  # relu'(z) = [z > 0] = sign(relu(z))
+            return g * y.sign()
+        return y.sign().mul_(g)
 
 
 def relu(z: Tensor) -> Tensor:
@@ -164,39 +157,47 @@ def relu(z: Tensor) -> Tensor:
     return _ReLU.apply(z)
 
 
-def _rectifier_reference(z: Tensor, alpha) -> Tensor:
-    return z.clamp_min(0) + alpha * z.clamp_max(0)
+def _fixed_slope_rectifier(z: Tensor, alpha: float) -> Tensor:
+    # y = z·s with the slope s = 1 for z > 0 and α for z ≤ 0 held constant: autograd's product
+    # rule then gives exactly s as the derivative (and 0 as the second), in one C++ multiply
+    if alpha == 0.0:
+        return _ReLU.apply(z)
+    if 0.0 < alpha < 1.0:  # sign(z) ∈ {−1, 0, 1} clamped to [α, 1] is 1 for z > 0 and α for z ≤ 0
+        slope = z.detach().sign().clamp_(alpha, 1.0)
+    else:
+        positive = _positive(z.detach())
+        slope = torch.add(positive, 1.0 - positive, alpha=alpha)  # exactly 1 or α, no rounding
+    return z * slope
 
 
-class _Rectifier(torch.autograd.Function):
-    """max(0, z) + α·min(0, z) with α a Python number (fixed) or a tensor (learned, PReLU)."""
+class _PReLU(torch.autograd.Function):
+    """max(0, z) + a·min(0, z) with learned slopes ``a`` (one, or one per channel)."""
 
     @staticmethod
     def forward(ctx, z, alpha, channel_dim):
-        a = alpha if not isinstance(alpha, Tensor) else _broadcast_slope(alpha, z, channel_dim)
-        y = z.clamp_min(0) + a * z.clamp_max(0)
-        ctx.save_for_backward(z, alpha if isinstance(alpha, Tensor) else None)
-        ctx.alpha, ctx.channel_dim = alpha, channel_dim
+        a = _broadcast_slope(alpha, z, channel_dim)
+        negative = z.clamp_max(0)
+        y = torch.addcmul(z.clamp_min(0), negative, a)
+        ctx.save_for_backward(z, alpha, negative)
+        ctx.channel_dim = channel_dim
         return y
 
     @staticmethod
     def backward(ctx, g):
-        z, alpha_t = ctx.saved_tensors
-        learned = alpha_t is not None
-        alpha = alpha_t if learned else ctx.alpha
+        z, alpha, negative = ctx.saved_tensors
         if torch.is_grad_enabled():
-            ref = lambda z_, a_: _rectifier_reference(z_, _broadcast_slope(a_, z_, ctx.channel_dim)
-                                                       if isinstance(a_, Tensor) else a_)
+            ref = lambda z_, a_: z_.clamp_min(0) + _broadcast_slope(a_, z_, ctx.channel_dim) * z_.clamp_max(0)
             dz, da = _autograd_backward(ref, (z, alpha), g)
             return dz, da, None
-        a = _broadcast_slope(alpha_t, z, ctx.channel_dim) if learned else alpha
-        positive = _positive(z)
-        # d/dz = 1 for z > 0, α otherwise (α at z = 0, as PyTorch): α + (1 − α)·[z > 0]
-        dz = g * (a + (1.0 - a) * positive)
-        da = None
-        if learned and ctx.needs_input_grad[1]:
-            # d/dα = min(0, z); sum over every axis the slope is shared across
-            da = _reduce_to_slope(g * z.clamp_max(0), alpha_t, ctx.channel_dim)
+        a = _broadcast_slope(alpha, z, ctx.channel_dim)
+        dz = da = None
+        if ctx.needs_input_grad[0]:
+            # d/dz = 1 for z > 0, a otherwise (a at z = 0, as PyTorch): [z > 0] + a·(1 − [z > 0])
+            positive = _positive(z)
+            dz = torch.addcmul(positive, 1.0 - positive, a).mul_(g)
+        if ctx.needs_input_grad[1]:
+            # d/da = min(0, z), summed over every axis the slope is shared across
+            da = _reduce_to_slope(g * negative, alpha, ctx.channel_dim)
         return dz, da, None
 
 
@@ -228,8 +229,8 @@ def generalized_rectifier(z: Tensor, alpha: float | Tensor) -> Tensor:
             along dimension 1 (one slope per channel) or with one element (shared).
     """
     if isinstance(alpha, Tensor):
-        return _Rectifier.apply(z, alpha, 1 if z.dim() > 1 else 0)
-    return _Rectifier.apply(z, float(alpha), 1)
+        return _PReLU.apply(z, alpha, 1 if z.dim() > 1 else 0)
+    return _fixed_slope_rectifier(z, float(alpha))
 
 
 def leaky_relu(z: Tensor, negative_slope: float = 0.01) -> Tensor:
@@ -238,7 +239,7 @@ def leaky_relu(z: Tensor, negative_slope: float = 0.01) -> Tensor:
     Defaults: PyTorch α = 0.01 (ours); Keras ``LeakyReLU`` uses 0.3 and notes 004 draw
     max(0.1z, z). Matches ``torch.nn.functional.leaky_relu``, including the gradient α at z = 0.
     """
-    return _Rectifier.apply(z, float(negative_slope), 1)
+    return _fixed_slope_rectifier(z, float(negative_slope))
 
 
 def prelu(z: Tensor, weight: Tensor) -> Tensor:
@@ -252,36 +253,34 @@ def prelu(z: Tensor, weight: Tensor) -> Tensor:
         if weight.numel() != channels:
             raise ValueError(f"prelu has {weight.numel()} slopes but the input has {channels} channels "
                              "(dimension 1); use one slope or one per channel")
-    return _Rectifier.apply(z, weight, 1 if z.dim() > 1 else 0)
+    return _PReLU.apply(z, weight, 1 if z.dim() > 1 else 0)
 
 
 # --------------------------------------------------------------------------------------------
 # ELU and SELU
 # --------------------------------------------------------------------------------------------
-def _elu_reference(z: Tensor, alpha: float, scale: float) -> Tensor:
-    return scale * torch.where(z > 0, z, alpha * torch.expm1(z.clamp_max(0)))
-
-
 class _ELU(torch.autograd.Function):
+    """scale·(z if z > 0 else α(e^z − 1)): ELU with scale 1, SELU with λ."""
+
     @staticmethod
     def forward(ctx, z, alpha, scale):
-        negative = torch.expm1(z.clamp_max(0)).mul_(alpha)   # α(e^z − 1) for z ≤ 0, 0 above
-        y = (z.clamp_min(0) + negative).mul_(scale)
-        ctx.save_for_backward(z, negative)
+        negative = torch.expm1(z.clamp_max(0)).mul_(scale * alpha)   # λα(e^z − 1) for z ≤ 0, 0 above
+        y = torch.add(negative, z.clamp_min(0), alpha=scale)
+        ctx.save_for_backward(y, negative)
         ctx.alpha, ctx.scale = alpha, scale
         return y
 
     @staticmethod
     def backward(ctx, g):
-        z, negative = ctx.saved_tensors
-        alpha, scale = ctx.alpha, ctx.scale
-        if torch.is_grad_enabled():
-            dz, = _autograd_backward(lambda z_: _elu_reference(z_, alpha, scale), (z,), g)
-            return dz, None, None
-        # d/dz α(e^z − 1) = α·e^z = negative + α for z ≤ 0; 1 for z > 0:
-        # (negative + α) + (1 − α)·[z > 0] covers both (for z > 0, negative = 0)
-        slope = (negative + alpha).add_(_positive(z), alpha=1.0 - alpha)
-        return g * slope.mul_(scale), None, None
+        y, negative = ctx.saved_tensors
+        la, lam = ctx.alpha * ctx.scale, ctx.scale
+        if torch.is_grad_enabled():  # in terms of the output: λαe^z = y + λα for z ≤ 0 (y ≤ 0 there)
+            return torch.where(y > 0, lam, y + la) * g, None, None
+        # d/dz λα(e^z − 1) = λαe^z = negative + λα for z ≤ 0; λ for z > 0 (where negative = 0)
+        slope = negative + la
+        if la != lam:  # add (λ − λα) on the positive side; with α = 1 the two sides already agree
+            slope.add_(_positive(y), alpha=lam - la)
+        return slope.mul_(g), None, None
 
 
 def elu(z: Tensor, alpha: float = 1.0) -> Tensor:
@@ -303,7 +302,8 @@ def selu(z: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------
-# GELU and SiLU
+# GELU and SiLU: their derivatives need intermediates (Φ, σ), so a gradient graph goes through
+# the reference formula
 # --------------------------------------------------------------------------------------------
 def _gelu_reference(z: Tensor, approximate: str) -> Tensor:
     if approximate == "tanh":
@@ -316,11 +316,11 @@ class _GELU(torch.autograd.Function):
     def forward(ctx, z, approximate):
         if approximate == "tanh":
             inner = (z * z * z).mul_(0.044715).add_(z).mul_(_SQRT_2_OVER_PI)  # √(2/π)(z + 0.044715z³)
-            t = torch.tanh(inner)
+            t = inner.tanh_()
             y = (t + 1.0).mul_(z).mul_(0.5)
             ctx.save_for_backward(z, t)
         else:
-            cdf = torch.erf(z * (1.0 / _SQRT_2)).add_(1.0).mul_(0.5)               # Φ(z)
+            cdf = torch.mul(z, 1.0 / _SQRT_2).erf_().add_(1.0).mul_(0.5)   # Φ(z) = ½(1 + erf(z/√2))
             y = z * cdf
             ctx.save_for_backward(z, cdf)
         ctx.approximate = approximate
@@ -340,9 +340,8 @@ class _GELU(torch.autograd.Function):
         else:
             cdf = saved
             # d/dz zΦ(z) = Φ(z) + z·φ(z), φ(z) = e^(−z²/2)/√(2π)
-            pdf = (z * z).mul_(-0.5).exp_().mul_(_INV_SQRT_2PI)
-            slope = pdf.mul_(z).add_(cdf)
-        return g * slope, None
+            slope = torch.addcmul(cdf, torch.square(z).mul_(-0.5).exp_(), z, value=_INV_SQRT_2PI)
+        return slope.mul_(g), None
 
 
 def gelu(z: Tensor, approximate: str = "none") -> Tensor:
@@ -359,24 +358,24 @@ def gelu(z: Tensor, approximate: str = "none") -> Tensor:
 
 
 def _silu_reference(z: Tensor) -> Tensor:
-    return z * _sigmoid_reference(z)
+    return z / (1.0 + torch.exp(-z))
 
 
 class _SiLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z):
-        s = torch.exp(-z).add_(1.0).reciprocal_()  # σ(z), see _Sigmoid
-        ctx.save_for_backward(z, s)
-        return z * s
+        s = torch.neg(z).exp_().add_(1.0).reciprocal_()  # σ(z), see _Sigmoid
+        y = z * s
+        ctx.save_for_backward(z, s, y)
+        return y
 
     @staticmethod
     def backward(ctx, g):
-        z, s = ctx.saved_tensors
+        z, s, y = ctx.saved_tensors
         if torch.is_grad_enabled():
             return _autograd_backward(_silu_reference, (z,), g)
-        # d/dz zσ(z) = σ(z)·(1 + z(1 − σ(z)))
-        slope = (1.0 - s).mul_(z).add_(1.0).mul_(s)
-        return g * slope
+        # d/dz zσ(z) = σ(z)(1 + z(1 − σ(z))) = σ + y − y·σ
+        return torch.addcmul(s + y, y, s, value=-1.0).mul_(g)
 
 
 def silu(z: Tensor) -> Tensor:
@@ -388,56 +387,44 @@ def silu(z: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------
-# softmax and log-softmax
+# softmax and log-softmax: derivatives in terms of the output
 # --------------------------------------------------------------------------------------------
-def _softmax_reference(z: Tensor, dim: int) -> Tensor:
-    e = torch.exp(z - z.amax(dim, keepdim=True).detach())
-    return e / e.sum(dim, keepdim=True)
-
-
-def _log_softmax_reference(z: Tensor, dim: int) -> Tensor:
-    shifted = z - z.amax(dim, keepdim=True).detach()
-    return shifted - shifted.exp().sum(dim, keepdim=True).log()
-
-
 class _Softmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, dim):
         # softmax(z) = softmax(z − c) for any c; c = max z makes every exponent ≤ 0 (no overflow)
         e = (z - z.amax(dim, keepdim=True)).exp_()
         y = e.div_(e.sum(dim, keepdim=True))
-        ctx.save_for_backward(z, y)
+        ctx.save_for_backward(y)
         ctx.dim = dim
         return y
 
     @staticmethod
     def backward(ctx, g):
-        z, y = ctx.saved_tensors
-        if torch.is_grad_enabled():
-            dz, = _autograd_backward(lambda z_: _softmax_reference(z_, ctx.dim), (z,), g)
-            return dz, None
-        # Jacobian diag(y) − y yᵀ: dz = y ⊙ (g − ⟨g, y⟩)
+        (y,) = ctx.saved_tensors
+        # Jacobian diag(y) − y yᵀ: dz = y ⊙ g − y·⟨g, y⟩
         gy = g * y
-        return gy.sub_(y * gy.sum(ctx.dim, keepdim=True)), None
+        if torch.is_grad_enabled():
+            return gy - y * gy.sum(ctx.dim, keepdim=True), None
+        return torch.addcmul(gy, y, gy.sum(ctx.dim, keepdim=True), value=-1.0), None
 
 
 class _LogSoftmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, dim):
         shifted = z - z.amax(dim, keepdim=True)
-        y = shifted - shifted.exp().sum(dim, keepdim=True).log_()
-        ctx.save_for_backward(z, y)
+        y = shifted.sub_(shifted.exp().sum(dim, keepdim=True).log_())
+        ctx.save_for_backward(y)
         ctx.dim = dim
         return y
 
     @staticmethod
     def backward(ctx, g):
-        z, y = ctx.saved_tensors
+        (y,) = ctx.saved_tensors
+        # Jacobian I − 1·softmaxᵀ: dz = g − softmax(z)·Σg, softmax(z) = e^y
         if torch.is_grad_enabled():
-            dz, = _autograd_backward(lambda z_: _log_softmax_reference(z_, ctx.dim), (z,), g)
-            return dz, None
-        # Jacobian I − 1·softmaxᵀ: dz = g − softmax(z)·Σg
-        return g - y.exp() * g.sum(ctx.dim, keepdim=True), None
+            return g - y.exp() * g.sum(ctx.dim, keepdim=True), None
+        return torch.addcmul(g, y.exp(), g.sum(ctx.dim, keepdim=True), value=-1.0), None
 
 
 def softmax(z: Tensor, dim: int = -1) -> Tensor:
@@ -497,7 +484,7 @@ class GeneralizedRectifier(nn.Module):
         self.alpha = float(alpha)
 
     def forward(self, z: Tensor) -> Tensor:
-        return _Rectifier.apply(z, self.alpha, 1)
+        return _fixed_slope_rectifier(z, self.alpha)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"

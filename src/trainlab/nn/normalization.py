@@ -10,7 +10,7 @@ LayerNorm         per sample, over its last dimensions        γ, β (elementwis
 WeightNorm        none: reparametrizes w = g·v/‖v‖            g (length), v (direction)
 ================  ==========================================  ===============================
 
-The training-mode forward passes of batch and layer norm are ``torch.autograd.Function``\\ s with
+The training-mode forward passes of batch and layer norm are ``torch.autograd.Function`` classes with
 the backward written out (the three-term formula of Ioffe & Szegedy 2015, §3): that is what keeps
 them close to PyTorch's fused kernels in speed. Each has a readable reference formula that the
 tests compare against and that autograd differentiates when a graph of the gradient is requested.
@@ -47,55 +47,106 @@ def _normalize_reference(x: Tensor, weight: Tensor | None, bias: Tensor | None, 
     return x_hat
 
 
-class _Normalize(torch.autograd.Function):
-    """Training-mode normalization over ``dims`` with a hand-written backward.
+class _BatchNormTrain(torch.autograd.Function):
+    """Training-mode batch norm over ``dims`` (all but the channel axis), hand-written backward.
 
     Forward:  μ = mean(x),  σ² = mean((x − μ)²),  x̂ = (x − μ)/√(σ² + ε),  y = γ·x̂ + β
-    Backward (n values per statistic, sums over ``dims``):
+    Backward, with n values per channel and sums over ``dims`` (Ioffe & Szegedy 2015, §3):
         ∂L/∂β = Σ g,   ∂L/∂γ = Σ g·x̂,
-        ∂L/∂x = γ/√(σ² + ε) · (g − mean(g) − x̂·mean(g·x̂))          (with γ inside for LayerNorm)
-    Returns y, and μ and σ² (without history) for the running estimates.
+        ∂L/∂x = γ/√(σ² + ε) · (g − (Σ g)/n − x̂·(Σ g·x̂)/n)
+    — the two sums are the parameter gradients already, so the input gradient costs three
+    elementwise ops more. Also returns μ and σ² (without history) for the running estimates.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, dims, param_shape, eps):
+    def forward(ctx, x, weight, bias, eps, dims, shape):
         mu = x.mean(dims, keepdim=True)
         xc = x - mu
         var = (xc * xc).mean(dims, keepdim=True)
         inv_std = (var + eps).rsqrt_()
         x_hat = xc.mul_(inv_std)
-        if weight is not None:
-            w = weight.view(param_shape)
-            y = torch.addcmul(bias.view(param_shape), x_hat, w) if bias is not None else x_hat * w
-        else:
-            y = x_hat + bias.view(param_shape) if bias is not None else x_hat.clone()
+        y = _affine(x_hat, weight, bias, shape)
         ctx.save_for_backward(x, weight, bias, x_hat, inv_std)
-        ctx.dims, ctx.param_shape, ctx.eps = dims, param_shape, eps
+        ctx.eps, ctx.dims, ctx.shape = eps, dims, shape
         ctx.mark_non_differentiable(mu, var)
         return y, mu, var
 
     @staticmethod
     def backward(ctx, g, _g_mu, _g_var):
         x, weight, bias, x_hat, inv_std = ctx.saved_tensors
-        dims, shape = ctx.dims, ctx.param_shape
+        dims, shape = ctx.dims, ctx.shape
         if torch.is_grad_enabled():
-            ref = lambda x_, w_, b_: _normalize_reference(
-                x_, None if w_ is None else w_.view(shape), None if b_ is None else b_.view(shape), dims, ctx.eps)
+            ref = lambda x_, w_, b_: _normalize_reference(x_, _view(w_, shape), _view(b_, shape), dims, ctx.eps)
             dx, dw, db = _autograd_backward(ref, (x, weight, bias), g)
             return dx, dw, db, None, None, None
-        sum_dims = [d for d, s in enumerate(shape) if s == 1]  # the axes γ and β are shared across
-        dw = db = None
-        if bias is not None and ctx.needs_input_grad[2]:
-            db = g.sum(sum_dims).view(bias.shape)
-        if weight is not None and ctx.needs_input_grad[1]:
-            dw = (g * x_hat).sum(sum_dims).view(weight.shape)
+        n = g.numel() // g.shape[1]
+        sum_g = g.sum(dims, keepdim=True)                     # ∂L/∂β
+        sum_gx = (g * x_hat).sum(dims, keepdim=True)          # ∂L/∂γ
         dx = None
         if ctx.needs_input_grad[0]:
-            g_hat = g * weight.view(shape) if weight is not None else g           # ∂L/∂x̂
+            scale = inv_std if weight is None else inv_std * weight.view(shape)
+            dx = torch.addcmul(g, x_hat, sum_gx / n, value=-1.0).sub_(sum_g / n).mul_(scale)
+        dw = sum_gx.view(-1) if weight is not None and ctx.needs_input_grad[1] else None
+        db = sum_g.view(-1) if bias is not None and ctx.needs_input_grad[2] else None
+        return dx, dw, db, None, None, None
+
+
+class _LayerNormFn(torch.autograd.Function):
+    """Layer norm over the trailing ``dims`` with elementwise γ, β; hand-written backward.
+
+    Forward as batch norm, per sample. Backward, with ĝ = g ⊙ γ and means over ``dims``:
+        ∂L/∂x = (ĝ − mean(ĝ) − x̂·mean(ĝ ⊙ x̂))/√(σ² + ε)
+        ∂L/∂γ = Σ_batch g ⊙ x̂,   ∂L/∂β = Σ_batch g
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, dims):
+        mu = x.mean(dims, keepdim=True)
+        xc = x - mu
+        var = (xc * xc).mean(dims, keepdim=True)
+        inv_std = (var + eps).rsqrt_()
+        x_hat = xc.mul_(inv_std)
+        y = _affine(x_hat, weight, bias, None)
+        ctx.save_for_backward(x, weight, bias, x_hat, inv_std)
+        ctx.eps, ctx.dims = eps, dims
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, bias, x_hat, inv_std = ctx.saved_tensors
+        dims = ctx.dims
+        if torch.is_grad_enabled():
+            ref = lambda x_, w_, b_: _normalize_reference(x_, w_, b_, dims, ctx.eps)
+            dx, dw, db = _autograd_backward(ref, (x, weight, bias), g)
+            return dx, dw, db, None, None
+        batch_dims = tuple(range(g.dim() - len(dims)))
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            g_hat = g * weight if weight is not None else g                           # ∂L/∂x̂
             mean_g = g_hat.mean(dims, keepdim=True)
             mean_gx = (g_hat * x_hat).mean(dims, keepdim=True)
             dx = torch.addcmul(g_hat, x_hat, mean_gx, value=-1.0).sub_(mean_g).mul_(inv_std)
-        return dx, dw, db, None, None, None
+        if weight is not None and ctx.needs_input_grad[1]:
+            dw = (g * x_hat).sum(batch_dims) if batch_dims else g * x_hat
+        if bias is not None and ctx.needs_input_grad[2]:
+            db = g.sum(batch_dims) if batch_dims else g.clone()
+        return dx, dw, db, None, None
+
+
+def _view(t: Tensor | None, shape) -> Tensor | None:
+    return None if t is None else t.view(shape)
+
+
+def _affine(x_hat: Tensor, weight: Tensor | None, bias: Tensor | None, shape) -> Tensor:
+    """γ·x̂ + β (γ, β viewed to ``shape`` when given), in one fused op when both exist."""
+    w, b = (_view(weight, shape), _view(bias, shape)) if shape is not None else (weight, bias)
+    if w is not None and b is not None:
+        return torch.addcmul(b, x_hat, w)
+    if w is not None:
+        return x_hat * w
+    if b is not None:
+        return x_hat + b
+    return x_hat.clone()
 
 
 class _BatchNorm(nn.Module):
@@ -198,10 +249,8 @@ class _BatchNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
-        dims = (0,) + tuple(range(2, x.dim()))
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        use_batch_stats = self.training or not self.track_running_stats
-        if not use_batch_stats:
+        dims, shape = self._axes(x.dim())
+        if not (self.training or not self.track_running_stats):
             return self._normalize_with(x, self.running_mean.view(shape), self.running_var.view(shape), shape)
         n = x.numel() // x.shape[1]
         if n < 2 and self.training:
@@ -209,16 +258,20 @@ class _BatchNorm(nn.Module):
                              f"estimate a variance, got input shape {tuple(x.shape)} (a batch of one). Use a "
                              "larger batch, call model.eval() for inference, or use LayerNorm")
         if self.eps_placement == "inside":
-            y, mu, var = _Normalize.apply(x, self.weight, self.bias, dims, shape, self.eps)
+            y, mu, var = _BatchNormTrain.apply(x, self.weight, self.bias, self.eps, dims, shape)
         else:
-            y = _normalize_reference(x, None if self.weight is None else self.weight.view(shape),
-                                     None if self.bias is None else self.bias.view(shape), dims, self.eps, False)
+            y = _normalize_reference(x, _view(self.weight, shape), _view(self.bias, shape), dims, self.eps, False)
             with torch.no_grad():
                 mu = x.mean(dims, keepdim=True)
                 var = (x - mu).square().mean(dims, keepdim=True)
         if self.training and self.track_running_stats:
-            self._update_running_stats(mu.detach().view(-1), var.detach().view(-1), n)
+            self._update_running_stats(mu.view(-1), var.view(-1), n)
         return y
+
+    @staticmethod
+    def _axes(ndim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The reduced axes (all but channel axis 1) and the broadcast shape of per-channel tensors."""
+        return (0,) + tuple(range(2, ndim)), (1, -1) + (1,) * (ndim - 2)
 
     @torch.no_grad()
     def _update_running_stats(self, mu: Tensor, var: Tensor, n: int) -> None:
@@ -227,10 +280,11 @@ class _BatchNorm(nn.Module):
             m = 1.0 / float(self.num_batches_tracked)
         else:
             m = self.momentum
-        if self.unbiased_running_var:
-            var = var * (n / (n - 1))
-        self.running_mean.mul_(1.0 - m).add_(mu, alpha=m)
-        self.running_var.mul_(1.0 - m).add_(var, alpha=m)
+        correction = n / (n - 1) if self.unbiased_running_var else 1.0
+        # running ← (1 − m)·running + m·batch, both at once; the variance with n/(n − 1)
+        torch._foreach_mul_([self.running_mean, self.running_var], 1.0 - m)
+        self.running_mean.add_(mu, alpha=m)
+        self.running_var.add_(var, alpha=m * correction)
 
     def _normalize_with(self, x: Tensor, mean: Tensor, var: Tensor, shape) -> Tensor:
         # eval: y = γ(x − μ)/√(σ² + ε) + β folded into one multiply-add, y = x·scale + shift
@@ -309,9 +363,7 @@ class LayerNorm(nn.Module):
             raise ValueError(f"LayerNorm{self.normalized_shape} got an input of shape {tuple(x.shape)}; its trailing "
                              f"dimensions must equal normalized_shape")
         dims = tuple(range(x.dim() - k, x.dim()))
-        shape = (1,) * (x.dim() - k) + self.normalized_shape
-        y, _, _ = _Normalize.apply(x, self.weight, self.bias, dims, shape, self.eps)
-        return y
+        return _LayerNormFn.apply(x, self.weight, self.bias, self.eps, dims)
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"

@@ -1,0 +1,27 @@
+"""A smoke test of the layer benchmark (a few rounds; the numbers are not checked)."""
+import importlib.util
+from pathlib import Path
+
+import torch
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _module(name):
+    spec = importlib.util.spec_from_file_location(f"{name}_under_test", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_layers_benchmark_quick(capsys):
+    threads = torch.get_num_threads()
+    try:
+        out = _module("bench_layers").main(["--quick", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    rows = out["rows"]
+    assert {"BatchNorm1d", "LayerNorm", "Dropout(0.5)", "ReLU", "GELU", "Softmax", "MLP step relu"} <= set(rows)
+    assert all(r["ours_us"] > 0 and r["torch_us"] > 0 and r["ratio"] > 0 for r in rows.values())
+    printed = capsys.readouterr().out
+    assert "goal <= 1.3x" in printed and "training step" in printed
