@@ -418,6 +418,27 @@ class Member:
     device: torch.device
     error: BaseException | None = None
     history: History = field(default_factory=History)
+    recorder: object | None = None          # the run's DiagnosticsRecorder (cfg.diagnostics), if any
+    loop: "_MemberLoop | None" = None
+
+
+class _MemberLoop:
+    """What a callback reads from :class:`~trainlab.train.loop.Loop`, for one member of a batch.
+
+    Only the diagnostics recorder is driven through it (it observes a run without changing it);
+    the member's ``model`` holds the member's current weights whenever a hook is called.
+    """
+
+    def __init__(self, member: "Member", steps_per_epoch: int):
+        from types import SimpleNamespace
+
+        self.model, self.optimizer, self.loss_fn = member.model, member.optimizer, member.loss
+        self.train = SimpleNamespace(data=member.data.train, generator=member.generator)
+        self.val, self.device, self.history = member.data.val, member.device, member.history
+        self.generator = member.generator
+        self.epochs, self.steps_per_epoch = member.config.train.epochs, steps_per_epoch
+        self.epoch = self.step = 0
+        self.stop_training = False
 
 
 def prepare_member(cfg: Config) -> Member:
@@ -442,7 +463,12 @@ def prepare_member(cfg: Config) -> Member:
     generator = torch.Generator()
     generator.manual_seed(cfg.seed)
     data = Splits(*(d.to(device) if d is not None else None for d in (data.train, data.val, data.test)))
-    return Member(cfg, data, loss, model, optimizer, generator, device)
+    recorder = None
+    if getattr(cfg, "diagnostics", None) is not None:  # as the runner builds it
+        from trainlab.diagnostics import DiagnosticsRecorder
+        d = cfg.diagnostics
+        recorder = DiagnosticsRecorder(every=d.every, probe=d.probe, spectra=d.spectra, seed=cfg.seed)
+    return Member(cfg, data, loss, model, optimizer, generator, device, recorder=recorder)
 
 
 def _signature(m: Member) -> tuple:
@@ -706,6 +732,21 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
     if steps == 0:
         err = ValueError(f"no training batches: {n} samples with batch_size={cfg.train.batch_size} and drop_last=True")
         return [MemberOutcome(m.config, None, err, {"batched": M, "mode": mode}) for m in batch]
+    recording = [k for k, m in enumerate(batch) if m.recorder is not None]
+
+    def sync_models() -> None:  # fused: the members' own models get the current stacked weights
+        if mode != "fused":
+            return
+        with torch.no_grad():
+            for k in recording:
+                for j, lin in enumerate(layers[k]):
+                    lin.weight.copy_(W[j][k])
+                    lin.bias.copy_(B[j][k, 0])
+
+    for k in recording:
+        batch[k].loop = _MemberLoop(batch[k], steps)
+        batch[k].recorder.set_loop(batch[k].loop)
+        batch[k].recorder.on_train_begin({})
     alive = [True] * M
     global_step = 0
     val_sets = _EvalSets(batch, "val") if first.data.val is not None else None
@@ -722,6 +763,12 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
             xb, yb = X_epoch[:, b * bsz:(b + 1) * bsz], Y_epoch[:, b * bsz:(b + 1) * bsz]
             for p in leaves:
                 p.grad = None
+            if recording and b == steps - 1:  # the recorder snapshots weights before an epoch's last step
+                sync_models()
+                for k in recording:
+                    if alive[k]:
+                        batch[k].loop.epoch, batch[k].loop.step = epoch, global_step
+                        batch[k].recorder.on_batch_begin(b, {"batch": b, "size": xb.shape[1]})
             ws, bs = params()
             z = _forward(xb, ws, bs, acts)
             losses = member_losses(loss, z, yb)
@@ -767,14 +814,22 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
             logs["lr"] = float(m.optimizer.param_groups[0]["lr"])
             logs["time"] = elapsed
             m.history.on_epoch_end(epoch, logs)
+        if recording:
+            sync_models()
+            for k in recording:
+                if alive[k]:
+                    batch[k].loop.epoch, batch[k].loop.step = epoch, global_step
+                    batch[k].recorder.on_epoch_end(epoch, dict(batch[k].history.records()[-1]))
 
     if mode == "fused":  # the trained weights go back into each member's own model
         with torch.no_grad():
-            ws, bs = params()
             for k, ls in enumerate(layers):
                 for j, lin in enumerate(ls):
-                    lin.weight.copy_(ws[j][k])
-                    lin.bias.copy_(bs[j][k, 0])
+                    lin.weight.copy_(W[j][k])
+                    lin.bias.copy_(B[j][k, 0])
+    for k in recording:
+        if alive[k]:
+            batch[k].recorder.on_train_end({})
     wall = (time.perf_counter() - t_start) / M
     out = []
     for k, m in enumerate(batch):
@@ -783,5 +838,11 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
             out.append(MemberOutcome(m.config, None, m.error, {**info, "wall_time": wall}))
             continue
         final = final_metrics(m.model, m.data, m.loss, device)
-        out.append(MemberOutcome(m.config, RunResult(m.config, m.model, m.history, final, wall), None, info))
+        result = RunResult(m.config, m.model, m.history, final, wall)
+        if m.recorder is not None:  # what run_experiment puts there
+            from trainlab.experiments.runner import _baseline_loss
+            result.extras["diagnostics"] = m.recorder
+            result.extras["verdicts"] = m.recorder.verdicts(m.history, baseline_loss=_baseline_loss(m.loss, m.data.train),
+                                                            **m.config.diagnostics.thresholds)
+        out.append(MemberOutcome(m.config, result, None, info))
     return out

@@ -51,6 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from trainlab.experiments.store import diagnostics_of
+
 
 @dataclass
 class RunSpec:
@@ -114,11 +116,6 @@ def plan_tasks(specs: Sequence[RunSpec], *, batched: bool = True, max_group: int
     return tasks
 
 
-def _diagnostics_of(result) -> dict:
-    diag = result.extras.get("diagnostics") if isinstance(getattr(result, "extras", None), dict) else None
-    return diag if isinstance(diag, dict) else {}
-
-
 def _describe(err: BaseException) -> str:
     text = f"{type(err).__name__}: {err}"
     if not isinstance(err, (ValueError, FloatingPointError, TypeError)):  # unexpected: keep where it happened
@@ -141,7 +138,7 @@ def execute_task(task: Task) -> list[RunOutcome]:
             result.run_dir = Path(spec.run_dir)
             write_run_folder(result)
         return RunOutcome(spec.run_id, "finished", result.history.records(), dict(result.final),
-                          float(result.wall_time), None, info, _diagnostics_of(result), spec.run_dir)
+                          float(result.wall_time), None, info, diagnostics_of(result), spec.run_dir)
 
     def alone(spec: RunSpec):  # run_experiment writes the run folder itself
         return run_experiment(spec.config, run_dir=spec.run_dir, write=spec.run_dir is not None, verbose=False)
@@ -211,15 +208,21 @@ class LocalExecutor(Executor):
             everything in this process (no parallelism; simplest to debug).
         batched: group runs into batched models (:mod:`trainlab.experiments.batched`).
         max_group: most runs in one batched model.
+        threads: torch threads per process training runs (default: ``cores // workers`` in each
+            worker, torch's own setting in this process). Tiny networks gain nothing from more than
+            one, and on a machine busy with other work, idle threads spin against them: pass 1 there.
 
-    Each worker gets ``cores // workers`` torch threads. A single task runs in this process (a worker
-    would only add the start-up time of a new Python with torch).
+    A single task runs in this process (a worker would only add the start-up time of a new Python
+    with torch).
     """
 
-    def __init__(self, workers: int | None = None, *, batched: bool = True, max_group: int = 64):
+    def __init__(self, workers: int | None = None, *, batched: bool = True, max_group: int = 64,
+                 threads: int | None = None):
         if workers is not None and workers < 0:
             raise ValueError(f"workers must be >= 0 (0: in this process), got {workers}")
-        self.workers, self.batched, self.max_group = workers, batched, max_group
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.workers, self.batched, self.max_group, self.threads = workers, batched, max_group, threads
         self._specs: list[RunSpec] = []
         self._pool: ProcessPoolExecutor | None = None
         self._futures: list[Future] = []
@@ -236,13 +239,20 @@ class LocalExecutor(Executor):
         cores = os.cpu_count() or 1
         n = min(cores, len(tasks)) if self.workers is None else min(self.workers, len(tasks))
         if n <= 1 or len(tasks) <= 1:
-            for task in tasks:
-                yield from execute_task(task)
+            import torch
+            before = torch.get_num_threads()
+            if self.threads is not None:
+                torch.set_num_threads(self.threads)
+            try:
+                for task in tasks:
+                    yield from execute_task(task)
+            finally:
+                torch.set_num_threads(before)
             return
         import multiprocessing as mp
 
         self._pool = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"),
-                                         initializer=_init_worker, initargs=(max(1, cores // n),))
+                                         initializer=_init_worker, initargs=(self.threads or max(1, cores // n),))
         self._futures = [self._pool.submit(execute_task, t) for t in tasks]
         pending = set(self._futures)
         while pending:

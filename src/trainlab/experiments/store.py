@@ -495,3 +495,277 @@ def _check_status(status: str) -> None:
 def _clean(final: dict) -> dict:
     return {k: (_finite_or_none(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
             for k, v in (final or {}).items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# recording a RunResult, comparing runs
+
+
+def diagnostics_of(result) -> dict:
+    """A run result's diagnostics summary and verdicts as JSON-able data (empty without diagnostics)."""
+    extras = getattr(result, "extras", None) or {}
+    rec = extras.get("diagnostics")
+    if rec is None:
+        return {}
+    out = {"summary": rec.summary() if hasattr(rec, "summary") else rec}
+    verdicts = extras.get("verdicts")
+    if verdicts is not None:
+        out["verdicts"] = [v.to_dict() if hasattr(v, "to_dict") else v for v in verdicts]
+    return out
+
+
+def unique_run_id(store: Store, base: str) -> str:
+    """``base``, or ``base-2``, ``base-3`` ... whichever is not taken yet."""
+    rid, i = base, 1
+    while store._conn.execute("SELECT 1 FROM runs WHERE id = ?", (rid,)).fetchone() is not None:
+        i += 1
+        rid = f"{base}-{i}"
+    return rid
+
+
+class RunRecording:
+    """Record one run (``trainlab run``) in a store: ``running`` now, its outcome at the end.
+
+    Use as a context manager around the training; call :meth:`finish` with the result. An error
+    inside marks the run ``failed`` (``interrupted`` for Ctrl-C) and propagates. A store that cannot
+    be written (read-only folder, ...) prints a warning and training goes on unrecorded.
+    """
+
+    def __init__(self, path: str | Path | None, config: dict, run_dir: str | Path | None, run_id: str | None = None):
+        import sys
+
+        self.store: Store | None = None
+        self.run_id = None
+        try:
+            self.store = Store(path)
+            base = run_id or (Path(run_dir).name if run_dir is not None else config.get("name", "run"))
+            self.run_id = unique_run_id(self.store, base)
+            self.store.add_run(self.run_id, config, status="running", run_dir=run_dir, info={"source": "run"})
+        except (sqlite3.Error, OSError) as err:
+            print(f"warning: not recording the run in {path or default_store_path()}: {err}", file=sys.stderr)
+            if self.store is not None:
+                self.store.close()
+            self.store = None
+
+    def finish(self, result) -> None:
+        if self.store is None:
+            return
+        self.store.finish_run(self.run_id, history=result.history.records(), final=dict(result.final),
+                              wall_time=float(result.wall_time), diagnostics=diagnostics_of(result),
+                              run_dir=getattr(result, "run_dir", None))
+
+    def __enter__(self) -> "RunRecording":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.store is None:
+            return
+        try:
+            if exc_type is not None:
+                status = "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed"
+                self.store.set_status(self.run_id, status, error=f"{exc_type.__name__}: {exc}")
+        finally:
+            self.store.close()
+
+
+def metric_mode(key: str) -> str:
+    """``"max"`` for accuracy-like metrics, ``"min"`` for losses and errors."""
+    k = key.lower()
+    return "max" if any(s in k for s in ("acc", "auc", "f1", "precision", "recall", "score")) else "min"
+
+
+def _flatten(data, prefix: str = "") -> dict:
+    out = {}
+    if isinstance(data, dict):
+        for k, v in data.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+    elif isinstance(data, list) and data and all(isinstance(x, dict) for x in data):
+        for i, v in enumerate(data):
+            out.update(_flatten(v, f"{prefix}{i}."))
+    else:
+        out[prefix[:-1]] = data
+    return out
+
+
+def compare_runs(store: Store, run_ids: Sequence[str]) -> tuple[list[str], list[list], list[list[bool]]]:
+    """Runs side by side: ``(header, rows, best)``; ``best[i][j]`` marks the best run of a metric row.
+
+    Rows: status, epochs, wall time; every config field that differs between the runs (by dotted
+    path, the name excluded); then for every metric of the histories the final value, the best value
+    over the epochs and the epoch of the best (1-based, as the progress lines count), and the numbers
+    of the evaluation after training (``final.*``). "Best" is the highest accuracy-like value and the
+    lowest loss-like one (:func:`metric_mode`).
+    """
+    records = store.get_runs(list(run_ids))
+    histories = [store.history(r.id) for r in records]
+    header = ["", *(r.id for r in records)]
+    rows: list[list] = []
+    best: list[list[bool]] = []
+
+    def add(label: str, values: list, mode: str | None = None) -> None:
+        rows.append([label, *values])
+        marks = [False] * len(values)
+        nums = [(v, i) for i, v in enumerate(values) if isinstance(v, (int, float)) and not isinstance(v, bool)
+                and not math.isnan(v)]
+        if mode and len(records) > 1 and nums:
+            target = (max if mode == "max" else min)(v for v, _ in nums)
+            marks = [isinstance(v, (int, float)) and not isinstance(v, bool) and v == target for v in values]
+        best.append(marks)
+
+    add("status", [r.status for r in records])
+    add("epochs", [len(h) for h in histories])
+    add("time (s)", [r.wall_time if r.wall_time is not None else "" for r in records])
+    flat = [_flatten({k: v for k, v in r.config.items() if k != "name"}) for r in records]
+    keys = []
+    for f in flat:
+        keys.extend(k for k in f if k not in keys)
+    for k in keys:
+        vals = [f.get(k, "(absent)") for f in flat]
+        if len({canonical_json(v) for v in vals}) > 1:
+            add(k, [v if isinstance(v, (int, float, str)) or v is None else canonical_json(v) for v in vals])
+    metrics: list[str] = []
+    for h in histories:
+        for rec in h:
+            metrics.extend(k for k in rec if k not in metrics and k not in ("epoch", "time", "lr"))
+    for m in metrics:
+        mode = metric_mode(m)
+        series = [[r[m] for r in h if isinstance(r.get(m), (int, float)) and not math.isnan(r[m])] for h in histories]
+        finals = [s[-1] if s else "" for s in series]
+        bests, epochs = [], []
+        for h in histories:
+            pts = [(r[m], r["epoch"]) for r in h if isinstance(r.get(m), (int, float)) and not math.isnan(r[m])]
+            if pts:
+                v, e = (max if mode == "max" else min)(pts, key=lambda p: p[0])
+                bests.append(v)
+                epochs.append(int(e) + 1)
+            else:
+                bests.append("")
+                epochs.append("")
+        add(f"{m} last epoch", finals, mode)
+        add(f"{m} best", bests, mode)
+        add(f"{m} best epoch", epochs)
+    final_keys: list[str] = []
+    for r in records:
+        final_keys.extend(k for k in r.final if k not in final_keys)
+    for k in final_keys:
+        add(f"final {k}", [r.final.get(k, "") for r in records], metric_mode(k))
+    return header, rows, best
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        return f"{v:.4g}" if (abs(v) < 1e-3 and v != 0) or abs(v) >= 1e5 else f"{v:.4f}"
+    return "" if v is None else str(v)
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence], fmt: str = "text",
+                 marks: Sequence[Sequence[bool]] | None = None) -> str:
+    """A table as aligned text (``*`` after a marked cell), Markdown or CSV."""
+    cells = [[_fmt(v) for v in row] for row in rows]
+    if marks is not None and fmt != "csv":
+        for i, row in enumerate(marks):
+            for j, m in enumerate(row):
+                if m:
+                    cells[i][j + 1] += " *"
+    if fmt == "csv":
+        import csv
+        import io
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(header)
+        w.writerows(cells)
+        return buf.getvalue()
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+        return "\n".join(lines) + "\n"
+    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) if cells else len(str(h)) for i, h in enumerate(header)]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in cells:
+        lines.append("  ".join((c.ljust(w) if i == 0 else c.rjust(w)) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line: trainlab runs, trainlab compare
+
+
+def _open_existing(path, command: str) -> Store | None:
+    import sys
+
+    path = Path(path) if path else default_store_path()
+    if not path.exists():
+        print(f"trainlab {command}: no results store at {path} yet ('trainlab run' and 'trainlab sweep' "
+              "create it; --store FILE or TRAINLAB_STORE picks another)", file=sys.stderr)
+        return None
+    return Store(path)
+
+
+def cli_runs(args) -> int:
+    """``trainlab runs``: list (and filter) the runs or the sweeps of a store."""
+    import sys
+    from datetime import datetime
+
+    import yaml
+
+    store = _open_existing(args.store, "runs")
+    if store is None:
+        return 2
+    with store:
+        if args.sweeps:
+            rows = [[s["id"], s["name"], s["n_points"], datetime.fromtimestamp(s["created"]).strftime("%Y-%m-%d %H:%M"),
+                     s["out_dir"] or ""] for s in store.sweeps()]
+            print(format_table(["sweep", "name", "runs", "created", "folder"], rows, args.format), end="")
+            return 0
+        where = {}
+        for item in args.where or []:
+            if "=" not in item:
+                print(f"trainlab runs: --where {item!r} must look like path=value", file=sys.stderr)
+                return 2
+            key, raw = item.split("=", 1)
+            where[key.strip()] = yaml.safe_load(raw)
+        try:
+            records = store.runs(status=args.status, sweep=args.sweep, name=args.name, where=where)
+        except KeyError as err:
+            print(f"trainlab runs: {err.args[0]}", file=sys.stderr)
+            return 2
+        present = {k for r in records for k in r.final}
+        metrics = ([m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else
+                   [m for m in ("val_loss", "val_accuracy") if m in present] or sorted(present)[:3])
+        if args.sort:
+            sign = -1.0 if metric_mode(args.sort) == "max" else 1.0
+
+            def key(r):
+                v = r.final.get(args.sort)
+                return (v is None or not isinstance(v, (int, float)), sign * v if isinstance(v, (int, float)) else 0.0)
+            records.sort(key=key)
+        if args.limit is not None:
+            records = records[:args.limit]
+        header = ["id", "status", "created", "time (s)", *metrics]
+        rows = [[r.id, r.status, datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M"),
+                 r.wall_time if r.wall_time is not None else "", *(r.final.get(m, "") for m in metrics)]
+                for r in records]
+        print(format_table(header, rows, args.format), end="")
+        if args.format == "text":
+            print(f"{len(rows)} run(s) in {store.path}")
+    return 0
+
+
+def cli_compare(args) -> int:
+    """``trainlab compare RUN...``: runs side by side."""
+    import sys
+
+    store = _open_existing(args.store, "compare")
+    if store is None:
+        return 2
+    with store:
+        try:
+            header, rows, best = compare_runs(store, args.runs)
+        except KeyError as err:
+            print(f"trainlab compare: {err.args[0]}", file=sys.stderr)
+            return 2
+    print(format_table(header, rows, args.format, best), end="")
+    return 0

@@ -845,3 +845,48 @@ def write_sweep_report(store, sweep_id: str, out_dir: str | Path) -> Path:
     sections.append(Section("Sweep file", pre=yaml.safe_dump(sweep_file, sort_keys=False)))
     return write_report(out / "report.html", f"trainlab sweep: {t['name']}", sections,
                         subtitle=f"sweep {t['id']} · store {store.path}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line: trainlab sweep
+
+
+def cli_sweep(args) -> int:
+    """``trainlab sweep CONFIG``: expand, run (resuming), record, report."""
+    from trainlab.experiments.batched import keep_freed_memory
+    from trainlab.experiments.executor import LocalExecutor, RunSpec, plan_tasks
+
+    try:
+        plan = load_sweep(args.config, list(args.set or []))
+    except ConfigError as err:
+        print(f"trainlab sweep: {err}", file=sys.stderr)
+        return 2
+    batched = plan.spec.batched and not args.no_batch
+    if args.dry_run:
+        print(plan.summary())
+        width = len(str(len(plan.points)))
+        for p in plan.points:
+            print(f"  {p.index:>{width}}  {p.hash[:10]}  {p.label()}")
+        tasks = plan_tasks([RunSpec(str(p.index), p.config.to_dict()) for p in plan.points], batched=batched)
+        sizes = sorted((len(t) for t in tasks if t.batched), reverse=True)
+        alone = sum(1 for t in tasks if not t.batched)
+        print(f"training: {len(sizes)} batched model(s) of {', '.join(map(str, sizes)) or '-'} runs, "
+              f"{alone} run(s) alone")
+        return 0
+    workers = args.workers if args.workers is not None else plan.spec.workers
+    keep_freed_memory()  # this process trains batched models when it runs a single task
+    try:
+        executor = LocalExecutor(workers, batched=batched, threads=getattr(args, "threads", None))
+        result = run_sweep(plan, store=args.store, out_dir=args.out, executor=executor,
+                           rerun=args.rerun, retry_failed=args.retry_failed, verbose=not args.quiet)
+    except SweepInterrupted as err:
+        print(f"\ntrainlab sweep: {err}", file=sys.stderr)
+        return 130
+    if args.quiet:
+        print(result.report if result.report is not None else result.out_dir)
+    else:
+        print(f"{result.ran} run(s) trained ({result.failed} failed), {result.skipped} already in the store; "
+              f"{result.wall_time:.1f} s")
+        if result.report is not None:
+            print(f"report: {result.report}")
+    return 0 if result.failed < len(plan.points) or not plan.points else 1

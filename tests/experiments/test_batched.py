@@ -1,0 +1,244 @@
+import math
+import statistics
+
+import pytest
+import torch
+
+from trainlab.experiments import batched, catalog
+from trainlab.experiments.batched import (BatchedAdam, BatchedSGD, batch_key, member_correct, member_losses,
+                                          probe_optimizer, train_group)
+from trainlab.experiments.config import parse_config
+from trainlab.experiments.runner import run_experiment
+from trainlab.losses import Loss
+from trainlab.train.loop import NonFiniteLossError
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # tiny matrices: a second thread only adds synchronisation (and the test machine is shared)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def cfg(seed=0, epochs=1, activation="tanh", diagnostics=None, **opt):
+    # 457 moons -> 320 training samples -> 10 steps of 32 per epoch
+    opt = {"name": "sgd", "lr": 0.1, **opt}
+    return parse_config({"seed": seed, "data": {"name": "moons", "n_samples": 457, "noise": 0.2},
+                         "model": {"hidden": [16, 16], "activation": activation}, "optimizer": opt,
+                         "train": {"epochs": epochs, "batch_size": 32}, "diagnostics": diagnostics})
+
+
+def max_param_diff(a, b) -> float:
+    return max((p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters()))
+
+
+MIXES = {
+    "sgd": [dict(momentum=0.9), dict(momentum=0.0, weight_decay=1e-3, lr=0.05),
+            dict(momentum=0.5, nesterov=True, lr=0.2), dict(momentum=0.9, dampening=0.1, lr=0.02)],
+    "adam": [dict(lr=0.01), dict(lr=0.003, weight_decay=0.01), dict(lr=0.02, betas=[0.8, 0.99], eps=1e-6),
+             dict(lr=0.001)],
+    "adamw": [dict(lr=0.01), dict(lr=0.003, weight_decay=0.1), dict(lr=0.02, betas=[0.5, 0.9]), dict(lr=0.005)],
+}
+
+
+@pytest.mark.parametrize("name", list(MIXES))
+@pytest.mark.parametrize("mode", ["fused", "per_member"])
+def test_members_equal_solo_runs_after_ten_steps(name, mode, monkeypatch):
+    if name == "adamw":
+        monkeypatch.setitem(catalog.OPTIMIZERS, "adamw", catalog.OPTIMIZERS.get("adamw", torch.optim.AdamW))
+    cfgs = [cfg(seed=s, **{"name": name, **kw}) for s, kw in enumerate(MIXES[name])]
+    outcomes = train_group(cfgs, mode=mode)
+    assert [o.info["mode"] for o in outcomes] == [mode] * 4 and all(o.info["batched"] == 4 for o in outcomes)
+    for c, o in zip(cfgs, outcomes):
+        solo = run_experiment(c, write=False, verbose=False)  # the same 10 steps, alone, through fit
+        assert max_param_diff(solo.model, o.result.model) <= 1e-5
+        a, b = solo.history.records()[0], o.result.history.records()[0]
+        assert set(a) == set(b)
+        for k in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+            assert b[k] == pytest.approx(a[k], abs=1e-5), k
+        for k, v in solo.final.items():
+            assert o.result.final[k] == pytest.approx(v, abs=1e-5)
+
+
+def test_each_member_has_its_own_init_and_data_order():
+    outcomes = train_group([cfg(seed=0, lr=0.0), cfg(seed=1, lr=0.0)])  # lr 0: the initial weights
+    w0, w1 = (o.result.model.blocks[0].linear.weight for o in outcomes)
+    assert not torch.equal(w0, w1)
+    # a member with another seed than its solo run would differ; with its own it is the solo model
+    solo1 = run_experiment(cfg(seed=1, lr=0.0), write=False, verbose=False)
+    assert torch.equal(solo1.model.blocks[0].linear.weight, w1)
+
+
+def test_final_accuracy_matches_solo_runs_within_seed_noise():
+    seeds = [0, 1, 2, 3]
+    cfgs = [cfg(seed=s, epochs=8, activation="relu", momentum=0.9, lr=0.05) for s in seeds]
+    outcomes = train_group(cfgs)
+    assert {o.info["mode"] for o in outcomes} == {"fused"}
+    solo = [run_experiment(c, write=False, verbose=False).final["val_accuracy"] for c in cfgs]
+    noise = statistics.stdev(solo)  # how much the accuracy moves from one seed to the next
+    assert noise > 0
+    for s, o in zip(solo, outcomes):
+        assert abs(o.result.final["val_accuracy"] - s) <= noise / 2
+    assert statistics.fmean(solo) > 0.8
+
+
+def test_fused_rules_follow_the_formula_for_one_step():
+    # two members, one row each: p = [1, -2], g = [0.5, 0.25]
+    p = torch.tensor([[[1.0, -2.0]], [[1.0, -2.0]]], dtype=torch.float64)
+    g = torch.tensor([[[0.5, 0.25]], [[0.5, 0.25]]], dtype=torch.float64)
+    sgd = BatchedSGD([{"lr": 0.1, "momentum": 0.9, "weight_decay": 0.01},
+                      {"lr": 0.2, "momentum": 0.0, "weight_decay": 0.0}], p)
+    q = p.clone()
+    sgd.step([q], [g])
+    assert q[0, 0].tolist() == pytest.approx([1 - 0.1 * (0.5 + 0.01 * 1), -2 - 0.1 * (0.25 + 0.01 * -2)], abs=1e-15)
+    assert q[1, 0].tolist() == pytest.approx([1 - 0.2 * 0.5, -2 - 0.2 * 0.25], abs=1e-15)
+    adam = BatchedAdam([{"lr": 0.1, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0},
+                        {"lr": 0.1, "betas": (0.5, 0.9), "eps": 1e-8, "weight_decay": 0.5}], p, decoupled=True)
+    q = p.clone()
+    adam.step([q], [g])
+    # step 1: m_hat = g, v_hat = g^2, so p - lr * g / (|g| + eps) (after AdamW's decay for member 1)
+    for k, (lr, wd) in enumerate([(0.1, 0.0), (0.1, 0.5)]):
+        want = [(x * (1 - lr * wd)) - lr * gx / (abs(gx) + 1e-8) for x, gx in ((1.0, 0.5), (-2.0, 0.25))]
+        assert q[k, 0].tolist() == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-6)])
+def test_fused_rules_match_pytorch_for_many_steps(dtype, tol):
+    g = torch.Generator().manual_seed(0)
+    settings = {
+        (torch.optim.SGD, "sgd"): [dict(lr=0.1, momentum=0.9), dict(lr=0.05, momentum=0.9, nesterov=True),
+                                   dict(lr=0.02, weight_decay=0.1), dict(lr=0.1, momentum=0.5, dampening=0.3)],
+        (torch.optim.Adam, "adam"): [dict(lr=0.01), dict(lr=0.1, betas=(0.8, 0.9), weight_decay=0.1),
+                                     dict(lr=0.003, eps=1e-4)],
+        (torch.optim.AdamW, "adamw"): [dict(lr=0.01), dict(lr=0.05, weight_decay=0.5)],
+        (torch.optim.Adam, "adam_ams"): [dict(lr=0.01, amsgrad=True), dict(lr=0.1, amsgrad=True, betas=(0.5, 0.6))],
+    }
+    for (cls, rule), kws in settings.items():
+        M = len(kws)
+        w0 = torch.randn(M, 3, 4, generator=g, dtype=dtype)
+        b0 = torch.randn(M, 1, 4, generator=g, dtype=dtype)
+        solo = [[w0[k].clone().requires_grad_(), b0[k, 0].clone().requires_grad_()] for k in range(M)]
+        opts = [cls(ps, **kw) for ps, kw in zip(solo, kws)]
+        make = {"sgd": lambda gr, like: BatchedSGD(gr, like), "adamw": lambda gr, like: BatchedAdam(gr, like, True)}
+        fused = make.get(rule, lambda gr, like: BatchedAdam(gr, like, False))([o.param_groups[0] for o in opts], w0)
+        W, B = w0.clone(), b0.clone()
+        for _ in range(25):
+            gw = torch.randn(M, 3, 4, generator=g, dtype=dtype)
+            gb = torch.randn(M, 1, 4, generator=g, dtype=dtype)
+            for k, (o, (w, b)) in enumerate(zip(opts, solo)):
+                w.grad, b.grad = gw[k].clone(), gb[k, 0].clone()
+                o.step()
+            fused.step([W, B], [gw, gb])
+        for k, (w, b) in enumerate(solo):
+            assert torch.allclose(W[k], w.detach(), rtol=tol, atol=tol), (rule, k)
+            assert torch.allclose(B[k, 0], b.detach(), rtol=tol, atol=tol), (rule, k)
+
+
+def test_member_losses_and_counts_equal_the_loss_on_each_member():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(3, 7, 4, generator=g)
+    y = torch.randint(0, 4, (3, 7), generator=g)
+    for loss in (Loss("cross_entropy"), Loss("cross_entropy", label_smoothing=0.1)):
+        per = member_losses(loss, z, y)
+        for k in range(3):
+            assert per[k].item() == pytest.approx(loss(z[k], y[k]).item(), abs=1e-6)
+            assert member_correct(loss, z, y)[k].item() == loss.correct(z[k], y[k]).item()
+    zb, yb = torch.randn(3, 7, 1, generator=g), torch.randint(0, 2, (3, 7), generator=g)
+    zr, yr = torch.randn(3, 7, 2, generator=g), torch.randn(3, 7, 2, generator=g)
+    for loss, zz, yy in ((Loss("bce"), zb, yb), (Loss("mse"), zr, yr)):
+        per = member_losses(loss, zz, yy)
+        for k in range(3):
+            assert per[k].item() == pytest.approx(loss(zz[k], yy[k]).item(), abs=1e-6)
+    assert member_correct(Loss("mse"), zr, yr) is None
+
+
+def test_probe_accepts_the_catalog_optimizers_and_refuses_a_different_rule(monkeypatch):
+    assert probe_optimizer(cfg(momentum=0.9)) == ("sgd", 1)
+    assert probe_optimizer(cfg(name="adam", lr=0.01)) == ("adam", 1)
+
+    class EpsInsideAdam(torch.optim.Adam):
+        """Adam with ε inside the square root: same param-group keys, other numbers."""
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            with torch.enable_grad():
+                loss = closure() if closure is not None else None
+            for group in self.param_groups:
+                b1, b2 = group["betas"]
+                for p in group["params"]:
+                    st = self.state[p]
+                    if not st:
+                        st["t"], st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)
+                    st["t"] += 1
+                    st["m"].mul_(b1).add_(p.grad, alpha=1 - b1)
+                    st["v"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                    m_hat = st["m"] / (1 - b1 ** st["t"])
+                    v_hat = st["v"] / (1 - b2 ** st["t"])
+                    p.sub_(group["lr"] * m_hat / (v_hat + group["eps"]).sqrt())
+            return loss
+
+    monkeypatch.setitem(catalog.OPTIMIZERS, "eps_inside", EpsInsideAdam)
+    batched._probe_cache.clear()
+    c = [cfg(seed=s, name="eps_inside", lr=0.01, eps=1e-3) for s in (0, 1)]
+    assert probe_optimizer(c[0]) == (None, 1)
+    outcomes = train_group(c)  # falls back to each member's own optimizer, still exact
+    assert [o.info["mode"] for o in outcomes] == ["per_member"] * 2
+    solo = run_experiment(c[1], write=False, verbose=False)
+    assert max_param_diff(solo.model, outcomes[1].result.model) <= 1e-5
+    with pytest.raises(ValueError, match="no fused rule"):
+        train_group(c, mode="fused")
+
+
+def test_optimizers_that_reevaluate_the_loss_train_alone(monkeypatch):
+    class TwiceSGD(torch.optim.SGD):
+        def step(self, closure=None):
+            closure()
+            return super().step(closure)
+
+    monkeypatch.setitem(catalog.OPTIMIZERS, "twice", TwiceSGD)
+    batched._probe_cache.clear()
+    outcomes = train_group([cfg(seed=s, name="twice", lr=0.1) for s in (0, 1)])
+    assert all(o.info["batched"] == 1 and "closure 2 times" in o.info["reason"] for o in outcomes)
+    assert all(o.error is None for o in outcomes)
+
+
+def test_runs_that_cannot_be_batched_train_alone_with_a_reason():
+    drop = parse_config({**cfg().to_dict(), "model": {"hidden": [16, 16], "dropout": 0.2}})
+    assert batch_key(drop) is None
+    cnn_like = parse_config({**cfg().to_dict(), "callbacks": []})
+    assert batch_key(cnn_like) == batch_key(cfg(seed=5, lr=0.3))  # seed and lr may differ in a batch
+    outcomes = train_group([drop, cfg(seed=1)])
+    assert outcomes[0].info["batched"] == 1 and "dropout" in outcomes[0].info["reason"]
+    assert outcomes[1].info["batched"] == 1 and "no other run" in outcomes[1].info["reason"]
+    assert all(o.error is None for o in outcomes)
+
+
+def test_a_diverging_member_fails_like_its_solo_run_and_spares_the_others():
+    cfgs = [cfg(seed=0, lr=1e6, momentum=0.9, activation="relu"), cfg(seed=1, lr=0.05, momentum=0.9, activation="relu"),
+            cfg(seed=2, lr=0.1, activation="relu")]
+    outcomes = train_group(cfgs)
+    with pytest.raises(NonFiniteLossError) as solo_err:
+        run_experiment(cfgs[0], write=False, verbose=False)
+    err = outcomes[0].error
+    assert isinstance(err, NonFiniteLossError) and outcomes[0].result is None
+    assert (err.epoch, err.step, err.global_step) == (solo_err.value.epoch, solo_err.value.step,
+                                                      solo_err.value.global_step)
+    for c, o in zip(cfgs[1:], outcomes[1:]):
+        assert o.error is None
+        assert max_param_diff(run_experiment(c, write=False, verbose=False).model, o.result.model) <= 1e-5
+
+
+def test_diagnostics_of_members_equal_those_of_solo_runs():
+    cfgs = [cfg(seed=s, epochs=2, lr=0.1, momentum=0.9, diagnostics={"every": 1, "probe": 64}) for s in (0, 1)]
+    outcomes = train_group(cfgs)
+    solo = run_experiment(cfgs[1], write=False, verbose=False)
+    a, b = solo.extras["diagnostics"].all_records(), outcomes[1].result.extras["diagnostics"].all_records()
+    assert [(r["epoch"], r["step"]) for r in a] == [(r["epoch"], r["step"]) for r in b] == [(-1, 0), (0, 10), (1, 20)]
+    for ra, rb in zip(a, b):
+        for layer, row in ra["layers"].items():
+            for key, v in row.items():
+                if isinstance(v, float) and math.isfinite(v):
+                    assert rb["layers"][layer][key] == pytest.approx(v, rel=1e-4, abs=1e-7), (layer, key)
+    assert [v.kind for v in solo.extras["verdicts"]] == [v.kind for v in outcomes[1].result.extras["verdicts"]]
