@@ -12,6 +12,17 @@ from trainlab.train.callbacks import Callback, History
 from trainlab.train.loop import NonFiniteLossError
 
 
+class EpochLog(Callback):
+    """Prints one line per epoch (for long study runs in verbose mode)."""
+
+    def __init__(self, label: str, log) -> None:
+        self.label, self.log = label, log
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        keys = [k for k in ("loss", "val_loss", "val_accuracy", "lr", "time") if k in logs]
+        self.log(f"{self.label} epoch {epoch + 1}: " + "  ".join(f"{k} {logs[k]:.4g}" for k in keys))
+
+
 class StepLosses(Callback):
     """Records the loss of every optimizer step and how many steps each epoch took."""
 

@@ -8,7 +8,7 @@ import torch
 
 from trainlab.experiments.report import Section
 from trainlab.experiments.studies import Outcome, StudyContext
-from trainlab.experiments.study_procedures._common import merged, resolve_data, train
+from trainlab.experiments.study_procedures._common import EpochLog, merged, resolve_data, train
 
 
 def mnist_recipe(ctx: StudyContext, *, data: dict, config: dict, members: int = 1,
@@ -42,7 +42,8 @@ def mnist_recipe(ctx: StudyContext, *, data: dict, config: dict, members: int = 
     for i, seed in enumerate(seeds):
         t1 = time.perf_counter()
         cfg = merged(dict(config, name=f"mnist-member{i + 1}", seed=seed, data=cfg_data), {})
-        run = train(cfg, data=(train_ds, val_ds, test_ds))
+        log = (EpochLog(f"member {i + 1}", ctx.log),) if ctx.verbose else ()
+        run = train(cfg, data=(train_ds, val_ds, test_ds), callbacks=log)
         if run.diverged is not None:
             raise RuntimeError(f"member {i + 1} diverged: {run.diverged}")
         seconds = time.perf_counter() - t1
