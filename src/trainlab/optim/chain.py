@@ -42,23 +42,30 @@ class StepInfo(NamedTuple):
 
 
 class Direction:
-    """A list of updates held lazily as ``scale · num / den`` (``den`` may be ``None``).
+    """A list of updates held lazily as ``scale · num / den`` (``den`` may be ``None``), plus
+    optionally a second term ``scale2 · num2 / den`` over the same denominator (NAdam's).
 
     Only the fast paths use it: keeping ``−lr`` and Adam's denominator symbolic lets the shell apply
     the update with one fused ``_foreach_addcdiv_`` instead of materialising intermediate lists —
     one pass over memory less per factor (the step is memory-bound on CPU).
     """
 
-    __slots__ = ("num", "den", "scale")
+    __slots__ = ("num", "den", "scale", "extra")
 
-    def __init__(self, num: list[Tensor], den: list[Tensor] | None = None, scale: float = 1.0):
-        self.num, self.den, self.scale = num, den, scale
+    def __init__(self, num: list[Tensor], den: list[Tensor] | None = None, scale: float = 1.0,
+                 extra: tuple[list[Tensor], float] | None = None):
+        self.num, self.den, self.scale, self.extra = num, den, scale, extra
 
     def scaled(self, factor: float) -> "Direction":
-        return Direction(self.num, self.den, self.scale * factor)
+        extra = None if self.extra is None else (self.extra[0], self.extra[1] * factor)
+        return Direction(self.num, self.den, self.scale * factor, extra)
 
     def materialize(self) -> list[Tensor]:
         """The updates as new tensors (or the original list when there is nothing to apply)."""
+        if self.extra is not None:
+            out = torch._foreach_mul(self.num, self.scale)
+            torch._foreach_add_(out, self.extra[0], alpha=self.extra[1])
+            return torch._foreach_div(out, self.den) if self.den is not None else out
         if self.den is not None:
             out = torch._foreach_div(self.num, self.den)
             if self.scale != 1.0:
@@ -69,11 +76,13 @@ class Direction:
         return self.num
 
     def add_to(self, params: list[Tensor]) -> None:
-        """θ ← θ + scale · num / den, in one multi-tensor op."""
-        if self.den is not None:
-            torch._foreach_addcdiv_(params, self.num, self.den, value=self.scale)
-        else:
-            torch._foreach_add_(params, self.num, alpha=self.scale)
+        """θ ← θ + scale · num / den (+ scale2 · num2 / den), in one multi-tensor op per term."""
+        terms = [(self.num, self.scale)] + ([self.extra] if self.extra is not None else [])
+        for num, scale in terms:
+            if self.den is not None:
+                torch._foreach_addcdiv_(params, num, self.den, value=scale)
+            else:
+                torch._foreach_add_(params, num, alpha=scale)
 
 
 class Transform:
@@ -200,6 +209,9 @@ class ChainOptimizer(torch.optim.Optimizer):
         # torch's load_state_dict keeps the incoming tensors when dtype and device match, so two
         # optimizers loaded from one dict would share (and jointly mutate) their buffers. Copy.
         super().load_state_dict(copy.deepcopy(state_dict))
+        for group in self.param_groups:  # a torch.optim state dict lacks our variant options
+            for k, v in self.defaults.items():
+                group.setdefault(k, v)
         for st in self.state.values():
             if isinstance(st.get("step"), Tensor):  # a torch.optim state dict: steps are tensors
                 st["step"] = int(st["step"].item())

@@ -320,6 +320,16 @@ def _denominator(second_moment: Tensor, eps: float, placement: str) -> Tensor:
     return (second_moment + eps).sqrt()
 
 
+def _denominator_many(second_moments: list[Tensor], eps: float, placement: str) -> list[Tensor]:
+    if placement == "outside":
+        den = torch._foreach_sqrt(second_moments)
+        torch._foreach_add_(den, eps)
+    else:
+        den = torch._foreach_add(second_moments, eps)
+        torch._foreach_sqrt_(den)
+    return den
+
+
 class AdagradState(NamedTuple):
     sum: Tensor
 
@@ -348,6 +358,11 @@ class ScaleByAdagrad(Transform):
     def update(self, g, s, p, info):
         r = s.sum + g * g
         return g / _denominator(r, self.eps, self.eps_placement), AdagradState(r)
+
+    def update_many(self, d, s, params, info):
+        gs = d.materialize()
+        torch._foreach_addcmul_(s.sum, gs, gs)
+        return Direction(gs, _denominator_many(s.sum, self.eps, self.eps_placement))
 
 
 class RmsState(NamedTuple):
@@ -389,6 +404,16 @@ class ScaleByRms(Transform):
             return g / _denominator(variance, self.eps, self.eps_placement), CenteredRmsState(r, g_bar)
         return g / _denominator(r, self.eps, self.eps_placement), RmsState(r)
 
+    def update_many(self, d, s, params, info):
+        rho, gs = self.alpha, d.materialize()
+        torch._foreach_mul_(s.square_avg, rho)
+        torch._foreach_addcmul_(s.square_avg, gs, gs, value=1 - rho)
+        if self.centered:
+            torch._foreach_lerp_(s.grad_avg, gs, 1 - rho)
+            variance = torch._foreach_addcmul(s.square_avg, s.grad_avg, s.grad_avg, value=-1)
+            return Direction(gs, _denominator_many(variance, self.eps, self.eps_placement))
+        return Direction(gs, _denominator_many(s.square_avg, self.eps, self.eps_placement))
+
 
 class AdadeltaState(NamedTuple):
     square_avg: Tensor
@@ -420,6 +445,20 @@ class ScaleByAdadelta(Transform):
         delta = (s.acc_delta + eps).sqrt() / (sq_g + eps).sqrt() * g
         sq_delta = rho * s.acc_delta + (1 - rho) * delta * delta
         return delta, AdadeltaState(sq_g, sq_delta)
+
+    def update_many(self, d, s, params, info):
+        rho, eps, gs = self.rho, self.eps, d.materialize()
+        torch._foreach_mul_(s.square_avg, rho)
+        torch._foreach_addcmul_(s.square_avg, gs, gs, value=1 - rho)
+        std = torch._foreach_add(s.square_avg, eps)
+        torch._foreach_sqrt_(std)
+        delta = torch._foreach_add(s.acc_delta, eps)
+        torch._foreach_sqrt_(delta)
+        torch._foreach_div_(delta, std)
+        torch._foreach_mul_(delta, gs)
+        torch._foreach_mul_(s.acc_delta, rho)
+        torch._foreach_addcmul_(s.acc_delta, delta, delta, value=1 - rho)
+        return Direction(delta)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -574,6 +613,7 @@ class ScaleByNadam(Transform):
     """
 
     State = NadamState
+    replaces_state = True  # mu_product is a float: the shell writes the list back
 
     def __init__(self, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, momentum_decay: float = 4e-3):
         check_range("beta parameter at index 0", b1, 0.0, 1.0)
@@ -599,6 +639,29 @@ class ScaleByNadam(Transform):
         denom = (v / bias_correction(b2, t)).sqrt() + self.eps
         u = ((1 - mu_t) / (1 - prod)) * g / denom + (mu_next / (1 - prod * mu_next)) * m / denom
         return u, NadamState(m, v, prod)
+
+    def update_many(self, d, s, params, info):
+        b1, b2, t = self.b1, self.b2, info.t
+        mu_t, mu_next = self.mu(t), self.mu(t + 1)
+        gs = d.materialize()
+        if any(prod != s.mu_product[0] for prod in s.mu_product):
+            # momentum histories differ (hyperparameters changed mid-run): the readable rule per tensor
+            out = []
+            for i, (g, p) in enumerate(zip(gs, params)):
+                u, (s.exp_avg[i], s.exp_avg_sq[i], s.mu_product[i]) = self.update(
+                    g, NadamState(s.exp_avg[i], s.exp_avg_sq[i], s.mu_product[i]), p, info)
+                out.append(u)
+            return Direction(out)
+        prod = s.mu_product[0] * mu_t
+        s.mu_product[:] = [prod] * len(s.mu_product)
+        torch._foreach_lerp_(s.exp_avg, gs, 1 - b1)
+        torch._foreach_mul_(s.exp_avg_sq, b2)
+        torch._foreach_addcmul_(s.exp_avg_sq, gs, gs, value=1 - b2)
+        denom = torch._foreach_sqrt(s.exp_avg_sq)
+        torch._foreach_div_(denom, math.sqrt(bias_correction(b2, t)))
+        torch._foreach_add_(denom, self.eps)
+        return Direction(gs, denom, (1 - mu_t) / (1 - prod),
+                         extra=(s.exp_avg, mu_next / (1 - prod * mu_next)))
 
 
 # ------------------------------------------------------------------------------------------------
