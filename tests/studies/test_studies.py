@@ -36,6 +36,8 @@ def test_a_valid_study_parses():
     ({"colour": "red"}, "colour: unknown field"),
     ({"name": "Bad Name"}, "name: String should match pattern"),
     ({"assertions": []}, "assertions: List should have at least 1 item"),
+    ({"threads": 0}, "threads: threads must be >= 1"),
+    ({"threads": {"quick": 1, "full": 0}}, "threads: threads must be >= 1"),
     ({"assertions": [{"name": "x", "metric": "m", "op": "<"}]}, "give exactly one of `value`"),
     ({"assertions": [{"name": "x", "metric": "m", "op": "approx", "value": 1}]}, "op approx needs `tol`"),
     ({"assertions": [{"name": "x", "metric": "m", "op": "=~", "value": 1}]}, "assertions.0.op"),

@@ -128,6 +128,14 @@ class Study(BaseModel):
     runtime: dict[str, str] = Field(default_factory=dict,
                                     description="expected wall time per mode, e.g. {quick: 5 s, full: 2 min}")
 
+    @field_validator("threads")
+    @classmethod
+    def _positive_threads(cls, v):
+        counts = v.values() if isinstance(v, dict) else [] if v is None else [v]
+        if any(n < 1 for n in counts):
+            raise ValueError(f"threads must be >= 1, got {v}")
+        return v
+
     @field_validator("procedure")
     @classmethod
     def _known(cls, v):
@@ -311,6 +319,7 @@ class StudyResult:
     checks: list[Check]
     wall_time: float
     run_dir: Path | None = None
+    threads: int | None = None  # torch threads the procedure ran with
 
     @property
     def passed(self) -> bool:
@@ -390,9 +399,8 @@ def run_study(study: str | Path | Study, *, quick: bool = False, out: str | Path
     threads = torch.get_num_threads()
     wanted = study.threads.get(mode) if isinstance(study.threads, dict) else study.threads
     if wanted is not None:
-        if wanted < 1:
-            raise StudyError(f"{study.name}: threads must be >= 1, got {wanted}")
         torch.set_num_threads(wanted)
+    used_threads = torch.get_num_threads()
     t0 = time.perf_counter()
     try:
         outcome = fn(ctx, **params)
@@ -401,7 +409,7 @@ def run_study(study: str | Path | Study, *, quick: bool = False, out: str | Path
     wall = time.perf_counter() - t0
     metrics = {k: float(v) for k, v in outcome.metrics.items()}
     checks = [evaluate_assertion(a, metrics, mode) for a in study.assertions]
-    result = StudyResult(study, mode, params, metrics, checks, wall, run_dir)
+    result = StudyResult(study, mode, params, metrics, checks, wall, run_dir, used_threads)
     _write_study_folder(result, outcome)
     if verbose:
         for c in checks:
@@ -427,8 +435,9 @@ def _check_numbers(c: Check) -> str:
     return text + (f" — {c.note}" if c.note else "")
 
 
-def _machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+def _machine(threads: int | None = None) -> str:
+    threads = threads if threads is not None else torch.get_num_threads()
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {threads} torch threads"
 
 
 def _write_study_folder(result: StudyResult, outcome: Outcome) -> None:
@@ -440,7 +449,7 @@ def _write_study_folder(result: StudyResult, outcome: Outcome) -> None:
     atomic_write_bytes(run_dir / "study.yaml", yaml.safe_dump(resolved, sort_keys=False).encode())
     atomic_write_json(run_dir / "results.json", {
         "study": study.name, "mode": result.mode, "passed": result.passed, "wall_time": result.wall_time,
-        "machine": _machine(),
+        "machine": _machine(result.threads),
         "assertions": [{"name": c.name, "expression": c.expression, "actual": c.actual,
                         "reference": c.reference, "status": c.status, "note": c.note} for c in result.checks],
         "metrics": result.metrics, "params": result.params, "data": outcome.data,
@@ -454,7 +463,7 @@ def _write_study_folder(result: StudyResult, outcome: Outcome) -> None:
         text=[f"<b class='{verdict.lower()}'>{verdict}</b>: {html.escape(counts)}.",
               f"Claim: {study.claim.strip()}",
               "From the notes: " + "; ".join(study.notes),
-              f"Mode: {result.mode}; wall time {result.wall_time:.1f} s on {_machine()}.",
+              f"Mode: {result.mode}; wall time {result.wall_time:.1f} s on {_machine(result.threads)}.",
               _checks_table(result.checks)],
         css_class="ok" if result.passed else "verdicts")
     numbers = Section("Every reported number", table=(("metric", "value"),
