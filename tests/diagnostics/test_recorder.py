@@ -44,3 +44,13 @@ def test_schedule_contents_and_state():
     fresh.load_state_dict(json.loads(json.dumps(rec.state_dict())))
     assert fresh.all_records() == rec.all_records()
     assert rec.series("activations", "dead_frac")["blocks.0.act"][0][0] == -1
+
+
+def test_constant_weights_are_left_out_of_the_spectra():
+    rec = DiagnosticsRecorder(every=1, probe=16)
+    tr = moons(64, seed=0)
+    model = MLP(2, (8,), 2)
+    torch.nn.init.zeros_(model.blocks[0].linear.weight)  # zero init: no random-matrix law applies
+    fit(model, tr, loss="cross_entropy", optimizer=torch.optim.SGD(model.parameters(), lr=0.1), epochs=1,
+        verbose=False, callbacks=[rec])
+    assert "blocks.0.linear" not in rec.spectrum and "out" in rec.spectrum

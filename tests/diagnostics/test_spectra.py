@@ -34,13 +34,13 @@ def test_edges_and_singular_value_density():
 
 def test_a_gaussian_matrix_follows_marchenko_pastur_and_a_spike_stands_out():
     g = torch.Generator().manual_seed(0)
-    w = torch.randn(300, 600, generator=g, dtype=torch.float64) * 0.05
+    w = torch.randn(200, 400, generator=g, dtype=torch.float64) * 0.05
     fit = marchenko_pastur_fit(w)
     assert fit["ks"] < 0.05 and fit["outside_frac"] == 0.0
     assert 0.97 < fit["edge_ratio"] < 1.03 and fit["sigma"] == pytest.approx(0.05, rel=0.01)
     # a rank-one "learned" direction leaves the bulk (what training does to a layer)
-    u, v = torch.randn(300, 1, generator=g, dtype=torch.float64), torch.randn(1, 600, generator=g, dtype=torch.float64)
-    spiked = w + 3 * 0.05 * u @ v / math.sqrt(300 * 600) * math.sqrt(600)
+    u, v = torch.randn(200, 1, generator=g, dtype=torch.float64), torch.randn(1, 400, generator=g, dtype=torch.float64)
+    spiked = w + 3 * 0.05 * u @ v / math.sqrt(200 * 400) * math.sqrt(400)
     fit2 = marchenko_pastur_fit(spiked, sigma=0.05)
     assert fit2["edge_ratio"] > 1.2 and fit2["outside_frac"] > 0
 

@@ -88,6 +88,10 @@ class DiagnosticsRecorder(Callback):
             w = m.weight.detach()
             if min(w.shape[0], w[0].numel()) < 2:
                 continue
+            if which == "final" and "initial" not in self.spectrum.get(name, {}):
+                continue
+            if not bool(torch.isfinite(w).all()) or float(w.double().std()) == 0.0:
+                continue  # a constant (e.g. zero-initialized) matrix has no random-matrix law to compare with
             entry = self.spectrum.setdefault(name, {})
             sigma = entry.get("initial", {}).get("sigma") if which == "final" else None
             entry[which] = marchenko_pastur_fit(w, sigma=sigma)
