@@ -105,8 +105,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch intra-op threads for every column (default 1: these matrices are too "
                              "small to split, and spare threads spin against other processes)")
     args = parser.parse_args(argv)
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     tuned = keep_freed_memory()  # as `trainlab sweep` does; one process, so every column runs with it
+    try:
+        return _compare(args, tuned)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _compare(args, tuned: bool) -> int:
     n, epochs = (4, 2) if args.quick else (args.models, args.epochs)
     cfgs = configs(n, epochs, args.optimizer)
     print(f"{n} MLPs 2-64-64-2 on moons (1000 samples), {epochs} epochs, batch 64, {args.optimizer}, "

@@ -80,7 +80,15 @@ def cmd_run(args) -> int:
             print(ens.run_dir if args.quiet else
                   "ensemble: " + "  ".join(f"{k} {v:.4f}" for k, v in ens.ensemble.items()))
             return 0
-        result = run_experiment(cfg, run_dir=args.out, verbose=not args.quiet)
+        from trainlab.experiments.runner import default_run_dir
+        from trainlab.experiments.store import RunRecording
+        run_dir = Path(args.out) if args.out else default_run_dir(cfg)
+        if args.no_store:
+            result = run_experiment(cfg, run_dir=run_dir, verbose=not args.quiet)
+        else:  # the run also goes into the results store ('trainlab runs', 'trainlab compare')
+            with RunRecording(args.store, cfg.to_dict(), run_dir) as recording:
+                result = run_experiment(cfg, run_dir=run_dir, verbose=not args.quiet)
+                recording.finish(result)
     except (ValueError, FloatingPointError) as err:
         print(f"trainlab run: {err}", file=sys.stderr)
         return 1
@@ -166,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="run name")
     p.add_argument("--device", help="train.device: cpu, cuda, ... (default: cuda if present)")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines; print the run folder only")
+    p.add_argument("--store", metavar="FILE",
+                   help="results store the run is recorded in (default: $TRAINLAB_STORE or runs/trainlab.sqlite)")
+    p.add_argument("--no-store", action="store_true", help="do not record the run in the results store")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the interrupted run in RUN_DIR from its last checkpoint (same config: a "
                         "CONFIG or --set that changes it is refused with the differences)")
@@ -192,7 +203,83 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/study-<name>-<timestamp>)")
     p.add_argument("--dir", metavar="DIR", help="directory of study files (default: the repository's studies/)")
     p.set_defaults(func=cmd_study)
+    _add_results_commands(sub)
     return parser
+
+
+def _add_results_commands(sub) -> None:
+    """``sweep``, ``runs`` and ``compare``: many runs, the results store, runs side by side."""
+    store_help = "results store (default: $TRAINLAB_STORE or runs/trainlab.sqlite)"
+    p = sub.add_parser(
+        "sweep", help="run a sweep: a config whose fields hold lists or distributions (grid/random search)",
+        description="Expand a sweep file (a config in which fields hold several values, plus a 'sweep:' "
+                    "section) into runs, train them (runs that share an architecture and data as one "
+                    "batched model, the rest in worker processes), record them in the results store and "
+                    "write an HTML report. Interrupt with Ctrl-C and run the same command again to resume: "
+                    "runs already in the store are not rerun.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  trainlab sweep lr.yaml --dry-run\n"
+               "  trainlab sweep lr.yaml --set 'optimizer.lr=[0.001,0.01,0.1]' --set train.epochs=10\n"
+               "  trainlab sweep search.yaml --workers 2 --store results.sqlite")
+    p.add_argument("config", help="YAML sweep file")
+    p.add_argument("--set", action="append", metavar="PATH=VALUE",
+                   help="override a field by dotted path before expansion; a list value sweeps it, e.g. "
+                        "'optimizer.lr=[0.01,0.1]' (repeatable; values parse as YAML)")
+    p.add_argument("--store", metavar="FILE", help=store_help)
+    p.add_argument("--out", metavar="DIR", help="sweep folder: report and figures (default: <store folder>/sweeps/<id>)")
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes (0: all in this process; default: "
+                                                             "sweep.workers, else one per CPU core)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch threads per training process (default: the "
+                                                             "cores shared among the workers; 1 on a busy machine)")
+    p.add_argument("--no-batch", action="store_true", help="train every run alone (no batched models)")
+    p.add_argument("--dry-run", action="store_true", help="print the runs the sweep expands to and stop")
+    p.add_argument("--rerun", action="store_true", help="train every run again, even those already in the store")
+    p.add_argument("--retry-failed", action="store_true", help="train again the runs that failed before")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress; print the report path only")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("runs", help="list the runs in the results store (filter by status, sweep, name, field)",
+                       description="List runs recorded in the results store, newest first.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  trainlab runs\n  trainlab runs --sweep lr-batch --status finished\n"
+                              "  trainlab runs --where optimizer.name=sgd --sort val_accuracy\n  trainlab runs --sweeps")
+    p.add_argument("--store", metavar="FILE", help=store_help)
+    p.add_argument("--status", action="append", choices=["queued", "running", "finished", "failed", "interrupted"],
+                   help="only runs with this status (repeatable)")
+    p.add_argument("--sweep", metavar="ID", help="only the runs of this sweep (id or unique prefix)")
+    p.add_argument("--name", metavar="GLOB", help="only runs whose name or id matches, e.g. 'lr-*'")
+    p.add_argument("--where", action="append", metavar="PATH=VALUE",
+                   help="only runs whose config field equals VALUE, e.g. optimizer.lr=0.01 (repeatable)")
+    p.add_argument("--metrics", metavar="A,B", help="final numbers to show (default: val_loss,val_accuracy)")
+    p.add_argument("--sort", metavar="METRIC", help="sort by this final number, best first")
+    p.add_argument("--limit", type=int, metavar="N", help="show at most N runs")
+    p.add_argument("--sweeps", action="store_true", help="list the sweeps instead of the runs")
+    p.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("compare", help="put runs side by side: final and best metrics, epoch of best, time",
+                       description="Tabulate runs side by side: status, epochs, wall time, the config fields "
+                                   "that differ, and for every metric its last value, best value and the "
+                                   "epoch of the best (1-based); '*' marks the best run of a row.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run ids (or unique prefixes; see 'trainlab runs')")
+    p.add_argument("--store", metavar="FILE", help=store_help)
+    p.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_sweep(args) -> int:
+    from trainlab.experiments.sweep import cli_sweep
+    return cli_sweep(args)
+
+
+def cmd_runs(args) -> int:
+    from trainlab.experiments.store import cli_runs
+    return cli_runs(args)
+
+
+def cmd_compare(args) -> int:
+    from trainlab.experiments.store import cli_compare
+    return cli_compare(args)
 
 
 def main(argv: list[str] | None = None) -> int:

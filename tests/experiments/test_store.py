@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 import trainlab.experiments.store as store_module
-from trainlab.experiments.store import Store, config_hash, metric_mode
+from trainlab.experiments.store import Store, config_hash, metric_mode, unique_run_id
 
 
 def _history(n, start=1.0):
@@ -83,6 +83,14 @@ def test_dataframe_with_pandas(tmp_path):
         st.add_run("r", {"name": "r"})
         df = st.dataframe()
         assert isinstance(df, pd.DataFrame) and list(df["id"]) == ["r"]
+
+
+def test_unique_run_ids(tmp_path):
+    with Store(tmp_path / "s.sqlite") as st:
+        assert unique_run_id(st, "run1") == "run1"
+        st.add_run("run1", {"name": "a"})
+        st.add_run("run1-2", {"name": "a"})
+        assert unique_run_id(st, "run1") == "run1-3"
 
 
 def test_metric_mode():

@@ -100,19 +100,16 @@ def plan_tasks(specs: Sequence[RunSpec], *, batched: bool = True, max_group: int
 
     if max_group < 1:
         raise ValueError(f"max_group must be >= 1, got {max_group}")
-    groups: dict[str, list[RunSpec]] = {}
-    tasks: list[Task] = []
-    for spec in specs:
+    groups: dict[object, list[RunSpec]] = {}  # in order of first appearance
+    for i, spec in enumerate(specs):
         key = batch_key(parse_config(spec.config)) if batched else None
-        if key is None:
-            tasks.append(Task([spec]))
-        else:
-            groups.setdefault(key, []).append(spec)
+        groups.setdefault(key if key is not None else ("alone", i), []).append(spec)
+    tasks: list[Task] = []
     for members in groups.values():
         for i in range(0, len(members), max_group):
             chunk = members[i:i + max_group]
             tasks.append(Task(chunk, batched=len(chunk) > 1))
-    tasks.sort(key=len, reverse=True)
+    tasks.sort(key=len, reverse=True)  # stable: equal sizes keep their order
     return tasks
 
 
@@ -204,16 +201,14 @@ class LocalExecutor(Executor):
     """Batched training for runs that share an architecture and data, worker processes for the rest.
 
     Args:
-        workers: worker processes; ``None`` = one per CPU core (at most one per task), ``0`` = train
-            everything in this process (no parallelism; simplest to debug).
+        workers: worker processes (at most one per task); ``0`` = train everything in this process
+            (simplest to debug); ``None`` = one per CPU core, or this process when there is a single
+            task (a worker would only add the start-up time of a new Python with torch).
         batched: group runs into batched models (:mod:`trainlab.experiments.batched`).
         max_group: most runs in one batched model.
         threads: torch threads per process training runs (default: ``cores // workers`` in each
             worker, torch's own setting in this process). Tiny networks gain nothing from more than
             one, and on a machine busy with other work, idle threads spin against them: pass 1 there.
-
-    A single task runs in this process (a worker would only add the start-up time of a new Python
-    with torch).
     """
 
     def __init__(self, workers: int | None = None, *, batched: bool = True, max_group: int = 64,
@@ -237,8 +232,11 @@ class LocalExecutor(Executor):
         tasks = self.plan()
         self._specs = []
         cores = os.cpu_count() or 1
-        n = min(cores, len(tasks)) if self.workers is None else min(self.workers, len(tasks))
-        if n <= 1 or len(tasks) <= 1:
+        if self.workers is None:
+            n = min(cores, len(tasks)) if len(tasks) > 1 else 0
+        else:
+            n = min(self.workers, len(tasks))
+        if n == 0:
             import torch
             before = torch.get_num_threads()
             if self.threads is not None:

@@ -214,6 +214,7 @@ def plot_overlaid_curves(runs: Sequence[tuple[str, int, Sequence[dict]]], keys: 
             labelled.add(c)
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         if "loss" in key and all(r.get(key, 1) > 0 for _, _, rs in runs for r in rs
                                  if isinstance(r.get(key), (int, float))):
             ax.set_yscale("log")

@@ -101,12 +101,13 @@ class SweepSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self):
+        # "@field@" puts the field into the error's path (as in config.py)
         if self.method == "random" and self.samples is None:
-            raise ValueError("method random needs samples: N (how many configurations to draw)")
+            raise ValueError("@samples@method random needs samples: N (how many configurations to draw)")
         if self.method == "grid" and self.samples is not None:
-            raise ValueError("samples applies to method: random; a grid runs every combination")
+            raise ValueError("@samples@applies to method: random; a grid runs every combination")
         if self.seeds is not None and self.repeats is not None:
-            raise ValueError("give seeds (a list) or repeats (a count), not both")
+            raise ValueError("@repeats@give seeds (a list) or repeats (a count), not both")
         return self
 
 
@@ -418,6 +419,9 @@ def expand_sweep(data: dict, overrides: Sequence[str] = ()) -> SweepPlan:
             where = ".".join(["sweep", *(str(p) for p in e["loc"])])
             msg = "unknown field; remove it or check its spelling" if e["type"] == "extra_forbidden" else \
                 e["msg"].removeprefix("Value error, ")
+            if msg.startswith("@"):
+                key, msg = msg[1:].split("@", 1)
+                where = f"{where}.{key}"
             lines.append(f"  {where}: {msg}")
         raise SweepError("invalid sweep section:\n" + "\n".join(lines)) from None
     template = expand_dotted_keys(data)

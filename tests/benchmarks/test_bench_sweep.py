@@ -1,0 +1,28 @@
+"""A smoke test of the sweep benchmark (four models, two epochs)."""
+import importlib.util
+import re
+from pathlib import Path
+
+import torch
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _module(name):
+    spec = importlib.util.spec_from_file_location(f"{name}_under_test", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_sweep_benchmark_quick(capsys):
+    threads = torch.get_num_threads()
+    assert _module("bench_sweep").main(["--quick"]) == 0
+    assert torch.get_num_threads() == threads  # the benchmark gives the thread setting back
+    out = capsys.readouterr().out
+    for name in ("plain PyTorch loop, one after another", "trainlab fit, one after another",
+                 "trainlab batched (fused)"):
+        assert name in out
+    assert re.search(r"speed-up batched vs plain loop: [0-9.]+x wall, [0-9.]+x CPU \(goal >= 10x\)", out)
+    diff = float(re.search(r"largest \|val acc batched - val acc fit\| over the 4 runs: ([0-9.]+)", out).group(1))
+    assert diff <= 0.01  # the batched members are the solo runs
