@@ -349,9 +349,13 @@ class Chain(ChainOptimizer):
         self._chain = list(transforms)
         if not self._chain:
             raise ValueError("Chain needs at least one transform")
-        for tr in self._chain:
+        seen: set[str] = set()
+        for i, tr in enumerate(self._chain):
             if not isinstance(tr, Transform):
                 raise TypeError(f"Chain takes Transform objects, got {type(tr).__name__}")
+            if seen.intersection(tr.keys):  # e.g. two momentum stages: keep their buffers apart
+                tr.prefix = f"{i}."
+            seen.update(tr.keys)
         super().__init__(params, {"lr": lr, "foreach": foreach})
 
     def transforms(self, group: dict) -> list[Transform]:

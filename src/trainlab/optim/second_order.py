@@ -262,7 +262,7 @@ class LBFGS(torch.optim.Optimizer):
         return r
 
     @torch.no_grad()
-    def step(self, closure):
+    def step(self, closure=None):
         """Up to ``max_iter`` L-BFGS iterations; returns the loss at the starting point."""
         if closure is None:
             raise RuntimeError("LBFGS needs a closure: optimizer.step(closure)")
@@ -412,7 +412,7 @@ class Newton(torch.optim.Optimizer):
         return g.detach(), (H + H.T) / 2  # symmetrise away the rounding
 
     @torch.no_grad()
-    def step(self, closure):
+    def step(self, closure=None):
         """One Newton step per group; returns the loss before the step."""
         if closure is None:
             raise RuntimeError("Newton needs a closure: optimizer.step(closure)")
@@ -499,7 +499,7 @@ class NonlinearCG(torch.optim.Optimizer):
         return max(beta, 0.0) if kind == "polak_ribiere_plus" else beta
 
     @torch.no_grad()
-    def step(self, closure):
+    def step(self, closure=None):
         """One CG iteration (direction + line search); returns the loss at the starting point."""
         if closure is None:
             raise RuntimeError("NonlinearCG needs a closure: optimizer.step(closure)")
