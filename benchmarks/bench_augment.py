@@ -73,10 +73,11 @@ def make_step(x: torch.Tensor, y: torch.Tensor):
     return step, opt_name
 
 
-def _time(fn) -> float:
-    t0 = time.perf_counter()
+def _time(fn) -> tuple[float, float]:
+    """Wall and CPU (process) seconds of one call."""
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def main(argv=None) -> dict:
@@ -97,26 +98,32 @@ def main(argv=None) -> dict:
         step()
         for aug in augs.values():
             aug(x)
-    step_times: list[float] = []
-    aug_times: dict[str, list[float]] = {name: [] for name in augs}
+    step_times: list[tuple[float, float]] = []
+    aug_times: dict[str, list[tuple[float, float]]] = {name: [] for name in augs}
     for _ in range(rounds):
         for name, aug in augs.items():
             aug_times[name].append(_time(lambda: aug(x)))
             step_times.append(_time(step))
-    step_ms = 1e3 * statistics.median(step_times)
+
+    def medians(ts):
+        return 1e3 * statistics.median(t[0] for t in ts), 1e3 * statistics.median(t[1] for t in ts)
+
+    step_wall, step_cpu = medians(step_times)
     print(f"batch of {BATCH} MNIST images (flat rows); one training step of the 784-256-256-10 MLP "
-          f"with {opt_name}: {step_ms:.3f} ms (median of {len(step_times)}); torch threads: "
-          f"{torch.get_num_threads()}\n")
-    print(f"{'augmentation':26s}{'ms / batch':>12s}{'/ step':>9s}   goal <= {GOAL:.0%}")
+          f"with {opt_name}: {step_wall:.3f} ms wall, {step_cpu:.3f} ms CPU (medians of {len(step_times)}); "
+          f"torch threads: {torch.get_num_threads()}\n")
+    print(f"{'augmentation':26s}{'ms wall':>9s}{'/ step':>8s}{'ms CPU':>9s}{'/ step':>8s}   goal <= {GOAL:.0%}")
     rows = {}
     for name, ts in aug_times.items():
-        ms = 1e3 * statistics.median(ts)
-        ratio = ms / step_ms
-        rows[name] = {"ms": ms, "ratio": ratio}
-        print(f"{name:26s}{ms:12.3f}{ratio:9.1%}   {'met' if ratio <= GOAL else 'NOT met'}")
+        wall, cpu = medians(ts)
+        ratio, cpu_ratio = wall / step_wall, cpu / step_cpu
+        rows[name] = {"ms": wall, "ratio": ratio, "cpu_ms": cpu, "cpu_ratio": cpu_ratio}
+        verdict = "met" if max(ratio, cpu_ratio) <= GOAL else ("NOT met" if min(ratio, cpu_ratio) > GOAL else "borderline")
+        print(f"{name:26s}{wall:9.3f}{ratio:8.1%}{cpu:9.3f}{cpu_ratio:8.1%}   {verdict}")
+    print("(CPU = process time over all threads; on a busy machine it is the steadier measure)")
     if args.quick:
         print("(quick mode: a smoke test; the numbers mean little)")
-    return {"step_ms": step_ms, "rows": rows}
+    return {"step_ms": step_wall, "step_cpu_ms": step_cpu, "rows": rows}
 
 
 if __name__ == "__main__":

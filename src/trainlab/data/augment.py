@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -75,16 +76,24 @@ def _rand(shape, gen: torch.Generator | None, device: torch.device, dtype: torch
     return torch.rand(shape, generator=gen, device=gen.device, dtype=dtype).to(device)
 
 
-def _uniform(lo: float, hi: float, n: int, gen, device, dtype) -> Tensor:
-    return lo + (hi - lo) * _rand((n,), gen, device, dtype)
+def _uniform(lo: float, hi: float, n: int, gen) -> np.ndarray:
+    """n numbers U(lo, hi) in float64, drawn from ``gen`` (or torch's global CPU RNG).
+
+    A transform's parameters are a few numbers per image: drawing them with torch keeps the
+    seeding contract, and the small 3×3 matrix algebra is done in numpy, where it costs
+    microseconds instead of a dozen tensor-op dispatches per augmentation.
+    """
+    u = torch.rand(n, generator=gen, dtype=torch.float64, device=gen.device if gen is not None else "cpu")
+    return lo + (hi - lo) * u.cpu().numpy()
 
 
-def _affine(n: int, dtype, a=1.0, b=0.0, c=0.0, d=0.0, e=1.0, f=0.0) -> Tensor:
-    """(n, 3, 3) matrices [[a, b, c], [d, e, f], [0, 0, 1]]; entries are numbers or (n,) tensors."""
-    ref = next(v for v in (a, b, c, d, e, f) if isinstance(v, Tensor))
-    full = [v if isinstance(v, Tensor) else torch.full((n,), float(v), device=ref.device, dtype=ref.dtype)
-            for v in (a, b, c, d, e, f, 0.0, 0.0, 1.0)]
-    return torch.stack(full, 1).view(n, 3, 3).to(dtype)
+def _affine(n: int, a=1.0, b=0.0, c=0.0, d=0.0, e=1.0, f=0.0) -> np.ndarray:
+    """(n, 3, 3) float64 matrices [[a, b, c], [d, e, f], [0, 0, 1]]; entries are numbers or (n,) arrays."""
+    m = np.zeros((n, 3, 3))
+    m[:, 0, 0], m[:, 0, 1], m[:, 0, 2] = a, b, c
+    m[:, 1, 0], m[:, 1, 1], m[:, 1, 2] = d, e, f
+    m[:, 2, 2] = 1.0
+    return m
 
 
 def gaussian_kernel1d(sigma: float, truncate: float = 4.0, *, device=None,
@@ -147,11 +156,16 @@ def elastic_field(n: int, height: int, width: int, alpha: float, sigma: float, *
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
     if noise is None:
-        noise = _rand((n, 2, height, width), generator, device, dtype) * 2 - 1
+        shape = (n, 2, height, width)
+        if generator is None:
+            noise = torch.empty(shape, device=device, dtype=dtype).uniform_(-1, 1)
+        else:
+            noise = torch.empty(shape, device=generator.device, dtype=dtype).uniform_(
+                -1, 1, generator=generator).to(device)
     B_h, B_w = _blur_matrices(height, width, sigma, noise.device, noise.dtype)
     u = noise.reshape(-1, height, width)
-    u = B_h @ (u @ B_w.T)  # separable blur: along rows (x), then along columns (y)
-    return alpha * u.reshape(noise.shape)
+    # separable blur: along rows (x), then along columns (y); α rides on the small W×W matrix
+    return (B_h @ (u @ (alpha * B_w.T))).reshape(noise.shape)
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,8 +200,8 @@ class Augmentation:
         seed = f", seed={self.seed}" if self.seed is not None else ""
         return f"{type(self).__name__}({self._args()}{seed})"
 
-    # affine: (n, 3, 3) maps from output points to input points, in centred pixel coordinates
-    def matrix(self, n: int, height: int, width: int, gen, device, dtype) -> Tensor:
+    # affine: (n, 3, 3) float64 maps from output points to input points, centred pixel coordinates
+    def matrix(self, n: int, height: int, width: int, gen) -> np.ndarray:
         raise NotImplementedError
 
     # elastic: (n, 2, H, W) displacement in pixels; pixel: the changed batch
@@ -220,11 +234,11 @@ class Rotation(Augmentation):
     def _args(self) -> str:
         return f"degrees={self.degrees!r}"
 
-    def matrix(self, n, height, width, gen, device, dtype):
-        theta = torch.deg2rad(_uniform(self.lo, self.hi, n, gen, device, torch.float64))
-        c, s = torch.cos(theta), torch.sin(theta)
+    def matrix(self, n, height, width, gen):
+        theta = np.deg2rad(_uniform(self.lo, self.hi, n, gen))
+        c, s = np.cos(theta), np.sin(theta)
         # the inverse of the forward rotation: where each output point reads from
-        return _affine(n, dtype, c, -s, 0.0, s, c, 0.0)
+        return _affine(n, c, -s, 0.0, s, c, 0.0)
 
 
 class Shift(Augmentation):
@@ -252,10 +266,10 @@ class Shift(Augmentation):
     def _args(self) -> str:
         return f"width={self.width!r}" + (f", height={self.height!r}" if self.height is not None else "")
 
-    def matrix(self, n, height, width, gen, device, dtype):
-        tx = _uniform(*self.xr, n, gen, device, torch.float64) * width
-        ty = _uniform(*self.yr, n, gen, device, torch.float64) * height
-        return _affine(n, dtype, c=-tx, f=-ty)
+    def matrix(self, n, height, width, gen):
+        tx = _uniform(*self.xr, n, gen) * width
+        ty = _uniform(*self.yr, n, gen) * height
+        return _affine(n, c=-tx, f=-ty)
 
 
 class Zoom(Augmentation):
@@ -281,10 +295,10 @@ class Zoom(Augmentation):
     def _args(self) -> str:
         return f"amount={self.amount!r}" + ("" if self.isotropic else ", isotropic=False")
 
-    def matrix(self, n, height, width, gen, device, dtype):
-        sx = _uniform(self.lo, self.hi, n, gen, device, torch.float64)
-        sy = sx if self.isotropic else _uniform(self.lo, self.hi, n, gen, device, torch.float64)
-        return _affine(n, dtype, a=1 / sx, e=1 / sy)
+    def matrix(self, n, height, width, gen):
+        sx = _uniform(self.lo, self.hi, n, gen)
+        sy = sx if self.isotropic else _uniform(self.lo, self.hi, n, gen)
+        return _affine(n, a=1 / sx, e=1 / sy)
 
 
 class Shear(Augmentation):
@@ -311,9 +325,9 @@ class Shear(Augmentation):
     def _args(self) -> str:
         return f"degrees={self.degrees!r}"
 
-    def matrix(self, n, height, width, gen, device, dtype):
-        phi = torch.deg2rad(_uniform(self.lo, self.hi, n, gen, device, torch.float64))
-        return _affine(n, dtype, b=-torch.tan(phi))
+    def matrix(self, n, height, width, gen):
+        phi = np.deg2rad(_uniform(self.lo, self.hi, n, gen))
+        return _affine(n, b=-np.tan(phi))
 
 
 class HorizontalFlip(Augmentation):
@@ -338,9 +352,9 @@ class HorizontalFlip(Augmentation):
     def _args(self) -> str:
         return f"p={self.p!r}"
 
-    def matrix(self, n, height, width, gen, device, dtype):
-        flip = _rand((n,), gen, device, torch.float64) < self.p
-        return _affine(n, dtype, a=1.0 - 2.0 * flip.to(torch.float64))
+    def matrix(self, n, height, width, gen):
+        flip = _uniform(0.0, 1.0, n, gen) < self.p
+        return _affine(n, a=np.where(flip, -1.0, 1.0))
 
 
 class ElasticDistortion(Augmentation):
@@ -409,8 +423,8 @@ class GaussianNoise(Augmentation):
             eps = torch.randn(x.shape, device=x.device, dtype=x.dtype)
         else:
             eps = torch.randn(x.shape, generator=gen, device=gen.device, dtype=x.dtype).to(x.device)
-        out = x + self.std * eps
-        return out.clamp(*self.clip) if self.clip is not None else out
+        out = eps.mul_(self.std).add_(x)  # x + std·ε, in ε's buffer
+        return out.clamp_(*self.clip) if self.clip is not None else out
 
 
 # --------------------------------------------------------------------------------------------
@@ -444,6 +458,10 @@ def _to_grid(P: Tensor, height: int, width: int) -> Tensor:
     return (P * norm).transpose(1, 2).reshape(len(P), height, width, 2)
 
 
+def _tensor(a: np.ndarray, device, dtype) -> Tensor:
+    return torch.from_numpy(a).to(device=device, dtype=dtype)
+
+
 def _apply_affine(T: Tensor, P: Tensor) -> Tensor:
     """Map points P (n, 2, H·W) through the affine maps T (n, 3, 3)."""
     return torch.baddbmm(T[:, :2, 2:], T[:, :2, :2], P)
@@ -460,11 +478,11 @@ def _warp(x: Tensor, run: list[Augmentation], gens: list) -> Tensor:
     n, _, h, w = x.shape
     dev, dt = x.device, x.dtype
     base = _centred_points(h, w, dev, dt)
-    T: Tensor | None = None  # pending affine part, (n, 3, 3)
+    T: np.ndarray | None = None  # pending affine part, (n, 3, 3) float64
     P: Tensor | None = None  # explicit points (n, 2, H·W) once an elastic op is involved
     for op, gen in zip(reversed(run), reversed(gens)):
         if op.kind == "affine":
-            M = op.matrix(n, h, w, gen, dev, dt)
+            M = op.matrix(n, h, w, gen)
             T = M if T is None else M @ T
             continue
         d = op.field(n, h, w, gen, dev, dt)  # (n, 2, H, W), on the op's output pixel grid
@@ -474,16 +492,21 @@ def _warp(x: Tensor, run: list[Augmentation], gens: list) -> Tensor:
         if P is None:
             P = base[:2].expand(n, 2, h * w)
         if T is not None:
-            P, T = _apply_affine(T, P), None
+            P, T = _apply_affine(_tensor(T, dev, dt), P), None
         dP = F.grid_sample(d, _to_grid(P, h, w), mode="bilinear", padding_mode="border",
                            align_corners=False)
         P = P + dP.reshape(n, 2, h * w)
     if P is None:
-        P = T[:, :2] @ base  # (n, 2, 3) @ (3, H·W): one matrix product for the whole batch
-    elif T is not None:
-        P = _apply_affine(T, P)
-    return F.grid_sample(x, _to_grid(P, h, w), mode="bilinear", padding_mode="zeros",
-                         align_corners=False)
+        # affine only: scale the matrices' rows to normalized units (x·2/W, y·2/H), then one
+        # (2n × 3) @ (3 × H·W) product gives every sample's grid
+        G = T[:, :2] * np.array([2 / w, 2 / h]).reshape(1, 2, 1)
+        grid = torch.mm(_tensor(G.reshape(2 * n, 3), dev, dt), base)
+        grid = grid.view(n, 2, h * w).transpose(1, 2).reshape(n, h, w, 2)
+    else:
+        if T is not None:
+            P = _apply_affine(_tensor(T, dev, dt), P)
+        grid = _to_grid(P, h, w)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 class Compose(Augmentation):
