@@ -1,0 +1,78 @@
+"""The measurements the study procedures rely on, checked on hand-made cases."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from trainlab.experiments.study_procedures._common import StepLosses, flat_weights
+from trainlab.experiments.study_procedures.activations import dead_fractions
+from trainlab.experiments.study_procedures.deep_linear import _linear_net, _scaled_identity_
+from trainlab.experiments.study_procedures.initialization import unit_spread
+from trainlab.experiments.study_procedures.optimizers import _oscillation
+from trainlab.nn.models import MLP
+
+
+def test_unit_spread_is_zero_for_copies_and_sees_one_changed_weight():
+    model = MLP(3, hidden=[4, 4], out_features=2)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.fill_(0.3)
+                m.bias.fill_(-0.1)
+    assert unit_spread(model) == 0.0
+    with torch.no_grad():
+        model.blocks[1].linear.weight[2, 0] += 0.25  # unit 2 of layer 2 now differs in one input
+    assert unit_spread(model) == pytest.approx(0.25)
+    with torch.no_grad():
+        model.blocks[1].linear.weight[2, 0] -= 0.25
+        model.out.weight[1, 3] = 1.0  # an outgoing weight of unit 3 of the last hidden layer
+    assert unit_spread(model) == pytest.approx(0.7)
+
+
+def test_dead_fraction_counts_relu_units_off_on_every_input_and_no_leaky_unit():
+    torch.manual_seed(0)
+    x = torch.randn(64, 5)
+    relu = MLP(5, hidden=[8], out_features=2, activation="relu")
+    leaky = MLP(5, hidden=[8], out_features=2, activation="leaky_relu")
+    for model in (relu, leaky):
+        with torch.no_grad():
+            lin = model.blocks[0].linear
+            lin.bias[:3] = -100.0  # three units whose pre-activation is negative for every input
+            lin.bias[3:] = 100.0
+    (relu_dead,) = dead_fractions(relu, x).values()
+    (leaky_dead,) = dead_fractions(leaky, x).values()
+    assert relu_dead == pytest.approx(3 / 8)
+    assert leaky_dead == 0.0
+    assert relu.training  # the mode is restored
+
+
+def test_deep_linear_net_computes_the_closed_form():
+    net = _linear_net(2, 7)
+    _scaled_identity_(net, 1.5)
+    y = net(torch.ones(1, 2, dtype=torch.float64))
+    assert torch.allclose(y, torch.full((1, 2), 1.5 ** 7, dtype=torch.float64), rtol=1e-14, atol=0)
+
+
+def test_oscillation_is_zero_for_a_descent_and_measures_relative_rises():
+    assert _oscillation([{"loss": v} for v in (1.0, 0.5, 0.25)]) == 0.0
+    # rises of 0.5 (from 1 to 1.5, relative 0.5) then a fall: mean over two transitions = 0.25
+    assert _oscillation([{"loss": 1.0}, {"loss": 1.5}, {"loss": 1.0}]) == pytest.approx(0.25)
+    assert _oscillation([{"loss": 1.0}]) == 0.0
+
+
+def test_flat_weights_takes_weight_matrices_only():
+    model = MLP(3, hidden=[4], out_features=2, norm="batch")
+    w = flat_weights(model)
+    assert w.numel() == 3 * 4 + 4 * 2
+
+
+def test_step_losses_counts_updates_per_epoch():
+    cb = StepLosses()
+    for epoch, n in enumerate((3, 2)):
+        cb.on_epoch_begin(epoch, {})
+        for b in range(n):
+            cb.on_batch_end(b, {"loss": float(b)})
+        cb.on_epoch_end(epoch, {})
+    assert cb.steps_per_epoch == [3, 2] and cb.losses == [0.0, 1.0, 2.0, 0.0, 1.0]
+    assert not math.isnan(sum(cb.losses))
