@@ -54,3 +54,21 @@ def test_constant_weights_are_left_out_of_the_spectra():
     fit(model, tr, loss="cross_entropy", optimizer=torch.optim.SGD(model.parameters(), lr=0.1), epochs=1,
         verbose=False, callbacks=[rec])
     assert "blocks.0.linear" not in rec.spectrum and "out" in rec.spectrum
+
+
+def test_works_on_a_cnn_without_knowing_its_layout():
+    from trainlab.nn.models import CNN
+
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.rand(48, 1, 8, 8, generator=g), torch.randint(0, 3, (48,), generator=g)
+    torch.manual_seed(0)
+    model = CNN(in_shape=(1, 8, 8), channels=(4,), hidden=16, classes=3)
+    rec = DiagnosticsRecorder(every=1, probe=32)
+    fit(model, (X, y), loss="cross_entropy", optimizer=torch.optim.SGD(model.parameters(), lr=0.05), epochs=1,
+        batch_size=16, verbose=False, callbacks=[rec])
+    layers = rec.records[-1]["layers"]
+    assert len(layers) == 3 and any(name.startswith("features") for name in layers)  # conv, dense, out
+    conv = next(n for n in layers if n.startswith("features"))
+    assert layers[conv]["grad_norm"] > 0 and rec.spectrum[conv]["initial"]["shape"] == [4, 9]  # (out, in·k·k)
+    acts = rec.records[-1]["activations"]
+    assert len(acts) == 2 and all(0 <= a["dead_frac"] <= 1 for a in acts.values())

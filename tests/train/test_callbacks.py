@@ -206,3 +206,20 @@ def test_tensorboard_writes_event_files(tmp_path):
     pytest.importorskip("tensorboard")
     _fit([TensorBoard(tmp_path / "tb")], epochs=2)
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_callbacks_from_configs_write_into_the_run_folder(tmp_path):
+    from trainlab.experiments import catalog
+    from trainlab.experiments.config import ConfigError, parse_config
+
+    mc = catalog.build_callback("model_checkpoint", {"save_best": True}, run_dir=tmp_path)
+    assert isinstance(mc, ModelCheckpoint) and mc.dirpath == tmp_path / "checkpoints"
+    log = catalog.build_callback("csv_logger", {"filename": "logs/a.csv"}, run_dir=tmp_path)
+    assert log.filename == tmp_path / "logs" / "a.csv"
+    with pytest.raises(ValueError, match="needs a run folder"):
+        catalog.build_callback("csv_logger", {}, run_dir=None)
+    cfg = parse_config({"callbacks": [{"name": "early_stopping", "patience": 2, "restore_best_weights": True},
+                                      {"name": "terminate_on_nan"}]})
+    assert [c.name for c in cfg.callbacks] == ["early_stopping", "terminate_on_nan"]
+    with pytest.raises(ConfigError, match="callbacks.0.patiense"):
+        parse_config({"callbacks": [{"name": "early_stopping", "patiense": 2}]})
