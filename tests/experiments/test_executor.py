@@ -43,6 +43,13 @@ def test_execute_task_returns_plain_outcomes_and_failures():
     assert out.status == "failed" and "empty part" in out.error
 
 
+def test_an_ensemble_config_trains_as_an_ensemble():
+    (out,) = execute_task(Task([spec("ens", ensemble={"members": 2})]))
+    assert out.status == "finished" and out.history == []
+    assert set(out.info["ensemble"]) == {"member 1", "member 2", "ensemble"}
+    assert out.final == out.info["ensemble"]["ensemble"] and "val_accuracy" in out.final
+
+
 def test_worker_processes_give_the_results_of_this_process(tmp_path):
     specs = [spec("a", hidden=(8,), seed=0), spec("b", hidden=(4,), seed=1), spec("c", hidden=(8,), seed=2)]
     with LocalExecutor(workers=0) as ex:

@@ -156,6 +156,13 @@ def execute_task(task: Task) -> list[RunOutcome]:
     for spec in task.specs:
         t0 = time.perf_counter()
         try:
+            if spec.config.get("ensemble") is not None:  # as 'trainlab run' trains such a config
+                from trainlab.experiments.ensemble import run_ensemble
+                ens = run_ensemble(spec.config, run_dir=spec.run_dir, write=spec.run_dir is not None, verbose=False)
+                # an ensemble has no single learning curve: its numbers are those of the averaged model
+                out.append(RunOutcome(spec.run_id, "finished", [], dict(ens.ensemble), float(ens.wall_time), None,
+                                      {"batched": 1, "ensemble": ens.table}, {}, spec.run_dir))
+                continue
             out.append(finished(spec, alone(spec), {"batched": 1}, write=False))
         except (KeyboardInterrupt, SystemExit):
             raise
