@@ -5,7 +5,8 @@ Every augmentation is a callable ``aug(x, generator=None) -> x`` over a batch: `
 unless :class:`Compose` is given ``image_shape``). The output has the input's shape and dtype.
 Random parameters are drawn per sample from, in order of precedence, the ``generator`` passed to
 the call, the augmentation's own generator (``seed=``), or torch's global RNG (which
-:func:`trainlab.fit` seeds).
+:func:`trainlab.fit` seeds): the few numbers per image of a transform from the CPU RNG, per-pixel
+noise and elastic fields from the RNG of the data's device.
 
 Geometric augmentations (rotation, shift, zoom, shear, horizontal flip, elastic distortion) are
 sampling maps: each says, for a point of its output, where to read its input. :class:`Compose`
@@ -67,13 +68,6 @@ def _seeded(seed: int | None) -> torch.Generator | None:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer or None, got {seed!r}")
     return torch.Generator().manual_seed(seed)
-
-
-def _rand(shape, gen: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """U(0, 1) numbers drawn on the generator's device (or the global RNG on ``device``)."""
-    if gen is None:
-        return torch.rand(shape, device=device, dtype=dtype)
-    return torch.rand(shape, generator=gen, device=gen.device, dtype=dtype).to(device)
 
 
 def _uniform(lo: float, hi: float, n: int, gen) -> np.ndarray:
@@ -151,8 +145,9 @@ def elastic_field(n: int, height: int, width: int, alpha: float, sigma: float, *
     the same numbers as ``scipy.ndimage.gaussian_filter(U, σ, mode="constant")`` (kernel
     truncated at 4σ). Small σ gives nearly independent displacements (a noisy image), large σ
     nearly uniform ones (a shift); Simard et al. use σ = 4, α = 34 on MNIST. ``noise`` replaces U
-    (for tests). Inside the image, each component has mean 0 and standard deviation
-    α·sqrt(1/3)·Σ_i k_i² (1/3 is the variance of U).
+    (for tests). Farther than the kernel radius from the border, each component has mean 0 and
+    standard deviation α·sqrt(1/3)·Σ_i k_i² (1/3 is the variance of U); nearer, the zeros outside
+    shrink it.
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
     if noise is None:
