@@ -450,7 +450,7 @@ def _centred_points(height: int, width: int, device, dtype) -> Tensor:
 def _to_grid(P: Tensor, height: int, width: int) -> Tensor:
     """(n, 2, H·W) centred pixel points -> (n, H, W, 2) normalized grid for ``F.grid_sample``."""
     norm = torch.tensor([2 / width, 2 / height], device=P.device, dtype=P.dtype).view(1, 2, 1)
-    return (P * norm).transpose(1, 2).reshape(len(P), height, width, 2)
+    return (P * norm).view(len(P), 2, height, width).permute(0, 2, 3, 1)  # a view, no copy
 
 
 def _tensor(a: np.ndarray, device, dtype) -> Tensor:
@@ -496,7 +496,7 @@ def _warp(x: Tensor, run: list[Augmentation], gens: list) -> Tensor:
         # (2n × 3) @ (3 × H·W) product gives every sample's grid
         G = T[:, :2] * np.array([2 / w, 2 / h]).reshape(1, 2, 1)
         grid = torch.mm(_tensor(G.reshape(2 * n, 3), dev, dt), base)
-        grid = grid.view(n, 2, h * w).transpose(1, 2).reshape(n, h, w, 2)
+        grid = grid.view(n, 2, h, w).permute(0, 2, 3, 1)
     else:
         if T is not None:
             P = _apply_affine(_tensor(T, dev, dt), P)
