@@ -204,7 +204,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", metavar="DIR", help="directory of study files (default: the repository's studies/)")
     p.set_defaults(func=cmd_study)
     _add_results_commands(sub)
+    _add_trajectories_command(sub)
     return parser
+
+
+def _add_trajectories_command(sub) -> None:
+    """``trajectories``: optimizers on 2-D test functions (paths, steps to tolerance, the notes' claims)."""
+    p = sub.add_parser(
+        "trajectories", help="run optimizers on 2-D test functions, plot their paths, tabulate steps to tolerance",
+        description="Run optimizers from one start on Rosenbrock, Beale, a saddle or an ill-conditioned "
+                    "quadratic; draw their paths on the contour plot (PNG) and print a table: final value, "
+                    "steps to tolerance (to escape, for the saddle), direction reversals, overshoot, late/early "
+                    "step length. --claims checks the notes' claims about them.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  trainlab trajectories\n  trainlab trajectories -f saddle -o gd -o rmsprop -o adam\n"
+               "  trainlab trajectories -f rosenbrock -o adam:lr=0.1 -o lbfgs:line_search_fn=strong_wolfe\n"
+               "  trainlab trajectories --claims")
+    p.add_argument("-f", "--function", action="append", metavar="NAME",
+                   help="rosenbrock, beale, saddle, quadratic (repeatable; default: all four)")
+    p.add_argument("-o", "--optimizer", action="append", metavar="SPEC",
+                   help="a preset (gd, momentum, nesterov, adagrad, rmsprop, adam) or an optimizer name from "
+                        "'trainlab list optimizers', with arguments as name:key=value,key=value; a preset's "
+                        "lr can be changed the same way, e.g. adam:lr=0.1 (repeatable; default: the presets)")
+    p.add_argument("--steps", type=int, help="steps per optimizer (default: the function's)")
+    p.add_argument("--start", metavar="X,Y", help="starting point (default: the function's)")
+    p.add_argument("--tol", type=float, default=1e-6, help="tolerance on f − f* (default 1e-6)")
+    p.add_argument("--out", metavar="DIR", default="trajectories", help="folder for the PNGs (default: trajectories)")
+    p.add_argument("--no-plot", action="store_true", help="print the tables only")
+    p.add_argument("--claims", action="store_true", help="check the notes' claims (momentum, NAG, Adagrad, saddle)")
+    p.set_defaults(func=cmd_trajectories)
+
+
+def cmd_trajectories(args) -> int:
+    from trainlab.experiments.trajectories import cli_trajectories
+    return cli_trajectories(args)
 
 
 def _add_results_commands(sub) -> None:

@@ -443,3 +443,56 @@ def plot_spectra(spectrum: dict[str, dict], path: str | Path, max_layers: int = 
     axes[0][0].set_ylabel("density")
     fig.tight_layout()
     return _save(fig, path)
+
+
+# ---- optimizer trajectories on 2-D test functions (trainlab.experiments.trajectories) -------------
+
+
+def plot_trajectories(results, path: str | Path, *, function=None, title: str = "", grid: int = 300,
+                      max_points: int = 4000) -> Path:
+    """Paths of several optimizers on one 2-D test function, over its contour plot (PNG).
+
+    ``results`` is ``{label: Trajectory}`` as :func:`trainlab.experiments.trajectories.run` returns;
+    the function defaults to theirs. Contours are log-spaced for functions with a minimum of 0
+    (Rosenbrock, Beale), linear otherwise; the start is a black dot, the minimum a star. Long paths
+    are thinned to ``max_points`` points per optimizer.
+    """
+    import torch
+
+    from trainlab.experiments.trajectories import resolve_function
+
+    if not results:
+        raise ValueError("plot_trajectories needs at least one trajectory")
+    fn = resolve_function(function if function is not None else next(iter(results.values())).function)
+    (x0, x1), (y0, y1) = fn.bounds
+    xs = torch.linspace(x0, x1, grid, dtype=torch.float64)
+    ys = torch.linspace(y0, y1, grid, dtype=torch.float64)
+    X, Y = torch.meshgrid(xs, ys, indexing="xy")
+    Z = fn.f(torch.stack([X, Y])).numpy()
+    fig, ax = plt.subplots(figsize=(7.5, 6))
+    if fn.log_levels:
+        import numpy as np
+        lo = max(float(Z.min()), 1e-2)  # levels below 1e-2 crowd into the minimum's pixel
+        levels = np.logspace(np.log10(lo), np.log10(float(Z.max())), 25)
+        ax.contour(X.numpy(), Y.numpy(), Z, levels=levels, cmap="viridis", linewidths=0.7, alpha=0.45)
+    else:
+        ax.contour(X.numpy(), Y.numpy(), Z, levels=25, cmap="viridis", linewidths=0.7, alpha=0.45)
+    for label, tr in results.items():
+        pts = tr.path
+        if len(pts) > max_points:
+            idx = torch.linspace(0, len(pts) - 1, max_points).round().long()
+            pts = pts[idx]
+        reached = f", {tr.steps_to_tol} steps" if tr.steps_to_tol is not None else ""
+        ax.plot(pts[:, 0].numpy(), pts[:, 1].numpy(), "-", marker=".", markersize=2, linewidth=1.2,
+                label=f"{label}{reached}")
+    start = next(iter(results.values())).path[0]
+    ax.plot([float(start[0])], [float(start[1])], "ko", markersize=6, zorder=5)
+    if fn.minimum is not None:
+        ax.plot([fn.minimum[0]], [fn.minimum[1]], "*", color="gold", markeredgecolor="k", markersize=14, zorder=5)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_title(title or fn.description, fontsize=9)
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, path)
