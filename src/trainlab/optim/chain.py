@@ -108,8 +108,9 @@ class Transform:
     State: ClassVar[type | None] = None
     post: ClassVar[bool] = False
     whole_group: ClassVar[bool] = False
-    # set True when update_many assigns new tensors into the state lists (e.g. a buffer created on
-    # the first step): the shell then writes the lists back into optimizer.state
+    # set True when update_many may assign new values into the state lists (e.g. a buffer created
+    # on the first step): the shell then writes the lists back into optimizer.state — unless the
+    # transform sets ``self.dirty = False`` to say that this step it only updated in place
     replaces_state: ClassVar[bool] = False
     prefix: str = ""
 
@@ -199,10 +200,22 @@ class ChainOptimizer(torch.optim.Optimizer):
         return self
 
     def chain(self, group: dict | None = None) -> list[Transform]:
-        """The full chain that one step runs for ``group`` (the first group by default)."""
+        """The full chain that one step runs for ``group`` (the first group by default).
+
+        Built from the group's hyperparameters, and rebuilt only when one of them (other than
+        ``lr``, which the transforms read each step) or the added transforms change.
+        """
         group = self.param_groups[0] if group is None else group
+        key = (len(self._extra_pre), len(self._extra_post),
+               tuple((k, v) for k, v in group.items() if k != "params" and k != "lr"))
+        cache = self.__dict__.setdefault("_chains", {})
+        hit = cache.get(id(group))
+        if hit is not None and hit[0] == key:
+            return hit[1]
         own = self.transforms(group)
-        return self._extra_pre + [t for t in own if not t.post] + [t for t in own if t.post] + self._extra_post
+        chain = self._extra_pre + [t for t in own if not t.post] + [t for t in own if t.post] + self._extra_post
+        cache[id(group)] = (key, chain)
+        return chain
 
     # -- state dict ------------------------------------------------------------------------------
     def load_state_dict(self, state_dict: dict) -> None:
@@ -241,25 +254,27 @@ class ChainOptimizer(torch.optim.Optimizer):
         if not params:
             return
         chain = self.chain(group) if chain is None else chain
-        states = [self.state[p] for p in params]
+        state = self.state
+        states = [state[p] for p in params]
+        steps, uniform = [], True
         for p, st in zip(params, states):
-            if "step" not in st:
+            t = st.get("step")
+            if t is None:
                 _check_param(p, type(self).__name__)
-                st["step"] = 0
+                t = 0
+            st["step"] = t = t + 1
+            steps.append(t)
+        t0 = steps[0]
+        uniform = steps.count(t0) == len(steps)
         for tr in chain:
             if tr.State is not None:
                 k0 = tr.keys[0]
                 for p, st in zip(params, states):
                     if k0 not in st:
                         st.update(zip(tr.keys, tr.init(p)))
-        steps = []
-        for st in states:
-            st["step"] = t = st["step"] + 1
-            steps.append(t)
         lr = _lr_value(group["lr"])
         foreach = self._foreach(group)
-        t0 = steps[0]
-        if all(t == t0 for t in steps):
+        if uniform:
             self._run(chain, params, states, StepInfo(t0, lr, group, foreach))
             return
         # parameters that missed steps (no grad) are at different t: run each cohort separately
@@ -306,7 +321,7 @@ class ChainOptimizer(torch.optim.Optimizer):
         keys = tr.keys
         lists = tr.State(*([st[k] for st in states] for k in keys))
         out = tr.update_many(d, lists, params, info)
-        if tr.replaces_state:
+        if tr.replaces_state and getattr(tr, "dirty", True):
             for k, values in zip(keys, lists):
                 for st, v in zip(states, values):
                     st[k] = v

@@ -274,8 +274,10 @@ class Momentum(Transform):
     def update_many(self, d, s, params, info):
         mu, bufs = self.momentum, s.momentum_buffer
         us = d.materialize()
+        self.dirty = False
         if self.form == "pytorch":
             if any(b is None for b in bufs):
+                self.dirty = True
                 for i, (b, u) in enumerate(zip(bufs, us)):
                     if b is None:
                         bufs[i] = torch.clone(u).detach()
