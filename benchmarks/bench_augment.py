@@ -87,8 +87,19 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice); 1 is the "
                    "least disturbed by other work on a busy machine")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    # the smoke test runs on one thread unless told otherwise: quick, and steady on a busy machine
+    threads = args.threads or (1 if args.quick else None)
+    if threads is None:
+        return run(args)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return run(args)
+    finally:
+        torch.set_num_threads(before)
+
+
+def run(args) -> dict:
     rounds = 2 if args.quick else args.rounds
     x = batch_of_images(0, args.quick)
     y = torch.randint(0, 10, (BATCH,), generator=torch.Generator().manual_seed(0))

@@ -266,18 +266,26 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice); 1 is the "
                    "least disturbed by other work on a busy machine")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    # the smoke test runs on one thread unless told otherwise: quick, and steady on a busy machine
+    threads = args.threads or (1 if args.quick else None)
+    if threads is None:
+        return run(args)
+    from threadpoolctl import threadpool_limits  # scikit-learn's BLAS threads, the same count
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            return run(args)
+    finally:
+        torch.set_num_threads(before)
+
+
+def run(args) -> dict:
     epochs = 1 if args.quick else args.epochs
     train, test, source = load_data(args.quick, args.seed)
     print(f"data: {source}, {len(train)} train / {len(test)} test; MLP 784-{'-'.join(map(str, HIDDEN))}-10 "
           f"ReLU, Adam lr {LR}, batch {BATCH}, {epochs} epoch(s); torch threads: {torch.get_num_threads()}")
-    if args.threads:
-        from threadpoolctl import threadpool_limits  # scikit-learn's BLAS threads, same count
-        with threadpool_limits(limits=args.threads):
-            rows = race(train, test, epochs, args.seed)
-    else:
-        rows = race(train, test, epochs, args.seed)
+    rows = race(train, test, epochs, args.seed)
     print(f"optimizer: trainlab used {rows[0]['optimizer']}")
     mine = rows[0]
     print(f"\n{'':28s}{'s/epoch':>9s}{'CPU s/epoch':>13s}{'test acc':>10s}{'trainlab / this':>17s}"

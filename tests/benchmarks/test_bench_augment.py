@@ -2,6 +2,8 @@
 import importlib.util
 from pathlib import Path
 
+import torch
+
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
@@ -13,7 +15,9 @@ def _module(name):
 
 
 def test_augment_benchmark_quick(capsys):
+    threads = torch.get_num_threads()
     out = _module("bench_augment").main(["--quick"])
+    assert torch.get_num_threads() == threads
     assert out["step_ms"] > 0
     assert {"rotation(10)", "elastic(34, 4)", "rotation+shift+zoom"} <= set(out["rows"])
     assert all(r["ms"] > 0 for r in out["rows"].values())

@@ -3,6 +3,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -15,6 +16,7 @@ def _module(name):
 
 
 def test_foundation_benchmark_quick(capsys, tmp_path):
+    threads = torch.get_num_threads()
     out = _module("bench_mnist_mlp").main(["--quick", "--breakdown", "--json", str(tmp_path / "r.json")])
     names = [r["name"] for r in out["rows"]]
     assert names[:3] == ["trainlab fit", "PyTorch DataLoader loop", "scikit-learn MLPClassifier"]
@@ -28,3 +30,5 @@ def test_foundation_benchmark_quick(capsys, tmp_path):
     assert (tmp_path / "r.json").exists()
     assert "optimizer step: torch.optim.Adam(fused=True)" in out["breakdown"]
     assert all(v["wall_ms"] > 0 for v in out["breakdown"].values())
+    assert torch.get_num_threads() == threads  # quick mode ran on one thread and put the count back
+
