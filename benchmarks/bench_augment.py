@@ -10,7 +10,7 @@ compared, so that a busy machine slows both sides alike; the printed numbers are
 on a shared machine: read the ratios.
 
     python benchmarks/bench_augment.py            # 200 rounds
-    python benchmarks/bench_augment.py --quick    # two rounds on random images (a smoke test)
+    python benchmarks/bench_augment.py --quick    # two rounds on random images, one thread (a smoke test)
     python benchmarks/bench_augment.py --threads 1
 """
 from __future__ import annotations

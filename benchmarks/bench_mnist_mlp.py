@@ -26,7 +26,7 @@ ratios from one run, not absolute numbers across runs.
     python benchmarks/bench_mnist_mlp.py               # 3 epochs on MNIST
     python benchmarks/bench_mnist_mlp.py --epochs 5
     python benchmarks/bench_mnist_mlp.py --threads 1   # one thread each (steadier on a busy machine)
-    python benchmarks/bench_mnist_mlp.py --quick       # a few batches each (a smoke test)
+    python benchmarks/bench_mnist_mlp.py --quick       # a few batches each, one thread (a smoke test)
 """
 from __future__ import annotations
 
