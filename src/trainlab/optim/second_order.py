@@ -362,7 +362,8 @@ class Newton(torch.optim.Optimizer):
     From the second-order Taylor model J(θ + δ) ≈ J + gᵀδ + ½δᵀHδ, whose minimizer is δ = −H⁻¹g:
     on a quadratic with positive-definite H one step with lr = 1 lands on the minimum (notes 002,
     Goodfellow 8.6.1). Far from a minimum H can be indefinite and Newton is attracted to saddle
-    points; the damping λ (Levenberg–Marquardt style, Goodfellow eq. 8.28) shifts the eigenvalues.
+    points; the damping λ (Levenberg–Marquardt style, the regularized step of Goodfellow 8.6.1)
+    shifts the eigenvalues.
 
     The Hessian is built from a double backward pass, all n rows at once by
     ``torch.autograd.grad(..., is_grads_batched=True)`` (vmap from torch.func); it costs n² memory and
