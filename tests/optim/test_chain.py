@@ -137,3 +137,20 @@ def test_every_optimizer_is_a_torch_optimizer_with_a_working_state_dict():
         assert isinstance(opt, torch.optim.Optimizer)
         state = opt.state_dict()
         assert set(state) == {"state", "param_groups"}
+
+
+def test_a_copied_optimizer_keeps_its_added_transforms_and_noise_stream():
+    import copy
+    p = torch.nn.Parameter(torch.ones(4, dtype=torch.float64))
+    opt = O.Adam([p], lr=0.1).add_transforms(O.AddNoise(0.1, seed=3), O.Lookahead(2))
+    p.grad = torch.ones(4, dtype=torch.float64)
+    opt.step()
+    twin = copy.deepcopy(opt)                      # its own copy of p, state and generator
+    q = twin.param_groups[0]["params"][0]
+    assert [type(t).__name__ for t in twin.chain()] == [type(t).__name__ for t in opt.chain()]
+    for _ in range(3):
+        p.grad = torch.full((4,), 0.5, dtype=torch.float64)
+        q.grad = torch.full((4,), 0.5, dtype=torch.float64)
+        opt.step()
+        twin.step()
+    assert torch.equal(p.detach(), q.detach())

@@ -217,6 +217,19 @@ class ChainOptimizer(torch.optim.Optimizer):
         cache[id(group)] = (key, chain)
         return chain
 
+    # -- pickling (copy.deepcopy, torch.save of the whole optimizer) ------------------------------
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        # torch keeps only defaults/state/param_groups; the added transforms belong to the optimizer
+        state.update({k: v for k, v in self.__dict__.items()
+                      if k in ("_extra_pre", "_extra_post", "_chain")})
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("_extra_pre", [])
+        self.__dict__.setdefault("_extra_post", [])
+
     # -- state dict ------------------------------------------------------------------------------
     def load_state_dict(self, state_dict: dict) -> None:
         # torch's load_state_dict keeps the incoming tensors when dtype and device match, so two

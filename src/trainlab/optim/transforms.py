@@ -688,6 +688,18 @@ class AddNoise(Transform):
         else:
             self._gen.seed()
 
+    def __getstate__(self) -> dict:
+        # a torch.Generator does not pickle: keep its state instead
+        state = dict(self.__dict__)
+        state["_gen"] = self._gen.get_state()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        gen = torch.Generator()
+        gen.set_state(state.pop("_gen"))
+        self.__dict__.update(state)
+        self._gen = gen
+
     def sigma(self, t: int) -> float:
         return math.sqrt(self.eta / (1 + (t - 1)) ** self.gamma)
 
