@@ -89,6 +89,7 @@ def activation_comparison(ctx: StudyContext, *, data: dict, base: dict, activati
         metrics[f"{label}.dead_frac"] = dead_all
         metrics[f"{label}.dead_frac_max_layer"] = max(dead.values()) if dead else math.nan
         metrics[f"{label}.first_layer_grad_norm"] = g_end[0]
+        metrics[f"{label}.first_over_last_grad"] = g_end[0] / g_end[-1] if g_end[-1] > 0 else float("inf")
         metrics[f"{label}.mean_grad_norm"] = sum(g_end) / len(g_end)
         metrics[f"{label}.first_epoch_mean_grad_norm"] = sum(g_start) / len(g_start)
         grad_bars[label] = {f"layer {i + 1}": g for i, g in enumerate(g_end)}
