@@ -56,7 +56,7 @@ from torch import Tensor, nn
 
 from trainlab.experiments import catalog
 from trainlab.experiments.config import Config, parse_config
-from trainlab.experiments.runner import RunResult, Splits, build_data, build_model, final_metrics, resolve_loss_name
+from trainlab.experiments.runner import RunResult, Splits, build_training, final_metrics
 from trainlab.experiments.store import canonical_json
 from trainlab.losses import Loss
 from trainlab.nn.models import MLP
@@ -449,15 +449,7 @@ def prepare_member(cfg: Config) -> Member:
     solo run; :func:`trainlab.fit` then seeds the data-order generator with the same seed.
     """
     device = torch.device(cfg.train.device) if cfg.train.device else default_device()
-    torch.manual_seed(cfg.seed)
-    data = build_data(cfg)
-    loss = Loss(resolve_loss_name(cfg, data.train), label_smoothing=cfg.loss.label_smoothing)
-    model = build_model(cfg, data.train)
-    catalog.apply_init(model, cfg.init.weight, cfg.init.bias, cfg.init.kwargs)
-    model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = catalog.build_optimizer(params, cfg.optimizer.name, cfg.optimizer.kwargs,
-                                        [(t.name, t.kwargs) for t in cfg.transforms])
+    data, loss, model, optimizer = build_training(cfg, device)
     loss.check_pairing(model)
     torch.manual_seed(cfg.seed)  # as fit does before training (leaves the global RNG where a solo run has it)
     generator = torch.Generator()

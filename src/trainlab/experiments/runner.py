@@ -105,6 +105,25 @@ def build_model(cfg: Config, train: Dataset) -> nn.Module:
     return builder(**kwargs)
 
 
+def build_training(cfg: Config, device: torch.device, data: Splits | None = None):
+    """Data, loss, initialized model and optimizer of ``cfg``, in the order that fixes the RNG stream.
+
+    The global RNG is seeded with the run's seed and then consumed, in this order, by the data
+    loader (if it draws from it), the model's construction and the initializer. Everything that
+    must reproduce a run (solo or as a member of a batched sweep) builds it through here.
+    """
+    torch.manual_seed(cfg.seed)
+    data = build_data(cfg) if data is None else data
+    loss = Loss(resolve_loss_name(cfg, data.train), label_smoothing=cfg.loss.label_smoothing)
+    model = build_model(cfg, data.train)
+    catalog.apply_init(model, cfg.init.weight, cfg.init.bias, cfg.init.kwargs)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = catalog.build_optimizer(params, cfg.optimizer.name, cfg.optimizer.kwargs,
+                                        [(t.name, t.kwargs) for t in cfg.transforms])
+    return data, loss, model, optimizer
+
+
 def build_callbacks(cfg: Config, run_dir: Path | None) -> list:
     return [catalog.build_callback(c.name, c.kwargs, run_dir=run_dir) for c in cfg.callbacks]
 
@@ -146,15 +165,7 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
         run_path.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(run_path / "config.yaml", cfg.to_yaml().encode())
 
-    torch.manual_seed(cfg.seed)
-    data = build_data(cfg) if data is None else data
-    loss = Loss(resolve_loss_name(cfg, data.train), label_smoothing=cfg.loss.label_smoothing)
-    model = build_model(cfg, data.train)
-    catalog.apply_init(model, cfg.init.weight, cfg.init.bias, cfg.init.kwargs)
-    model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = catalog.build_optimizer(params, cfg.optimizer.name, cfg.optimizer.kwargs,
-                                        [(t.name, t.kwargs) for t in cfg.transforms])
+    data, loss, model, optimizer = build_training(cfg, device, data)
     extra_callbacks = list(callbacks)
     callbacks = build_callbacks(cfg, run_path) + extra_callbacks
     recorder = _add_run_callbacks(cfg, callbacks, run_path if write else None)
