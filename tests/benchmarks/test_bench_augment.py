@@ -1,22 +1,11 @@
 """A smoke test of the augmentation benchmark (two rounds on random images)."""
-import importlib.util
-from pathlib import Path
 
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
-
-def _module(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_under_test", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_augment_benchmark_quick(capsys):
+def test_augment_benchmark_quick(load_benchmark, capsys):
     threads = torch.get_num_threads()
-    out = _module("bench_augment").main(["--quick"])
+    out = load_benchmark("bench_augment").main(["--quick"])
     assert torch.get_num_threads() == threads
     assert out["step_ms"] > 0
     assert {"rotation(10)", "elastic(34, 4)", "rotation+shift+zoom"} <= set(out["rows"])

@@ -1,23 +1,12 @@
 """A smoke test of the layer benchmark (a few rounds; the numbers are not checked)."""
-import importlib.util
-from pathlib import Path
 
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
-
-def _module(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_under_test", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_layers_benchmark_quick(capsys):
+def test_layers_benchmark_quick(load_benchmark, capsys):
     threads = torch.get_num_threads()
     try:
-        out = _module("bench_layers").main(["--quick", "--threads", "1"])
+        out = load_benchmark("bench_layers").main(["--quick", "--threads", "1"])
     finally:
         torch.set_num_threads(threads)
     rows = out["rows"]

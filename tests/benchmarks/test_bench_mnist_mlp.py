@@ -1,23 +1,12 @@
 """A smoke test of the foundation benchmark (a few batches of each contestant)."""
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
-
-def _module(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_under_test", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_foundation_benchmark_quick(capsys, tmp_path):
+def test_foundation_benchmark_quick(load_benchmark, capsys, tmp_path):
     threads = torch.get_num_threads()
-    out = _module("bench_mnist_mlp").main(["--quick", "--breakdown", "--json", str(tmp_path / "r.json")])
+    out = load_benchmark("bench_mnist_mlp").main(["--quick", "--breakdown", "--json", str(tmp_path / "r.json")])
     names = [r["name"] for r in out["rows"]]
     assert names[:3] == ["trainlab fit", "PyTorch DataLoader loop", "scikit-learn MLPClassifier"]
     assert "fused Adam" in names[3] and out["rows"][3]["optimizer"] == "torch.optim.Adam(fused=True)"

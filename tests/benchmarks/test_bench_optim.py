@@ -1,19 +1,8 @@
 """A smoke test of the optimizer benchmark (--quick: a few steps of every contestant)."""
-import importlib.util
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-def _module(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_under_test", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_optimizer_benchmark_quick(capsys, tmp_path):
-    out = _module("bench_optim").main(["--quick", "--json", str(tmp_path / "r.json")])
+def test_optimizer_benchmark_quick(load_benchmark, capsys, tmp_path):
+    out = load_benchmark("bench_optim").main(["--quick", "--json", str(tmp_path / "r.json")])
     assert out["tensors"] == 100
     for kind in ("adam", "adamw", "sgd-momentum"):
         rows = out["step"][kind]

@@ -1,23 +1,12 @@
 """A smoke test of the sweep benchmark (four models, two epochs)."""
-import importlib.util
 import re
-from pathlib import Path
 
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
-
-def _module(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_under_test", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_sweep_benchmark_quick(capsys):
+def test_sweep_benchmark_quick(load_benchmark, capsys):
     threads = torch.get_num_threads()
-    assert _module("bench_sweep").main(["--quick"]) == 0
+    assert load_benchmark("bench_sweep").main(["--quick"]) == 0
     assert torch.get_num_threads() == threads  # the benchmark gives the thread setting back
     out = capsys.readouterr().out
     for name in ("plain PyTorch loop, one after another", "trainlab fit, one after another",
