@@ -133,8 +133,13 @@ def build_callbacks(cfg: Config, run_dir: Path | None) -> list:
 
 
 def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
+    return fresh_dir(cfg.name, root)
+
+
+def fresh_dir(prefix: str, root: str | Path = "runs") -> Path:
+    """``root/<prefix>-<timestamp>``, with ``-2``, ``-3``... appended while that folder exists."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(root) / f"{cfg.name}-{stamp}"
+    base = Path(root) / f"{prefix}-{stamp}"
     path, i = base, 1
     while path.exists():
         i += 1

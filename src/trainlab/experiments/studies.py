@@ -40,7 +40,6 @@ import os
 import platform
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -51,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from trainlab.experiments.config import ConfigError, _format_errors, check_kwargs
 from trainlab.experiments.report import Section, write_report
+from trainlab.experiments.runner import fresh_dir
 from trainlab.train.checkpoint import atomic_write_bytes, atomic_write_json
 
 Mode = Literal["quick", "full"]
@@ -355,13 +355,7 @@ def evaluate_assertion(a: Assertion, metrics: dict[str, float], mode: Mode) -> C
 
 
 def default_study_dir(name: str, mode: Mode, root: str | Path = "runs") -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(root) / f"study-{name}{'-quick' if mode == 'quick' else ''}-{stamp}"
-    path, i = base, 1
-    while path.exists():
-        i += 1
-        path = base.with_name(f"{base.name}-{i}")
-    return path
+    return fresh_dir(f"study-{name}{'-quick' if mode == 'quick' else ''}", root)
 
 
 def run_study(study: str | Path | Study, *, quick: bool = False, out: str | Path | None = None,
