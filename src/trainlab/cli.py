@@ -205,7 +205,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_study)
     _add_results_commands(sub)
     _add_trajectories_command(sub)
+    _add_export_command(sub)
     return parser
+
+
+def _add_export_command(sub) -> None:
+    """``export``: a run's trained model as a deployable TorchScript or ONNX file."""
+    p = sub.add_parser(
+        "export", help="write a run's trained model as a deployable file (TorchScript or ONNX)",
+        description="Rebuild the trained model of a run folder (config.yaml + weights.safetensors) and "
+                    "write it as a file that runs without trainlab: TorchScript (torch.jit.load) or ONNX "
+                    "(any ONNX runtime; needs 'pip install onnx'). The model outputs what it did in "
+                    "training: logits for classification, values for regression; any batch size.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  trainlab export runs/quickstart-moons-20260101-120000\n"
+               "  trainlab export RUN_DIR --format onnx --out model.onnx")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
+    p.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript",
+                   help="torchscript (default; RUN_DIR/model.pt) or onnx (RUN_DIR/model.onnx)")
+    p.add_argument("--out", metavar="FILE", help="where to write the file (default: in RUN_DIR)")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args) -> int:
+    from trainlab.experiments.export import ExportError, export_run
+    from trainlab.experiments.load import RunLoadError
+
+    try:
+        path = export_run(args.run_dir, args.format, args.out)
+    except RunLoadError as err:
+        print(f"trainlab export: {err}", file=sys.stderr)
+        return 2
+    except ExportError as err:
+        print(f"trainlab export: {err}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
 
 
 def _add_trajectories_command(sub) -> None:

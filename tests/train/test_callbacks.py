@@ -45,8 +45,8 @@ def test_early_stopping_stops_after_patience_and_restores_best():
     feed = Feed([0.5, 0.4, 0.45, 0.41, 0.42, 0.43, 0.1, 0.1])
     es = EarlyStopping(patience=2, restore_best_weights=True)
     model, hist = _fit([feed, es], epochs=8)
-    assert es.stopped_epoch == 3 and len(hist.epoch) == 4
-    assert es.best_epoch == 1 and es.best == 0.4
+    assert es.stopped_epoch == 4 and len(hist.epoch) == 4  # epochs count from 1
+    assert es.best_epoch == 2 and es.best == 0.4
     assert _same(model, feed.snapshots[1]) and not _same(model, feed.snapshots[3])
 
 
@@ -68,7 +68,7 @@ def test_min_delta_counts_small_changes_as_no_improvement():
     values = [1.0, 0.95, 0.91, 0.88, 0.86, 0.85]  # improvements of 0.05, 0.04, 0.03, ...
     es = EarlyStopping(patience=1, min_delta=0.045)
     _, hist = _fit([Feed(values), es], epochs=6)
-    assert es.stopped_epoch == 2 and es.best_epoch == 1
+    assert es.stopped_epoch == 3 and es.best_epoch == 2
     es = EarlyStopping(patience=1, min_delta=0.0)
     _, hist = _fit([Feed(values), es], epochs=6)
     assert es.stopped_epoch == 0 and len(hist.epoch) == 6
@@ -79,10 +79,10 @@ def test_mode_auto_maximizes_accuracy_and_explicit_modes():
     es = EarlyStopping(monitor="val_accuracy", patience=2)
     assert es.mode == "max"
     _fit([Feed(values, "val_accuracy"), es], epochs=5)
-    assert es.stopped_epoch == 3 and es.best == 0.7
+    assert es.stopped_epoch == 4 and es.best == 0.7
     es = EarlyStopping(monitor="val_accuracy", patience=2, mode="min")
     _fit([Feed(values, "val_accuracy"), es], epochs=5)
-    assert es.stopped_epoch == 2 and es.best == 0.5
+    assert es.stopped_epoch == 3 and es.best == 0.5
     with pytest.raises(ValueError, match="mode='min' or mode='max'"):
         EarlyStopping(monitor="score")
     with pytest.raises(ValueError, match="patience"):
@@ -93,20 +93,20 @@ def test_baseline_must_be_beaten_before_the_wait_resets():
     values = [0.2, 0.3, 0.3, 0.3, 0.3]
     es = EarlyStopping(monitor="val_accuracy", patience=2, baseline=0.5)
     _fit([Feed(values, "val_accuracy"), es], epochs=5)
-    assert es.stopped_epoch == 2
+    assert es.stopped_epoch == 3
     es = EarlyStopping(monitor="val_accuracy", patience=2)
     _fit([Feed(values, "val_accuracy"), es], epochs=5)
-    assert es.stopped_epoch == 3
+    assert es.stopped_epoch == 4
 
 
 def test_start_from_epoch_ignores_the_warm_up():
     values = [0.1, 0.9, 0.8, 0.7, 0.75, 0.76]
     es = EarlyStopping(patience=1, start_from_epoch=2)
     _fit([Feed(values), es], epochs=6)
-    assert es.best_epoch == 3 and es.stopped_epoch == 4
+    assert es.best_epoch == 4 and es.stopped_epoch == 5
     es = EarlyStopping(patience=1)
     _fit([Feed(values), es], epochs=6)
-    assert es.stopped_epoch == 1
+    assert es.stopped_epoch == 2
 
 
 def test_missing_monitor_warns_once():

@@ -1,6 +1,7 @@
 """Every figure trainlab draws. The only module that imports matplotlib (headless Agg backend)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -8,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -18,24 +20,162 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
-def plot_curves(records: Sequence[dict], path: str | Path, title: str = "") -> Path:
-    """Loss (and accuracy, when recorded) per epoch for training and validation, side by side."""
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _integer_epochs(ax) -> None:
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+
+
+def _legend_below(fig, axes, ncol: int | None = None) -> None:
+    """One legend for the whole figure, under the panels, so it never covers a curve."""
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if handles:
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False,
+                   ncol=ncol or min(len(labels), 6), fontsize=8)
+
+
+def plot_curves(records: Sequence[dict], path: str | Path, title: str = "", *,
+                early_stops: Sequence[dict] = (), lr: bool | None = None) -> Path:
+    """Loss (and accuracy, when recorded) per epoch for training and validation, side by side.
+
+    ``records`` is :meth:`History.records` (epoch 0 there is the first epoch, drawn at 1).
+    ``early_stops`` (dicts with ``monitor``, ``best_epoch``, ``stopped_epoch``, 1-based) are marked
+    on every panel: the best epoch dashed, the epoch training stopped after dotted. ``lr`` adds a
+    learning-rate panel (default: when the lr changed during training). A non-finite value is
+    marked with a red cross at the last finite point of its curve.
+    """
     epochs = [r["epoch"] + 1 for r in records]
     metrics = [m for m in ("loss", "accuracy") if any(m in r for r in records)]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.6), squeeze=False)
-    for ax, m in zip(axes[0], metrics):
-        for key, label, style in ((m, "train", "-"), (f"val_{m}", "validation", "--")):
+    lrs = [r.get("lr") for r in records]
+    if lr is None:
+        lr = len({v for v in lrs if _finite(v)}) > 1
+    panels = metrics + (["lr"] if lr and any(_finite(v) for v in lrs) else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.5), squeeze=False)
+    for ax, m in zip(axes[0], panels):
+        keys = ((m, "learning rate", "-", "tab:purple"),) if m == "lr" else (
+            (m, "train", "-", "tab:blue"), (f"val_{m}", "validation", "--", "tab:orange"))
+        for key, label, style, colour in keys:
             ys = [r.get(key) for r in records]
-            if any(y is not None for y in ys):
-                ax.plot(epochs, ys, style, marker="o", markersize=3, label=label)
+            pts = [(e, y) for e, y in zip(epochs, ys) if _finite(y)]
+            if not pts:
+                continue
+            ax.plot(*zip(*pts), style, marker="o", markersize=3, label=label, color=colour)
+            if any(y is not None and not _finite(y) for y in ys):
+                ax.plot([pts[-1][0]], [pts[-1][1]], "x", color="red", markersize=10, markeredgewidth=2,
+                        label="diverged (NaN/Inf next)")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(m)
-        if m == "loss" and all(r.get("loss", 1) > 0 for r in records):
+        ax.set_ylabel("learning rate" if m == "lr" else m)
+        _integer_epochs(ax)
+        values = [r.get(k) for r in records for k in (m, f"val_{m}") if _finite(r.get(k))]
+        # a log axis only pays off over a decade or more; below that its tick labels read badly
+        if m in ("loss", "lr") and values and min(values) > 0 and max(values) / min(values) > 20:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        ax.legend()
+        for stop in early_stops:
+            if stop.get("best_epoch"):
+                ax.axvline(stop["best_epoch"], color="tab:green", linestyle="--", linewidth=1.2,
+                           label=f"best {stop.get('monitor', '')} (epoch {stop['best_epoch']})")
+            if stop.get("stopped_epoch"):
+                ax.axvline(stop["stopped_epoch"], color="tab:red", linestyle=":", linewidth=1.5,
+                           label=f"early stop (after epoch {stop['stopped_epoch']})")
+    _legend_below(fig, axes[0])
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_decision_boundary(predict_proba, train, val, path: str | Path, title: str = "",
+                           grid: int = 200) -> Path:
+    """The classes a model predicts over the plane of a 2-D data set, with its points on top.
+
+    ``predict_proba`` maps an ``(n, 2)`` float tensor to class probabilities ``(n, k)``; ``train``
+    and ``val`` are ``(X, y)`` pairs (``val`` may be ``None``). Two classes: the shading is the
+    probability of class 1 and the 0.5 contour is drawn; more classes: the predicted class.
+    """
+    import numpy as np
+    import torch
+
+    Xt, yt = (np.asarray(t.detach().cpu()) if hasattr(t, "detach") else np.asarray(t) for t in train)
+    parts = [Xt] + ([np.asarray(val[0].detach().cpu())] if val is not None else [])
+    allx = np.concatenate(parts)
+    lo, hi = allx.min(axis=0), allx.max(axis=0)
+    pad = 0.08 * (hi - lo) + 1e-9
+    gx = np.linspace(lo[0] - pad[0], hi[0] + pad[0], grid)
+    gy = np.linspace(lo[1] - pad[1], hi[1] + pad[1], grid)
+    XX, YY = np.meshgrid(gx, gy)
+    pts = torch.as_tensor(np.stack([XX.ravel(), YY.ravel()], axis=1), dtype=torch.float32)
+    proba = np.asarray(predict_proba(pts).detach().cpu(), dtype=float)
+    k = proba.shape[1]
+    fig, ax = plt.subplots(figsize=(5.6, 4.6))
+    if k == 2:
+        zz = proba[:, 1].reshape(XX.shape)
+        cs = ax.contourf(XX, YY, zz, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.3)
+        ax.contour(XX, YY, zz, levels=[0.5], colors="k", linewidths=1.2)
+        fig.colorbar(cs, ax=ax, fraction=0.046, pad=0.03, label="P(class 1)")
+    else:
+        zz = proba.argmax(axis=1).reshape(XX.shape)
+        ax.contourf(XX, YY, zz, levels=np.arange(k + 1) - 0.5, cmap="tab10", vmin=0, vmax=9, alpha=0.35)
+    from matplotlib.lines import Line2D
+
+    def colour(c: int):
+        return ("tab:blue", "tab:red")[c] if k == 2 else plt.get_cmap("tab10")(c % 10)
+
+    ax.scatter(Xt[:, 0], Xt[:, 1], c=[colour(int(c)) for c in yt], s=12, alpha=0.8, edgecolors="white",
+               linewidths=0.4)
+    handles = [Line2D([], [], marker="o", linestyle="", color="gray", markeredgecolor="white", label="train")]
+    if val is not None:
+        Xv, yv = np.asarray(val[0].detach().cpu()), np.asarray(val[1].detach().cpu())
+        ax.scatter(Xv[:, 0], Xv[:, 1], c=[colour(int(c)) for c in yv], s=26, marker="^", edgecolors="k",
+                   linewidths=0.6)
+        handles.append(Line2D([], [], marker="^", linestyle="", color="gray", markeredgecolor="k",
+                              label="validation"))
+    classes = sorted({int(c) for c in yt})
+    handles += [Line2D([], [], marker="s", linestyle="", color=colour(c), label=f"class {c}") for c in classes[:10]]
+    ax.set_xlim(gx[0], gx[-1])
+    ax.set_ylim(gy[0], gy[-1])
+    ax.set_xlabel("x₁")
+    ax.set_ylabel("x₂")
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=min(len(handles), 6),
+              frameon=False, fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_confusion_matrix(counts: Sequence[Sequence[int]], path: str | Path, labels: Sequence[str] | None = None,
+                          title: str = "") -> Path:
+    """Counts of (true class, predicted class); cells shaded by the fraction of their row (recall)."""
+    import numpy as np
+
+    cm = np.asarray(counts, dtype=float)
+    k = cm.shape[0]
+    labels = list(labels) if labels is not None else [str(i) for i in range(k)]
+    rows = cm.sum(axis=1, keepdims=True)
+    frac = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    size = 1.6 + 0.45 * max(k, 3)
+    fig, ax = plt.subplots(figsize=(size + 0.8, size))
+    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=8 if k <= 10 else 6,
+                    color="white" if frac[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k))
+    ax.set_xticklabels(labels)
+    ax.set_yticks(range(k))
+    ax.set_yticklabels(labels)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if title:
+        ax.set_title(title, fontsize=10)
     return _save(fig, path)
 
 
@@ -192,35 +332,52 @@ def plot_augmented_grid(images, augment, path: str | Path, *, repeats: int = 5, 
 # ---- sweeps --------------------------------------------------------------------------------------
 
 
-def plot_overlaid_curves(runs: Sequence[tuple[str, int, Sequence[dict]]], keys: Sequence[str], path: str | Path,
+def plot_overlaid_curves(runs: Sequence[tuple], keys: Sequence[str], path: str | Path,
                          title: str = "", max_legend: int = 12) -> Path:
     """Many runs' curves on shared axes, one panel per metric in ``keys``.
 
-    ``runs`` holds ``(label, colour index, history records)``; runs with the same colour index (the
-    seeds of one sweep point) share a colour and one legend entry. Loss panels use a log scale.
+    ``runs`` holds ``(label, colour index, history records)`` or ``(label, colour index, records,
+    diverged)``; runs with the same colour index (the seeds of one sweep point) share a colour and
+    one legend entry. A run that diverged (flagged, or with a non-finite value in its curve) ends in
+    a red cross at its last finite point. Loss panels use a log scale; the legend sits to the right
+    of the panels, so it covers no curve.
     """
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.4 * len(keys), 3.8), squeeze=False)
-    cmap = plt.get_cmap("viridis" if len({c for _, c, _ in runs}) > 10 else "tab10")
-    n_colours = max((c for _, c, _ in runs), default=0) + 1
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.0 * len(keys), 3.8), squeeze=False)
+    cmap = plt.get_cmap("viridis" if len({r[1] for r in runs}) > 10 else "tab10")
+    n_colours = max((r[1] for r in runs), default=0) + 1
+    labelled: set[int] = set()
+    diverged_shown = False
     for ax, key in zip(axes[0], keys):
-        labelled: set[int] = set()
-        for label, c, records in runs:
-            pts = [(r["epoch"] + 1, r[key]) for r in records if isinstance(r.get(key), (int, float))]
+        labelled = set()
+        for run in runs:
+            label, c, records = run[0], run[1], run[2]
+            flagged = bool(run[3]) if len(run) > 3 else False
+            pts = [(r["epoch"] + 1, r[key]) for r in records if _finite(r.get(key))]
             if not pts:
                 continue
             colour = cmap(c / max(n_colours - 1, 1)) if n_colours > 10 else cmap(c % 10)
             show = c not in labelled and len(labelled) < max_legend
             ax.plot(*zip(*pts), color=colour, alpha=0.75, linewidth=1.2, label=label if show else None)
             labelled.add(c)
+            if flagged or any(r.get(key) is not None and not _finite(r.get(key)) for r in records):
+                ax.plot([pts[-1][0]], [pts[-1][1]], "x", color="red", markersize=9, markeredgewidth=2,
+                        label=None if diverged_shown else "diverged")
+                diverged_shown = True
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        if "loss" in key and all(r.get(key, 1) > 0 for _, _, rs in runs for r in rs
-                                 if isinstance(r.get(key), (int, float))):
+        _integer_epochs(ax)
+        values = [r[key] for rs in runs for r in rs[2] if _finite(r.get(key))]
+        if "loss" in key and values and min(values) > 0:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    if labelled:
-        axes[0][-1].legend(fontsize=7, loc="best")
+    handles, labels = [], []
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if handles:
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import inspect
 import io
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,7 +26,8 @@ from torch import nn
 from trainlab.data.dataset import Dataset, split
 from trainlab.experiments import catalog
 from trainlab.experiments.config import Config, parse_config
-from trainlab.experiments.report import Section, write_report
+from trainlab.experiments.report import (Section, early_stops, epoch_records, history_section,
+                                         prediction_sections, training_sections, write_report)
 from trainlab.losses import Loss
 from trainlab.train.callbacks import History
 from trainlab.train.checkpoint import atomic_write_bytes, atomic_write_json, save_weights
@@ -187,6 +189,12 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
                   resume_from=resume_from, **fit_kwargs)
     final = final_metrics(model, data, loss, device)
     result = RunResult(cfg, model, history, final, time.perf_counter() - t0, run_path)
+    result.extras.update(data=data, loss=loss, early_stops=early_stops(callbacks))
+    if verbose:
+        for stop in result.extras["early_stops"]:
+            if stop["stopped_epoch"]:
+                print(f"early stopping after epoch {stop['stopped_epoch']} of {cfg.train.epochs}: {stop['reason']}",
+                      file=sys.stderr)
     if recorder is not None:
         result.extras["diagnostics"] = recorder
         result.extras["verdicts"] = recorder.verdicts(history, baseline_loss=_baseline_loss(loss, data.train),
@@ -314,11 +322,8 @@ def _csv_text(records: list[dict]) -> str:
 
 def report_sections(result: RunResult) -> list[Section]:
     """The sections of a run's report, in order (later features add theirs here)."""
-    from trainlab.experiments.plots import plot_curves
-
     run_dir = result.run_dir
     records = result.history.records()
-    curves = plot_curves(records, run_dir / "curves.png", title=result.config.name)
     rows = [(k, v) for k, v in result.final.items()]
     rows.append(("epochs run", len(records)))
     rows.append(("wall time (s)", result.wall_time))
@@ -326,13 +331,16 @@ def report_sections(result: RunResult) -> list[Section]:
     summary = (f"{result.config.model.kind.upper()} with {n_params:,} parameters on "
                f"{result.config.data.name}, optimizer {result.config.optimizer.name}, "
                f"batch size {result.config.train.batch_size}, seed {result.config.seed}.")
+    data = result.extras.get("data")
     return [
         *verdict_sections(result),
         Section("Final numbers", text=[summary], table=(("metric", "value"), rows)),
-        Section("Learning curves", figures=[("loss and accuracy per epoch", curves)]),
+        *training_sections(records, run_dir, title=result.config.name, stops=result.extras.get("early_stops", ()),
+                           scheduled=result.config.schedule is not None, epochs_planned=result.config.train.epochs),
+        *prediction_sections(result.model, result.extras.get("loss"), getattr(data, "train", None),
+                             getattr(data, "val", None), run_dir),
         *diagnostics_sections(result),
-        Section("Per-epoch history", table=(list(records[0].keys()) if records else [],
-                                           [list(r.values()) for r in records])),
+        history_section(records),
         Section("Resolved config", pre=result.config.to_yaml()),
     ]
 
@@ -400,7 +408,7 @@ def write_run_folder(result: RunResult) -> Path:
     run_dir = result.run_dir
     assert run_dir is not None
     run_dir.mkdir(parents=True, exist_ok=True)
-    records = result.history.records()
+    records = epoch_records(result.history.records())  # files count epochs from 1, as the console does
     atomic_write_bytes(run_dir / "config.yaml", result.config.to_yaml().encode())
     atomic_write_bytes(run_dir / "metrics.csv", _csv_text(records).encode())
     metrics = {"name": result.config.name, "history": records, "final": result.final,

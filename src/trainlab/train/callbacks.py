@@ -232,8 +232,9 @@ class EarlyStopping(Callback):
         start_from_epoch: warm-up epochs that are not monitored (default 0).
         verbose: print when stopping and restoring.
 
-    After training, ``stopped_epoch`` (0-based; 0 when training was not stopped) and
-    ``best_epoch`` / ``best`` say what happened.
+    After training, ``stopped_epoch`` (the epoch it stopped after; 0 when it was not stopped),
+    ``best_epoch`` / ``best`` and ``reason`` (a sentence; empty without a stop) say what happened.
+    Epochs are numbered from 1, as the progress lines, the CSVs and the report count them.
 
     Differences from Keras 3: ``best`` is reset at every ``on_train_begin`` (Keras keeps it across
     ``fit`` calls); a monitor missing from the logs warns once rather than every epoch.
@@ -261,6 +262,7 @@ class EarlyStopping(Callback):
         self.stopped_epoch = 0
         self.best = math.inf if self.mode == "min" else -math.inf
         self.best_epoch = 0
+        self.reason = ""
         self.best_weights: dict | None = None
         self._warned = False
 
@@ -284,36 +286,40 @@ class EarlyStopping(Callback):
             return
         value = float(value)
         if self.restore_best_weights and self.best_weights is None:
-            self.best_weights, self.best_epoch = _copy_state(self.loop.model), epoch
+            self.best_weights, self.best_epoch = _copy_state(self.loop.model), epoch + 1
         self.wait += 1
         if self._improves(value, self.best):
-            self.best, self.best_epoch = value, epoch
+            self.best, self.best_epoch = value, epoch + 1
             if self.restore_best_weights:
                 self.best_weights = _copy_state(self.loop.model)
             if self.baseline is None or self._improves(value, self.baseline):
                 self.wait = 0
             return
         if self.wait >= self.patience and epoch > 0:
-            self.stopped_epoch = epoch
+            self.stopped_epoch = epoch + 1
+            by = f" by more than {self.min_delta:g}" if self.min_delta else ""
+            self.reason = (f"{self.monitor} did not improve{by} for {self.wait} "
+                           f"epoch{'s' if self.wait != 1 else ''} (patience {self.patience}); best "
+                           f"{self.best:.4g} at epoch {self.best_epoch}")
             self.loop.stop_training = True
 
     def on_train_end(self, logs: Logs) -> None:
         if self.stopped_epoch > 0 and self.verbose:
-            print(f"epoch {self.stopped_epoch + 1}: early stopping ({self.monitor} did not improve for "
-                  f"{self.wait} epochs)", file=sys.stderr)
+            print(f"early stopping after epoch {self.stopped_epoch}: {self.reason}", file=sys.stderr)
         if self.restore_best_weights and self.best_weights is not None:
             if self.verbose:
-                print(f"restoring the weights of the best epoch, {self.best_epoch + 1}", file=sys.stderr)
+                print(f"restoring the weights of the best epoch, {self.best_epoch}", file=sys.stderr)
             self.loop.model.load_state_dict(self.best_weights)
 
     def state_dict(self) -> dict:
         return {"wait": self.wait, "stopped_epoch": self.stopped_epoch, "best": self.best,
-                "best_epoch": self.best_epoch, "best_weights": self.best_weights}
+                "best_epoch": self.best_epoch, "best_weights": self.best_weights, "reason": self.reason}
 
     def load_state_dict(self, state: dict) -> None:
         self.wait, self.stopped_epoch = int(state["wait"]), int(state["stopped_epoch"])
         self.best, self.best_epoch = float(state["best"]), int(state["best_epoch"])
         self.best_weights = state["best_weights"]
+        self.reason = str(state.get("reason", ""))
 
 
 class ModelCheckpoint(Callback):

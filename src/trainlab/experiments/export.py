@@ -1,0 +1,89 @@
+"""Export a trained run's model as a deployable file: TorchScript or ONNX.
+
+Both files hold the network and its weights and run without trainlab: a TorchScript file with
+``torch.jit.load(path)``, an ONNX file with any ONNX runtime (``onnxruntime``, or
+``onnx.reference.ReferenceEvaluator``). The exported model computes what ``load_run(...).model``
+computes: the raw outputs (logits for classification), for a batch of any size (the first axis is
+dynamic). ONNX export needs the optional ``onnx`` package (``pip install onnx``).
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from trainlab.train.checkpoint import atomic_write_bytes
+
+FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
+
+
+class ExportError(RuntimeError):
+    """A model cannot be exported in the requested format; the message says why and what to do."""
+
+
+def _check_format(format: str) -> str:
+    if format not in FORMATS:
+        raise ExportError(f"unknown export format {format!r}; allowed: {', '.join(FORMATS)}")
+    return format
+
+
+def onnx_available() -> bool:
+    """Whether the optional ``onnx`` package (needed by ``torch.onnx.export``) is installed."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def export_model(model: nn.Module, example: Tensor, path: str | Path, format: str = "torchscript") -> Path:
+    """Write ``model`` (in eval mode, on the CPU) to ``path`` as ``format``; ``example`` is one input batch.
+
+    The file is written atomically: a failed export leaves no partial file behind.
+    """
+    _check_format(format)
+    path = Path(path)
+    if format == "onnx" and not onnx_available():
+        raise ExportError("exporting to ONNX needs the onnx package: pip install onnx")
+    was_training = model.training
+    model = model.cpu().eval()
+    example = example.cpu()
+    buf = io.BytesIO()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # both exporters announce their successors (torch.export); the files they write are current
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            if format == "torchscript":
+                traced = torch.jit.trace(model, example, check_trace=False)
+                torch.jit.save(traced, buf)
+            else:
+                torch.onnx.export(model, (example,), buf, dynamo=False, input_names=["input"],
+                                  output_names=["output"],
+                                  dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    except ExportError:
+        raise
+    except Exception as err:  # the exporters raise many types; one line says what failed
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ExportError(f"{type(model).__name__} could not be exported to {format}: {first}") from err
+    finally:
+        model.train(was_training)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def export_run(run_dir: str | Path, format: str = "torchscript", out: str | Path | None = None) -> Path:
+    """Export the trained model of the run folder ``run_dir``; the file defaults to ``run_dir/model.pt``
+    (TorchScript) or ``run_dir/model.onnx``. Returns the file written."""
+    from trainlab.experiments.load import load_run
+
+    _check_format(format)
+    if format == "onnx" and not onnx_available():  # before loading data and model
+        raise ExportError("exporting to ONNX needs the onnx package: pip install onnx")
+    run = load_run(run_dir)
+    path = Path(out) if out is not None else Path(run_dir) / f"model{FORMATS[format]}"
+    return export_model(run.model, run.example_input(2), path, format)
