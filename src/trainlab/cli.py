@@ -328,10 +328,15 @@ def _add_results_commands(sub) -> None:
     p = sub.add_parser("compare", help="put runs side by side: final and best metrics, epoch of best, time",
                        description="Tabulate runs side by side: status, epochs, wall time, the config fields "
                                    "that differ, and for every metric its last value, best value and the "
-                                   "epoch of the best (1-based); '*' marks the best run of a row.")
+                                   "epoch of the best (1-based); '*' marks the best run of a row. Also writes "
+                                   "a figure overlaying the runs' validation loss and accuracy per epoch "
+                                   "(a red cross marks where a diverged run ended).")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run ids (or unique prefixes; see 'trainlab runs')")
     p.add_argument("--store", metavar="FILE", help=store_help)
     p.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
+    p.add_argument("--figure", metavar="FILE", help="where to write the figure overlaying the runs' curves "
+                                                    "(default: <store folder>/compare/<ids>.png)")
+    p.add_argument("--no-figure", action="store_true", help="print the table only")
     p.set_defaults(func=cmd_compare)
 
 
@@ -347,7 +352,38 @@ def cmd_runs(args) -> int:
 
 def cmd_compare(args) -> int:
     from trainlab.experiments.store import cli_compare
-    return cli_compare(args)
+
+    status = cli_compare(args)
+    if status != 0 or args.no_figure:
+        return status
+    path = _compare_figure(args)
+    if path is not None:  # on stderr when stdout is a table meant for another program
+        print(f"figure: {path}", file=sys.stdout if args.format == "text" else sys.stderr)
+    return 0
+
+
+def _compare_figure(args) -> Path | None:
+    """The runs' validation (else training) loss and accuracy per epoch, overlaid, one colour per run."""
+    from trainlab.experiments import plots
+    from trainlab.experiments.store import Store, default_store_path
+
+    store_path = Path(args.store) if args.store else default_store_path()
+    with Store(store_path) as store:
+        records = store.get_runs(args.runs)
+        runs = [(r.id, i, store.history(r.id), r.status == "failed" and "NonFinite" in (r.error or ""))
+                for i, r in enumerate(records)]
+    present = {k for _, _, h, _ in runs for rec in h for k in rec}
+    keys = [next((k for k in (f"val_{m}", m) if k in present), None) for m in ("loss", "accuracy")]
+    keys = [k for k in keys if k is not None]
+    if not keys:
+        return None
+    if args.figure:
+        path = Path(args.figure)
+    else:
+        ids = [r.id for r in records]
+        stem = "-".join(ids[:4]) + (f"-and-{len(ids) - 4}-more" if len(ids) > 4 else "")
+        path = store_path.parent / "compare" / f"{stem[:120]}.png"
+    return plots.plot_overlaid_curves(runs, keys, path, title="trainlab compare")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,49 @@ def onnx_available() -> bool:
     return True
 
 
+def _torch_equivalent(module: nn.Module) -> nn.Module | None:
+    """The ``torch.nn`` module computing the same forward as a trainlab activation, else ``None``.
+
+    trainlab's activations are ``torch.autograd.Function`` classes (their backward is written out),
+    which neither tracer can record; their forward values equal PyTorch's, so a deployable copy
+    uses PyTorch's modules. Normalization and dropout layers use plain tensor ops in eval mode.
+    """
+    from trainlab.nn import activations as A
+
+    simple = {A.Sigmoid: nn.Sigmoid, A.Tanh: nn.Tanh, A.ReLU: nn.ReLU, A.SELU: nn.SELU, A.SiLU: nn.SiLU}
+    kind = type(module)
+    if kind in simple:
+        return simple[kind]()
+    if isinstance(module, A.LogSoftmax):
+        return nn.LogSoftmax(dim=module.dim)
+    if isinstance(module, A.Softmax):
+        return nn.Softmax(dim=module.dim)
+    if isinstance(module, A.GeneralizedRectifier):  # the leaky ReLU's formula holds for any slope
+        return nn.LeakyReLU(negative_slope=module.alpha)
+    if isinstance(module, A.PReLU):
+        out = nn.PReLU(num_parameters=module.num_parameters)
+        out.weight.data.copy_(module.weight.detach())
+        return out
+    if isinstance(module, A.ELU):
+        return nn.ELU(alpha=module.alpha)
+    if isinstance(module, A.GELU):
+        return nn.GELU(approximate=module.approximate)
+    return None
+
+
+def deployable_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in eval mode on the CPU whose activations are PyTorch's (see above)."""
+    import copy
+
+    out = copy.deepcopy(model).cpu().eval()
+    for name, child in list(out.named_modules()):
+        for attr, sub in list(child.named_children()):
+            replacement = _torch_equivalent(sub)
+            if replacement is not None:
+                setattr(child, attr, replacement)
+    return out.eval()
+
+
 def export_model(model: nn.Module, example: Tensor, path: str | Path, format: str = "torchscript") -> Path:
     """Write ``model`` (in eval mode, on the CPU) to ``path`` as ``format``; ``example`` is one input batch.
 
@@ -48,11 +91,17 @@ def export_model(model: nn.Module, example: Tensor, path: str | Path, format: st
     path = Path(path)
     if format == "onnx" and not onnx_available():
         raise ExportError("exporting to ONNX needs the onnx package: pip install onnx")
-    was_training = model.training
-    model = model.cpu().eval()
+    original = model
     example = example.cpu()
     buf = io.BytesIO()
     try:
+        model = deployable_copy(original)
+        with torch.no_grad():  # the copy must compute what the trained model computes
+            want = copy_eval_outputs(original, example)
+            got = model(example)
+        if want.shape != got.shape or not torch.allclose(got, want, rtol=1e-5, atol=1e-6):
+            raise ExportError(f"{type(original).__name__}: its deployable copy computes other outputs than the "
+                              "model (a layer trainlab cannot translate to PyTorch's); please report it")
         with torch.no_grad(), warnings.catch_warnings():
             # both exporters announce their successors (torch.export); the files they write are current
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -69,11 +118,18 @@ def export_model(model: nn.Module, example: Tensor, path: str | Path, format: st
     except Exception as err:  # the exporters raise many types; one line says what failed
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ExportError(f"{type(model).__name__} could not be exported to {format}: {first}") from err
-    finally:
-        model.train(was_training)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+def copy_eval_outputs(model: nn.Module, x: Tensor) -> Tensor:
+    """``model(x)`` in eval mode on the CPU, leaving ``model`` (mode and device) as it was."""
+    import copy
+
+    m = copy.deepcopy(model).cpu().eval()
+    with torch.no_grad():
+        return m(x)
 
 
 def export_run(run_dir: str | Path, format: str = "torchscript", out: str | Path | None = None) -> Path:

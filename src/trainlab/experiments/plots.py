@@ -28,6 +28,15 @@ def _integer_epochs(ax) -> None:
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
 
 
+def _log_y(ax) -> None:
+    """A log y axis whose ticks read as plain numbers (0.3, 2) rather than 3×10⁻¹."""
+    ax.set_yscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+
+
 def _legend_below(fig, axes, ncol: int | None = None) -> None:
     """One legend for the whole figure, under the panels, so it never covers a curve."""
     handles, labels = [], []
@@ -76,7 +85,7 @@ def plot_curves(records: Sequence[dict], path: str | Path, title: str = "", *,
         values = [r.get(k) for r in records for k in (m, f"val_{m}") if _finite(r.get(k))]
         # a log axis only pays off over a decade or more; below that its tick labels read badly
         if m in ("loss", "lr") and values and min(values) > 0 and max(values) / min(values) > 20:
-            ax.set_yscale("log")
+            _log_y(ax)
         ax.grid(alpha=0.3)
         for stop in early_stops:
             if stop.get("best_epoch"):
@@ -347,6 +356,8 @@ def plot_overlaid_curves(runs: Sequence[tuple], keys: Sequence[str], path: str |
     n_colours = max((r[1] for r in runs), default=0) + 1
     labelled: set[int] = set()
     diverged_shown = False
+    # dots show where each epoch lies (and a run of one epoch at all) while they do not crowd
+    few_points = sum(len(r[2]) for r in runs) <= 400
     for ax, key in zip(axes[0], keys):
         labelled = set()
         for run in runs:
@@ -357,7 +368,8 @@ def plot_overlaid_curves(runs: Sequence[tuple], keys: Sequence[str], path: str |
                 continue
             colour = cmap(c / max(n_colours - 1, 1)) if n_colours > 10 else cmap(c % 10)
             show = c not in labelled and len(labelled) < max_legend
-            ax.plot(*zip(*pts), color=colour, alpha=0.75, linewidth=1.2, label=label if show else None)
+            ax.plot(*zip(*pts), color=colour, alpha=0.75, linewidth=1.2, label=label if show else None,
+                    marker="o" if few_points else None, markersize=3)
             labelled.add(c)
             if flagged or any(r.get(key) is not None and not _finite(r.get(key)) for r in records):
                 ax.plot([pts[-1][0]], [pts[-1][1]], "x", color="red", markersize=9, markeredgewidth=2,
@@ -367,8 +379,8 @@ def plot_overlaid_curves(runs: Sequence[tuple], keys: Sequence[str], path: str |
         ax.set_ylabel(key)
         _integer_epochs(ax)
         values = [r[key] for rs in runs for r in rs[2] if _finite(r.get(key))]
-        if "loss" in key and values and min(values) > 0:
-            ax.set_yscale("log")
+        if "loss" in key and values and min(values) > 0 and max(values) / min(values) > 20:
+            _log_y(ax)
         ax.grid(alpha=0.3)
     handles, labels = [], []
     for ax in axes[0]:
