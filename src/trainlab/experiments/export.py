@@ -44,7 +44,8 @@ def _torch_equivalent(module: nn.Module) -> nn.Module | None:
 
     trainlab's activations are ``torch.autograd.Function`` classes (their backward is written out),
     which neither tracer can record; their forward values equal PyTorch's, so a deployable copy
-    uses PyTorch's modules. Normalization and dropout layers use plain tensor ops in eval mode.
+    uses PyTorch's modules. Layer norm is swapped for the same reason; batch norm and dropout use
+    plain tensor ops in eval mode.
     """
     from trainlab.nn import activations as A
 
@@ -66,6 +67,16 @@ def _torch_equivalent(module: nn.Module) -> nn.Module | None:
         return nn.ELU(alpha=module.alpha)
     if isinstance(module, A.GELU):
         return nn.GELU(approximate=module.approximate)
+    from trainlab.nn.normalization import LayerNorm
+
+    if isinstance(module, LayerNorm):  # layer norm computes the same in both modes, so through its Function
+        out = nn.LayerNorm(module.normalized_shape, eps=module.eps, elementwise_affine=module.elementwise_affine,
+                           bias=module.bias is not None)
+        if module.weight is not None:
+            out.weight.data.copy_(module.weight.detach())
+        if module.bias is not None:
+            out.bias.data.copy_(module.bias.detach())
+        return out
     return None
 
 
@@ -106,6 +117,8 @@ def export_model(model: nn.Module, example: Tensor, path: str | Path, format: st
             # both exporters announce their successors (torch.export); the files they write are current
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", FutureWarning)
+            # layers check the feature width in Python; it is fixed per model (the batch axis stays free)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             if format == "torchscript":
                 traced = torch.jit.trace(model, example, check_trace=False)
                 torch.jit.save(traced, buf)

@@ -308,5 +308,5 @@ class CNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 2:  # flat rows (as MNIST is stored) → images
-            x = x.view(len(x), *self.in_shape)
+            x = x.unflatten(1, self.in_shape)  # not view(len(x), ...): a traced export keeps the batch free
         return self.out(self.dense(self.features(x).flatten(1)))
