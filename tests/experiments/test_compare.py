@@ -116,3 +116,17 @@ def test_trainlab_run_records_its_run(tmp_path, capsys):
     capsys.readouterr()
     assert main(["compare", "run1", "--store", str(store)]) == 0
     assert "val_accuracy best epoch" in capsys.readouterr().out
+
+
+def test_cli_compare_writes_a_figure_of_the_runs_curves(tmp_path, cli):
+    make_store(tmp_path / "s.sqlite").close()
+    res = cli("compare", "run-a", "run-b", "run-c", "--store", "s.sqlite")
+    assert res.returncode == 0, res.stderr
+    figure = tmp_path / "compare" / "run-a-run-b-run-c.png"
+    assert res.stdout.rstrip().endswith(f"figure: {figure.relative_to(tmp_path)}") and figure.stat().st_size > 5000
+    res = cli("compare", "run-a", "run-b", "--store", "s.sqlite", "--format", "csv", "--figure", "out/f.png")
+    assert res.returncode == 0 and res.stderr == "figure: out/f.png\n"  # stdout stays pure CSV
+    assert list(csv.reader(io.StringIO(res.stdout)))[0] == ["", "run-a", "run-b"]
+    assert (tmp_path / "out" / "f.png").is_file()
+    res = cli("compare", "run-a", "--store", "s.sqlite", "--no-figure", "--figure", "none.png")
+    assert res.returncode == 0 and "figure" not in res.stdout and not (tmp_path / "none.png").exists()

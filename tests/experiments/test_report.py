@@ -155,3 +155,13 @@ def test_confusion_matrix_and_decision_boundary_draw(tmp_path):
     path = plots.plot_decision_boundary(lambda x: torch.softmax(model(x), 1), (X, y), (X[:5], y[:5]),
                                         tmp_path / "db.png", grid=40)
     assert path.stat().st_size > 1000
+
+
+def test_panels_put_named_values_on_labelled_ticks(captured, tmp_path):
+    plots.plot_panels([{"series": {"adam": ([0, 1, 2], [0.8, 0.9, 0.85])}, "xticklabels": ["32", "128", "full"]},
+                       {"series": {"adam": ([1e-3, 1e-2, 1e-1], [0.8, 0.9, 0.5])}, "logx": True}],
+                      tmp_path / "p.png")
+    (fig,) = captured
+    named, numeric = fig.axes[:2]
+    assert [t.get_text() for t in named.get_xticklabels()] == ["32", "128", "full"]
+    assert numeric.get_xscale() == "log" and list(numeric.get_lines()[0].get_xdata()) == [1e-3, 1e-2, 1e-1]

@@ -187,6 +187,23 @@ def test_sweep_report_files(tmp_path):
         assert text in html, text
 
 
+def test_random_search_report_scatters_the_metric_against_each_continuous_field(tmp_path):
+    data = sweep(optimizer={"name": "sgd", "lr": {"loguniform": [0.01, 1e7]}},
+                 model={"hidden": [8, 8], "activation": "relu",
+                        "dropout": {"uniform": [0.0, 0.3]}},
+                 sweep={"method": "random", "samples": 6, "sample_seed": 1})
+    plan = expand_sweep(data)
+    with Store(tmp_path / "s.sqlite") as st:
+        result = run_sweep(plan, store=st, out_dir=tmp_path / "sweep", executor=LocalExecutor(0), verbose=False)
+    names = {p.name for p in (tmp_path / "sweep").iterdir()}
+    assert {"scatter-optimizer.lr.png", "scatter-model.dropout.png"} <= names  # 6 draws, not a heatmap of 6×6
+    assert not any(n.startswith("heatmap") for n in names)
+    html = result.report.read_text()
+    assert "val_accuracy against optimizer.lr, one dot per run" in html
+    if result.failed:  # lr up to 1e7 diverges: those runs are marked, not dropped silently
+        assert "a red cross per diverged run" in html
+
+
 def test_write_runs_writes_a_run_folder_per_run(tmp_path):
     plan = expand_sweep(sweep(optimizer={"name": "sgd", "lr": [0.05, 0.1]}, sweep={"write_runs": True}))
     result = run_sweep(plan, store=tmp_path / "s.sqlite", out_dir=tmp_path / "sw", executor=LocalExecutor(0),

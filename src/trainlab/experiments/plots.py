@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
+import matplotlib.transforms  # noqa: E402
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -28,13 +29,20 @@ def _integer_epochs(ax) -> None:
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
 
 
-def _log_y(ax) -> None:
-    """A log y axis whose ticks read as plain numbers (0.3, 2) rather than 3×10⁻¹."""
+def _log_y(ax, values: Sequence[float]) -> None:
+    """A log y axis whose ticks read as plain numbers (0.3, 2) rather than 3×10⁻¹.
+
+    Over less than two decades the in-between ticks are labelled too (the decades alone would be
+    one or two labels); over more they would overlap, so only the decades are.
+    """
     ax.set_yscale("log")
     plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
     ax.yaxis.set_major_formatter(plain)
-    ax.yaxis.set_minor_formatter(plain)
-    ax.tick_params(axis="y", which="minor", labelsize=7)
+    if math.log10(max(values) / min(values)) < 2:
+        ax.yaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="y", which="minor", labelsize=7)
+    else:
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
 def _legend_below(fig, axes, ncol: int | None = None) -> None:
@@ -85,7 +93,7 @@ def plot_curves(records: Sequence[dict], path: str | Path, title: str = "", *,
         values = [r.get(k) for r in records for k in (m, f"val_{m}") if _finite(r.get(k))]
         # a log axis only pays off over a decade or more; below that its tick labels read badly
         if m in ("loss", "lr") and values and min(values) > 0 and max(values) / min(values) > 20:
-            _log_y(ax)
+            _log_y(ax, values)
         ax.grid(alpha=0.3)
         for stop in early_stops:
             if stop.get("best_epoch"):
@@ -194,7 +202,8 @@ def plot_confusion_matrix(counts: Sequence[Sequence[int]], path: str | Path, lab
 def plot_panels(panels: Sequence[dict], path: str | Path, title: str = "", ncols: int | None = None) -> Path:
     """Line plots side by side. Each panel is a dict with ``series`` ({label: (xs, ys)}) and
     optional ``title``, ``xlabel``, ``ylabel``, ``logy``, ``logx``, ``hline`` (a y value drawn
-    dashed) and ``markers`` (bool)."""
+    dashed), ``markers`` (bool) and ``xticklabels`` (names of the x positions 0, 1, ... when the
+    swept values are not numbers)."""
     n = len(panels)
     ncols = ncols or min(n, 3)
     nrows = -(-n // ncols)
@@ -211,6 +220,10 @@ def plot_panels(panels: Sequence[dict], path: str | Path, title: str = "", ncols
             ax.set_yscale("log")
         if panel.get("logx"):
             ax.set_xscale("log")
+        if panel.get("xticklabels"):
+            names = panel["xticklabels"]
+            ax.set_xticks(range(len(names)))
+            ax.set_xticklabels(names, rotation=30 if max(map(len, names)) > 6 else 0, fontsize=8)
         ax.set_title(panel.get("title", ""), fontsize=10)
         ax.set_xlabel(panel.get("xlabel", ""))
         ax.set_ylabel(panel.get("ylabel", ""))
@@ -380,7 +393,7 @@ def plot_overlaid_curves(runs: Sequence[tuple], keys: Sequence[str], path: str |
         _integer_epochs(ax)
         values = [r[key] for rs in runs for r in rs[2] if _finite(r.get(key))]
         if "loss" in key and values and min(values) > 0 and max(values) / min(values) > 20:
-            _log_y(ax)
+            _log_y(ax, values)
         ax.grid(alpha=0.3)
     handles, labels = [], []
     for ax in axes[0]:
@@ -459,10 +472,19 @@ def plot_error_bars(labels: Sequence[str], means: Sequence[float], errors: Seque
 
 
 def plot_scatter(xs: Sequence[float], ys: Sequence[float], path: str | Path, xlabel: str = "", ylabel: str = "",
-                 logx: bool = False, title: str = "") -> Path:
-    """One dot per run: a metric against a swept numeric field (random search)."""
+                 logx: bool = False, title: str = "", diverged: Sequence[float] = ()) -> Path:
+    """One dot per run: a metric against a swept numeric field (random search).
+
+    ``diverged`` holds the field's values of runs that diverged (no metric): red crosses along the
+    bottom edge, so where a setting breaks training shows too.
+    """
     fig, ax = plt.subplots(figsize=(5.4, 3.8))
-    ax.scatter(xs, ys, s=18, alpha=0.8)
+    ax.scatter(xs, ys, s=18, alpha=0.8, label="run")
+    if diverged:
+        edge = matplotlib.transforms.blended_transform_factory(ax.transData, ax.transAxes)
+        ax.scatter(list(diverged), [0.03] * len(diverged), marker="x", color="red", s=40, transform=edge,
+                   label="diverged (no value)", clip_on=False)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)

@@ -750,6 +750,20 @@ def _discrete(values: list) -> list:
         return out
 
 
+def _diverged(run: dict) -> bool:
+    """Whether a run failed because its loss became NaN/Inf (figures mark it)."""
+    return run["status"] == "failed" and "NonFiniteLoss" in (run.get("error") or "")
+
+
+def _continuous(values: list, method: str) -> bool:
+    """A numeric field best shown as a scatter: drawn from a distribution, or with many values."""
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return False
+    distinct = len(_discrete(values))
+    drawn = method == "random" and any(isinstance(v, float) and not v.is_integer() for v in values)
+    return distinct > 15 or (drawn and distinct > 2)
+
+
 def write_sweep_report(store, sweep_id: str, out_dir: str | Path) -> Path:
     """Write ``report.html`` (self-contained) and its PNG figures for a sweep into ``out_dir``.
 
@@ -789,14 +803,16 @@ def write_sweep_report(store, sweep_id: str, out_dir: str | Path) -> Path:
     sections.append(Section("Summary", text=summary, table=(header, table_rows)))
 
     figures = []
-    curve_runs = [(g["label"], i, r["history"]) for i, g in enumerate(groups) for r in g["runs"] if r["history"]]
+    curve_runs = [(g["label"], i, r["history"], _diverged(r)) for i, g in enumerate(groups) for r in g["runs"]
+                  if r["history"]]
     if curve_runs:
-        keys = [k for k in (metric, "val_loss", "loss") if any(k in h[0] for _, _, h in curve_runs)]
+        keys = [k for k in (metric, "val_loss", "loss") if any(k in run[2][0] for run in curve_runs)]
         keys = list(dict.fromkeys(keys))[:2]
         if keys:
             path = plots.plot_overlaid_curves(curve_runs, keys, out / "curves.png", title=t["name"])
             figures.append((f"{' and '.join(keys)} per epoch, every run (one colour per point, its seeds alike)", path))
-    discrete = [f for f in fields if 1 < len(_discrete([r["values"].get(f) for r in runs])) <= 15]
+    continuous = [f for f in fields if _continuous([r["values"].get(f) for r in runs], t["spec"].method)]
+    discrete = [f for f in fields if f not in continuous and 1 < len(_discrete([r["values"].get(f) for r in runs])) <= 15]
     for a, b in list(itertools.combinations(discrete, 2))[:3]:
         xs = _discrete([r["values"].get(a) for r in runs])
         ys = _discrete([r["values"].get(b) for r in runs])
@@ -823,15 +839,17 @@ def write_sweep_report(store, sweep_id: str, out_dir: str | Path) -> Path:
                                      title=f"{metric}: mean ± std over seeds" if n_seeds > 1 else metric)
         figures.append((f"{metric} per point{' (best 30)' if len(groups) > 30 else ''}"
                         + (", error bars: ±1 std over seeds" if n_seeds > 1 else ""), path))
-    for f in fields:
-        vals = [r["values"].get(f) for r in runs]
-        numeric = [v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if len(numeric) == len(vals) and len(_discrete(numeric)) > 15:
-            pts = [(r["values"][f], r["final"]) for r in runs if not math.isnan(r["final"])]
-            logx = all(v > 0 for v, _ in pts) and max(v for v, _ in pts) / min(v for v, _ in pts) > 50
-            path = plots.plot_scatter([p[0] for p in pts], [p[1] for p in pts], out / f"scatter-{_slug(f)}.png",
-                                      xlabel=f, ylabel=metric, logx=logx)
-            figures.append((f"{metric} against {f}, one dot per run", path))
+    for f in continuous:
+        pts = [(r["values"][f], r["final"]) for r in runs if not math.isnan(r["final"])]
+        lost = [r["values"][f] for r in runs if math.isnan(r["final"]) and _diverged(r)]
+        xs_all = [v for v, _ in pts] + lost
+        if not xs_all:
+            continue
+        logx = all(v > 0 for v in xs_all) and max(xs_all) / min(xs_all) > 50
+        path = plots.plot_scatter([p[0] for p in pts], [p[1] for p in pts], out / f"scatter-{_slug(f)}.png",
+                                  xlabel=f, ylabel=metric, logx=logx, diverged=lost)
+        figures.append((f"{metric} against {f}, one dot per run" + (", a red cross per diverged run" if lost else ""),
+                        path))
     if figures:
         sections.append(Section("Figures", figures=figures))
 

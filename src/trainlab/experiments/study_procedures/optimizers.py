@@ -88,12 +88,19 @@ def optimizer_grid(ctx: StudyContext, *, datasets: dict, base: dict, optimizers:
                     metrics[f"{dlabel}.{factor}.{olabel}.mean_accuracy"] = statistics.fmean(t[1] for t in ordered)
                     metrics[f"{dlabel}.{factor}.{olabel}.best_accuracy"] = best[1]
                     metrics[f"{dlabel}.{factor}.{olabel}.spread"] = best[1] - min(t[1] for t in ordered)
-                    xs = list(range(len(ordered)))
+                    numeric = all(isinstance(t[0], (int, float)) and not isinstance(t[0], bool) for t in ordered)
+                    xs = [t[0] if numeric else list(axis["values"]).index(t[0]) for t in ordered]
                     series[olabel] = (xs, [t[1] for t in ordered])
                     ctx.log(f"{dlabel} {factor} {olabel}: " + ", ".join(f"{t[0]}→{t[1]:.3f}" for t in ordered))
-                panels.append({"title": f"{dlabel}: {factor} ({', '.join(str(v) for v in axis['values'])})",
-                               "xlabel": f"{factor} (index of the value)", "ylabel": "val accuracy",
-                               "series": series, "markers": True})
+                values = list(axis["values"])
+                numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+                panel = {"title": f"{dlabel}: {factor}", "xlabel": factor, "ylabel": "val accuracy",
+                         "series": series, "markers": True}
+                if not numeric:  # named settings: one tick per value, labelled with it
+                    panel["xticklabels"] = [str(v) for v in values]
+                elif min(values) > 0 and max(values) / min(values) >= 10:
+                    panel["logx"] = True
+                panels.append(panel)
             fig = plot_panels(panels, ctx.path(f"grid_{dlabel}.png"), title=dlabel)
             sections.append(Section(f"{dlabel}", text=[f"data {dspec}; base {base}; seeds {list(seeds)}."],
                                     table=(("factor", "optimizer", "value", "val accuracy (mean over seeds)",
