@@ -165,3 +165,13 @@ def test_panels_put_named_values_on_labelled_ticks(captured, tmp_path):
     named, numeric = fig.axes[:2]
     assert [t.get_text() for t in named.get_xticklabels()] == ["32", "128", "full"]
     assert numeric.get_xscale() == "log" and list(numeric.get_lines()[0].get_xdata()) == [1e-3, 1e-2, 1e-1]
+
+
+def test_metrics_json_counts_diagnostics_and_verdict_epochs_as_the_history_does(tmp_path):
+    cfg = {"name": "diag", "seed": 0, "data": {"name": "moons", "n_samples": 120}, "model": {"hidden": [6]},
+           "optimizer": {"name": "sgd", "lr": 0.05}, "train": {"epochs": 2, "batch_size": 32},
+           "diagnostics": {"every": 1, "spectra": False}}
+    run_experiment(cfg, run_dir=tmp_path / "run", verbose=False)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [r["epoch"] for r in metrics["diagnostics"]["records"]] == [0, 1, 2]  # 0: at initialization
+    assert all(v["epoch"] >= 0 for v in metrics["verdicts"])

@@ -414,8 +414,11 @@ def write_run_folder(result: RunResult) -> Path:
     metrics = {"name": result.config.name, "history": records, "final": result.final,
                "wall_time": result.wall_time}
     if "diagnostics" in result.extras:
-        metrics["verdicts"] = [v.to_dict() for v in result.extras.get("verdicts", [])]
-        metrics["diagnostics"] = result.extras["diagnostics"].summary()
+        # as in the history: epochs from 1, and 0 for the record taken at initialization (-1 inside)
+        metrics["verdicts"] = [{**v.to_dict(), "epoch": v.epoch + 1} for v in result.extras.get("verdicts", [])]
+        summary = result.extras["diagnostics"].summary()
+        summary["records"] = [{**r, "epoch": r["epoch"] + 1} if "epoch" in r else r for r in summary["records"]]
+        metrics["diagnostics"] = summary
     atomic_write_json(run_dir / "metrics.json", metrics)
     save_weights(result.model, run_dir / "weights.safetensors", metadata={"name": result.config.name})
     write_report(run_dir / "report.html", f"trainlab run: {result.config.name}", report_sections(result),
