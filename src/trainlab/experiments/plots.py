@@ -227,9 +227,12 @@ def plot_panels(panels: Sequence[dict], path: str | Path, title: str = "", ncols
         ax.set_title(panel.get("title", ""), fontsize=10)
         ax.set_xlabel(panel.get("xlabel", ""))
         ax.set_ylabel(panel.get("ylabel", ""))
+        if "epoch" in panel.get("xlabel", ""):
+            _integer_epochs(ax)
         ax.grid(alpha=0.3)
-        if len(panel["series"]) > 1 or panel.get("legend"):
-            ax.legend(fontsize=8)
+        if len(panel["series"]) > 1 or panel.get("legend"):  # under the panel, off the curves
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False,
+                      ncol=min(len(panel["series"]), 3))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -530,6 +533,7 @@ def plot_layer_series(series: dict[str, list[tuple[int, float]]], path: str | Pa
     if log:
         ax.set_yscale("log")
     ax.set_xlabel("epoch (0 = initialization)")
+    _integer_epochs(ax)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2 if len(names) > 6 else 1, loc="center left", bbox_to_anchor=(1.01, 0.5))
@@ -576,10 +580,11 @@ def plot_unit_health(dead: dict, saturated: dict, path: str | Path) -> Path:
                         color=cmap(i / max(len(series) - 1, 1) * 0.9))
         row[1].set_ylim(-0.02, 1.02)
         row[1].set_xlabel("epoch (0 = initialization)")
+        _integer_epochs(row[1])
         row[1].set_ylabel(f"{what} fraction")
         row[1].set_title(f"{what} fraction over training", fontsize=10)
         row[1].grid(alpha=0.3)
-        row[1].legend(fontsize=7, ncol=2 if len(series) > 6 else 1)
+        row[1].legend(fontsize=7, ncol=2 if len(series) > 6 else 1, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return _save(fig, path)
 
@@ -685,5 +690,5 @@ def plot_trajectories(results, path: str | Path, *, function=None, title: str = 
     ax.set_xlabel("x")
     ax.set_ylabel("y")
     ax.set_title(title or fn.description, fontsize=9)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the contours, not on a path
     return _save(fig, path)
