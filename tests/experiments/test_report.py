@@ -175,3 +175,16 @@ def test_metrics_json_counts_diagnostics_and_verdict_epochs_as_the_history_does(
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert [r["epoch"] for r in metrics["diagnostics"]["records"]] == [0, 1, 2]  # 0: at initialization
     assert all(v["epoch"] >= 0 for v in metrics["verdicts"])
+
+
+def test_fit_says_when_and_why_early_stopping_ended_training(capsys):
+    torch.manual_seed(0)
+    model = MLP(2, hidden=(4,), out_features=2)
+    X, y = torch.randn(40, 2), torch.randint(0, 2, (40,))
+    trainlab.fit(model, (X, y), (X, y), loss="cross_entropy", epochs=10, seed=0,
+                 optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                 callbacks=[Feed([0.9, 0.5, 0.6, 0.7] + [0.1] * 6), EarlyStopping(patience=2)])
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-2].startswith("epoch  4/10")
+    assert lines[-1] == ("early stopping after epoch 4 of 10: val_loss did not improve for 2 epochs (patience 2); "
+                         "best 0.5 at epoch 2")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import inspect
 import io
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -190,11 +189,6 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
     final = final_metrics(model, data, loss, device)
     result = RunResult(cfg, model, history, final, time.perf_counter() - t0, run_path)
     result.extras.update(data=data, loss=loss, early_stops=early_stops(callbacks))
-    if verbose:
-        for stop in result.extras["early_stops"]:
-            if stop["stopped_epoch"]:
-                print(f"early stopping after epoch {stop['stopped_epoch']} of {cfg.train.epochs}: {stop['reason']}",
-                      file=sys.stderr)
     if recorder is not None:
         result.extras["diagnostics"] = recorder
         result.extras["verdicts"] = recorder.verdicts(history, baseline_loss=_baseline_loss(loss, data.train),

@@ -187,6 +187,12 @@ class ProgressLogger(Callback):
         print(f"epoch {epoch + 1:>{width}}/{self.loop.epochs}  {format_logs(logs)}", file=self.stream,
               flush=True)
 
+    def on_train_end(self, logs: Logs) -> None:
+        # a run that ends before its last epoch says why, where the epoch lines stop
+        for cb in self.loop.callbacks.callbacks:
+            if isinstance(cb, EarlyStopping) and cb.stopped_epoch and not cb.verbose:
+                print(cb.stop_message(), file=self.stream, flush=True)
+
 
 # ---- stopping, checkpoints, logging -----------------------------------------------------------
 
@@ -303,9 +309,15 @@ class EarlyStopping(Callback):
                            f"{self.best:.4g} at epoch {self.best_epoch}")
             self.loop.stop_training = True
 
+    def stop_message(self) -> str:
+        """``early stopping after epoch 12 of 40: <reason>`` (empty when training was not stopped)."""
+        if not self.stopped_epoch:
+            return ""
+        return f"early stopping after epoch {self.stopped_epoch} of {self.loop.epochs}: {self.reason}"
+
     def on_train_end(self, logs: Logs) -> None:
         if self.stopped_epoch > 0 and self.verbose:
-            print(f"early stopping after epoch {self.stopped_epoch}: {self.reason}", file=sys.stderr)
+            print(self.stop_message(), file=sys.stderr)
         if self.restore_best_weights and self.best_weights is not None:
             if self.verbose:
                 print(f"restoring the weights of the best epoch, {self.best_epoch}", file=sys.stderr)
