@@ -12,6 +12,8 @@ from trainlab.experiments.runner import build_data, run_experiment
 from trainlab.nn import MLP, models
 from trainlab.train.loop import evaluate
 
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+
 TINY = {"name": "tiny", "seed": 3, "data": {"name": "moons", "n_samples": 240, "noise": 0.2},
         "model": {"kind": "mlp", "hidden": [12, 12], "activation": "tanh", "norm": "batch", "dropout": 0.2},
         "optimizer": {"name": "adam", "lr": 0.02}, "train": {"epochs": 3, "batch_size": 32}}
