@@ -45,6 +45,7 @@ def test_load_run_gives_the_trained_model_config_and_history(trained):
     labels = run.predict(X.numpy())  # numpy float64 is cast to the model's dtype
     assert labels.dtype == torch.int64 and torch.equal(labels, run.predict_proba(X).argmax(1))
     assert float((labels == build_data(run.config).val.y).double().mean()) == metrics["final"]["val_accuracy"]
+    assert torch.equal(run.data().val.X, X)
 
 
 def test_load_run_refuses_what_is_not_a_finished_run(tmp_path, trained):

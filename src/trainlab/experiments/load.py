@@ -9,6 +9,7 @@ it in eval mode, so it predicts exactly as the model did when the run ended::
     run.predict_proba(X)     # class probabilities (classification)
     run.model                # the nn.Module (outputs logits for classification)
     run.config, run.history, run.final
+    run.data().val           # the run's validation split, rebuilt from the config
 """
 from __future__ import annotations
 
@@ -72,6 +73,14 @@ class LoadedRun:
         if torch.is_floating_point(X) or X.dtype in (torch.uint8, torch.int32, torch.int64):
             X = X.to(dtype)
         return X.to(next(self.model.parameters()).device)
+
+    def data(self):
+        """The run's data splits (``.train``, ``.val``, ``.test``), built again from the config as the run built them."""
+        from trainlab.experiments.runner import build_data
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            return build_data(self.config)
 
     def example_input(self, n: int = 2) -> Tensor:
         """A batch of ``n`` zero inputs of the shape the model takes (to trace or export it)."""
