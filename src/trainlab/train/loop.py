@@ -90,7 +90,7 @@ class Loop:
     def __init__(self, model: nn.Module, train: Batches, val: Dataset | None, *, loss_fn,
                  optimizer: torch.optim.Optimizer, epochs: int, device: torch.device,
                  callbacks: Iterable[Callback], history: History, eval_batch_size: int = 8192,
-                 augment=None):
+                 augment=None, seed: int | None = None):
         self.model, self.train, self.val = model, train, val
         self.loss_fn, self.optimizer = loss_fn, optimizer
         self.epochs, self.device, self.history = epochs, device, history
@@ -98,6 +98,7 @@ class Loop:
         self.steps_per_epoch = len(train)
         self.eval_batch_size = eval_batch_size
         self.augment = augment  # a callable x -> x for training inputs only (trainlab.data.augment)
+        self.seed = seed  # recorded in checkpoints; a resume with another seed is refused
         self.epoch = 0
         self.step = 0
         self.stop_training = False
@@ -105,7 +106,8 @@ class Loop:
 
     def run(self, initial_epoch: int = 0, resume=None) -> History:
         """Train from ``initial_epoch``; with ``resume`` (a :class:`~trainlab.train.checkpoint.Checkpoint`)
-        continue where that checkpoint ends (its state is put in after ``on_train_begin``)."""
+        continue where that checkpoint ends. The checkpoint is checked completely before any
+        callback runs and its state is put in after ``on_train_begin``."""
         model, optimizer, loss_fn, cbs = self.model, self.optimizer, self.loss_fn, self.callbacks
         batch_hooks = cbs.has_batch_hooks
         stash: dict[str, Tensor] = {}
@@ -123,11 +125,14 @@ class Loop:
             return loss
 
         train_logs: dict = {}
+        if resume is not None:
+            # all of it is checked before any callback runs, so a refused resume touches no file
+            from trainlab.train.checkpoint import check_resume, restore
+            check_resume(self, resume)
         cbs.on_train_begin(train_logs)
         if resume is not None:
-            # after on_train_begin, so callbacks that reset themselves there get their saved state
-            from trainlab.train.checkpoint import restore
-            initial_epoch = restore(self, resume)
+            # put in after on_train_begin, so callbacks that reset themselves there get their saved state
+            initial_epoch = restore(self, resume, checked=True)
             self.stop_training = bool(resume.loop.get("stop_training", False))
         for epoch in range(initial_epoch, self.epochs if not self.stop_training else initial_epoch):
             self.epoch = epoch
@@ -249,5 +254,5 @@ def fit(model: nn.Module, train, val=None, *, loss, optimizer: torch.optim.Optim
     if augment is not None and not callable(augment):
         raise TypeError(f"augment must be a callable x -> x, got {type(augment).__name__}")
     loop = Loop(model, batches, val_ds, loss_fn=loss_fn, optimizer=optimizer, epochs=epochs,
-                device=device, callbacks=callbacks, history=history, augment=augment)
+                device=device, callbacks=callbacks, history=history, augment=augment, seed=seed)
     return loop.run(initial_epoch, resume=resume_from)
