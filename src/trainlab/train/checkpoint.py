@@ -264,6 +264,8 @@ def _decode(obj: Any, tensors: dict[str, Tensor], where: str, used: set[str], de
         for k, v in value:
             if not (k is None or isinstance(k, _SCALARS)):
                 raise _Malformed(f"{where}: a dict key must be a number, string or null, found {type(k).__name__}")
+            if k in out:  # also True after 1: they are the same key to Python
+                raise _Malformed(f"{where}: the key {_short(k)} appears twice")
             out[k] = _decode(v, tensors, f"{where}.{k}", used, depth + 1)
         return out
     if tag == "__torch__":
@@ -631,8 +633,26 @@ def _kind(v: Any) -> str:
     if isinstance(v, Tensor):
         return "tensor"
     if isinstance(v, (tuple, list)):
-        return f"sequence of {len(v)}"
+        return f"sequence ({', '.join(_kind(x) for x in v)})"
     return type(v).__name__
+
+
+def _try_hyperparameters(opt: torch.optim.Optimizer, group: dict, saved: dict, i: int) -> None:
+    """Build a throw-away optimizer of the same class with the saved group's hyperparameters, so
+    that the class's own checks (``0 <= beta < 1``, ``lr >= 0``...) judge them."""
+    def build(values: dict):
+        kwargs = {k: values[k] for k in opt.defaults if k in values}
+        return type(opt)([torch.zeros(1, requires_grad=True)], **kwargs)
+
+    try:
+        build(group)
+    except Exception:  # noqa: BLE001 — a class that cannot be rebuilt this way is not tried
+        return
+    try:
+        build(saved)
+    except Exception as err:  # noqa: BLE001 — its constructor says what is wrong
+        raise CheckpointError(f"param group {i} holds hyperparameters {type(opt).__name__} refuses "
+                              f"({_short(str(err), 120)})") from None
 
 
 def _check_optimizer(loop: "Loop", state: dict) -> None:
@@ -653,6 +673,12 @@ def _check_optimizer(loop: "Loop", state: dict) -> None:
             if _kind(s[k]) != _kind(v) and s[k] is not None and v is not None:
                 raise CheckpointError(f"param group {i}: {k} is {_short(s[k])}, where this optimizer has "
                                       f"a {_kind(v)}")
+            # flags pick the algorithm (amsgrad, nesterov...) and with it the state it keeps;
+            # numbers may legitimately differ (a schedule moves lr)
+            if isinstance(v, (bool, str)) and s[k] != v:
+                raise CheckpointError(f"param group {i}: {k} is {_short(s[k])} in the checkpoint but "
+                                      f"{_short(v)} in this optimizer")
+        _try_hyperparameters(loop.optimizer, g, s, i)
     for pid, entry in state["state"].items():
         p = params[pid]
         for k, v in entry.items():
