@@ -179,3 +179,40 @@ def test_sigkill_during_write_leaves_the_last_checkpoint_loadable(tmp_path):
         # loading in that folder removed the dead writer's temporary
         assert not any(s.exists() for s in strays)
     assert killed_mid_write >= 1  # the kill really landed inside a write at least once
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    from trainlab.train.checkpoint import _HOST
+
+    dead = tmp_path / f".last.safetensors.{_dead_pid()}-{_HOST}.0a1b2c.tmp"
+    live = tmp_path / f".last.safetensors.{os.getppid()}-{_HOST}.0a1b2d.tmp"  # a writer still running
+    other_host = tmp_path / f".last.safetensors.{_dead_pid()}-ffffffff.0a1b2e.tmp"
+    unrelated = tmp_path / ".notes.tmp"
+    for p in (dead, live, other_host, unrelated):
+        p.write_bytes(b"x" * 1000)
+    _, _, ck = _ckpt()
+    save_checkpoint(tmp_path / "last.safetensors", ck)
+    assert not dead.exists()
+    assert live.exists() and other_host.exists() and unrelated.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] != []
+    load_checkpoint(tmp_path / "last.safetensors")  # a load in the folder cleans up as well
+    dead.write_bytes(b"x")
+    load_checkpoint(tmp_path / "last.safetensors")
+    assert not dead.exists()
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    _, _, ck = _ckpt()
+    old = os.umask(umask)
+    try:
+        save_checkpoint(tmp_path / "c.safetensors", ck)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "c.safetensors").stat().st_mode & 0o777 == mode

@@ -285,7 +285,11 @@ def _decode(obj: Any, tensors: dict[str, Tensor], where: str, used: set[str], de
 
 def _short(value: Any, limit: int = 60) -> str:
     """``repr`` cut to ``limit`` characters, so a crafted value never floods a message."""
-    text = repr(value) if not isinstance(value, (dict, list)) else f"a {type(value).__name__}"
+    small = isinstance(value, (list, tuple)) and len(value) <= 8 and all(
+        v is None or isinstance(v, _SCALARS) for v in value)
+    if isinstance(value, (dict, list, tuple)) and not small:  # never repr a crafted structure whole
+        return f"a {type(value).__name__} of {len(value)} items"
+    text = repr(value[: limit + 1] if isinstance(value, str) else value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
