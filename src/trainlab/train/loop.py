@@ -36,6 +36,15 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating parameter or buffer (torch's default without one):
+    numpy inputs are cast to it."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.get_default_dtype()
+
+
 def _count_correct(loss_fn, z: Tensor, y: Tensor) -> Tensor | None:
     if isinstance(loss_fn, Loss):
         return loss_fn.correct(z, y) if loss_fn.is_classification else None
@@ -53,7 +62,7 @@ def evaluate(model: nn.Module, data, loss: str | Loss = "cross_entropy", *,
     mode is restored afterwards.
     """
     loss_fn = resolve_loss(loss)
-    ds = as_dataset(data)
+    ds = as_dataset(data, dtype=model_dtype(model))
     if device is not None:
         ds = ds.to(device)
     was_training = model.training
@@ -188,8 +197,11 @@ def fit(model: nn.Module, train, val=None, *, loss, optimizer: torch.optim.Optim
 
     Args:
         model: any ``nn.Module`` mapping a batch of inputs to outputs (logits for classification).
-        train, val: a :class:`trainlab.data.Dataset` or a pair ``(X, y)`` of tensors, held in
-            memory on ``device`` for the whole run.
+        train, val: a :class:`trainlab.data.Dataset` or a pair ``(X, y)`` of tensors or numpy
+            arrays, held in memory on ``device`` for the whole run. Arrays are converted as
+            scikit-learn and Keras users expect: features (and floating targets) to the model's
+            dtype, so float64 data trains a float32 model; integer labels to ``int64``. Tensors
+            are used as given.
         loss: ``"mse"``, ``"bce"``, ``"cross_entropy"``, a :class:`trainlab.losses.Loss`, or any
             callable ``(outputs, targets) -> scalar``. A named loss checks that it pairs with the
             model's ``head`` attribute when it has one.
@@ -235,8 +247,9 @@ def fit(model: nn.Module, train, val=None, *, loss, optimizer: torch.optim.Optim
         generator = torch.Generator()
         generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
     model.to(device)
-    train_ds = as_dataset(train, "train").to(device)
-    val_ds = as_dataset(val, "val").to(device) if val is not None else None
+    dtype = model_dtype(model)
+    train_ds = as_dataset(train, "train", dtype=dtype).to(device)
+    val_ds = as_dataset(val, "val", dtype=dtype).to(device) if val is not None else None
     batches = Batches(train_ds, batch_size, shuffle=shuffle, drop_last=drop_last, generator=generator)
     if len(batches) == 0:
         raise ValueError(f"no training batches: {len(train_ds)} samples with batch_size={batch_size} "
