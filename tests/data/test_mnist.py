@@ -147,6 +147,18 @@ def test_random_holdout_is_seeded_and_disjoint(fake_dir):
     assert torch.equal(a_val.y, iv % 10)
 
 
+def test_limit_keeps_the_first_training_images_and_whole_val_and_test(fake_dir):
+    train, val, test = load_mnist("idx", root=fake_dir, limit=1000)
+    assert (len(train), len(val), len(test)) == (1000, 10_000, 10_000)
+    assert _index_of(train.X).tolist() == list(range(1000))
+    assert _index_of(val.X).tolist() == list(range(50_000, 60_000))
+    rtrain, rval, _ = load_mnist("idx", root=fake_dir, holdout="random", seed=2, limit=300)
+    full, _, _ = load_mnist("idx", root=fake_dir, holdout="random", seed=2)
+    assert len(rtrain) == 300 and torch.equal(rtrain.X, full.X[:300]) and len(rval) == 10_000
+    ftrain, _, _ = load_fashion_mnist("idx", root=fake_dir, limit=5)
+    assert len(ftrain) == 5
+
+
 def test_image_layout_dtype_and_no_validation(fake_dir):
     train, val, test = load_mnist("idx", root=fake_dir, val_size=0, flatten=False, dtype=torch.float64)
     assert val is None and len(train) == 60_000
@@ -158,6 +170,7 @@ def test_image_layout_dtype_and_no_validation(fake_dir):
 @pytest.mark.parametrize("kwargs, message", [
     ({"val_size": 60_000}, "val_size"), ({"val_size": -1}, "val_size"), ({"val_size": 1.5}, "val_size"),
     ({"holdout": "first"}, "holdout"), ({"dtype": torch.int64}, "dtype"),
+    ({"limit": 0}, "limit"), ({"limit": 50_001}, "limit"), ({"limit": 10.0}, "limit"), ({"limit": True}, "limit"),
 ])
 def test_bad_arguments(fake_dir, tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):

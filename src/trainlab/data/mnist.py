@@ -514,9 +514,13 @@ def _resolve(dataset: str, source: str, root, download_ok: bool, timeout: float)
     raise MnistUnavailableError(f"no {dataset} source is available. Tried:\n  {tried}\n{HINT}")
 
 
-def _check_args(val_size, holdout, dtype) -> None:
+def _check_args(val_size, holdout, dtype, limit=None) -> None:
     if isinstance(val_size, bool) or not isinstance(val_size, int) or not 0 <= val_size < N_TRAIN:
         raise ValueError(f"val_size must be an integer in [0, {N_TRAIN}), got {val_size!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or not 1 <= limit <= N_TRAIN - val_size):
+        raise ValueError(f"limit must be null or an integer in [1, {N_TRAIN - val_size}] (the training images "
+                         f"left after val_size={val_size}), got {limit!r}")
     if holdout not in ("last", "random"):
         raise ValueError(f"holdout must be 'last' or 'random', got {holdout!r}")
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
@@ -524,7 +528,7 @@ def _check_args(val_size, holdout, dtype) -> None:
 
 
 def _build(raw, name: str, *, val_size: int, holdout: str, seed: int, flatten: bool,
-           dtype: torch.dtype) -> tuple[Dataset, Dataset | None, Dataset]:
+           dtype: torch.dtype, limit: int | None = None) -> tuple[Dataset, Dataset | None, Dataset]:
     xtr, ytr, xte, yte = raw
     xtr, ytr = torch.from_numpy(xtr), torch.from_numpy(ytr)
 
@@ -540,6 +544,8 @@ def _build(raw, name: str, *, val_size: int, holdout: str, seed: int, flatten: b
         held = torch.zeros(N_TRAIN, dtype=torch.bool)
         held[perm[:val_size]] = True
         val_idx, train_idx = held.nonzero().squeeze(1), (~held).nonzero().squeeze(1)  # file order
+    if limit is not None:
+        train_idx = train_idx[:limit]
     train = Dataset(images(xtr[train_idx]), ytr[train_idx].long(), f"{name}:train")
     val = Dataset(images(xtr[val_idx]), ytr[val_idx].long(), f"{name}:val") if val_size else None
     test = Dataset(images(torch.from_numpy(xte)), torch.from_numpy(yte).long(), f"{name}:test")
@@ -549,7 +555,7 @@ def _build(raw, name: str, *, val_size: int, holdout: str, seed: int, flatten: b
 def load_mnist(source: str = "auto", root: str | os.PathLike | None = None, *,
                val_size: int = 10_000, holdout: str = "last", seed: int = 0, flatten: bool = True,
                dtype: torch.dtype = torch.float32, download: bool = True,
-               timeout: float = 30.0) -> tuple[Dataset, Dataset | None, Dataset]:
+               timeout: float = 30.0, limit: int | None = None) -> tuple[Dataset, Dataset | None, Dataset]:
     """MNIST as ``(train, val, test)`` :class:`Dataset` s: images in [0, 1], labels ``long``.
 
     x = p / 255 for each 8-bit pixel p; ``flatten=True`` gives ``X`` of shape (n, 784),
@@ -570,6 +576,9 @@ def load_mnist(source: str = "auto", root: str | os.PathLike | None = None, *,
         dtype: a floating dtype for the images (default float32).
         download: allow ``"auto"`` to fall back to the network.
         timeout: seconds per connection when downloading.
+        limit: train on only the first ``limit`` images of the training part (file order,
+            after the hold-out), for quick experiments; validation and test stay whole.
+            ``None`` (default) keeps all of them.
 
     Raises:
         MnistUnavailableError: no source works; the message says how to get one.
@@ -579,30 +588,30 @@ def load_mnist(source: str = "auto", root: str | os.PathLike | None = None, *,
     the IDX source, torchvision's ``ToTensor`` and Keras, so all sources agree exactly.
     Reference: Y. LeCun, C. Cortes, C. Burges, "The MNIST database of handwritten digits" (1998).
     """
-    _check_args(val_size, holdout, dtype)  # before any file is read
+    _check_args(val_size, holdout, dtype, limit)  # before any file is read
     raw = _resolve("mnist", source, root, download, timeout)
     return _build(raw, "mnist", val_size=val_size, holdout=holdout, seed=seed, flatten=flatten,
-                  dtype=dtype)
+                  dtype=dtype, limit=limit)
 
 
 def load_fashion_mnist(source: str = "auto", root: str | os.PathLike | None = None, *,
                        val_size: int = 10_000, holdout: str = "last", seed: int = 0,
                        flatten: bool = True, dtype: torch.dtype = torch.float32,
-                       download: bool = True, timeout: float = 30.0
+                       download: bool = True, timeout: float = 30.0, limit: int | None = None
                        ) -> tuple[Dataset, Dataset | None, Dataset]:
     """Fashion-MNIST (Zalando's 28×28 clothing images, 10 classes) as ``(train, val, test)``.
 
-    Same layout, arguments and split rules as :func:`load_mnist`; the sources are an IDX
+    Same layout, arguments (``limit`` too) and split rules as :func:`load_mnist`; the sources are an IDX
     directory (default ``$TRAINLAB_DATA/fashion_mnist`` or ``~/.cache/trainlab/fashion_mnist``)
     and the download (``"auto"`` tries them in that order). Class names: :data:`FASHION_CLASSES`.
 
     Reference: H. Xiao, K. Rasul, R. Vollgraf, "Fashion-MNIST: a Novel Image Dataset for
     Benchmarking Machine Learning Algorithms", arXiv:1708.07747 (2017).
     """
-    _check_args(val_size, holdout, dtype)  # before any file is read
+    _check_args(val_size, holdout, dtype, limit)  # before any file is read
     raw = _resolve("fashion_mnist", source, root, download, timeout)
     return _build(raw, "fashion_mnist", val_size=val_size, holdout=holdout, seed=seed,
-                  flatten=flatten, dtype=dtype)
+                  flatten=flatten, dtype=dtype, limit=limit)
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray, *, compress: bool | None = None) -> Path:
