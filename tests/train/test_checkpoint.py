@@ -216,3 +216,18 @@ def test_written_files_follow_the_umask(tmp_path, umask, mode):
     finally:
         os.umask(old)
     assert (tmp_path / "c.safetensors").stat().st_mode & 0o777 == mode
+
+
+def test_a_version_1_checkpoint_cannot_be_resumed_but_its_weights_load(tmp_path):
+    from safetensors.torch import save
+
+    model = MLP(3, (4,), 2)
+    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    state = json.dumps({"optimizer": None, "callbacks": [], "rng": {}, "loop": {}, "extra": {},
+                        "model_keys": list(model.state_dict())})
+    p = tmp_path / "old.safetensors"
+    p.write_bytes(save(tensors, metadata={"format": "trainlab-checkpoint", "version": "1", "state": state}))
+    with pytest.raises(CheckpointError, match="unsupported checkpoint version '1'"):
+        load_checkpoint(p)
+    fresh = load_weights(MLP(3, (4,), 2), p)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))

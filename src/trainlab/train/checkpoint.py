@@ -129,7 +129,10 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> nn.
         n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
         is_ckpt = 0 < n <= _MAX_HEADER and b'"trainlab-checkpoint"' in f.read(n)
     if is_ckpt:
-        state = load_checkpoint(path).model
+        try:
+            state = load_checkpoint(path).model
+        except _OldVersion:  # no digest to check, but its weights are plain tensors all the same
+            state = {k.removeprefix("model."): v for k, v in load_file(str(path)).items() if k.startswith("model.")}
     else:
         try:
             state = load_file(str(path))
@@ -163,6 +166,10 @@ _MAX_DEPTH = 100  # real states nest a dozen levels; deeper is a crafted file
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, crafted, or does not fit the run it is loaded into."""
+
+
+class _OldVersion(CheckpointError):
+    """Internal: a checkpoint of a version this trainlab cannot resume (its weights still load)."""
 
 
 class _Malformed(Exception):
@@ -345,9 +352,9 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
 
 
 def _read_header(data: bytes, path: Path) -> dict:
-    def refuse(why: str) -> CheckpointError:
-        return CheckpointError(f"{path} is not a trainlab checkpoint: {why}. trainlab only reads safetensors "
-                               "files it wrote itself and never unpickles anything")
+    def refuse(why: str, cls=CheckpointError) -> CheckpointError:
+        return cls(f"{path} is not a trainlab checkpoint: {why}. trainlab only reads safetensors "
+                   "files it wrote itself and never unpickles anything")
 
     if len(data) < 8:
         raise refuse("the file is shorter than a safetensors header (empty or truncated)")
@@ -373,7 +380,7 @@ def _read_header(data: bytes, path: Path) -> dict:
         raise refuse("its metadata carries no trainlab-checkpoint tag (for plain weights use load_weights)")
     if meta.get("version") != str(CHECKPOINT_VERSION):
         raise refuse(f"unsupported checkpoint version {_short(meta.get('version'))} (this trainlab reads "
-                     f"version {CHECKPOINT_VERSION})")
+                     f"version {CHECKPOINT_VERSION})", _OldVersion if meta.get("version") == "1" else CheckpointError)
     if not isinstance(meta.get("state"), str) or not isinstance(meta.get("digest"), str):
         raise refuse("its metadata lacks the state record or its digest")
     return meta
