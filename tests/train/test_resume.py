@@ -237,3 +237,24 @@ def test_a_malformed_callback_state_is_refused_before_the_log_is_touched(tmp_pat
     with pytest.raises(CheckpointError, match="EarlyStopping does not load"):
         _resume_with(tmp_path)
     assert (tmp_path / "log.csv").read_text() == before
+
+
+def test_cli_refused_resume_is_one_line_and_leaves_the_run_log_intact(tmp_path, cli):
+    from trainlab.experiments.runner import run_experiment
+    from trainlab.train.checkpoint import save_checkpoint
+
+    with pytest.raises(Crash):
+        run_experiment(RUN_CFG, run_dir=tmp_path / "cut", verbose=False, callbacks=(CrashAfter(1),))
+    path = tmp_path / "cut" / "checkpoints" / "last.safetensors"
+    ck = load_checkpoint(path)
+    for entry in ck.callbacks:
+        if entry["type"] == "EarlyStopping":
+            entry["state"]["best"] = "not a number"
+    save_checkpoint(path, ck)
+    log = tmp_path / "cut" / "log.csv"
+    before = log.read_text()
+    res = cli("run", "--resume", "cut", "-q")
+    assert res.returncode != 0
+    assert "EarlyStopping does not load" in res.stderr and str(path.name) in res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert log.read_text() == before
