@@ -85,8 +85,8 @@ SWAPS = [None, 5, -1, 2.5, "x", True, [], {}, [1, 2], {"__torch__": 5}, {"__torc
 
 
 def _json_mutants(data: bytes, rng: random.Random, k: int):
-    """(description, state JSON) pairs: type swaps at random positions of the state tree, and
-    every top-level field removed."""
+    """(description, state JSON) pairs: ``k`` seeded type swaps at every position of the state
+    tree, and the fields restore relies on removed."""
     _, header, _ = _split(data)
     tree = json.loads(header["__metadata__"]["state"])
     paths = list(_paths(tree))
@@ -101,8 +101,7 @@ def _json_mutants(data: bytes, rng: random.Random, k: int):
         t = json.loads(json.dumps(tree))
         del t[a][b]
         out.append((f"without {path}", json.dumps(t)))
-    for _ in range(k):
-        path, swap = rng.choice(paths), rng.choice(SWAPS)
+    for path, swap in ((p, rng.choice(SWAPS)) for p in paths for _ in range(k)):
         text = json.dumps(_replace(tree, path, "@DEEP@" if swap == "DEEP" else swap))
         out.append((f"{'.'.join(map(str, path))} = {str(swap)[:20]}", text.replace('"@DEEP@"', DEEP)))
     return out
@@ -147,7 +146,7 @@ def test_hundreds_of_seeded_mutants_raise_checkpoint_error_in_bounded_time_and_m
             b = bytearray(data)
             b[pos] ^= 1 << bit
             mutants.append((f"bit {bit} of byte {pos} ({where}) flipped", bytes(b)))
-    for what, state in _json_mutants(data, rng, 150):  # edits keep the old digest: caught by it
+    for what, state in _json_mutants(data, rng, 1):  # edits keep the old digest: caught by it
         mutants.append((f"edited, old digest: {what}", _with_state(data, state, resign=False)))
     assert len(mutants) >= 450
     path = tmp_path / "m.safetensors"
@@ -172,7 +171,7 @@ def test_crafted_mutants_with_a_valid_digest_load_cleanly_or_raise_checkpoint_er
     data, _ = real
     rng = random.Random(99)
     refused = resumed = 0
-    for i, (what, state) in enumerate(_json_mutants(data, rng, 220)):
+    for i, (what, state) in enumerate(_json_mutants(data, rng, 2)):
         run = tmp_path / f"r{i}"
         (run / "ck").mkdir(parents=True)
         path = run / "ck" / "last.safetensors"
@@ -187,7 +186,7 @@ def test_crafted_mutants_with_a_valid_digest_load_cleanly_or_raise_checkpoint_er
             pytest.fail(f"{what}: {type(err).__name__}: {err}")
         else:
             resumed += 1
-    assert refused > 150 and resumed > 0  # most edits break the structure; harmless ones resume
+    assert refused > 200 and resumed > 0  # most edits break the structure; harmless ones resume
 
 
 def _padded_checkpoint(target) -> bytes:

@@ -63,8 +63,9 @@ def _check_name(value, what: str) -> str:
 def _open_checked(path: Path, max_bytes: int) -> int:
     """The file's size, after checking it exists and is not larger than ``max_bytes``."""
     if not path.is_file():
-        raise FileNotFoundError(f"data file {path} does not exist (a relative path is relative to the "
-                                "current directory)")
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"data file {path} {what} (a relative path is relative to the folder "
+                                "trainlab runs in)")
     size = path.stat().st_size
     if size > max_bytes:
         raise DataFileError(f"{path}: {size} bytes is more than the {max_bytes} allowed (max_bytes)")
