@@ -1,7 +1,4 @@
 """Own data from CSV and NPZ files: what loads, how, and one clear error for every malformed file."""
-import io
-import json
-import pickle
 import struct
 import tracemalloc
 import zipfile
@@ -181,8 +178,8 @@ def test_npz_that_is_not_an_archive_or_is_truncated(tmp_path):
 
 
 def test_a_config_trains_on_a_csv_file_with_the_usual_split(tmp_path, monkeypatch):
+    from trainlab.experiments.config import parse_config
     from trainlab.experiments.runner import build_data, run_experiment
-    from trainlab.experiments.config import Config
 
     monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(1)
@@ -193,7 +190,7 @@ def test_a_config_trains_on_a_csv_file_with_the_usual_split(tmp_path, monkeypatc
     cfg = {"name": "own", "seed": 0, "data": {"name": "csv", "path": "f.csv", "target": "label"},
            "model": {"kind": "mlp", "hidden": [8]}, "optimizer": {"name": "adam", "lr": 0.05},
            "train": {"epochs": 2, "batch_size": 32}}
-    splits = build_data(Config.model_validate(cfg) if hasattr(Config, "model_validate") else Config(**cfg))
+    splits = build_data(parse_config(cfg))
     assert (len(splits.train), len(splits.val)) == (70, 30)
     res = run_experiment(cfg, verbose=False)
     assert len(res.history.epoch) == 2

@@ -111,12 +111,11 @@ def _with_state(data: bytes, state: str, resign: bool) -> bytes:
     _, header, body = _split(data)
     meta = dict(header["__metadata__"], state=state)
     if resign:  # a crafted file: the digest fits the edited state, so only the structure checks stop it
-        tensors = load_checkpoint_tensors(data)
-        meta["digest"] = _digest(state, tensors)
+        meta["digest"] = _digest(state, _tensors_of(data))
     return _assemble({**header, "__metadata__": meta}, body)
 
 
-def load_checkpoint_tensors(data: bytes):
+def _tensors_of(data: bytes):
     from safetensors.torch import load
     return load(data)
 
