@@ -232,6 +232,23 @@ def test_download_checks_sha256_and_caches(tmp_path):
     assert mnist.download(IdxSource("toy", (missing,), _digests(files)), dest) == dest
 
 
+def test_download_is_capped_and_follows_the_umask(tmp_path, monkeypatch):
+    files = {"a.gz": gzip.compress(b"alpha", mtime=0)}
+    old = os.umask(0o022)
+    try:
+        dest = mnist.download(IdxSource("toy", (_mirror(tmp_path, files),), _digests(files)), tmp_path / "c")
+    finally:
+        os.umask(old)
+    assert (dest / "a.gz").stat().st_mode & 0o777 == 0o644
+    # a mirror sending more than any real file is cut off, and nothing is left behind
+    big = {"b.gz": os.urandom(4096)}
+    (tmp_path / "m2").mkdir()
+    monkeypatch.setattr(mnist, "MAX_DOWNLOAD_BYTES", 1000)
+    with pytest.raises(MnistUnavailableError, match="more than 1000 bytes"):
+        mnist.download(IdxSource("toy", (_mirror(tmp_path / "m2", big),), _digests(big)), tmp_path / "c2")
+    assert list((tmp_path / "c2").iterdir()) == []
+
+
 def test_download_refuses_a_sha256_mismatch(tmp_path):
     files = {"a.gz": b"tampered content"}
     url = _mirror(tmp_path, files)

@@ -38,7 +38,6 @@ import math
 import os
 import pickle
 import struct
-import tempfile
 import urllib.request
 import zlib
 from dataclasses import dataclass
@@ -152,6 +151,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 
 _MAX_NDIM = 32  # numpy's limit on dimensions (numpy 2 allows 64; IDX files use 1 to 4)
+MAX_DOWNLOAD_BYTES = 64 * 2**20  # the largest published file (Fashion-MNIST's train images) is 26 MB
 MAX_IDX_BYTES = 2**32  # the largest payload read_idx accepts unless told otherwise (4 GiB)
 
 
@@ -320,11 +320,17 @@ def _sha256(path: Path) -> str:
 def _fetch(url: str, dest: Path, sha256: str, timeout: float) -> None:
     """Stream ``url`` into a temporary file beside ``dest``; move it into place only if its
     SHA-256 matches (``os.replace`` is atomic on one file system)."""
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    # os.open with 0o666 lets the umask decide the file's mode (mkstemp would force 0600)
+    tmp = str(dest.parent / f"{dest.name}.{os.getpid()}.{os.urandom(6).hex()}.part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         h = hashlib.sha256()
+        size = 0
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             for chunk in iter(lambda: resp.read(1 << 20), b""):
+                size += len(chunk)
+                if size > MAX_DOWNLOAD_BYTES:  # the digest would fail anyway; do not fill the disk first
+                    raise ValueError(f"more than {MAX_DOWNLOAD_BYTES} bytes; the real file is far smaller")
                 h.update(chunk)
                 out.write(chunk)
         digest = h.hexdigest()
