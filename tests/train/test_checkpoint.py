@@ -231,3 +231,9 @@ def test_a_version_1_checkpoint_cannot_be_resumed_but_its_weights_load(tmp_path)
         load_checkpoint(p)
     fresh = load_weights(MLP(3, (4,), 2), p)
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+
+
+def test_load_weights_into_the_wrong_model_is_a_checkpoint_error(tmp_path):
+    save_weights(MLP(3, (4,), 2), tmp_path / "w.safetensors")
+    with pytest.raises(CheckpointError, match="do not fit this model"):
+        load_weights(MLP(3, (5,), 2), tmp_path / "w.safetensors")

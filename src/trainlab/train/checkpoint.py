@@ -2,7 +2,9 @@
 
 An atomic write goes to a temporary file in the destination's folder, is flushed and fsync'ed, and
 then renamed over the destination (``os.replace`` is atomic on POSIX and Windows), so a crash
-mid-write leaves the previous file intact. Nothing here uses pickle.
+mid-write leaves the previous file intact; the temporary a killed writer leaves behind is removed
+by the next write or load in that folder. Files get the mode the umask gives any new file.
+Nothing here uses pickle.
 """
 from __future__ import annotations
 
@@ -128,17 +130,21 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> nn.
         head = f.read(8)
         n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
         is_ckpt = 0 < n <= _MAX_HEADER and b'"trainlab-checkpoint"' in f.read(n)
-    if is_ckpt:
-        try:
-            state = load_checkpoint(path).model
-        except _OldVersion:  # no digest to check, but its weights are plain tensors all the same
-            state = {k.removeprefix("model."): v for k, v in load_file(str(path)).items() if k.startswith("model.")}
-    else:
-        try:
+    try:
+        if is_ckpt:
+            try:
+                state = load_checkpoint(path).model
+            except _OldVersion:  # no digest to check, but its weights are plain tensors all the same
+                state = {k.removeprefix("model."): v for k, v in load_file(str(path)).items()
+                         if k.startswith("model.")}
+        else:
             state = load_file(str(path))
-        except (SafetensorError, OSError) as err:
-            raise CheckpointError(f"{path} is not a safetensors weights file: {err}") from None
-    model.load_state_dict(state, strict=strict)
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path} is not a safetensors weights file: {err}") from None
+    try:
+        model.load_state_dict(state, strict=strict)
+    except RuntimeError as err:
+        raise CheckpointError(f"the weights in {path} do not fit this model: {err}") from None
     return model
 
 
