@@ -258,3 +258,27 @@ def test_cli_refused_resume_is_one_line_and_leaves_the_run_log_intact(tmp_path, 
     assert "EarlyStopping does not load" in res.stderr and str(path.name) in res.stderr
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert log.read_text() == before
+
+
+def test_trying_saved_states_before_a_resume_leaves_a_plateau_schedule_exact(tmp_path):
+    """check_resume tries each saved state on a copy of its callback; the real ones (a plateau
+    schedule that lowered the lr, early stopping) must end exactly as in the uninterrupted run."""
+    from trainlab.train.callbacks import ReduceLROnPlateau
+
+    def run(tmp, crash_at=None, resume=False):
+        tr, va, model, opt = _setup()
+        cbs = [ReduceLROnPlateau(monitor="loss", patience=0, factor=0.5, min_delta=10.0),
+               EarlyStopping(patience=100), ModelCheckpoint(tmp)]
+        if crash_at is not None:
+            cbs.append(CrashAfter(crash_at))
+        hist = fit(model, tr, va, loss="cross_entropy", optimizer=opt, epochs=EPOCHS, batch_size=16, seed=5,
+                   verbose=False, callbacks=cbs, resume_from=tmp / "last.safetensors" if resume else None)
+        return model, hist
+
+    ref, ref_hist = run(tmp_path / "ref")
+    assert ref_hist["lr"][-1] < ref_hist["lr"][0]  # the schedule really acted
+    with pytest.raises(Crash):
+        run(tmp_path / "cut", crash_at=2)
+    model, hist = run(tmp_path / "cut", resume=True)
+    assert hist["lr"] == ref_hist["lr"]
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values()))
