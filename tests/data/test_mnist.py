@@ -147,6 +147,18 @@ def test_random_holdout_is_seeded_and_disjoint(fake_dir):
     assert torch.equal(a_val.y, iv % 10)
 
 
+def test_limit_keeps_the_first_training_images_and_whole_val_and_test(fake_dir):
+    train, val, test = load_mnist("idx", root=fake_dir, limit=1000)
+    assert (len(train), len(val), len(test)) == (1000, 10_000, 10_000)
+    assert _index_of(train.X).tolist() == list(range(1000))
+    assert _index_of(val.X).tolist() == list(range(50_000, 60_000))
+    rtrain, rval, _ = load_mnist("idx", root=fake_dir, holdout="random", seed=2, limit=300)
+    full, _, _ = load_mnist("idx", root=fake_dir, holdout="random", seed=2)
+    assert len(rtrain) == 300 and torch.equal(rtrain.X, full.X[:300]) and len(rval) == 10_000
+    ftrain, _, _ = load_fashion_mnist("idx", root=fake_dir, limit=5)
+    assert len(ftrain) == 5
+
+
 def test_image_layout_dtype_and_no_validation(fake_dir):
     train, val, test = load_mnist("idx", root=fake_dir, val_size=0, flatten=False, dtype=torch.float64)
     assert val is None and len(train) == 60_000
@@ -158,6 +170,7 @@ def test_image_layout_dtype_and_no_validation(fake_dir):
 @pytest.mark.parametrize("kwargs, message", [
     ({"val_size": 60_000}, "val_size"), ({"val_size": -1}, "val_size"), ({"val_size": 1.5}, "val_size"),
     ({"holdout": "first"}, "holdout"), ({"dtype": torch.int64}, "dtype"),
+    ({"limit": 0}, "limit"), ({"limit": 50_001}, "limit"), ({"limit": 10.0}, "limit"), ({"limit": True}, "limit"),
 ])
 def test_bad_arguments(fake_dir, tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -217,6 +230,23 @@ def test_download_checks_sha256_and_caches(tmp_path):
     assert (dest / "a.gz").read_bytes() == files["a.gz"]
     # cached: a second call needs no mirror at all
     assert mnist.download(IdxSource("toy", (missing,), _digests(files)), dest) == dest
+
+
+def test_download_is_capped_and_follows_the_umask(tmp_path, monkeypatch):
+    files = {"a.gz": gzip.compress(b"alpha", mtime=0)}
+    old = os.umask(0o022)
+    try:
+        dest = mnist.download(IdxSource("toy", (_mirror(tmp_path, files),), _digests(files)), tmp_path / "c")
+    finally:
+        os.umask(old)
+    assert (dest / "a.gz").stat().st_mode & 0o777 == 0o644
+    # a mirror sending more than any real file is cut off, and nothing is left behind
+    big = {"b.gz": os.urandom(4096)}
+    (tmp_path / "m2").mkdir()
+    monkeypatch.setattr(mnist, "MAX_DOWNLOAD_BYTES", 1000)
+    with pytest.raises(MnistUnavailableError, match="more than 1000 bytes"):
+        mnist.download(IdxSource("toy", (_mirror(tmp_path / "m2", big),), _digests(big)), tmp_path / "c2")
+    assert list((tmp_path / "c2").iterdir()) == []
 
 
 def test_download_refuses_a_sha256_mismatch(tmp_path):
@@ -365,3 +395,88 @@ def test_package_source_splits_like_idx():
     assert torch.equal(full.X[40_000:].reshape(20_000, -1), val.X)
     auto_train, _, _ = load_mnist("auto")
     assert torch.equal(auto_train.X, full.X[:50_000].reshape(50_000, -1))
+
+
+# --------------------------------------------------------------------------------------------
+# hostile IDX files: refused for about what their header announces, never read whole
+
+
+def _peak_bytes(fn):
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    return peak
+
+
+def _gzip_bomb(path, header, zeros):
+    import zlib
+    comp = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip container
+    with open(path, "wb") as f:
+        f.write(comp.compress(header))
+        block = bytes(1 << 20)
+        for _ in range(zeros >> 20):
+            f.write(comp.compress(block))
+        f.write(comp.flush())
+    return path
+
+
+def test_a_gzip_bomb_is_refused_after_decompressing_what_its_header_announces(tmp_path):
+    # 128 MiB of zeros behind a header announcing 1.5 MB: decompression stops after 1.5 MB
+    bomb = _gzip_bomb(tmp_path / "bomb.gz", _header(0x08, [2000, 28, 28]), 128 << 20)
+    assert bomb.stat().st_size < 2000 * 28 * 28
+
+    def read(path):
+        with pytest.raises(IdxFormatError, match="trailing"):
+            read_idx(path)
+    assert _peak_bytes(lambda: read(bomb)) < 8 << 20  # a few MiB, not 128
+    # announcing 7 KB, the compressed size alone gives it away: nothing is decompressed
+    small = _gzip_bomb(tmp_path / "small.gz", _header(0x08, [10, 28, 28]), 128 << 20)
+    assert _peak_bytes(lambda: read(small)) < 1 << 20
+    # a header announcing more than allowed is refused before any payload is decompressed
+    big = _gzip_bomb(tmp_path / "big.gz", _header(0x08, [2**20, 2**12]), 0)
+    with pytest.raises(IdxFormatError, match="more than the"):
+        read_idx(big, max_bytes=2**30)
+    # the MNIST loader knows each file's shape: a wrong header is refused before its payload
+    root = _write_fake(tmp_path / "m", n_train=60_000)
+    (root / mnist.TRAIN_IMAGES).unlink()
+    _gzip_bomb(root / (mnist.TRAIN_IMAGES + ".gz"), _header(0x08, [60_000, 280, 280]), 64 << 20)
+    def load():
+        with pytest.raises(IdxFormatError, match="expected 60000 images of 28x28 uint8"):
+            load_mnist("idx", root=root)
+    assert _peak_bytes(load) < 4 << 20
+
+
+def test_a_huge_sparse_file_behind_a_symlink_is_refused_by_its_size(tmp_path):
+    sparse = tmp_path / "sparse"
+    with open(sparse, "wb") as f:
+        f.write(_header(0x08, [10, 28, 28]))
+        f.truncate(3 * 2**30)  # 3 GiB, nearly all holes
+    link = tmp_path / "train-images-idx3-ubyte"
+    link.symlink_to(sparse)
+    def read():
+        with pytest.raises(IdxFormatError, match="trailing bytes"):
+            read_idx(link)
+    assert _peak_bytes(read) < 1 << 20
+
+
+@pytest.mark.parametrize("content, message", [
+    (_header(0x08, [2**16, 2**16, 2**16, 2**16]), "more than the"),  # the product wraps to 0 in int64
+    (_header(0x0E, [2**31, 2**31, 4]), "more than the"),              # and to a small number
+    (bytes([0, 0, 0x08, 255]) + bytes(4 * 255), "255 dimensions"),
+    (bytes([0, 0, 0x08, 33]) + bytes(4 * 33), "33 dimensions"),
+])
+def test_hostile_dimensions_are_idx_errors_not_numpy_errors(tmp_path, content, message):
+    for name, data in (("raw", content), ("gz.gz", gzip.compress(content))):
+        p = tmp_path / name
+        p.write_bytes(data)
+        with pytest.raises(IdxFormatError, match=message):
+            read_idx(p)
+
+
+def test_a_zero_sized_dimension_is_an_empty_array(tmp_path):
+    p = write_idx(tmp_path / "empty", np.zeros((0, 28, 28), dtype=np.uint8))
+    assert read_idx(p).shape == (0, 28, 28)

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from trainlab.nn import MLP
-from trainlab.train.checkpoint import (Checkpoint, CheckpointError, checkpoint_bytes, load_checkpoint,
+from trainlab.train.checkpoint import (Checkpoint, CheckpointError, _digest, checkpoint_bytes, load_checkpoint,
                                        load_weights, nonfinite_entries, save_checkpoint, save_weights)
 
 
@@ -121,9 +121,10 @@ def test_corrupt_and_crafted_files_are_refused(tmp_path):
         load_checkpoint(tmp_path / "plain.safetensors")
     # a crafted header: our tag, but the state points at a tensor that is not there
     state = json.dumps({"optimizer": {"__tensor__": "state.7"}, "callbacks": [], "rng": {}, "loop": {},
-                        "extra": {}, "model_keys": []})
+                        "extra": {}, "run": {}, "model_keys": []})
     _header_file(tmp_path / "crafted.safetensors",
-                 {"__metadata__": {"format": "trainlab-checkpoint", "version": "1", "state": state}})
+                 {"__metadata__": {"format": "trainlab-checkpoint", "version": "2", "state": state,
+                                   "digest": _digest(state, {})}})
     with pytest.raises(CheckpointError, match="does not hold"):
         load_checkpoint(tmp_path / "crafted.safetensors")
     _header_file(tmp_path / "v9.safetensors", {"__metadata__": {"format": "trainlab-checkpoint", "version": "9"}})
@@ -175,6 +176,64 @@ def test_sigkill_during_write_leaves_the_last_checkpoint_loadable(tmp_path):
         ck = load_checkpoint(path)  # the previous complete checkpoint, intact
         i = ck.loop["epoch"]
         assert i >= 1 and torch.equal(ck.model["w"], torch.full((4 * 2**20,), float(i)))
-        for s in strays:
-            s.unlink()
+        # loading in that folder removed the dead writer's temporary
+        assert not any(s.exists() for s in strays)
     assert killed_mid_write >= 1  # the kill really landed inside a write at least once
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    from trainlab.train.checkpoint import _HOST
+
+    dead = tmp_path / f".last.safetensors.{_dead_pid()}-{_HOST}.0a1b2c.tmp"
+    live = tmp_path / f".last.safetensors.{os.getppid()}-{_HOST}.0a1b2d.tmp"  # a writer still running
+    other_host = tmp_path / f".last.safetensors.{_dead_pid()}-ffffffff.0a1b2e.tmp"
+    unrelated = tmp_path / ".notes.tmp"
+    for p in (dead, live, other_host, unrelated):
+        p.write_bytes(b"x" * 1000)
+    _, _, ck = _ckpt()
+    save_checkpoint(tmp_path / "last.safetensors", ck)
+    assert not dead.exists()
+    assert live.exists() and other_host.exists() and unrelated.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] != []
+    load_checkpoint(tmp_path / "last.safetensors")  # a load in the folder cleans up as well
+    dead.write_bytes(b"x")
+    load_checkpoint(tmp_path / "last.safetensors")
+    assert not dead.exists()
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    _, _, ck = _ckpt()
+    old = os.umask(umask)
+    try:
+        save_checkpoint(tmp_path / "c.safetensors", ck)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "c.safetensors").stat().st_mode & 0o777 == mode
+
+
+def test_a_version_1_checkpoint_cannot_be_resumed_but_its_weights_load(tmp_path):
+    from safetensors.torch import save
+
+    model = MLP(3, (4,), 2)
+    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    state = json.dumps({"optimizer": None, "callbacks": [], "rng": {}, "loop": {}, "extra": {},
+                        "model_keys": list(model.state_dict())})
+    p = tmp_path / "old.safetensors"
+    p.write_bytes(save(tensors, metadata={"format": "trainlab-checkpoint", "version": "1", "state": state}))
+    with pytest.raises(CheckpointError, match="unsupported checkpoint version '1'"):
+        load_checkpoint(p)
+    fresh = load_weights(MLP(3, (4,), 2), p)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+
+
+def test_load_weights_into_the_wrong_model_is_a_checkpoint_error(tmp_path):
+    save_weights(MLP(3, (4,), 2), tmp_path / "w.safetensors")
+    with pytest.raises(CheckpointError, match="do not fit this model"):
+        load_weights(MLP(3, (5,), 2), tmp_path / "w.safetensors")

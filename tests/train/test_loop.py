@@ -153,3 +153,27 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown loss"):
         fit(model, moons(20), loss="hinge", optimizer=opt, epochs=1)
     assert trainlab.fit is fit
+
+
+def test_fit_and_evaluate_take_numpy_arrays_like_scikit_learn_and_keras():
+    import numpy as np
+
+    from trainlab.train import evaluate
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((120, 2))  # float64, as numpy makes them
+    y = (X[:, 0] * X[:, 1] > 0).astype(np.int32)
+    torch.manual_seed(0)
+    model = MLP(2, (16,), 2)
+    hist = fit(model, (X[:90], y[:90]), (X[90:], y[90:]), loss="cross_entropy",
+               optimizer=torch.optim.Adam(model.parameters(), lr=0.05), epochs=30, batch_size=30, seed=0,
+               verbose=False)
+    assert hist["val_accuracy"][-1] > 0.8
+    assert evaluate(model, (X[90:], y[90:]))["accuracy"] == pytest.approx(hist["val_accuracy"][-1])
+    # a float64 model gets float64 inputs; floating targets follow the model's dtype (regression)
+    reg = MLP(2, (8,), 1, head="linear").double()
+    fit(reg, (X, X[:, :1] * 2.0), loss="mse", optimizer=torch.optim.SGD(reg.parameters(), lr=0.05),
+        epochs=2, verbose=False)
+    with pytest.raises(TypeError, match="LabelEncoder"):
+        fit(model, (X, np.array(["a", "b"] * 60)), loss="cross_entropy",
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, verbose=False)

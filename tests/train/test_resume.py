@@ -170,3 +170,115 @@ def test_resume_restores_a_seeded_augmentation_generator(tmp_path):
     assert len(load_checkpoint(tmp_path / "last.safetensors").rng["augment"]) == 2
     resumed = run(resume=True)
     assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), resumed.state_dict().values()))
+
+
+# ---- a resume is checked completely before anything changes --------------------------------------
+
+def _crashed(tmp):
+    with pytest.raises(Crash):
+        _run(tmp, crash_at=1)
+    return tmp / "ckpt" / "last.safetensors"
+
+
+def _resume_with(tmp, **over):
+    tr, va, model, opt = _setup()
+    args = dict(loss="cross_entropy", optimizer=opt, epochs=EPOCHS, batch_size=16, seed=5, verbose=False,
+                callbacks=_callbacks(tmp), resume_from=tmp / "ckpt" / "last.safetensors")
+    data = over.pop("data", (tr, va))
+    args.update(over)
+    return fit(model, *data, **args)
+
+
+def test_a_refused_resume_leaves_the_csv_log_as_it_was(tmp_path):
+    _crashed(tmp_path)
+    log = tmp_path / "log.csv"
+    before = log.read_text()
+    assert before.count("\n") == 3  # header and two epochs
+    _, _, model, _ = _setup()
+    for over in ({"optimizer": torch.optim.Adam(model.parameters(), lr=0.5)},
+                 {"callbacks": _callbacks(tmp_path, [EarlyStopping(monitor="loss")])},
+                 {"batch_size": 32}):
+        with pytest.raises(CheckpointError):
+            _resume_with(tmp_path, **over)
+        assert log.read_text() == before
+
+
+def test_fit_refuses_another_optimizer_lr_seed_or_data_naming_what_differs(tmp_path):
+    ckpt = _crashed(tmp_path)
+    tr, va, model, _ = _setup()
+    cases = [
+        ({"optimizer": torch.optim.SGD(model.parameters(), lr=0.02)},
+         "optimizer: torch.optim.adam.Adam → torch.optim.sgd.SGD"),
+        ({"optimizer": torch.optim.Adam(model.parameters(), lr=0.5)}, "optimizer.lr: 0.02 → 0.5"),
+        ({"optimizer": torch.optim.Adam(model.parameters(), lr=0.02, betas=(0.5, 0.9))},
+         r"optimizer.betas: \[0.9, 0.999\] → \[0.5, 0.9\]"),
+        ({"seed": 6}, "seed: 5 → 6"),
+        ({"data": ((tr.X + 1, tr.y), va)}, "train data: same number of samples, different values"),
+        ({"data": (tr, None)}, "val data: given → none"),
+    ]
+    for over, message in cases:
+        with pytest.raises(CheckpointError, match=message) as err:
+            _resume_with(tmp_path, **over)
+        assert str(ckpt) in str(err.value)
+    _resume_with(tmp_path)  # the same run resumes
+    _resume_with(tmp_path, seed=None)  # no seed given: the checkpoint's RNG state decides
+
+
+def test_a_malformed_callback_state_is_refused_before_the_log_is_touched(tmp_path):
+    from trainlab.train.checkpoint import save_checkpoint
+
+    path = _crashed(tmp_path)
+    ck = load_checkpoint(path)
+    for entry in ck.callbacks:
+        if entry["type"] == "EarlyStopping":
+            del entry["state"]["wait"]
+    save_checkpoint(path, ck)
+    before = (tmp_path / "log.csv").read_text()
+    with pytest.raises(CheckpointError, match="EarlyStopping does not load"):
+        _resume_with(tmp_path)
+    assert (tmp_path / "log.csv").read_text() == before
+
+
+def test_cli_refused_resume_is_one_line_and_leaves_the_run_log_intact(tmp_path, cli):
+    from trainlab.experiments.runner import run_experiment
+    from trainlab.train.checkpoint import save_checkpoint
+
+    with pytest.raises(Crash):
+        run_experiment(RUN_CFG, run_dir=tmp_path / "cut", verbose=False, callbacks=(CrashAfter(1),))
+    path = tmp_path / "cut" / "checkpoints" / "last.safetensors"
+    ck = load_checkpoint(path)
+    for entry in ck.callbacks:
+        if entry["type"] == "EarlyStopping":
+            entry["state"]["best"] = "not a number"
+    save_checkpoint(path, ck)
+    log = tmp_path / "cut" / "log.csv"
+    before = log.read_text()
+    res = cli("run", "--resume", "cut", "-q")
+    assert res.returncode != 0
+    assert "EarlyStopping does not load" in res.stderr and str(path.name) in res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert log.read_text() == before
+
+
+def test_trying_saved_states_before_a_resume_leaves_a_plateau_schedule_exact(tmp_path):
+    """check_resume tries each saved state on a copy of its callback; the real ones (a plateau
+    schedule that lowered the lr, early stopping) must end exactly as in the uninterrupted run."""
+    from trainlab.train.callbacks import ReduceLROnPlateau
+
+    def run(tmp, crash_at=None, resume=False):
+        tr, va, model, opt = _setup()
+        cbs = [ReduceLROnPlateau(monitor="loss", patience=0, factor=0.5, min_delta=10.0),
+               EarlyStopping(patience=100), ModelCheckpoint(tmp)]
+        if crash_at is not None:
+            cbs.append(CrashAfter(crash_at))
+        hist = fit(model, tr, va, loss="cross_entropy", optimizer=opt, epochs=EPOCHS, batch_size=16, seed=5,
+                   verbose=False, callbacks=cbs, resume_from=tmp / "last.safetensors" if resume else None)
+        return model, hist
+
+    ref, ref_hist = run(tmp_path / "ref")
+    assert ref_hist["lr"][-1] < ref_hist["lr"][0]  # the schedule really acted
+    with pytest.raises(Crash):
+        run(tmp_path / "cut", crash_at=2)
+    model, hist = run(tmp_path / "cut", resume=True)
+    assert hist["lr"] == ref_hist["lr"]
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values()))

@@ -61,15 +61,39 @@ class Dataset:
         return Dataset(self.X[index], self.y[index], self.name)
 
 
-def as_dataset(data, name: str = "data") -> Dataset:
-    """Accept a :class:`Dataset` or a pair ``(X, y)`` of tensors / arrays."""
+def _array_to_tensor(a, role: str, name: str, dtype: torch.dtype) -> Tensor:
+    """A numpy array (or anything ``np.asarray`` takes: lists, pandas frames) as a tensor:
+    numbers to ``dtype``, except integer and boolean targets, which become class indices."""
+    import numpy as np
+
+    arr = np.asarray(a)
+    kind = arr.dtype.kind
+    if kind not in "biuf":
+        raise TypeError(f"{name}: the {role} are {arr.dtype} values; trainlab trains on numbers "
+                        "(encode strings as integers first, e.g. with sklearn's LabelEncoder)")
+    if role == "targets" and kind in "biu":
+        return torch.from_numpy(arr.astype(np.int64, copy=False))
+    return torch.from_numpy(np.ascontiguousarray(arr)).to(dtype)
+
+
+def as_dataset(data, name: str = "data", *, dtype: torch.dtype | None = None) -> Dataset:
+    """Accept a :class:`Dataset` or a pair ``(X, y)`` of tensors or numpy arrays.
+
+    Tensors are used as they are. Arrays (and lists, pandas objects) are converted as
+    scikit-learn and Keras users expect: features, and floating targets, to ``dtype`` (the
+    model's dtype in :func:`trainlab.fit`; default torch's default dtype, float32), integer and
+    boolean targets to ``int64`` class indices.
+    """
     if isinstance(data, Dataset):
         return data
     try:
         X, y = data
     except (TypeError, ValueError):
-        raise TypeError("expected a trainlab Dataset or a pair (X, y) of tensors") from None
-    return Dataset(torch.as_tensor(X), torch.as_tensor(y), name)
+        raise TypeError(f"{name}: expected a trainlab Dataset or a pair (X, y) of tensors or arrays") from None
+    dtype = dtype or torch.get_default_dtype()
+    X = X if isinstance(X, Tensor) else _array_to_tensor(X, "features", name, dtype)
+    y = y if isinstance(y, Tensor) else _array_to_tensor(y, "targets", name, dtype)
+    return Dataset(X, y, name)
 
 
 def split(data, fractions: Sequence[float] = (0.7, 0.3), *, seed: int = 0) -> tuple[Dataset, ...]:

@@ -34,10 +34,12 @@ import gzip
 import hashlib
 import http.client
 import io
+import math
 import os
 import pickle
-import tempfile
+import struct
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
@@ -148,24 +150,43 @@ _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _read_bytes(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if raw[:2] != _GZIP_MAGIC:  # decide by content, not by the file name
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise IdxFormatError(f"{path}: not a valid gzip file ({e}); delete it and get it again") from None
+_MAX_NDIM = 32  # numpy's limit on dimensions (numpy 2 allows 64; IDX files use 1 to 4)
+MAX_DOWNLOAD_BYTES = 64 * 2**20  # the largest published file (Fashion-MNIST's train images) is 26 MB
+MAX_IDX_BYTES = 2**32  # the largest payload read_idx accepts unless told otherwise (4 GiB)
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
+def _read_up_to(stream, n: int) -> bytes:
+    """Up to ``n`` bytes from ``stream`` (fewer only at its end), decompressing no more than that."""
+    parts, left = [], n
+    while left > 0:
+        chunk = stream.read(min(left, 1 << 24))
+        if not chunk:
+            break
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+def read_idx(path: str | os.PathLike, *, shape: tuple[int, ...] | None = None,
+             max_bytes: int = MAX_IDX_BYTES, _expect: str | None = None) -> np.ndarray:
     """Read one IDX file (gzipped or raw) into a numpy array in native byte order.
 
     The format: a 4-byte magic number ``0x00 0x00 <type> <ndim>``, then ``ndim`` big-endian
     uint32 sizes, then the data, big-endian, C order. Type codes: 0x08 uint8, 0x09 int8,
     0x0B int16, 0x0C int32, 0x0D float32, 0x0E float64. The parser is strict: the two zero bytes,
-    a known type code, at least one dimension, and a payload of exactly the announced size
-    (neither short nor with trailing bytes) are all checked.
+    a known type code, 1 to 32 dimensions, and a payload of exactly the announced size (neither
+    short nor with trailing bytes) are all checked.
+
+    Hostile files cost no more than what their header announces: the header is read and checked
+    first (against ``shape`` when given, and against ``max_bytes``), a raw file's size is
+    compared with it before its payload is read, and a gzipped file is decompressed only up to
+    the announced size plus one byte, so a gzip bomb or a huge (sparse) file is refused after
+    reading a few bytes.
+
+    Args:
+        path: the file; gzip is recognised by content, not by name.
+        shape: the expected shape, when the caller knows it (MNIST's files do).
+        max_bytes: the largest payload accepted (default 4 GiB).
 
     Reference: Y. LeCun, C. Cortes, C. Burges, "The MNIST database of handwritten digits",
     file format section.
@@ -174,27 +195,62 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         IdxFormatError: naming the file and what is wrong with it.
     """
     path = Path(path)
-    data = _read_bytes(path)
-    if len(data) < 4:
-        raise IdxFormatError(f"{path}: {len(data)} bytes is too short for an IDX header")
-    zero, code, ndim = data[0:2], data[2], data[3]
+    size = path.stat().st_size  # follows a symlink to what would really be read
+    with open(path, "rb") as raw:
+        gz = raw.read(2) == _GZIP_MAGIC  # decide by content, not by the file name
+        raw.seek(0)
+        stream = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
+        try:
+            return _parse_idx(stream, path, size, gz, shape, max_bytes, _expect)
+        except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+            if not gz:
+                raise
+            raise IdxFormatError(f"{path}: not a valid gzip file ({e}); delete it and get it again") from None
+
+
+def _parse_idx(stream, path: Path, size: int, gz: bool, shape, max_bytes: int, expect) -> np.ndarray:
+    head = _read_up_to(stream, 4)
+    if len(head) < 4:
+        raise IdxFormatError(f"{path}: {len(head)} bytes is too short for an IDX header")
+    zero, code, ndim = head[0:2], head[2], head[3]
     if zero != b"\x00\x00" or code not in _IDX_TYPES:
-        raise IdxFormatError(f"{path}: bad magic number 0x{data[:4].hex()}; an IDX file starts "
+        raise IdxFormatError(f"{path}: bad magic number 0x{head.hex()}; an IDX file starts "
                              "with 00 00 <type 08/09/0B/0C/0D/0E> <ndim>")
     if ndim == 0:
         raise IdxFormatError(f"{path}: the header announces 0 dimensions")
+    if ndim > _MAX_NDIM:
+        raise IdxFormatError(f"{path}: the header announces {ndim} dimensions; IDX files have 1 to "
+                             f"{_MAX_NDIM} (images 3, labels 1)")
     header = 4 + 4 * ndim
-    if len(data) < header:
-        raise IdxFormatError(f"{path}: truncated header ({len(data)} bytes, need {header})")
-    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    raw_dims = _read_up_to(stream, 4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise IdxFormatError(f"{path}: truncated header ({4 + len(raw_dims)} bytes, need {header})")
+    dims = struct.unpack(f">{ndim}I", raw_dims)
     dtype = np.dtype(_IDX_TYPES[code])
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    got = len(data) - header
-    if got != expected:
-        what = "truncated" if got < expected else "has trailing bytes"
-        raise IdxFormatError(f"{path}: {what}: dims {dims} of {dtype.name} need {expected} data "
-                             f"bytes, found {got}")
-    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    expected = math.prod(dims) * dtype.itemsize  # Python integers: no wrap-around
+    if shape is not None and tuple(dims) != tuple(shape):
+        raise IdxFormatError(f"{path}: expected {expect or f'shape {tuple(shape)}'}, the header announces "
+                             f"{dtype.name} of shape {dims}")
+    if expected > max_bytes:
+        raise IdxFormatError(f"{path}: the header announces {expected} data bytes (dims {dims}), more "
+                             f"than the {max_bytes} allowed")
+    if not gz:
+        got = size - header
+        if got != expected:
+            what = "truncated" if got < expected else "has trailing bytes"
+            raise IdxFormatError(f"{path}: {what}: dims {dims} of {dtype.name} need {expected} data "
+                                 f"bytes, the file has {got}")
+    elif size > (header + expected) * 1.01 + 65536:  # deflate grows data by < 0.1 %; gzip headers are small
+        raise IdxFormatError(f"{path}: {size} bytes of gzip is more than any compression of the "
+                             f"{header + expected} bytes its header announces (trailing data)")
+    payload = _read_up_to(stream, expected + 1)  # one more byte tells trailing data apart
+    if len(payload) != expected:
+        if len(payload) < expected:
+            raise IdxFormatError(f"{path}: truncated: dims {dims} of {dtype.name} need {expected} data "
+                                 f"bytes, found {len(payload)}")
+        raise IdxFormatError(f"{path}: has trailing bytes: dims {dims} of {dtype.name} need {expected} "
+                             "data bytes, found more")
+    arr = np.frombuffer(payload, dtype=dtype).reshape(dims)
     return arr.astype(dtype.newbyteorder("="))  # a writable copy in native byte order
 
 
@@ -226,11 +282,16 @@ def _load_idx_dir(root: Path, n_train: int = N_TRAIN, n_test: int = N_TEST):
     missing = [stem for stem, p in paths.items() if p is None]
     if missing:
         raise FileNotFoundError(f"{root}: missing {', '.join(s + '[.gz]' for s in missing)}")
-    xtr = _check_images(read_idx(paths[TRAIN_IMAGES]), n_train, paths[TRAIN_IMAGES])
-    ytr = _check_labels(read_idx(paths[TRAIN_LABELS]), n_train, paths[TRAIN_LABELS])
-    xte = _check_images(read_idx(paths[TEST_IMAGES]), n_test, paths[TEST_IMAGES])
-    yte = _check_labels(read_idx(paths[TEST_LABELS]), n_test, paths[TEST_LABELS])
-    return xtr, ytr, xte, yte
+    # the shapes are known, so a file whose header announces anything else is refused unread
+    def images(stem: str, n: int) -> np.ndarray:
+        arr = read_idx(paths[stem], shape=(n, SIDE, SIDE), _expect=f"{n} images of {SIDE}x{SIDE} uint8")
+        return _check_images(arr, n, paths[stem])
+
+    def labels(stem: str, n: int) -> np.ndarray:
+        return _check_labels(read_idx(paths[stem], shape=(n,), _expect=f"{n} uint8 labels"), n, paths[stem])
+
+    return (images(TRAIN_IMAGES, n_train), labels(TRAIN_LABELS, n_train), images(TEST_IMAGES, n_test),
+            labels(TEST_LABELS, n_test))
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,11 +320,17 @@ def _sha256(path: Path) -> str:
 def _fetch(url: str, dest: Path, sha256: str, timeout: float) -> None:
     """Stream ``url`` into a temporary file beside ``dest``; move it into place only if its
     SHA-256 matches (``os.replace`` is atomic on one file system)."""
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    # os.open with 0o666 lets the umask decide the file's mode (mkstemp would force 0600)
+    tmp = str(dest.parent / f"{dest.name}.{os.getpid()}.{os.urandom(6).hex()}.part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         h = hashlib.sha256()
+        size = 0
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             for chunk in iter(lambda: resp.read(1 << 20), b""):
+                size += len(chunk)
+                if size > MAX_DOWNLOAD_BYTES:  # the digest would fail anyway; do not fill the disk first
+                    raise ValueError(f"more than {MAX_DOWNLOAD_BYTES} bytes; the real file is far smaller")
                 h.update(chunk)
                 out.write(chunk)
         digest = h.hexdigest()
@@ -453,9 +520,13 @@ def _resolve(dataset: str, source: str, root, download_ok: bool, timeout: float)
     raise MnistUnavailableError(f"no {dataset} source is available. Tried:\n  {tried}\n{HINT}")
 
 
-def _check_args(val_size, holdout, dtype) -> None:
+def _check_args(val_size, holdout, dtype, limit=None) -> None:
     if isinstance(val_size, bool) or not isinstance(val_size, int) or not 0 <= val_size < N_TRAIN:
         raise ValueError(f"val_size must be an integer in [0, {N_TRAIN}), got {val_size!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or not 1 <= limit <= N_TRAIN - val_size):
+        raise ValueError(f"limit must be null or an integer in [1, {N_TRAIN - val_size}] (the training images "
+                         f"left after val_size={val_size}), got {limit!r}")
     if holdout not in ("last", "random"):
         raise ValueError(f"holdout must be 'last' or 'random', got {holdout!r}")
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
@@ -463,7 +534,7 @@ def _check_args(val_size, holdout, dtype) -> None:
 
 
 def _build(raw, name: str, *, val_size: int, holdout: str, seed: int, flatten: bool,
-           dtype: torch.dtype) -> tuple[Dataset, Dataset | None, Dataset]:
+           dtype: torch.dtype, limit: int | None = None) -> tuple[Dataset, Dataset | None, Dataset]:
     xtr, ytr, xte, yte = raw
     xtr, ytr = torch.from_numpy(xtr), torch.from_numpy(ytr)
 
@@ -479,6 +550,8 @@ def _build(raw, name: str, *, val_size: int, holdout: str, seed: int, flatten: b
         held = torch.zeros(N_TRAIN, dtype=torch.bool)
         held[perm[:val_size]] = True
         val_idx, train_idx = held.nonzero().squeeze(1), (~held).nonzero().squeeze(1)  # file order
+    if limit is not None:
+        train_idx = train_idx[:limit]
     train = Dataset(images(xtr[train_idx]), ytr[train_idx].long(), f"{name}:train")
     val = Dataset(images(xtr[val_idx]), ytr[val_idx].long(), f"{name}:val") if val_size else None
     test = Dataset(images(torch.from_numpy(xte)), torch.from_numpy(yte).long(), f"{name}:test")
@@ -488,7 +561,7 @@ def _build(raw, name: str, *, val_size: int, holdout: str, seed: int, flatten: b
 def load_mnist(source: str = "auto", root: str | os.PathLike | None = None, *,
                val_size: int = 10_000, holdout: str = "last", seed: int = 0, flatten: bool = True,
                dtype: torch.dtype = torch.float32, download: bool = True,
-               timeout: float = 30.0) -> tuple[Dataset, Dataset | None, Dataset]:
+               timeout: float = 30.0, limit: int | None = None) -> tuple[Dataset, Dataset | None, Dataset]:
     """MNIST as ``(train, val, test)`` :class:`Dataset` s: images in [0, 1], labels ``long``.
 
     x = p / 255 for each 8-bit pixel p; ``flatten=True`` gives ``X`` of shape (n, 784),
@@ -509,6 +582,9 @@ def load_mnist(source: str = "auto", root: str | os.PathLike | None = None, *,
         dtype: a floating dtype for the images (default float32).
         download: allow ``"auto"`` to fall back to the network.
         timeout: seconds per connection when downloading.
+        limit: train on only the first ``limit`` images of the training part (file order,
+            after the hold-out), for quick experiments; validation and test stay whole.
+            ``None`` (default) keeps all of them.
 
     Raises:
         MnistUnavailableError: no source works; the message says how to get one.
@@ -518,30 +594,30 @@ def load_mnist(source: str = "auto", root: str | os.PathLike | None = None, *,
     the IDX source, torchvision's ``ToTensor`` and Keras, so all sources agree exactly.
     Reference: Y. LeCun, C. Cortes, C. Burges, "The MNIST database of handwritten digits" (1998).
     """
-    _check_args(val_size, holdout, dtype)  # before any file is read
+    _check_args(val_size, holdout, dtype, limit)  # before any file is read
     raw = _resolve("mnist", source, root, download, timeout)
     return _build(raw, "mnist", val_size=val_size, holdout=holdout, seed=seed, flatten=flatten,
-                  dtype=dtype)
+                  dtype=dtype, limit=limit)
 
 
 def load_fashion_mnist(source: str = "auto", root: str | os.PathLike | None = None, *,
                        val_size: int = 10_000, holdout: str = "last", seed: int = 0,
                        flatten: bool = True, dtype: torch.dtype = torch.float32,
-                       download: bool = True, timeout: float = 30.0
+                       download: bool = True, timeout: float = 30.0, limit: int | None = None
                        ) -> tuple[Dataset, Dataset | None, Dataset]:
     """Fashion-MNIST (Zalando's 28×28 clothing images, 10 classes) as ``(train, val, test)``.
 
-    Same layout, arguments and split rules as :func:`load_mnist`; the sources are an IDX
+    Same layout, arguments (``limit`` too) and split rules as :func:`load_mnist`; the sources are an IDX
     directory (default ``$TRAINLAB_DATA/fashion_mnist`` or ``~/.cache/trainlab/fashion_mnist``)
     and the download (``"auto"`` tries them in that order). Class names: :data:`FASHION_CLASSES`.
 
     Reference: H. Xiao, K. Rasul, R. Vollgraf, "Fashion-MNIST: a Novel Image Dataset for
     Benchmarking Machine Learning Algorithms", arXiv:1708.07747 (2017).
     """
-    _check_args(val_size, holdout, dtype)  # before any file is read
+    _check_args(val_size, holdout, dtype, limit)  # before any file is read
     raw = _resolve("fashion_mnist", source, root, download, timeout)
     return _build(raw, "fashion_mnist", val_size=val_size, holdout=holdout, seed=seed,
-                  flatten=flatten, dtype=dtype)
+                  flatten=flatten, dtype=dtype, limit=limit)
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray, *, compress: bool | None = None) -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from trainlab import optim, schedules
-from trainlab.data import augment, mnist, toy
+from trainlab.data import augment, files, mnist, toy
 from trainlab.nn import models
 from trainlab.train import callbacks
 
@@ -24,6 +24,8 @@ DATASETS = {
     "line": toy.line,
     "mnist": mnist.load_mnist,
     "fashion_mnist": mnist.load_fashion_mnist,
+    "csv": files.load_csv,
+    "npz": files.load_npz,
 }
 
 # model.kind -> builder; the runner supplies the input/output sizes from the data

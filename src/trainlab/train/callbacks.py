@@ -519,6 +519,7 @@ class CSVLogger(Callback):
         self.separator, self.append = separator, append
         self.keys: list[str] | None = None
         self.rows: list[list[str]] = []
+        self._rewrite = False
 
     def _line(self, fields) -> str:
         return self.separator.join(str(f) for f in fields) + "\n"
@@ -533,6 +534,7 @@ class CSVLogger(Callback):
             self.keys = None
             self.filename.write_text("")
         self.rows = []
+        self._rewrite = False
 
     def on_epoch_end(self, epoch: int, logs: Logs) -> None:
         new_file = self.keys is None
@@ -550,12 +552,30 @@ class CSVLogger(Callback):
         return {"keys": self.keys, "rows": [list(r) for r in self.rows]}
 
     def load_state_dict(self, state: dict) -> None:
+        keys, rows = state["keys"], state["rows"]
+        if not (keys is None or isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
+            raise ValueError("CSVLogger state: keys must be a list of column names or null")
+        if not (isinstance(rows, list) and all(isinstance(r, list) and all(isinstance(c, str) for c in r)
+                                              for r in rows)):
+            raise ValueError("CSVLogger state: rows must be lists of strings")
+        self.keys, self.rows = keys, [list(r) for r in rows]
+        # the file is rewritten when training goes on, not here: loading a state (also the trial
+        # load that checks a checkpoint before a resume) must not touch the file
+        self._rewrite = True
+
+    def _write_restored(self) -> None:
         from trainlab.train.checkpoint import atomic_write_bytes
 
-        self.keys = state["keys"]
-        self.rows = [list(r) for r in state["rows"]]
-        text = "" if self.keys is None else self._line(["epoch"] + self.keys)
-        atomic_write_bytes(self.filename, (text + "".join(self._line(r) for r in self.rows)).encode())
+        if getattr(self, "_rewrite", False):
+            self._rewrite = False
+            text = "" if self.keys is None else self._line(["epoch"] + self.keys)
+            atomic_write_bytes(self.filename, (text + "".join(self._line(r) for r in self.rows)).encode())
+
+    def on_epoch_begin(self, epoch: int, logs: Logs) -> None:
+        self._write_restored()
+
+    def on_train_end(self, logs: Logs) -> None:
+        self._write_restored()
 
 
 class TensorBoard(Callback):

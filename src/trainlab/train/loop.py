@@ -36,6 +36,15 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating parameter or buffer (torch's default without one):
+    numpy inputs are cast to it."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.get_default_dtype()
+
+
 def _count_correct(loss_fn, z: Tensor, y: Tensor) -> Tensor | None:
     if isinstance(loss_fn, Loss):
         return loss_fn.correct(z, y) if loss_fn.is_classification else None
@@ -53,7 +62,7 @@ def evaluate(model: nn.Module, data, loss: str | Loss = "cross_entropy", *,
     mode is restored afterwards.
     """
     loss_fn = resolve_loss(loss)
-    ds = as_dataset(data)
+    ds = as_dataset(data, dtype=model_dtype(model))
     if device is not None:
         ds = ds.to(device)
     was_training = model.training
@@ -90,7 +99,7 @@ class Loop:
     def __init__(self, model: nn.Module, train: Batches, val: Dataset | None, *, loss_fn,
                  optimizer: torch.optim.Optimizer, epochs: int, device: torch.device,
                  callbacks: Iterable[Callback], history: History, eval_batch_size: int = 8192,
-                 augment=None):
+                 augment=None, seed: int | None = None):
         self.model, self.train, self.val = model, train, val
         self.loss_fn, self.optimizer = loss_fn, optimizer
         self.epochs, self.device, self.history = epochs, device, history
@@ -98,6 +107,7 @@ class Loop:
         self.steps_per_epoch = len(train)
         self.eval_batch_size = eval_batch_size
         self.augment = augment  # a callable x -> x for training inputs only (trainlab.data.augment)
+        self.seed = seed  # recorded in checkpoints; a resume with another seed is refused
         self.epoch = 0
         self.step = 0
         self.stop_training = False
@@ -105,7 +115,8 @@ class Loop:
 
     def run(self, initial_epoch: int = 0, resume=None) -> History:
         """Train from ``initial_epoch``; with ``resume`` (a :class:`~trainlab.train.checkpoint.Checkpoint`)
-        continue where that checkpoint ends (its state is put in after ``on_train_begin``)."""
+        continue where that checkpoint ends. The checkpoint is checked completely before any
+        callback runs and its state is put in after ``on_train_begin``."""
         model, optimizer, loss_fn, cbs = self.model, self.optimizer, self.loss_fn, self.callbacks
         batch_hooks = cbs.has_batch_hooks
         stash: dict[str, Tensor] = {}
@@ -123,11 +134,14 @@ class Loop:
             return loss
 
         train_logs: dict = {}
+        if resume is not None:
+            # all of it is checked before any callback runs, so a refused resume touches no file
+            from trainlab.train.checkpoint import check_resume, restore
+            check_resume(self, resume)
         cbs.on_train_begin(train_logs)
         if resume is not None:
-            # after on_train_begin, so callbacks that reset themselves there get their saved state
-            from trainlab.train.checkpoint import restore
-            initial_epoch = restore(self, resume)
+            # put in after on_train_begin, so callbacks that reset themselves there get their saved state
+            initial_epoch = restore(self, resume, checked=True)
             self.stop_training = bool(resume.loop.get("stop_training", False))
         for epoch in range(initial_epoch, self.epochs if not self.stop_training else initial_epoch):
             self.epoch = epoch
@@ -183,8 +197,11 @@ def fit(model: nn.Module, train, val=None, *, loss, optimizer: torch.optim.Optim
 
     Args:
         model: any ``nn.Module`` mapping a batch of inputs to outputs (logits for classification).
-        train, val: a :class:`trainlab.data.Dataset` or a pair ``(X, y)`` of tensors, held in
-            memory on ``device`` for the whole run.
+        train, val: a :class:`trainlab.data.Dataset` or a pair ``(X, y)`` of tensors or numpy
+            arrays, held in memory on ``device`` for the whole run. Arrays are converted as
+            scikit-learn and Keras users expect: features (and floating targets) to the model's
+            dtype, so float64 data trains a float32 model; integer labels to ``int64``. Tensors
+            are used as given.
         loss: ``"mse"``, ``"bce"``, ``"cross_entropy"``, a :class:`trainlab.losses.Loss`, or any
             callable ``(outputs, targets) -> scalar``. A named loss checks that it pairs with the
             model's ``head`` attribute when it has one.
@@ -230,8 +247,9 @@ def fit(model: nn.Module, train, val=None, *, loss, optimizer: torch.optim.Optim
         generator = torch.Generator()
         generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
     model.to(device)
-    train_ds = as_dataset(train, "train").to(device)
-    val_ds = as_dataset(val, "val").to(device) if val is not None else None
+    dtype = model_dtype(model)
+    train_ds = as_dataset(train, "train", dtype=dtype).to(device)
+    val_ds = as_dataset(val, "val", dtype=dtype).to(device) if val is not None else None
     batches = Batches(train_ds, batch_size, shuffle=shuffle, drop_last=drop_last, generator=generator)
     if len(batches) == 0:
         raise ValueError(f"no training batches: {len(train_ds)} samples with batch_size={batch_size} "
@@ -249,5 +267,5 @@ def fit(model: nn.Module, train, val=None, *, loss, optimizer: torch.optim.Optim
     if augment is not None and not callable(augment):
         raise TypeError(f"augment must be a callable x -> x, got {type(augment).__name__}")
     loop = Loop(model, batches, val_ds, loss_fn=loss_fn, optimizer=optimizer, epochs=epochs,
-                device=device, callbacks=callbacks, history=history, augment=augment)
+                device=device, callbacks=callbacks, history=history, augment=augment, seed=seed)
     return loop.run(initial_epoch, resume=resume_from)
