@@ -56,6 +56,9 @@ def cmd_run(args) -> int:
     from trainlab.experiments.runner import ResumeError, RunDirError, RunInterrupted, resume_run, run_experiment
 
     overrides = _shortcut_overrides(args) + list(args.set or [])
+    if getattr(args, "overwrite", False) and not args.out:
+        print("trainlab run: --overwrite applies to the folder --out names; give --out DIR as well", file=sys.stderr)
+        return 2
     if getattr(args, "resume", None):
         # the run's own config; a CONFIG or overrides given as well must not change it
         try:

@@ -174,12 +174,16 @@ def fresh_dir(prefix: str, root: str | Path = "runs") -> Path:
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped a written run; the message gives its folder and the command that resumes it."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, resumable: bool = True):
         import shlex
 
-        self.run_dir = run_dir
-        super().__init__(f"interrupted; the run folder is {run_dir}. Continue it with: "
-                         f"trainlab run --resume {shlex.quote(str(run_dir))}")
+        self.run_dir, self.resumable = run_dir, resumable
+        if resumable:
+            super().__init__(f"interrupted; the run folder is {run_dir}. Continue it with: "
+                             f"trainlab run --resume {shlex.quote(str(run_dir))}")
+        else:
+            super().__init__(f"interrupted before the first epoch ended (no checkpoint to resume from); the "
+                             f"run folder {run_dir} can be deleted, start the run again")
 
 
 class RunDirError(ValueError):
@@ -229,13 +233,21 @@ def check_paths(cfg: Config) -> None:
 
 
 class _Heartbeat(Callback):
-    """Tell the results store once per epoch that this run is alive (see ``Store.mark_stale``)."""
+    """Tell the results store that this run is alive (see ``Store.mark_stale``).
 
-    def __init__(self, recording):
-        self.recording = recording
+    After the first epoch and then at most every ``every`` seconds: a store write per epoch of a
+    run whose epochs take milliseconds would cost more than the epochs.
+    """
+
+    def __init__(self, recording, every: float = 5.0):
+        self.recording, self.every = recording, every
+        self._last: float | None = None
 
     def on_epoch_end(self, epoch, logs) -> None:
-        self.recording.beat()
+        now = time.monotonic()
+        if self._last is None or now - self._last >= self.every:
+            self._last = now
+            self.recording.beat()
 
 
 def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path | None = None,
@@ -297,16 +309,17 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
         from trainlab.experiments.store import RunRecording
         recording = RunRecording(None if store is True else store, cfg.to_dict(), run_path,
                                  resume=resume_from is not None)
+    run_callbacks: list = []
     try:
-        callbacks = build_callbacks(cfg, run_path) + list(callbacks)
+        run_callbacks = build_callbacks(cfg, run_path) + list(callbacks)
         if recording is not None:
-            callbacks.append(_Heartbeat(recording))
-        recorder = _add_run_callbacks(cfg, callbacks, run_path if write else None)
+            run_callbacks.append(_Heartbeat(recording))
+        recorder = _add_run_callbacks(cfg, run_callbacks, run_path if write else None)
         if schedule is not None:
-            callbacks.insert(0, schedule)
+            run_callbacks.insert(0, schedule)
         fit_kwargs = {"augment": augment} if augment is not None else {}
         history = fit(model, data.train, data.val, loss=loss, optimizer=optimizer, epochs=cfg.train.epochs,
-                      batch_size=cfg.train.batch_size, callbacks=callbacks, device=device, seed=cfg.seed,
+                      batch_size=cfg.train.batch_size, callbacks=run_callbacks, device=device, seed=cfg.seed,
                       verbose=verbose, shuffle=cfg.train.shuffle, drop_last=cfg.train.drop_last,
                       resume_from=resume_from, **fit_kwargs)
         final = final_metrics(model, data, loss, device)
@@ -327,7 +340,8 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
             recording.__exit__(type(err), err, err.__traceback__)
         if isinstance(err, KeyboardInterrupt) and not isinstance(err, RunInterrupted) and write \
                 and run_path is not None:
-            raise RunInterrupted(run_path) from None
+            last = [cb.last_path for cb in run_callbacks if type(cb).__name__ == "ModelCheckpoint" and cb.save_last]
+            raise RunInterrupted(run_path, resumable=any(p.is_file() for p in last)) from None
         raise
     if recording is not None:
         recording.__exit__(None, None, None)
