@@ -156,6 +156,8 @@ def test_out_onto_an_existing_folder_needs_overwrite(tmp_path, cli):
     assert (tmp_path / "notes" / "thesis.tex").read_text() == "precious"
     (tmp_path / "empty").mkdir()
     assert cli("run", "exp.yaml", "--out", "empty", "-q").returncode == 0
+    res = cli("run", "exp.yaml", "--overwrite", "-q")
+    assert res.returncode == 2 and "--out" in res.stderr and not (tmp_path / "runs").exists()
 
 
 def test_run_files_honour_the_umask(tmp_path, cli):

@@ -679,14 +679,17 @@ def _exit_on_second_interrupt(executor):
     return signal.signal(signal.SIGINT, now)
 
 
-def _second_interrupt_exits() -> None:
-    """For the command line: the first Ctrl-C interrupts (cleanly), any later one exits with 130 at once."""
+def _second_interrupt_exits():
+    """For the command line: the first Ctrl-C interrupts (cleanly), any later one exits with 130 at once.
+
+    Returns the handler it replaced (for :func:`_restore_sigint`).
+    """
     import os
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
-        return
+        return None
     pressed = []
 
     def handler(signum, frame):
@@ -695,7 +698,7 @@ def _second_interrupt_exits() -> None:
         pressed.append(signum)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, handler)
+    return signal.signal(signal.SIGINT, handler)
 
 
 def _restore_sigint(previous) -> None:
@@ -953,7 +956,7 @@ def cli_sweep(args) -> int:
         return 0
     workers = args.workers if args.workers is not None else plan.spec.workers
     keep_freed_memory()  # this process trains batched models when it runs a single task
-    _second_interrupt_exits()
+    previous = _second_interrupt_exits()
     try:
         executor = LocalExecutor(workers, batched=batched, threads=getattr(args, "threads", None))
         result = run_sweep(plan, store=args.store, out_dir=args.out, executor=executor,
@@ -962,6 +965,8 @@ def cli_sweep(args) -> int:
         err = SweepInterrupted(err.sweep_id, err.done, err.total, _resume_command(args))
         print(f"\ntrainlab sweep: {err}", file=sys.stderr)
         return 130
+    finally:  # main() may be called from Python (tests, a notebook): leave its Ctrl-C as it was
+        _restore_sigint(previous)
     if args.quiet:
         print(result.report if result.report is not None else result.out_dir)
     else:
