@@ -168,7 +168,8 @@ def test_run_files_honour_the_umask(tmp_path, cli):
     finally:
         os.umask(old)
     assert res.returncode == 0, res.stderr
-    for name in ("config.yaml", "metrics.csv", "metrics.json", "weights.safetensors", "report.html", "curves.png"):
+    for name in ("config.yaml", "metrics.csv", "metrics.json", "weights.safetensors", "report.html", "curves.png",
+                 "checkpoints/last.safetensors"):
         assert (tmp_path / "r" / name).stat().st_mode & 0o777 == 0o644, name
 
 

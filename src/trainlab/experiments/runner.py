@@ -607,6 +607,7 @@ def write_run_folder(result: RunResult) -> Path:
     save_weights(result.model, run_dir / "weights.safetensors", metadata={"name": result.config.name})
     write_report(run_dir / "report.html", f"trainlab run: {result.config.name}", report_sections(result),
                  subtitle=f"{run_dir.name}")
-    for name in ("metrics.json", "weights.safetensors", "report.html"):
-        _honour_umask(run_dir / name)
+    for path in run_dir.rglob("*"):  # checkpoints and callback files were written 0600 the same way
+        if path.is_file() and not path.is_symlink():
+            _honour_umask(path)
     return run_dir

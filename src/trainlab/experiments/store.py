@@ -670,8 +670,12 @@ class RunRecording:
             self.store = None
 
     def beat(self) -> None:
-        if self.store is not None:
+        if self.store is None:
+            return
+        try:
             self.store.heartbeat(self.run_id)
+        except sqlite3.Error:  # a missed heartbeat must not stop a training
+            pass
 
     def finish(self, result) -> None:
         if self.store is None:
