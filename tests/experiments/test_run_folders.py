@@ -2,7 +2,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -249,7 +248,6 @@ def test_opening_the_store_marks_rows_of_dead_processes_interrupted(tmp_path):
         status = {r.id: r.status for r in st.runs()}
     assert status == {"dead": "interrupted", "alive": "running", "far-old": "interrupted",
                       "far-fresh": "running", "done": "finished"}
-    assert socket.gethostname()  # the rows above were recorded with this host
 
 
 def test_a_killed_run_is_interrupted_when_the_store_is_next_opened(tmp_path, popen):
