@@ -42,11 +42,23 @@ def _shortcut_overrides(args) -> list[str]:
     return out
 
 
+def _quickstart_name(data: dict) -> dict:
+    """The quickstart's name follows its data (``--dataset line`` runs ``quickstart-line``)."""
+    section = data.get("data")
+    dataset = section.get("name") if isinstance(section, dict) else None
+    if data.get("name") == QUICKSTART["name"] and isinstance(dataset, str):
+        data = {**data, "name": f"quickstart-{dataset}"}
+    return data
+
+
 def cmd_run(args) -> int:
     from trainlab.experiments.config import ConfigError, apply_overrides, load_yaml, parse_config
-    from trainlab.experiments.runner import ResumeError, resume_run, run_experiment
+    from trainlab.experiments.runner import ResumeError, RunDirError, RunInterrupted, resume_run, run_experiment
 
     overrides = _shortcut_overrides(args) + list(args.set or [])
+    if getattr(args, "overwrite", False) and not args.out:
+        print("trainlab run: --overwrite applies to the folder --out names; give --out DIR as well", file=sys.stderr)
+        return 2
     if getattr(args, "resume", None):
         # the run's own config; a CONFIG or overrides given as well must not change it
         try:
@@ -54,7 +66,11 @@ def cmd_run(args) -> int:
             if args.config or overrides:
                 base = load_yaml(args.config) if args.config else load_yaml(Path(args.resume) / "config.yaml")
                 cfg = parse_config(apply_overrides(base, overrides))
-            result = resume_run(args.resume, cfg, verbose=not args.quiet)
+            result = resume_run(args.resume, cfg, verbose=not args.quiet,
+                                store=False if args.no_store else (args.store or True))
+        except RunInterrupted as err:
+            print(f"\ntrainlab run: {err}", file=sys.stderr)
+            return 130
         except (ConfigError, ResumeError) as err:
             print(f"trainlab run: {err}", file=sys.stderr)
             return 2
@@ -67,6 +83,8 @@ def cmd_run(args) -> int:
     try:
         data = load_yaml(args.config) if args.config else dict(QUICKSTART)
         data = apply_overrides(data, overrides)
+        if not args.config:
+            data = _quickstart_name(data)
         cfg = parse_config(data)
     except ConfigError as err:
         print(f"trainlab run: {err}", file=sys.stderr)
@@ -80,15 +98,16 @@ def cmd_run(args) -> int:
             print(ens.run_dir if args.quiet else
                   "ensemble: " + "  ".join(f"{k} {v:.4f}" for k, v in ens.ensemble.items()))
             return 0
-        from trainlab.experiments.runner import default_run_dir
-        from trainlab.experiments.store import RunRecording
-        run_dir = Path(args.out) if args.out else default_run_dir(cfg)
-        if args.no_store:
-            result = run_experiment(cfg, run_dir=run_dir, verbose=not args.quiet)
-        else:  # the run also goes into the results store ('trainlab runs', 'trainlab compare')
-            with RunRecording(args.store, cfg.to_dict(), run_dir) as recording:
-                result = run_experiment(cfg, run_dir=run_dir, verbose=not args.quiet)
-                recording.finish(result)
+        # the run also goes into the results store ('trainlab runs', 'trainlab compare')
+        result = run_experiment(cfg, run_dir=args.out, verbose=not args.quiet,
+                                store=False if args.no_store else (args.store or True),
+                                overwrite=bool(args.overwrite) if args.out else None)
+    except RunInterrupted as err:
+        print(f"\ntrainlab run: {err}", file=sys.stderr)
+        return 130
+    except (ConfigError, RunDirError) as err:
+        print(f"trainlab run: {err}", file=sys.stderr)
+        return 2
     except (ValueError, FloatingPointError) as err:
         print(f"trainlab run: {err}", file=sys.stderr)
         return 1
@@ -161,7 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="PATH=VALUE",
                    help="override a config field by dotted path, e.g. optimizer.lr=0.01, "
                         "model.hidden=[64,32], callbacks.0.patience=3 (repeatable; values parse as YAML)")
-    p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<name>-<timestamp>)")
+    p.add_argument("--out", metavar="DIR", help="run folder (default: a new runs/<name>-<timestamp>); an existing "
+                                                 "non-empty folder is refused unless --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="with --out: replace the run folder already there (its old files are removed first)")
     p.add_argument("--dataset", help="data.name (see 'trainlab list datasets')")
     p.add_argument("--epochs", type=int, help="train.epochs")
     p.add_argument("--batch-size", dest="batch_size",

@@ -203,23 +203,51 @@ CALLBACK_PATHS = {"model_checkpoint": ("dirpath", "checkpoints"), "csv_logger": 
                   "tensorboard": ("log_dir", "tensorboard")}
 
 
+def callback_path_problem(name: str, kwargs: dict) -> tuple[str, object, str] | None:
+    """``(argument, value, why)`` when a file-writing callback's path would leave the run folder.
+
+    Files a run writes stay inside its run folder, so a config cannot overwrite a file anywhere
+    else: the path must be relative and must not climb out with ``..``. Purely lexical (no file
+    system access), so the config layer can call it before anything exists.
+    """
+    import os
+    from pathlib import PurePath
+
+    if name not in CALLBACK_PATHS:
+        return None
+    arg = CALLBACK_PATHS[name][0]
+    if arg not in kwargs:
+        return None
+    value = kwargs[arg]
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        return arg, value, "must be a non-empty path relative to the run folder"
+    path = PurePath(value)
+    if path.is_absolute() or path.drive or str(value).startswith("~"):
+        return arg, value, "must be relative to the run folder (an absolute path would write outside it)"
+    if os.path.normpath(str(path)).split(os.sep)[0] == "..":
+        return arg, value, "climbs out of the run folder with '..'; give a path inside it"
+    return None
+
+
 def build_callback(name: str, kwargs: dict, *, run_dir=None):
     """The callback ``name`` (``run_dir`` is where file-writing callbacks put their files).
 
-    A file-writing callback's path defaults to a fixed place in the run folder; a relative path
-    given in the config is taken relative to the run folder.
+    A file-writing callback's path defaults to a fixed place in the run folder; a path given in
+    the config is taken relative to the run folder and must stay inside it
+    (:func:`callback_path_problem`).
     """
     from pathlib import Path
 
     kwargs = dict(kwargs)
     if name in CALLBACK_PATHS:
+        problem = callback_path_problem(name, kwargs)
+        if problem is not None:
+            arg, value, why = problem
+            raise ValueError(f"callback {name!r}: {arg}: {value!r} {why}")
         arg, default = CALLBACK_PATHS[name]
-        path = Path(kwargs.get(arg, default))
-        if not path.is_absolute():
-            if run_dir is None:
-                raise ValueError(f"callback {name!r} writes files and needs a run folder (run with write=True)")
-            path = Path(run_dir) / path
-        kwargs[arg] = path
+        if run_dir is None:
+            raise ValueError(f"callback {name!r} writes files and needs a run folder (run with write=True)")
+        kwargs[arg] = Path(run_dir) / Path(kwargs.get(arg, default))
     return CALLBACKS[name](**kwargs)
 
 

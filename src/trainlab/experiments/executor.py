@@ -56,11 +56,18 @@ from trainlab.experiments.store import diagnostics_of
 
 @dataclass
 class RunSpec:
-    """One run to train: its id, its resolved config (plain data), and its run folder (or ``None``)."""
+    """One run to train: its id, its resolved config (plain data), and its run folder (or ``None``).
+
+    ``store``: a results store the process training the run can reach; it marks the run
+    ``running`` there with its own pid when it starts and beats once per epoch, so a killed
+    worker's run is found stale later (``Store.mark_stale``). ``None`` for a worker that cannot
+    reach the store (a remote machine): the sweep then only records the outcome.
+    """
 
     run_id: str
     config: dict
     run_dir: str | None = None
+    store: str | None = None
 
 
 @dataclass
@@ -125,8 +132,44 @@ def execute_task(task: Task) -> list[RunOutcome]:
 
     Writes each run's folder when its spec has a ``run_dir``. Safe to call in any process.
     """
+    store = _mark_running(task)
+    try:
+        return _execute(task, store)
+    finally:
+        if store is not None:
+            store.close()
+
+
+class _Beat:
+    def __init__(self, store, run_id: str):
+        self.store, self.run_id = store, run_id
+
+    def beat(self) -> None:
+        try:
+            self.store.heartbeat(self.run_id)
+        except Exception:  # a missed heartbeat must not stop a training
+            pass
+
+
+def _mark_running(task: Task):
+    """Open the specs' store and mark the task's runs ``running`` under this process's pid."""
+    path = next((s.store for s in task.specs if s.store), None)
+    if path is None:
+        return None
+    import sqlite3
+
+    from trainlab.experiments.store import Store
+    try:
+        store = Store(path)
+        store.set_status([s.run_id for s in task.specs], "running")
+        return store
+    except (sqlite3.Error, OSError):  # the outcome is still recorded by the sweep
+        return None
+
+
+def _execute(task: Task, store) -> list[RunOutcome]:
     from trainlab.experiments.config import parse_config
-    from trainlab.experiments.runner import run_experiment, write_run_folder
+    from trainlab.experiments.runner import _Heartbeat, run_experiment, write_run_folder
 
     out: list[RunOutcome] = []
 
@@ -138,7 +181,9 @@ def execute_task(task: Task) -> list[RunOutcome]:
                           float(result.wall_time), None, info, diagnostics_of(result), spec.run_dir)
 
     def alone(spec: RunSpec):  # run_experiment writes the run folder itself
-        return run_experiment(spec.config, run_dir=spec.run_dir, write=spec.run_dir is not None, verbose=False)
+        beats = (_Heartbeat(_Beat(store, spec.run_id)),) if store is not None else ()
+        return run_experiment(spec.config, run_dir=spec.run_dir, write=spec.run_dir is not None, verbose=False,
+                              callbacks=beats)
 
     if task.batched and len(task.specs) > 1:
         from trainlab.experiments.batched import train_group
@@ -272,6 +317,12 @@ class LocalExecutor(Executor):
                     yield from fut.result()
         self.shutdown()
 
+    def worker_pids(self) -> list[int]:
+        """The pids of the worker processes now running (empty without a pool)."""
+        pool = self._pool
+        procs = getattr(pool, "_processes", None) or {} if pool is not None else {}
+        return [p.pid for p in list(procs.values()) if p.pid is not None]
+
     def shutdown(self, cancel: bool = False) -> None:
         pool, self._pool = self._pool, None
         if pool is None:
@@ -279,10 +330,16 @@ class LocalExecutor(Executor):
         if not cancel:
             pool.shutdown(wait=True)
             return
-        pool.shutdown(wait=False, cancel_futures=True)
-        # Python < 3.14 has no public way to stop running workers; these processes are ours
-        for proc in list(getattr(pool, "_processes", {}).values()):
+        # Python < 3.14 has no public way to stop running workers; these processes are ours. Take
+        # them before shutdown(), which forgets them (it sets _processes to None)
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        for proc in procs:
             if proc.is_alive():
                 proc.terminate()
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            proc.join(timeout=5)
+        pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + 5.0
+        for proc in procs:
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():  # ignored SIGTERM (stuck in native code): no more waiting
+                proc.kill()
+                proc.join(timeout=1.0)

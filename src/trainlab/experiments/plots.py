@@ -8,6 +8,9 @@ from typing import Sequence
 import matplotlib
 
 matplotlib.use("Agg")
+# titles, labels and ticks carry user text (run names, swept values); a name like "$\frac$" must
+# print as written, not be parsed as mathtext (which raises on bad TeX). trainlab draws no math.
+matplotlib.rcParams["text.parse_math"] = False
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import matplotlib.transforms  # noqa: E402

@@ -14,6 +14,10 @@ from __future__ import annotations
 import csv
 import inspect
 import io
+import os
+import re
+import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,11 +28,11 @@ from torch import nn
 
 from trainlab.data.dataset import Dataset, split
 from trainlab.experiments import catalog
-from trainlab.experiments.config import Config, parse_config
+from trainlab.experiments.config import Config, ConfigError, parse_config
 from trainlab.experiments.report import (Section, early_stops, epoch_records, history_section,
                                          prediction_sections, training_sections, write_report)
 from trainlab.losses import Loss
-from trainlab.train.callbacks import History
+from trainlab.train.callbacks import Callback, History
 from trainlab.train.checkpoint import atomic_write_bytes, atomic_write_json, save_weights
 from trainlab.train.loop import default_device, evaluate, fit
 
@@ -133,30 +137,139 @@ def build_callbacks(cfg: Config, run_dir: Path | None) -> list:
 # running
 
 
+def slug(name: str, default: str = "run") -> str:
+    """``name`` as one safe folder name: letters, digits, ``_ . -`` kept, anything else one ``-``.
+
+    A run name is a label a user types; as a folder it must neither climb out of ``runs/``
+    (``../../etc``, ``/abs``) nor create nested folders (``a/b``, ``</script>``).
+    """
+    text = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(name)).strip("-.")
+    return text[:80].rstrip("-.") or default
+
+
 def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
+    """A fresh, created folder ``root/<slug of the name>-<timestamp>`` (see :func:`fresh_dir`)."""
     return fresh_dir(cfg.name, root)
 
 
 def fresh_dir(prefix: str, root: str | Path = "runs") -> Path:
-    """``root/<prefix>-<timestamp>``, with ``-2``, ``-3``... appended while that folder exists."""
+    """Create and return ``root/<prefix>-<timestamp>`` (``-2``, ``-3``... when that one is taken).
+
+    The folder is reserved by creating it (``mkdir`` without ``exist_ok``, which is atomic), so
+    processes starting in the same second never share a folder. ``prefix`` is slugged.
+    """
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(root) / f"{prefix}-{stamp}"
-    path, i = base, 1
-    while path.exists():
-        i += 1
-        path = base.with_name(f"{base.name}-{i}")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    base = f"{slug(prefix)}-{stamp}"
+    i = 1
+    while True:
+        path = root / (base if i == 1 else f"{base}-{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            i += 1
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a written run; the message gives its folder and the command that resumes it."""
+
+    def __init__(self, run_dir: Path, resumable: bool = True):
+        import shlex
+
+        self.run_dir, self.resumable = run_dir, resumable
+        if resumable:
+            super().__init__(f"interrupted; the run folder is {run_dir}. Continue it with: "
+                             f"trainlab run --resume {shlex.quote(str(run_dir))}")
+        else:
+            super().__init__(f"interrupted before the first epoch ended (no checkpoint to resume from); the "
+                             f"run folder {run_dir} can be deleted, start the run again")
+
+
+class RunDirError(ValueError):
+    """A run folder cannot be used (``--out`` onto an existing folder without ``--overwrite``, ...)."""
+
+
+def check_out_dir(path: str | Path, overwrite: bool) -> None:
+    """Refuse an existing, non-empty folder unless ``overwrite`` and it is a run folder.
+
+    Checked before anything is built, so a refusal costs nothing; the folder is only cleared
+    later (:func:`claim_out_dir`), once the whole config has been built.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"--out {path}: a file of that name exists; give a folder path")
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    if not overwrite:
+        raise RunDirError(f"--out {path}: the folder exists and is not empty (its old files would mix with "
+                          "the new run's); give a new folder, or pass --overwrite to replace that run")
+    if not (path / "config.yaml").is_file():
+        raise RunDirError(f"--out {path}: the folder is not a run folder (no config.yaml); --overwrite replaces "
+                          "only run folders, so give a new or empty folder")
+
+
+def claim_out_dir(path: str | Path, overwrite: bool) -> Path:
+    """Create ``path`` for a new run: after :func:`check_out_dir`, the old run's files are removed."""
+    path = Path(path)
+    check_out_dir(path, overwrite)
+    if path.is_dir() and overwrite:
+        for child in path.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def check_paths(cfg: Config) -> None:
+    """Raise :class:`ConfigError` when a callback's file path would leave the run folder."""
+    for i, cb in enumerate(cfg.callbacks):
+        problem = catalog.callback_path_problem(cb.name, cb.kwargs)
+        if problem is not None:
+            arg, value, why = problem
+            raise ConfigError(f"callbacks.{i}.{arg}: {value!r} {why}")
+
+
+class _Heartbeat(Callback):
+    """Tell the results store that this run is alive (see ``Store.mark_stale``).
+
+    After the first epoch and then at most every ``every`` seconds: a store write per epoch of a
+    run whose epochs take milliseconds would cost more than the epochs.
+    """
+
+    def __init__(self, recording, every: float = 5.0):
+        self.recording, self.every = recording, every
+        self._last: float | None = None
+
+    def on_epoch_end(self, epoch, logs) -> None:
+        now = time.monotonic()
+        if self._last is None or now - self._last >= self.every:
+            self._last = now
+            self.recording.beat()
 
 
 def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path | None = None,
                    write: bool = True, verbose: bool = True, callbacks: tuple = (),
-                   data: Splits | None = None, resume_from: str | Path | None = None) -> RunResult:
+                   data: Splits | None = None, resume_from: str | Path | None = None,
+                   store: str | Path | bool | None = None, overwrite: bool | None = None) -> RunResult:
     """Train the experiment ``config`` describes; with ``write`` also write its run folder.
 
-    ``run_dir`` defaults to ``runs/<name>-<timestamp>``. ``callbacks`` are extra callback objects
-    (measurements a study takes) run after the config's own. ``data`` replaces the data the config
-    names with splits already in memory (a study's subset of MNIST, say); ``cfg.data`` then only
-    labels the run. ``resume_from`` continues from a checkpoint (see :func:`resume_run`).
+    ``run_dir`` defaults to a fresh ``runs/<name>-<timestamp>``. ``callbacks`` are extra callback
+    objects (measurements a study takes) run after the config's own. ``data`` replaces the data
+    the config names with splits already in memory (a study's subset of MNIST, say); ``cfg.data``
+    then only labels the run. ``resume_from`` continues from a checkpoint (see :func:`resume_run`).
+
+    ``store``: record the run in a results store (``True``: the default store, a path: that one;
+    ``None``/``False``: not recorded). ``overwrite``: for a given ``run_dir``, ``None`` reuses it
+    as it is; ``False`` refuses an existing non-empty folder and ``True`` replaces the run folder
+    there (what ``--out`` and ``--overwrite`` do).
+
+    Everything the config describes (data, model, optimizer, schedule, callbacks, augmentation)
+    is built before the run folder is created or the store row inserted, so a config that fails
+    leaves neither behind.
 
     A written run keeps ``checkpoints/last.safetensors`` (unless the config has its own
     ``model_checkpoint``), so it can be resumed; with ``cfg.diagnostics`` a
@@ -164,42 +277,78 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
     ``metrics.json`` and the top of the report.
     """
     cfg = parse_config(config)
+    check_paths(cfg)
+    if run_dir is not None and write and overwrite is not None:
+        check_out_dir(run_dir, overwrite)
     t0 = time.perf_counter()
     device = torch.device(cfg.train.device) if cfg.train.device else default_device()
-    run_path = Path(run_dir) if run_dir is not None else (default_run_dir(cfg) if write else None)
-    if run_path is not None and write:
-        run_path.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(run_path / "config.yaml", cfg.to_yaml().encode())
-
     data, loss, model, optimizer = build_training(cfg, device, data)
-    extra_callbacks = list(callbacks)
-    callbacks = build_callbacks(cfg, run_path) + extra_callbacks
-    recorder = _add_run_callbacks(cfg, callbacks, run_path if write else None)
+    # construct once against a folder that is not created, so a bad callback fails here
+    build_callbacks(cfg, Path(run_dir) if run_dir is not None else Path("runs") / slug(cfg.name))
     batches_per_epoch = _batches_per_epoch(cfg, len(data.train))
+    schedule = None
     if cfg.schedule is not None:
-        callbacks.insert(0, catalog.build_schedule(optimizer, cfg.schedule.name, cfg.schedule.kwargs,
-                                                   steps_per_epoch=batches_per_epoch,
-                                                   epochs=cfg.train.epochs))
+        schedule = catalog.build_schedule(optimizer, cfg.schedule.name, cfg.schedule.kwargs,
+                                          steps_per_epoch=batches_per_epoch, epochs=cfg.train.epochs)
     augment = catalog.build_augment([(a.name, a.kwargs) for a in cfg.augment])
-    fit_kwargs = {"augment": augment} if augment is not None else {}
-    history = fit(model, data.train, data.val, loss=loss, optimizer=optimizer, epochs=cfg.train.epochs,
-                  batch_size=cfg.train.batch_size, callbacks=callbacks, device=device, seed=cfg.seed,
-                  verbose=verbose, shuffle=cfg.train.shuffle, drop_last=cfg.train.drop_last,
-                  resume_from=resume_from, **fit_kwargs)
-    final = final_metrics(model, data, loss, device)
-    result = RunResult(cfg, model, history, final, time.perf_counter() - t0, run_path)
-    result.extras.update(data=data, loss=loss, early_stops=early_stops(callbacks))
-    if recorder is not None:
-        result.extras["diagnostics"] = recorder
-        result.extras["verdicts"] = recorder.verdicts(history, baseline_loss=_baseline_loss(loss, data.train),
-                                                      **cfg.diagnostics.thresholds)
-    if augment is not None:
-        result.extras["augment"] = augment
-        result.extras["augment_sample"] = data.train.X[:6].detach().cpu()
-    if write and run_path is not None:
-        write_run_folder(result)
-        if verbose:
-            print(f"run folder: {run_path}\nreport:     {run_path / 'report.html'}")
+
+    run_path = None
+    if write:
+        if run_dir is None:
+            run_path = default_run_dir(cfg)
+        elif overwrite is None:
+            run_path = Path(run_dir)
+            run_path.mkdir(parents=True, exist_ok=True)
+        else:
+            run_path = claim_out_dir(run_dir, overwrite)
+        atomic_write_bytes(run_path / "config.yaml", cfg.to_yaml().encode())
+    elif run_dir is not None:
+        run_path = Path(run_dir)
+
+    recording = None
+    if store not in (None, False) and write:
+        from trainlab.experiments.store import RunRecording
+        recording = RunRecording(None if store is True else store, cfg.to_dict(), run_path,
+                                 resume=resume_from is not None)
+    run_callbacks: list = []
+    try:
+        run_callbacks = build_callbacks(cfg, run_path) + list(callbacks)
+        if recording is not None:
+            run_callbacks.append(_Heartbeat(recording))
+        recorder = _add_run_callbacks(cfg, run_callbacks, run_path if write else None)
+        if schedule is not None:
+            run_callbacks.insert(0, schedule)
+        fit_kwargs = {"augment": augment} if augment is not None else {}
+        history = fit(model, data.train, data.val, loss=loss, optimizer=optimizer, epochs=cfg.train.epochs,
+                      batch_size=cfg.train.batch_size, callbacks=run_callbacks, device=device, seed=cfg.seed,
+                      verbose=verbose, shuffle=cfg.train.shuffle, drop_last=cfg.train.drop_last,
+                      resume_from=resume_from, **fit_kwargs)
+        final = final_metrics(model, data, loss, device)
+        result = RunResult(cfg, model, history, final, time.perf_counter() - t0, run_path)
+        result.extras.update(data=data, loss=loss, early_stops=early_stops(run_callbacks))
+        if recorder is not None:
+            result.extras["diagnostics"] = recorder
+            result.extras["verdicts"] = recorder.verdicts(history, baseline_loss=_baseline_loss(loss, data.train),
+                                                          **cfg.diagnostics.thresholds)
+        if augment is not None:
+            result.extras["augment"] = augment
+            result.extras["augment_sample"] = data.train.X[:6].detach().cpu()
+        if write and run_path is not None:
+            write_run_folder(result)
+        if recording is not None:
+            recording.finish(result)
+    except BaseException as err:
+        if recording is not None:
+            recording.__exit__(type(err), err, err.__traceback__)
+        if isinstance(err, KeyboardInterrupt) and not isinstance(err, RunInterrupted) and write \
+                and run_path is not None:
+            last = [cb.last_path for cb in run_callbacks if type(cb).__name__ == "ModelCheckpoint" and cb.save_last]
+            raise RunInterrupted(run_path, resumable=any(p.is_file() for p in last)) from None
+        raise
+    if recording is not None:
+        recording.__exit__(None, None, None)
+    if write and run_path is not None and verbose:
+        print(f"run folder: {run_path}\nreport:     {run_path / 'report.html'}")
     return result
 
 
@@ -249,13 +398,28 @@ def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     return lines
 
 
-def resume_run(run_dir: str | Path, config: Config | dict | None = None, *, verbose: bool = True) -> RunResult:
+def _epochs_grew(old: dict, new: dict) -> bool:
+    """Whether ``new`` differs from ``old`` only by a larger ``train.epochs`` (a run extended)."""
+    a, b = old.get("train", {}).get("epochs"), new.get("train", {}).get("epochs")
+    if not (isinstance(a, int) and isinstance(b, int) and b > a):
+        return False
+    same = {**new, "train": {**new.get("train", {}), "epochs": a}}
+    return same == old
+
+
+def resume_run(run_dir: str | Path, config: Config | dict | None = None, *, verbose: bool = True,
+               store: str | Path | bool | None = None) -> RunResult:
     """Continue the interrupted run in ``run_dir`` from its last checkpoint and finish its folder.
 
     The run's own ``config.yaml`` is used; a ``config`` given as well must resolve to the same
     config, otherwise :class:`ResumeError` lists the differences (a resumed run must be the run
-    that was started). On the CPU the final weights equal those of an uninterrupted run bit for
-    bit: model, optimizer, schedule and callback states, RNG and data order are restored.
+    that was started). The one change allowed is more epochs (``train.epochs`` larger than
+    before, without a schedule, whose shape depends on it): the run is extended, and the
+    difference is printed. On the CPU the final weights equal those of an uninterrupted run bit
+    for bit: model, optimizer, schedule and callback states, RNG and data order are restored.
+
+    ``store`` (as in :func:`run_experiment`): the run's row in the results store (found by its
+    folder) is updated, so it ends ``finished`` with its whole history.
     """
     from trainlab.experiments.config import load_config
     from trainlab.train.checkpoint import load_checkpoint
@@ -264,12 +428,20 @@ def resume_run(run_dir: str | Path, config: Config | dict | None = None, *, verb
     if not (run_dir / "config.yaml").is_file():
         raise ResumeError(f"{run_dir} is not a run folder (no config.yaml)")
     saved = load_config(run_dir / "config.yaml")
+    target = saved
+    extended: list[str] = []
     if config is not None:
         given = parse_config(config)
         diff = config_diff(saved.to_dict(), given.to_dict())
-        if diff:
+        if diff and not _epochs_grew(saved.to_dict(), given.to_dict()):
             raise ResumeError(f"refusing to resume {run_dir}: the config differs from the run's own config.yaml\n"
-                              + "\n".join(diff) + "\nresume without a config, or start a new run")
+                              + "\n".join(diff) + "\nresume without a config (only train.epochs may grow, to "
+                              "extend the run), or start a new run")
+        if diff and saved.schedule is not None:
+            raise ResumeError(f"refusing to extend {run_dir}: its schedule {saved.schedule.name!r} is laid out over "
+                              f"train.epochs={saved.train.epochs}; more epochs would change the steps already "
+                              "taken. Start a new run with the longer schedule")
+        target, extended = given, diff
     ckpts = [cb for cb in build_callbacks(saved, run_dir)
              if type(cb).__name__ == "ModelCheckpoint" and cb.save_last]
     path = ckpts[0].last_path if ckpts else run_dir / "checkpoints" / "last.safetensors"
@@ -277,12 +449,15 @@ def resume_run(run_dir: str | Path, config: Config | dict | None = None, *, verb
         raise ResumeError(f"{run_dir} has no checkpoint to resume from ({path} is missing)")
     ckpt = load_checkpoint(path)
     stored = ckpt.extra.get("config")
-    if stored is not None and stored != saved.to_dict():
+    # an extension interrupted before its first checkpoint: config.yaml already has the new length
+    if stored is not None and stored != saved.to_dict() and not _epochs_grew(stored, saved.to_dict()):
         raise ResumeError(f"refusing to resume {run_dir}: its config.yaml differs from the config stored in "
                           f"the checkpoint\n" + "\n".join(config_diff(stored, saved.to_dict())))
     if verbose:
-        print(f"resuming {run_dir} after epoch {ckpt.epoch + 1} of {saved.train.epochs}")
-    return run_experiment(saved, run_dir=run_dir, verbose=verbose, resume_from=ckpt)
+        print(f"resuming {run_dir} after epoch {ckpt.epoch + 1} of {target.train.epochs}")
+    if extended:  # said even with -q: the run becomes longer than the one started
+        print(f"extending {run_dir}:\n" + "\n".join(extended), file=sys.stderr)
+    return run_experiment(target, run_dir=run_dir, verbose=verbose, resume_from=ckpt, store=store)
 
 
 def _batches_per_epoch(cfg: Config, n: int) -> int:

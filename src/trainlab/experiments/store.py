@@ -10,7 +10,10 @@ Layout (one row per ...)::
     sweep_runs   (sweep, point index) -> run, with the point's swept values (JSON)
 
 A run's status is ``queued`` (submitted), ``running``, ``finished``, ``failed`` (an error, e.g. a
-diverged loss; ``error`` says which) or ``interrupted``. Runs are identified by ``id``; the
+diverged loss; ``error`` says which) or ``interrupted``. A ``running`` row records the host and pid
+of the process training it and a heartbeat (updated every epoch); a process killed outright
+(``kill -9``, a lost machine) cannot say it stopped, so opening the store marks such stale rows
+``interrupted`` (see :meth:`Store.mark_stale`). Runs are identified by ``id``; the
 ``config_hash`` (SHA-256 of the resolved config without its ``name``, see :func:`config_hash`) is
 what a sweep looks up to skip work that is already done.
 
@@ -41,7 +44,10 @@ from typing import Any, Iterable, Iterator, Sequence
 
 DEFAULT_STORE = Path("runs") / "trainlab.sqlite"
 STATUSES = ("queued", "running", "finished", "failed", "interrupted")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# a running row of another host (whose pid cannot be checked) is stale after this long without a
+# heartbeat; an epoch that takes longer than this on another machine would be marked too early
+STALE_AFTER = 24 * 3600.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -59,7 +65,8 @@ CREATE TABLE IF NOT EXISTS runs (
     run_dir     TEXT,
     host        TEXT,
     pid         INTEGER,
-    info        TEXT
+    info        TEXT,
+    heartbeat   REAL
 );
 CREATE INDEX IF NOT EXISTS runs_hash ON runs (config_hash);
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
@@ -212,7 +219,11 @@ class Store:
         with self._write() as c:
             for stmt in filter(str.strip, _SCHEMA.split(";")):
                 c.execute(stmt)
+            columns = {r["name"] for r in c.execute("PRAGMA table_info(runs)")}
+            if "heartbeat" not in columns:  # a store written before heartbeats existed
+                c.execute("ALTER TABLE runs ADD COLUMN heartbeat REAL")
             c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self.mark_stale()
 
     @staticmethod
     def _retry(fn, timeout: float):
@@ -275,19 +286,85 @@ class Store:
                  _json_or_none(info or {})))
         return run_id
 
-    def set_status(self, run_ids: str | Sequence[str], status: str, error: str | None = None) -> None:
-        """Set the status of one or more runs (``running`` also stamps the start time)."""
+    def new_run(self, base: str, config: dict, *, status: str = "running", name: str | None = None,
+                run_dir: str | Path | None = None, info: dict | None = None) -> str:
+        """Insert a run under a fresh id: ``base``, else ``base-2``, ``base-3`` ...; returns the id.
+
+        Choosing the id and inserting the row happen in one write transaction with a plain
+        ``INSERT`` (never an upsert), so concurrent recordings can neither pick the same id nor
+        overwrite each other's row.
+        """
+        _check_status(status)
+        now = time.time()
+        with self._write() as c:
+            rid, i = base, 1
+            while True:
+                try:
+                    c.execute(
+                        "INSERT INTO runs (id, name, config_hash, config, status, created, started, run_dir, "
+                        "host, pid, info, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (rid, name or config.get("name", rid), config_hash(config), canonical_json(config),
+                         status, now, now if status == "running" else None,
+                         str(run_dir) if run_dir is not None else None, socket.gethostname(), os.getpid(),
+                         _json_or_none(info or {}), now))
+                    return rid
+                except sqlite3.IntegrityError:
+                    i += 1
+                    rid = f"{base}-{i}"
+
+    def heartbeat(self, run_id: str) -> None:
+        """Say that the process training ``run_id`` is alive (called once per epoch)."""
+        with self._write() as c:
+            c.execute("UPDATE runs SET heartbeat=? WHERE id=?", (time.time(), run_id))
+
+    def mark_stale(self, *, stale_after: float = STALE_AFTER) -> list[str]:
+        """Mark ``running`` rows whose process is gone as ``interrupted``; returns their ids.
+
+        A row of this host is stale when its pid is no longer alive; a row of another host when
+        its last heartbeat (or start) is older than ``stale_after`` seconds.
+        """
+        host, now = socket.gethostname(), time.time()
+        rows = self._conn.execute("SELECT id, host, pid, heartbeat, started, created FROM runs "
+                                  "WHERE status = 'running'").fetchall()
+        stale = []
+        for r in rows:
+            last = r["heartbeat"] or r["started"] or r["created"]
+            if r["host"] == host and r["pid"] is not None:
+                gone = not _pid_alive(int(r["pid"]))
+            else:
+                gone = now - last > stale_after
+            if gone:
+                stale.append(r["id"])
+        if stale:
+            with self._write() as c:
+                for rid in stale:  # re-checked inside the transaction: it may have finished meanwhile
+                    c.execute("UPDATE runs SET status='interrupted', ended=COALESCE(ended, ?), "
+                              "error=COALESCE(error, ?) WHERE id=? AND status='running'",
+                              (now, "the process training it stopped without a word (killed?)", rid))
+        return stale
+
+    def set_status(self, run_ids: str | Sequence[str], status: str, error: str | None = None, *,
+                   only: Sequence[str] | None = None, pid: int | None = None) -> None:
+        """Set the status of one or more runs (``running`` also stamps the start time and the pid).
+
+        ``only``: change only rows whose status is one of these (e.g. mark ``interrupted`` only
+        the runs that were ``running``, leaving ``queued`` ones queued).
+        """
         _check_status(status)
         ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
         now = time.time()
         with self._write() as c:
             for rid in ids:
                 if status == "running":
-                    c.execute("UPDATE runs SET status=?, started=?, host=?, pid=? WHERE id=?",
-                              (status, now, socket.gethostname(), os.getpid(), rid))
+                    c.execute("UPDATE runs SET status=?, started=?, host=?, pid=?, heartbeat=? WHERE id=?",
+                              (status, now, socket.gethostname(), pid if pid is not None else os.getpid(),
+                               now, rid))
                 else:
-                    c.execute("UPDATE runs SET status=?, error=COALESCE(?, error) WHERE id=?",
-                              (status, error, rid))
+                    sql, args = "UPDATE runs SET status=?, error=COALESCE(?, error) WHERE id=?", [status, error, rid]
+                    if only:
+                        sql += f" AND status IN ({', '.join('?' * len(only))})"
+                        args += list(only)
+                    c.execute(sql, args)
 
     def finish_run(self, run_id: str, *, history: Sequence[dict], final: dict, wall_time: float,
                    status: str = "finished", error: str | None = None, diagnostics: dict | None = None,
@@ -401,6 +478,14 @@ class Store:
         row = self._conn.execute(sql + " ORDER BY created DESC LIMIT 1", args).fetchone()
         return _row_to_record(row) if row is not None else None
 
+    def find_by_run_dir(self, run_dir: str | Path) -> RunRecord | None:
+        """The newest run recorded with this run folder (compared as absolute paths), or ``None``."""
+        want = Path(run_dir).resolve()
+        for row in self._conn.execute("SELECT * FROM runs WHERE run_dir IS NOT NULL ORDER BY created DESC"):
+            if Path(row["run_dir"]).resolve() == want:
+                return _row_to_record(row)
+        return None
+
     def runs(self, *, status: str | Sequence[str] | None = None, sweep: str | None = None,
              name: str | None = None, where: dict[str, Any] | None = None, limit: int | None = None,
              newest_first: bool = True) -> list[RunRecord]:
@@ -487,6 +572,25 @@ def _like_prefix(prefix: str) -> str:
     return escaped + "%"
 
 
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    except OSError:
+        return False
+    # a zombie (exited, not yet reaped by its parent) answers signal 0 but trains nothing
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
 def _check_status(status: str) -> None:
     if status not in STATUSES:
         raise ValueError(f"unknown run status {status!r}; one of {', '.join(STATUSES)}")
@@ -515,7 +619,11 @@ def diagnostics_of(result) -> dict:
 
 
 def unique_run_id(store: Store, base: str) -> str:
-    """``base``, or ``base-2``, ``base-3`` ... whichever is not taken yet."""
+    """``base``, or ``base-2``, ``base-3`` ... whichever is not taken yet.
+
+    Only a hint: another process may take it before it is inserted. :meth:`Store.new_run`
+    chooses and inserts in one step.
+    """
     rid, i = base, 1
     while store._conn.execute("SELECT 1 FROM runs WHERE id = ?", (rid,)).fetchone() is not None:
         i += 1
@@ -526,33 +634,56 @@ def unique_run_id(store: Store, base: str) -> str:
 class RunRecording:
     """Record one run (``trainlab run``) in a store: ``running`` now, its outcome at the end.
 
-    Use as a context manager around the training; call :meth:`finish` with the result. An error
-    inside marks the run ``failed`` (``interrupted`` for Ctrl-C) and propagates. A store that cannot
-    be written (read-only folder, ...) prints a warning and training goes on unrecorded.
+    Use as a context manager around the training; call :meth:`finish` with the result and
+    :meth:`beat` once per epoch. An error inside marks the run ``failed`` (``interrupted`` for
+    Ctrl-C) and propagates. A store that cannot be written (read-only folder, ...) prints a warning
+    and training goes on unrecorded.
+
+    ``resume=True`` continues the row of the run recorded for ``run_dir`` (found by its folder)
+    instead of adding one, so a resumed run ends ``finished`` with its whole history.
     """
 
-    def __init__(self, path: str | Path | None, config: dict, run_dir: str | Path | None, run_id: str | None = None):
+    def __init__(self, path: str | Path | None, config: dict, run_dir: str | Path | None, run_id: str | None = None,
+                 *, resume: bool = False):
         import sys
 
         self.store: Store | None = None
         self.run_id = None
+        folder = str(Path(run_dir).resolve()) if run_dir is not None else None
         try:
             self.store = Store(path)
-            base = run_id or (Path(run_dir).name if run_dir is not None else config.get("name", "run"))
-            self.run_id = unique_run_id(self.store, base)
-            self.store.add_run(self.run_id, config, status="running", run_dir=run_dir, info={"source": "run"})
+            existing = self.store.find_by_run_dir(folder) if resume and folder is not None else None
+            if existing is not None:
+                self.run_id = existing.id
+                with self.store._write() as c:
+                    c.execute("UPDATE runs SET config=?, config_hash=?, error=NULL, ended=NULL WHERE id=?",
+                              (canonical_json(config), config_hash(config), self.run_id))
+                self.store.set_status(self.run_id, "running")
+            else:
+                base = run_id or (Path(run_dir).name if run_dir is not None else config.get("name", "run"))
+                self.run_id = self.store.new_run(base, config, status="running", run_dir=folder,
+                                                 info={"source": "run"})
         except (sqlite3.Error, OSError) as err:
             print(f"warning: not recording the run in {path or default_store_path()}: {err}", file=sys.stderr)
             if self.store is not None:
                 self.store.close()
             self.store = None
 
+    def beat(self) -> None:
+        if self.store is None:
+            return
+        try:
+            self.store.heartbeat(self.run_id)
+        except sqlite3.Error:  # a missed heartbeat must not stop a training
+            pass
+
     def finish(self, result) -> None:
         if self.store is None:
             return
+        run_dir = getattr(result, "run_dir", None)
         self.store.finish_run(self.run_id, history=result.history.records(), final=dict(result.final),
                               wall_time=float(result.wall_time), diagnostics=diagnostics_of(result),
-                              run_dir=getattr(result, "run_dir", None))
+                              run_dir=Path(run_dir).resolve() if run_dir is not None else None)
 
     def __enter__(self) -> "RunRecording":
         return self

@@ -489,10 +489,11 @@ def _slug(name: str) -> str:
 class SweepInterrupted(KeyboardInterrupt):
     """The sweep was interrupted; finished runs are in the store and a rerun resumes after them."""
 
-    def __init__(self, sweep_id: str, done: int, total: int):
+    def __init__(self, sweep_id: str, done: int, total: int, command: str | None = None):
         self.sweep_id, self.done, self.total = sweep_id, done, total
-        super().__init__(f"sweep {sweep_id} interrupted: {done} of {total} runs done; "
-                         "run the same command again to resume (finished runs are not rerun)")
+        how = f"resume with: {command}" if command else "run the same command again to resume"
+        super().__init__(f"sweep {sweep_id} interrupted: {done} of {total} runs done; {how} "
+                         "(finished runs are not rerun)")
 
 
 @dataclass
@@ -591,7 +592,7 @@ def run_sweep(sweep: SweepPlan | dict, *, store=None, out_dir: str | Path | None
             rid = run_id_for(plan, point)
             run_ids.append(rid)
             run_dir = str(out / "runs" / rid) if plan.spec.write_runs else None
-            pending.append((point, RunSpec(rid, point.config.to_dict(), run_dir)))
+            pending.append((point, RunSpec(rid, point.config.to_dict(), run_dir, store=str(db.path.resolve()))))
         spec_record = {"template": plan.template, "sweep": plan.spec.model_dump(mode="json"), "fields": plan.fields}
         db.add_sweep(plan.id, plan.name, spec_record,
                      [(p.index, rid, p.values) for p, rid in zip(plan.points, run_ids)], out)
@@ -628,10 +629,15 @@ def run_sweep(sweep: SweepPlan | dict, *, store=None, out_dir: str | Path | None
                         if on_outcome is not None:
                             on_outcome(o)
         except KeyboardInterrupt:
-            executor.shutdown(cancel=True)
-            if remaining:
-                db.set_status(sorted(remaining), "interrupted")
-            progress.close()
+            previous = _exit_on_second_interrupt(executor)
+            try:
+                executor.shutdown(cancel=True)
+                if remaining:  # the runs in flight; those never started stay queued
+                    db.set_status(sorted(remaining), "interrupted", error="KeyboardInterrupt: the sweep was "
+                                  "interrupted", only=("running",))
+                progress.close()
+            finally:
+                _restore_sigint(previous)
             raise SweepInterrupted(plan.id, len(plan.points) - len(remaining), len(plan.points)) from None
         progress.close()
         if remaining:  # an executor that lost runs: say so rather than pretend
@@ -646,6 +652,60 @@ def run_sweep(sweep: SweepPlan | dict, *, store=None, out_dir: str | Path | None
     finally:
         if own_store:
             db.close()
+
+
+def _exit_on_second_interrupt(executor):
+    """Until restored, a second Ctrl-C kills the workers and exits with 130 at once.
+
+    Cleaning up after the first one (terminating workers, writing the store) takes a moment;
+    a user who presses Ctrl-C again wants out now, not a traceback from inside that cleanup.
+    """
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    pids = list(getattr(executor, "worker_pids", lambda: [])())
+
+    def now(signum, frame):
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        os._exit(130)
+
+    return signal.signal(signal.SIGINT, now)
+
+
+def _second_interrupt_exits():
+    """For the command line: the first Ctrl-C interrupts (cleanly), any later one exits with 130 at once.
+
+    Returns the handler it replaced (for :func:`_restore_sigint`).
+    """
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    pressed = []
+
+    def handler(signum, frame):
+        if pressed:
+            os._exit(130)
+        pressed.append(signum)
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGINT, handler)
+
+
+def _restore_sigint(previous) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -873,6 +933,23 @@ def write_sweep_report(store, sweep_id: str, out_dir: str | Path) -> Path:
 # the command line: trainlab sweep
 
 
+def _resume_command(args) -> str:
+    """The ``trainlab sweep`` command that continues this one (without ``--rerun``)."""
+    import shlex
+
+    parts = ["trainlab", "sweep", str(args.config)]
+    for item in args.set or []:
+        parts += ["--set", item]
+    for flag in ("store", "out", "workers", "threads"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            parts += [f"--{flag}", str(value)]
+    for flag in ("no_batch", "retry_failed", "quiet"):
+        if getattr(args, flag, False):
+            parts.append("-q" if flag == "quiet" else f"--{flag.replace('_', '-')}")
+    return shlex.join(parts)
+
+
 def cli_sweep(args) -> int:
     """``trainlab sweep CONFIG``: expand, run (resuming), record, report."""
     from trainlab.experiments.batched import keep_freed_memory
@@ -897,13 +974,17 @@ def cli_sweep(args) -> int:
         return 0
     workers = args.workers if args.workers is not None else plan.spec.workers
     keep_freed_memory()  # this process trains batched models when it runs a single task
+    previous = _second_interrupt_exits()
     try:
         executor = LocalExecutor(workers, batched=batched, threads=getattr(args, "threads", None))
         result = run_sweep(plan, store=args.store, out_dir=args.out, executor=executor,
                            rerun=args.rerun, retry_failed=args.retry_failed, verbose=not args.quiet)
     except SweepInterrupted as err:
+        err = SweepInterrupted(err.sweep_id, err.done, err.total, _resume_command(args))
         print(f"\ntrainlab sweep: {err}", file=sys.stderr)
         return 130
+    finally:  # main() may be called from Python (tests, a notebook): leave its Ctrl-C as it was
+        _restore_sigint(previous)
     if args.quiet:
         print(result.report if result.report is not None else result.out_dir)
     else:
