@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import inspect
 import io
-import os
 import re
 import shutil
 import sys
