@@ -4,9 +4,39 @@ The building blocks (``trainlab.data``, ``trainlab.nn``, ``trainlab.init``, ``tr
 ``trainlab.schedules``, ``trainlab.losses``) are plain PyTorch: modules are ``nn.Module``s and
 optimizers are ``torch.optim.Optimizer``s. ``trainlab.fit`` trains any model with diagnostics;
 ``trainlab.experiments`` runs configs, sweeps and studies.
+
+Everything here is imported on first use (PEP 562): importing torch costs over a second, and
+``trainlab --help`` or ``--version`` must not pay it. ``import trainlab; trainlab.optim.Adam``
+and ``from trainlab import fit`` work as if the package had imported them eagerly.
 """
-from trainlab.train.callbacks import Callback, History
-from trainlab.train.loop import NonFiniteLossError, evaluate, fit
+import importlib as _importlib
 
 __version__ = "0.1.0"
-__all__ = ["Callback", "History", "NonFiniteLossError", "evaluate", "fit", "__version__"]
+
+# public name -> the module that defines it
+_ATTRIBUTES = {
+    "Callback": "trainlab.train.callbacks",
+    "History": "trainlab.train.callbacks",
+    "NonFiniteLossError": "trainlab.train.loop",
+    "evaluate": "trainlab.train.loop",
+    "fit": "trainlab.train.loop",
+}
+# subpackages and modules reachable as attributes after a bare ``import trainlab``
+_SUBMODULES = ("data", "diagnostics", "experiments", "init", "losses", "nn", "optim", "schedules", "train")
+
+__all__ = [*_ATTRIBUTES, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _ATTRIBUTES:
+        value = getattr(_importlib.import_module(_ATTRIBUTES[name]), name)
+    elif name in _SUBMODULES:
+        value = _importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_ATTRIBUTES, *_SUBMODULES})

@@ -268,9 +268,7 @@ def resume_run(run_dir: str | Path, config: Config | dict | None = None, *, verb
         if diff:
             raise ResumeError(f"refusing to resume {run_dir}: the config differs from the run's own config.yaml\n"
                               + "\n".join(diff) + "\nresume without a config, or start a new run")
-    ckpts = [cb for cb in build_callbacks(saved, run_dir)
-             if type(cb).__name__ == "ModelCheckpoint" and cb.save_last]
-    path = ckpts[0].last_path if ckpts else run_dir / "checkpoints" / "last.safetensors"
+    path = last_checkpoint_path(saved, run_dir)
     if not path.is_file():
         raise ResumeError(f"{run_dir} has no checkpoint to resume from ({path} is missing)")
     ckpt = load_checkpoint(path)
@@ -281,6 +279,14 @@ def resume_run(run_dir: str | Path, config: Config | dict | None = None, *, verb
     if verbose:
         print(f"resuming {run_dir} after epoch {ckpt.epoch + 1} of {saved.train.epochs}")
     return run_experiment(saved, run_dir=run_dir, verbose=verbose, resume_from=ckpt)
+
+
+def last_checkpoint_path(cfg: Config, run_dir: str | Path) -> Path:
+    """Where a run of ``cfg`` in ``run_dir`` keeps the checkpoint :func:`resume_run` continues from."""
+    run_dir = Path(run_dir)
+    ckpts = [cb for cb in build_callbacks(cfg, run_dir)
+             if type(cb).__name__ == "ModelCheckpoint" and cb.save_last]
+    return ckpts[0].last_path if ckpts else run_dir / "checkpoints" / "last.safetensors"
 
 
 def _batches_per_epoch(cfg: Config, n: int) -> int:
