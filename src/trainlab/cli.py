@@ -509,6 +509,8 @@ def _describe_os_error(err: OSError, args) -> str:
         reason = "the file system is read-only" if err.errno == errno.EROFS else "permission denied"
         fix = "change its permissions" if err.errno != errno.EROFS else "remount it read-write"
         return f"cannot write{where}: {reason}; {fix}{elsewhere}"
+    if err.errno == errno.ENOTDIR:
+        return f"cannot create{where}: a part of that path is a file, not a folder; choose another path{elsewhere}"
     detail = err.strerror or str(err)
     return f"{err.filename}: {detail}" if err.filename else detail
 
