@@ -319,7 +319,7 @@ def test_threads_flag_sets_torch_threads_and_refuses_zero(cli, tmp_path):
                          cwd=tmp_path, env=_env(tmp_path))
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "threads 2"
-    for command in ("run", "study"):
+    for command in ("run", "study", "sweep"):
         res = cli(command, "--threads", "0")
         assert res.returncode == 2
         assert "--threads: must be at least 1, got 0" in res.stderr

@@ -366,7 +366,7 @@ def _add_results_commands(sub) -> None:
     p.add_argument("--out", metavar="DIR", help="sweep folder: report and figures (default: <store folder>/sweeps/<id>)")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (0: all in this process; default: "
                                                              "sweep.workers, else one per CPU core)")
-    p.add_argument("--threads", type=int, metavar="N", help="torch threads per training process (default: the "
+    p.add_argument("--threads", type=_positive_int, metavar="N", help="torch threads per training process (default: the "
                                                              "cores shared among the workers; 1 on a busy machine)")
     p.add_argument("--no-batch", action="store_true", help="train every run alone (no batched models)")
     p.add_argument("--dry-run", action="store_true", help="print the runs the sweep expands to and stop")
