@@ -117,18 +117,30 @@ def test_version_prints_the_package_version(cli):
 # expected failures: one line with the fix; --debug shows the traceback
 
 
+def _store_with_a_run(path: Path) -> Path:
+    """A results store holding one finished run (written directly: no training needed)."""
+    from trainlab.experiments.store import Store
+
+    with Store(path) as store:
+        store.add_run("r1", {"name": "r1"}, status="running")
+        store.finish_run("r1", history=[{"epoch": 1, "loss": 0.5, "val_loss": 0.6}], wall_time=1.0,
+                         final={"train_loss": 0.5, "val_loss": 0.6, "val_accuracy": 0.75})
+    return path
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a device that is always full)")
 def test_disk_full_is_one_line_and_debug_shows_the_traceback(tmp_path):
+    store = _store_with_a_run(tmp_path / "s.sqlite")
     with open("/dev/full", "w") as full:
-        res = subprocess.run(COMMAND + ["list"], cwd=tmp_path, env=_env(tmp_path), stdout=full,
-                             stderr=subprocess.PIPE, text=True, timeout=60)
+        res = subprocess.run(COMMAND + ["runs", "--store", store], cwd=tmp_path, env=_env(tmp_path),
+                             stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
     assert res.returncode == 1
     line = _one_line(res.stderr)
-    assert line.startswith("trainlab list: no space left on the disk") and "free some space" in line
+    assert line.startswith("trainlab runs: no space left on the disk") and "free some space" in line
 
     with open("/dev/full", "w") as full:
-        res = subprocess.run(COMMAND + ["list", "--debug"], cwd=tmp_path, env=_env(tmp_path), stdout=full,
-                             stderr=subprocess.PIPE, text=True, timeout=60)
+        res = subprocess.run(COMMAND + ["runs", "--store", store, "--debug"], cwd=tmp_path, env=_env(tmp_path),
+                             stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
     assert res.returncode == 1
     assert "Traceback" in res.stderr and "OSError: [Errno 28]" in res.stderr
     assert res.stderr.rstrip().splitlines()[-1] == line
@@ -229,11 +241,14 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
         cli_module.main(["list"])
 
 
-def test_debug_is_accepted_before_and_after_the_command(cli):
-    for argv in (["--debug", "list", "datasets"], ["list", "datasets", "--debug"]):
-        res = cli(*argv)
-        assert res.returncode == 0, res.stderr
-        assert res.stdout.startswith("datasets:")
+def test_debug_is_accepted_before_and_after_the_command():
+    from trainlab.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["--debug", "list", "datasets"], ["list", "datasets", "--debug"], ["run", "--debug"],
+                 ["--debug", "sweep", "x.yaml"]):
+        assert parser.parse_args(argv).debug is True
+    assert parser.parse_args(["list"]).debug is False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,16 +344,17 @@ def test_threads_flag_sets_torch_threads_and_refuses_zero(cli, tmp_path):
 # runs --sort, study --list
 
 
-def test_runs_sort_refuses_an_unknown_column(cli):
-    assert cli("run", "--epochs", "1", "--set", "data.n_samples=100", "-q").returncode == 0
-    res = cli("runs", "--sort", "val_acc")
+def test_runs_sort_refuses_an_unknown_column(cli, tmp_path):
+    store = str(_store_with_a_run(tmp_path / "s.sqlite"))
+    res = cli("runs", "--store", store, "--sort", "val_acc")
     assert res.returncode == 2
     line = _one_line(res.stderr)
-    assert "'val_acc'" in line and "allowed: " in line and "val_accuracy" in line and "val_loss" in line
-    res = cli("runs", "--sort", "val_accuracy")
+    assert line == (f"trainlab runs: --sort 'val_acc' is not a final number of the runs in {store}; "
+                    "allowed: train_loss, val_accuracy, val_loss")
+    res = cli("runs", "--store", store, "--sort", "val_accuracy")
     assert res.returncode == 0, res.stderr
     # a filter that matches nothing does not turn a real column into an error
-    assert cli("runs", "--sort", "val_accuracy", "--status", "failed").returncode == 0
+    assert cli("runs", "--store", store, "--sort", "val_accuracy", "--status", "failed").returncode == 0
 
 
 def _docs_runtimes() -> dict[str, tuple[str, str]]:
