@@ -328,7 +328,7 @@ def test_default_threads_one_for_toy_data_torch_default_otherwise(monkeypatch):
 
 def test_threads_flag_sets_torch_threads_and_refuses_zero(cli, tmp_path):
     code = ("import torch, trainlab.cli as c\n"
-            "c.main(['run', '--threads', '2', '--epochs', '1', '--set', 'data.n_samples=60', '--no-store', '-q'])\n"
+            "c.main(['run', '--threads', '2', '--epochs', '1', '--set', 'data.n_samples=60', '--set', 'diagnostics=null', '--no-store', '-q'])\n"
             "print('threads', torch.get_num_threads())")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=tmp_path, env=_env(tmp_path))
