@@ -231,14 +231,30 @@ def test_a_closed_output_pipe_ends_quietly_with_141(tmp_path):
     assert err == ""  # no traceback, no "Exception ignored ... BrokenPipeError" at exit
 
 
-def test_a_bug_keeps_its_traceback(monkeypatch):
+@pytest.mark.parametrize("bug", [
+    ZeroDivisionError("a bug"),
+    ImportError("cannot import name 'nothing' from 'trainlab.nn'", name="trainlab.nn"),
+    ModuleNotFoundError("No module named 'trainlab.nothing'", name="trainlab.nothing"),
+])
+def test_a_bug_keeps_its_traceback(monkeypatch, bug):
     from trainlab import cli as cli_module
 
     def buggy(args):
-        raise ZeroDivisionError("a bug")
+        raise bug
     monkeypatch.setattr(cli_module, "cmd_list", buggy)
-    with pytest.raises(ZeroDivisionError):
+    with pytest.raises(type(bug)):
         cli_module.main(["list"])
+
+
+def test_another_missing_package_says_what_to_install(monkeypatch, capsys):
+    from trainlab import cli as cli_module
+
+    def needs(args):
+        raise ModuleNotFoundError("No module named 'onnx'", name="onnx")
+    monkeypatch.setattr(cli_module, "cmd_list", needs)
+    assert cli_module.main(["list"]) == 1
+    assert _one_line(capsys.readouterr().err) == (
+        "trainlab list: No module named 'onnx': install the package that provides it (pip install onnx)")
 
 
 def test_debug_is_accepted_before_and_after_the_command():

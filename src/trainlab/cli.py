@@ -136,8 +136,10 @@ def run_interrupted(args, run_dir) -> RunInterrupted:
     again = ["trainlab", *args.argv]
     if getattr(args, "out", None) and hasattr(args, "overwrite") and not args.overwrite:
         again.append("--overwrite")  # the folder of the interrupted run exists now
-    return RunInterrupted("interrupted before the first epoch ended, so there is no checkpoint to resume "
-                          f"from; start again with: {shlex.join(again)}")
+    if run_dir is None:  # before the folder was chosen, or an ensemble (which is not resumable)
+        return RunInterrupted(f"interrupted; start again with: {shlex.join(again)}")
+    return RunInterrupted("interrupted before the first checkpoint was written, so there is no checkpoint to "
+                          f"resume from; start again with: {shlex.join(again)}")
 
 
 def _saved_config(run_dir):
@@ -209,7 +211,7 @@ def cmd_study(args) -> int:
             print(f"{'study':<{widths[0]}}  {'quick':>{widths[1]}}  {'full':>{widths[2]}}  title")
             for name, quick, full, title in rows:
                 print(f"{name:<{widths[0]}}  {quick:>{widths[1]}}  {full:>{widths[2]}}  {title}")
-            print("(quick and full: the runtime each study file states, measured on a 2-core machine)")
+            print("(quick and full: the runtimes the study files state; see docs/studies.md)")
             return 0
         result = run_study(args.name, quick=args.quick, out=args.out, directory=args.dir, verbose=True,
                            threads=args.threads)
@@ -475,11 +477,11 @@ def describe_failure(err: BaseException, args) -> tuple[str, int] | None:
     if isinstance(err, sqlite3.Error):
         return _describe_store_error(err, args), EXIT_FAILURE
     if isinstance(err, ImportError):
-        missing = err.name if isinstance(err, ModuleNotFoundError) else None
-        if missing and missing.split(".")[0] == "trainlab":
-            return None  # a module of trainlab itself: a broken install or a bug
-        if missing:
-            return f"{err}: install the package that provides it (pip install {missing.split('.')[0]})", EXIT_FAILURE
+        if (err.name or "").split(".")[0] == "trainlab":
+            return None  # trainlab's own module or name: a broken install or a bug
+        if isinstance(err, ModuleNotFoundError) and err.name:
+            top = err.name.split(".")[0]
+            return f"{err}: install the package that provides it (pip install {top})", EXIT_FAILURE
         return str(err), EXIT_FAILURE
     checkpoint = _imported("trainlab.train.checkpoint", "CheckpointError")
     if checkpoint and isinstance(err, checkpoint):
