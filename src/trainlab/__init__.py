@@ -6,11 +6,41 @@ optimizers are ``torch.optim.Optimizer``s. ``trainlab.fit`` trains any model wit
 ``trainlab.experiments`` runs configs, sweeps and studies. ``trainlab.load_run`` reads a run folder
 back (the trained model, its config and history); ``trainlab.report`` writes the HTML report of a
 model trained from Python.
+
+Everything here is imported on first use (PEP 562): importing torch costs over a second, and
+``trainlab --help`` or ``--version`` must not pay it. ``import trainlab; trainlab.optim.Adam``
+and ``from trainlab import fit`` work as if the package had imported them eagerly.
 """
-from trainlab.train.callbacks import Callback, History
-from trainlab.train.loop import NonFiniteLossError, evaluate, fit
-from trainlab.experiments.load import load_run  # noqa: E402  (after the training names it uses)
-from trainlab.experiments.report import report  # noqa: E402
+import importlib as _importlib
 
 __version__ = "0.1.0"
-__all__ = ["Callback", "History", "NonFiniteLossError", "evaluate", "fit", "load_run", "report", "__version__"]
+
+# public name -> the module that defines it
+_ATTRIBUTES = {
+    "Callback": "trainlab.train.callbacks",
+    "History": "trainlab.train.callbacks",
+    "NonFiniteLossError": "trainlab.train.loop",
+    "evaluate": "trainlab.train.loop",
+    "fit": "trainlab.train.loop",
+    "load_run": "trainlab.experiments.load",
+    "report": "trainlab.experiments.report",
+}
+# subpackages and modules reachable as attributes after a bare ``import trainlab``
+_SUBMODULES = ("data", "diagnostics", "experiments", "init", "losses", "nn", "optim", "schedules", "train")
+
+__all__ = [*_ATTRIBUTES, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _ATTRIBUTES:
+        value = getattr(_importlib.import_module(_ATTRIBUTES[name]), name)
+    elif name in _SUBMODULES:
+        value = _importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_ATTRIBUTES, *_SUBMODULES})

@@ -1,13 +1,24 @@
 """The ``trainlab`` command line.
 
 Each subcommand is a function ``cmd_<name>(args) -> int`` registered in :func:`build_parser`;
-adding one is a parser block there and its function here.
+adding one is a parser block there and its function here. :func:`main` runs it through
+:func:`run_command`, the one place where expected failures (a full disk, a corrupt store, a
+missing optional package, a closed pipe, Ctrl-C) become one line on stderr and an exit status.
+Nothing at module level imports torch: ``trainlab --help`` must start as fast as Python does.
 """
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import shlex
 import sys
 from pathlib import Path
+
+# exit statuses (docs/troubleshooting.md): 1 a failure while running, 2 a bad config or bad
+# arguments (argparse uses 2 as well), 130 Ctrl-C and 141 a closed output pipe, as a shell
+# reports a process ended by SIGINT or SIGPIPE
+EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 2, 130, 141
 
 QUICKSTART = {
     "name": "quickstart-moons",
@@ -53,7 +64,7 @@ def _quickstart_name(data: dict) -> dict:
 
 def cmd_run(args) -> int:
     from trainlab.experiments.config import ConfigError, apply_overrides, load_yaml, parse_config
-    from trainlab.experiments.runner import ResumeError, RunDirError, RunInterrupted, resume_run, run_experiment
+    from trainlab.experiments.runner import ResumeError, RunDirError, resume_run, run_experiment
 
     overrides = _shortcut_overrides(args) + list(args.set or [])
     if getattr(args, "overwrite", False) and not args.out:
@@ -66,17 +77,17 @@ def cmd_run(args) -> int:
             if args.config or overrides:
                 base = load_yaml(args.config) if args.config else load_yaml(Path(args.resume) / "config.yaml")
                 cfg = parse_config(apply_overrides(base, overrides))
+            set_threads(args.threads, cfg or _saved_config(args.resume))
             result = resume_run(args.resume, cfg, verbose=not args.quiet,
                                 store=False if args.no_store else (args.store or True))
-        except RunInterrupted as err:
-            print(f"\ntrainlab run: {err}", file=sys.stderr)
-            return 130
         except (ConfigError, ResumeError) as err:
             print(f"trainlab run: {err}", file=sys.stderr)
             return 2
         except (ValueError, FloatingPointError) as err:
             print(f"trainlab run: {err}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            raise run_interrupted(args, args.resume) from None
         print(result.run_dir if args.quiet else
               "final: " + "  ".join(f"{k} {v:.4f}" for k, v in result.final.items()))
         return 0
@@ -91,6 +102,7 @@ def cmd_run(args) -> int:
         return 2
     if not args.config and not args.quiet:
         print("trainlab quickstart: an MLP on the two-moons data set (embedded, no download)")
+    set_threads(args.threads, cfg)
     try:
         if cfg.ensemble is not None:
             from trainlab.experiments.ensemble import run_ensemble
@@ -102,20 +114,81 @@ def cmd_run(args) -> int:
         result = run_experiment(cfg, run_dir=args.out, verbose=not args.quiet,
                                 store=False if args.no_store else (args.store or True),
                                 overwrite=bool(args.overwrite) if args.out else None)
-    except RunInterrupted as err:
-        print(f"\ntrainlab run: {err}", file=sys.stderr)
-        return 130
     except (ConfigError, RunDirError) as err:
         print(f"trainlab run: {err}", file=sys.stderr)
         return 2
     except (ValueError, FloatingPointError) as err:
         print(f"trainlab run: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as err:  # the runner's RunInterrupted knows the folder it had reserved
+        raise run_interrupted(args, getattr(err, "run_dir", None)) from None
     if args.quiet:
         print(result.run_dir)
     else:
         print("final: " + "  ".join(f"{k} {v:.4f}" for k, v in result.final.items()))
     return 0
+
+
+class CommandInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``trainlab run``; the message says how to resume the run, or why it cannot be."""
+
+
+def run_interrupted(args, run_dir) -> CommandInterrupted:
+    """The :class:`CommandInterrupted` for a run stopped in ``run_dir`` (None: before it had a folder).
+
+    A run can be resumed once its first epoch has written the last-epoch checkpoint; before that
+    the only way on is to start it again, with the command line the user typed.
+    """
+    from trainlab.experiments.runner import last_checkpoint_path
+
+    if run_dir is not None:
+        cfg = _saved_config(run_dir)
+        if cfg is not None and last_checkpoint_path(cfg, run_dir).is_file():
+            return CommandInterrupted(f"interrupted; resume with: trainlab run --resume {shlex.quote(str(run_dir))}")
+    again = ["trainlab", *args.argv]
+    if getattr(args, "out", None) and hasattr(args, "overwrite") and not args.overwrite:
+        again.append("--overwrite")  # the folder of the interrupted run exists now
+    if run_dir is None:  # before the folder was chosen, or an ensemble (which is not resumable)
+        return CommandInterrupted(f"interrupted; start again with: {shlex.join(again)}")
+    return CommandInterrupted("interrupted before the first checkpoint was written, so there is no checkpoint to "
+                          f"resume from; start again with: {shlex.join(again)}")
+
+
+def _saved_config(run_dir):
+    """The resolved config a run folder holds, or None when it has none (or an unreadable one)."""
+    from trainlab.experiments.config import ConfigError, load_config
+
+    path = Path(run_dir) / "config.yaml"
+    try:
+        return load_config(path) if path.is_file() else None
+    except (ConfigError, OSError, ValueError):
+        return None
+
+
+def default_threads(cfg) -> int | None:
+    """The torch CPU threads for training ``cfg`` when ``--threads`` is not given (None: torch's own).
+
+    The embedded toy sets (``trainlab.data.toy``: a few thousand 2-D points) make matrix products
+    too small for a second thread to pay for its synchronisation, and on a busy machine each extra
+    thread waits for a core: one thread is faster there (docs/training.md has the measurements).
+    Image data and user data keep torch's default of one thread per core, which halves the time of
+    a CNN on MNIST. ``OMP_NUM_THREADS`` set by the user is respected.
+    """
+    if cfg is None or os.environ.get("OMP_NUM_THREADS"):
+        return None
+    from trainlab.experiments import catalog
+
+    loader = catalog.DATASETS.get(cfg.data.name)
+    return 1 if getattr(loader, "__module__", "") == "trainlab.data.toy" else None
+
+
+def set_threads(requested: int | None, cfg=None) -> None:
+    """Set torch's CPU threads to ``requested``, else to :func:`default_threads` of ``cfg``."""
+    n = requested if requested is not None else default_threads(cfg)
+    if n is not None:
+        import torch
+
+        torch.set_num_threads(n)
 
 
 def cmd_list(args) -> int:
@@ -144,12 +217,16 @@ def cmd_study(args) -> int:
             if not found:
                 print("trainlab study: no study files found (use --dir DIR)", file=sys.stderr)
                 return 2
-            width = max(len(n) for n in found)
-            for name, path in found.items():
-                study = load_study(path)
-                print(f"{name:<{width}}  {study.title}")
+            studies = [load_study(path) for path in found.values()]
+            rows = [(s.name, s.runtime.get("quick", "?"), s.runtime.get("full", "?"), s.title) for s in studies]
+            widths = [max(len(r[i]) for r in [("study", "quick", "full", ""), *rows]) for i in range(3)]
+            print(f"{'study':<{widths[0]}}  {'quick':>{widths[1]}}  {'full':>{widths[2]}}  title")
+            for name, quick, full, title in rows:
+                print(f"{name:<{widths[0]}}  {quick:>{widths[1]}}  {full:>{widths[2]}}  {title}")
+            print("(quick and full: the runtimes the study files state; see docs/studies.md)")
             return 0
-        result = run_study(args.name, quick=args.quick, out=args.out, directory=args.dir, verbose=True)
+        result = run_study(args.name, quick=args.quick, out=args.out, directory=args.dir, verbose=True,
+                           threads=args.threads)
     except StudyError as err:
         print(f"trainlab study: {err}", file=sys.stderr)
         return 2
@@ -164,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="trainlab: a laboratory for the techniques that make neural networks train well.",
         epilog="Run 'trainlab COMMAND --help' for the options of a command.")
     parser.add_argument("--version", action="version", version=f"trainlab {__version__}")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser(
@@ -199,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", metavar="FILE",
                    help="results store the run is recorded in (default: $TRAINLAB_STORE or runs/trainlab.sqlite)")
     p.add_argument("--no-store", action="store_true", help="do not record the run in the results store")
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="torch CPU threads (default: 1 for the toy data sets, where more threads only wait "
+                        "for each other; one per core for images and your own data; $OMP_NUM_THREADS if set)")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the interrupted run in RUN_DIR from its last checkpoint (same config: a "
                         "CONFIG or --set that changes it is refused with the differences)")
@@ -220,14 +301,19 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  trainlab study --list\n  trainlab study init-symmetry --quick\n"
                "  trainlab study mnist-99-cnn --out runs/cnn99")
     p.add_argument("name", nargs="?", help="study name (see --list) or a path to a study YAML file")
-    p.add_argument("--list", action="store_true", help="list the studies and their titles")
+    p.add_argument("--list", action="store_true", help="list the studies, their runtimes (quick and full) and titles")
     p.add_argument("--quick", action="store_true", help="the quick version: small data, few epochs")
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/study-<name>-<timestamp>)")
     p.add_argument("--dir", metavar="DIR", help="directory of study files (default: the repository's studies/)")
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="torch CPU threads while the study runs (default: the study file's threads)")
     p.set_defaults(func=cmd_study)
     _add_results_commands(sub)
     _add_trajectories_command(sub)
     _add_export_command(sub)
+    for command in sub.choices.values():  # `trainlab run ... --debug` works as well as `trainlab --debug run`
+        # SUPPRESS: a subcommand without the flag leaves the top level's value alone
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
 
 
@@ -263,6 +349,20 @@ def cmd_export(args) -> int:
         return 1
     print(path)
     return 0
+
+
+
+DEBUG_HELP = "on an error, show the full traceback as well as the one-line message"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _add_trajectories_command(sub) -> None:
@@ -319,7 +419,7 @@ def _add_results_commands(sub) -> None:
     p.add_argument("--out", metavar="DIR", help="sweep folder: report and figures (default: <store folder>/sweeps/<id>)")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (0: all in this process; default: "
                                                              "sweep.workers, else one per CPU core)")
-    p.add_argument("--threads", type=int, metavar="N", help="torch threads per training process (default: the "
+    p.add_argument("--threads", type=_positive_int, metavar="N", help="torch threads per training process (default: the "
                                                              "cores shared among the workers; 1 on a busy machine)")
     p.add_argument("--no-batch", action="store_true", help="train every run alone (no batched models)")
     p.add_argument("--dry-run", action="store_true", help="print the runs the sweep expands to and stop")
@@ -409,12 +509,111 @@ def _compare_figure(args) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv  # the command line as typed: the hint after an early Ctrl-C repeats it
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    return args.func(args)
+    return run_command(args)
+
+
+def run_command(args) -> int:
+    """Run ``args.func(args)``; an expected failure becomes one line on stderr and its exit status.
+
+    With ``--debug`` the traceback is printed before the line. Anything :func:`describe_failure`
+    does not know is a bug and keeps its traceback.
+    """
+    try:
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe fails here, inside the handler, not at interpreter exit
+        return status
+    except Exception as err:  # noqa: BLE001 (sorted out by describe_failure)
+        caught, failure = err, describe_failure(err, args)
+        if failure is None:
+            raise
+    except KeyboardInterrupt as err:
+        caught, failure = err, (str(err) or "interrupted", EXIT_INTERRUPTED)
+    message, status = failure
+    if getattr(args, "debug", False):
+        import traceback
+
+        traceback.print_exception(caught)
+    if status == EXIT_BROKEN_PIPE:
+        # the reader has gone (`trainlab ... | head`): nothing to say, and nothing more may be written
+        # to stdout, including the flush at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if message:
+        print(f"trainlab {args.command}: {message}", file=sys.stderr)
+    return status
+
+
+def describe_failure(err: BaseException, args) -> tuple[str, int] | None:
+    """``(one-line message with the fix, exit status)`` for an expected failure, None for a bug."""
+    import sqlite3
+
+    usage = tuple(cls for cls in _imported("trainlab.experiments.config", "ConfigError")
+                  + _imported("trainlab.experiments.runner", "ResumeError"))
+    if usage and isinstance(err, usage):
+        return str(err), EXIT_USAGE
+    if isinstance(err, BrokenPipeError):
+        return "", EXIT_BROKEN_PIPE
+    if isinstance(err, OSError):
+        return _describe_os_error(err, args), EXIT_FAILURE
+    if isinstance(err, sqlite3.Error):
+        return _describe_store_error(err, args), EXIT_FAILURE
+    if isinstance(err, ImportError):
+        if (err.name or "").split(".")[0] == "trainlab":
+            return None  # trainlab's own module or name: a broken install or a bug
+        if isinstance(err, ModuleNotFoundError) and err.name:
+            top = err.name.split(".")[0]
+            return f"{err}: install the package that provides it (pip install {top})", EXIT_FAILURE
+        return str(err), EXIT_FAILURE
+    checkpoint = _imported("trainlab.train.checkpoint", "CheckpointError")
+    if checkpoint and isinstance(err, checkpoint):
+        return str(err), EXIT_FAILURE
+    return None
+
+
+def _imported(module: str, name: str) -> tuple:
+    """``(module.name,)`` when the module is already imported, else ``()``.
+
+    An exception of a class can only have been raised once its module is imported, so this
+    avoids importing torch (or pydantic) merely to rule a class out.
+    """
+    mod = sys.modules.get(module)
+    cls = getattr(mod, name, None)
+    return (cls,) if cls is not None else ()
+
+
+def _describe_os_error(err: OSError, args) -> str:
+    where = f" {err.filename}" if err.filename else ""
+    elsewhere = " or write elsewhere with --out DIR" if hasattr(args, "out") else ""
+    if err.errno == errno.ENOSPC:
+        return f"no space left on the disk (writing{where or ' its output'}): free some space{elsewhere}"
+    if err.errno == errno.EDQUOT:
+        return f"disk quota exceeded (writing{where or ' its output'}): free some space{elsewhere}"
+    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        reason = "the file system is read-only" if err.errno == errno.EROFS else "permission denied"
+        fix = "change its permissions" if err.errno != errno.EROFS else "remount it read-write"
+        return f"cannot write{where}: {reason}; {fix}{elsewhere}"
+    if err.errno == errno.ENOTDIR:
+        return f"cannot create{where}: a part of that path is a file, not a folder; choose another path{elsewhere}"
+    detail = err.strerror or str(err)
+    return f"{err.filename}: {detail}" if err.filename else detail
+
+
+def _describe_store_error(err, args) -> str:
+    from trainlab.experiments.store import default_store_path
+
+    path = getattr(args, "store", None) or default_store_path()
+    text = str(err)
+    if "locked" in text or "busy" in text:
+        return (f"the results store {path} is locked ({text}): another trainlab process is writing it; "
+                "wait for it and run the command again")
+    return (f"the results store {path} cannot be read ({text}): move the file aside (a new store is then "
+            "created) or choose another with --store FILE or TRAINLAB_STORE")
 
 
 if __name__ == "__main__":

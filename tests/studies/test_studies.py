@@ -123,4 +123,4 @@ def test_cli_list_run_and_exit_status(tmp_path, capsys):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "tiny.yaml").write_text(yaml.safe_dump(CE))
     assert main(["study", "--list", "--dir", str(tmp_path / "d")]) == 0
-    assert capsys.readouterr().out.startswith("tiny")
+    assert capsys.readouterr().out.splitlines()[1].startswith("tiny ")  # after the header line

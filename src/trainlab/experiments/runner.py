@@ -441,9 +441,7 @@ def resume_run(run_dir: str | Path, config: Config | dict | None = None, *, verb
                               f"train.epochs={saved.train.epochs}; more epochs would change the steps already "
                               "taken. Start a new run with the longer schedule")
         target, extended = given, diff
-    ckpts = [cb for cb in build_callbacks(saved, run_dir)
-             if type(cb).__name__ == "ModelCheckpoint" and cb.save_last]
-    path = ckpts[0].last_path if ckpts else run_dir / "checkpoints" / "last.safetensors"
+    path = last_checkpoint_path(saved, run_dir)
     if not path.is_file():
         raise ResumeError(f"{run_dir} has no checkpoint to resume from ({path} is missing)")
     ckpt = load_checkpoint(path)
@@ -457,6 +455,14 @@ def resume_run(run_dir: str | Path, config: Config | dict | None = None, *, verb
     if extended:  # said even with -q: the run becomes longer than the one started
         print(f"extending {run_dir}:\n" + "\n".join(extended), file=sys.stderr)
     return run_experiment(target, run_dir=run_dir, verbose=verbose, resume_from=ckpt, store=store)
+
+
+def last_checkpoint_path(cfg: Config, run_dir: str | Path) -> Path:
+    """Where a run of ``cfg`` in ``run_dir`` keeps the checkpoint :func:`resume_run` continues from."""
+    run_dir = Path(run_dir)
+    ckpts = [cb for cb in build_callbacks(cfg, run_dir)
+             if type(cb).__name__ == "ModelCheckpoint" and cb.save_last]
+    return ckpts[0].last_path if ckpts else run_dir / "checkpoints" / "last.safetensors"
 
 
 def _batches_per_epoch(cfg: Config, n: int) -> int:

@@ -867,6 +867,14 @@ def cli_runs(args) -> int:
         metrics = ([m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else
                    [m for m in ("val_loss", "val_accuracy") if m in present] or sorted(present)[:3])
         if args.sort:
+            # the columns any run of the store has, so that a filter matching nothing does not
+            # turn a valid column into an error (nor a typo into an empty listing)
+            known = present | {k for r in store.runs() for k in r.final}
+            if args.sort not in known:
+                allowed = ", ".join(sorted(known)) if known else "none yet (no run in the store has finished)"
+                print(f"trainlab runs: --sort {args.sort!r} is not a final number of the runs in {store.path}; "
+                      f"allowed: {allowed}", file=sys.stderr)
+                return 2
             sign = -1.0 if metric_mode(args.sort) == "max" else 1.0
 
             def key(r):

@@ -360,7 +360,7 @@ def default_study_dir(name: str, mode: Mode, root: str | Path = "runs") -> Path:
 
 def run_study(study: str | Path | Study, *, quick: bool = False, out: str | Path | None = None,
               directory: str | Path | None = None, verbose: bool = False,
-              overrides: dict[str, Any] | None = None) -> StudyResult:
+              overrides: dict[str, Any] | None = None, threads: int | None = None) -> StudyResult:
     """Run a study (by name, file or :class:`Study`), check its assertions, write its run folder.
 
     Args:
@@ -370,9 +370,12 @@ def run_study(study: str | Path | Study, *, quick: bool = False, out: str | Path
         directory: where to look the name up (see :func:`study_dirs`).
         verbose: print progress.
         overrides: parameters merged over the resolved ones (checked against the procedure).
+        threads: torch threads while it runs, instead of the study file's ``threads``.
     """
     from trainlab.experiments.study_procedures import PROCEDURES
 
+    if threads is not None and threads < 1:
+        raise StudyError(f"threads must be >= 1, got {threads}")
     if not isinstance(study, Study):
         study = load_study(find_study(str(study), directory))
     mode: Mode = "quick" if quick else "full"
@@ -390,8 +393,9 @@ def run_study(study: str | Path | Study, *, quick: bool = False, out: str | Path
         print(f"study {study.name} ({mode}): {study.title}", flush=True)
     ctx = StudyContext(run_dir, seed=study.seed, mode=mode, verbose=verbose)
     torch.manual_seed(study.seed)
+    wanted = threads if threads is not None else (
+        study.threads.get(mode) if isinstance(study.threads, dict) else study.threads)
     threads = torch.get_num_threads()
-    wanted = study.threads.get(mode) if isinstance(study.threads, dict) else study.threads
     if wanted is not None:
         torch.set_num_threads(wanted)
     used_threads = torch.get_num_threads()
