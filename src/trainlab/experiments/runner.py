@@ -8,6 +8,8 @@ A run folder holds:
 ``curves.png``            loss and accuracy curves for training and validation
 ``report.html``           a self-contained report (plots embedded, table of final numbers)
 ``weights.safetensors``   the final weights (safetensors: loading never runs code)
+``verdicts.json``         the diagnosis: ``{"primary": kind, "verdicts": [...]}`` (also for a run
+                          that stopped on NaN or early; see :mod:`trainlab.diagnostics.verdicts`)
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from trainlab.experiments.report import Section, write_report
 from trainlab.losses import Loss
 from trainlab.train.callbacks import History
 from trainlab.train.checkpoint import atomic_write_bytes, atomic_write_json, save_weights
-from trainlab.train.loop import default_device, evaluate, fit
+from trainlab.train.loop import NonFiniteLossError, default_device, evaluate, fit
 
 
 @dataclass
@@ -181,16 +183,22 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
                                                    epochs=cfg.train.epochs))
     augment = catalog.build_augment([(a.name, a.kwargs) for a in cfg.augment])
     fit_kwargs = {"augment": augment} if augment is not None else {}
-    history = fit(model, data.train, data.val, loss=loss, optimizer=optimizer, epochs=cfg.train.epochs,
-                  batch_size=cfg.train.batch_size, callbacks=callbacks, device=device, seed=cfg.seed,
-                  verbose=verbose, shuffle=cfg.train.shuffle, drop_last=cfg.train.drop_last,
-                  resume_from=resume_from, **fit_kwargs)
+    history = History()  # held here, so a run that stops on NaN still has the epochs that ran
+    callbacks.insert(0, history)
+    stopped = None
+    try:
+        fit(model, data.train, data.val, loss=loss, optimizer=optimizer, epochs=cfg.train.epochs,
+            batch_size=cfg.train.batch_size, callbacks=callbacks, device=device, seed=cfg.seed,
+            verbose=verbose, shuffle=cfg.train.shuffle, drop_last=cfg.train.drop_last,
+            resume_from=resume_from, **fit_kwargs)
+    except NonFiniteLossError as err:
+        stopped = err
     final = final_metrics(model, data, loss, device)
     result = RunResult(cfg, model, history, final, time.perf_counter() - t0, run_path)
     if recorder is not None:
         result.extras["diagnostics"] = recorder
-        result.extras["verdicts"] = recorder.verdicts(history, baseline_loss=_baseline_loss(loss, data.train),
-                                                      **cfg.diagnostics.thresholds)
+    from trainlab.diagnostics.verdicts import diagnose_run
+    result.extras["verdicts"] = diagnose_run(result, loss, data, stopped=stopped)
     if augment is not None:
         result.extras["augment"] = augment
         result.extras["augment_sample"] = data.train.X[:6].detach().cpu()
@@ -198,6 +206,12 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
         write_run_folder(result)
         if verbose:
             print(f"run folder: {run_path}\nreport:     {run_path / 'report.html'}")
+    if stopped is not None:
+        stopped.result = result
+        if write and run_path is not None:
+            stopped.args = (f"{stopped} The run folder {run_path} holds the {len(history.records())} epoch(s) "
+                            "that ran and their verdicts (verdicts.json).",)
+        raise stopped
     return result
 
 
@@ -409,6 +423,8 @@ def write_run_folder(result: RunResult) -> Path:
         metrics["verdicts"] = [v.to_dict() for v in result.extras.get("verdicts", [])]
         metrics["diagnostics"] = result.extras["diagnostics"].summary()
     atomic_write_json(run_dir / "metrics.json", metrics)
+    if "verdicts" in result.extras:
+        atomic_write_json(run_dir / "verdicts.json", result.extras["verdicts"].to_dict())
     save_weights(result.model, run_dir / "weights.safetensors", metadata={"name": result.config.name})
     write_report(run_dir / "report.html", f"trainlab run: {result.config.name}", report_sections(result),
                  subtitle=f"{run_dir.name}")
