@@ -12,13 +12,13 @@ explains. Two sources are combined, and every curve rule states its margin in th
 * the *validation set's size*: the standard error of the validation loss, SE = s/√n, with s the
   standard deviation of the per-sample validation losses (recorded) and n the validation set's
   size; for an accuracy p, √(p(1−p)/n);
-* the *curve's own noise* σ: the robust spread (1.4826 × MAD) of the residuals
-  r_e = x_e − (x_{e−1} + x_{e+1})/2, divided by √1.5 (for white noise of variance σ², r has
-  variance 1.5σ²; a linear trend leaves r at zero, so slow learning is not mistaken for noise).
+* the *curve's own noise* σ: the RMS of the residuals r_e = x_e − (x_{e−1} + x_{e+1})/2 after
+  the first quarter of the run, divided by √1.5 (for white noise of variance σ², r has variance
+  1.5σ²; a linear trend leaves r at zero, so slow learning is not mistaken for noise).
 
 Curves are compared as trailing means over ``window`` (w = 3) epochs, so the noise of a difference
 of two such means is √(2σ²/w + SE²); it is significant above ``z`` (2) times that. A rule must
-also still hold at the last epoch: a blip that goes away is noise, not a trend.
+also still hold at the last two epochs: a blip that goes away is noise, not a trend.
 
 **Kinds** (exactly :data:`KINDS`), ranked from the one to act on first:
 
@@ -189,15 +189,18 @@ def _fmt(x) -> str:
 
 
 def curve_noise(xs) -> float:
-    """The curve's own noise σ: robust spread of the residuals from the 3-point linear interpolation."""
+    """The curve's own noise σ: RMS of the residuals from the 3-point linear interpolation, /√1.5.
+
+    The first quarter of the curve is left out: there the loss falls fastest and its curvature,
+    not noise, dominates the residuals. RMS rather than a robust spread, because the spikes of
+    a noisy optimizer are part of the noise a trend must stand out from.
+    """
     xs = [float(x) for x in xs if x is not None and math.isfinite(float(x))]
+    xs = xs[len(xs) // 4:] if len(xs) >= 8 else xs
     if len(xs) < 3:
         return 0.0
-    r = sorted(xs[i] - (xs[i - 1] + xs[i + 1]) / 2 for i in range(1, len(xs) - 1))
-    med = r[len(r) // 2] if len(r) % 2 else (r[len(r) // 2 - 1] + r[len(r) // 2]) / 2
-    dev = sorted(abs(v - med) for v in r)
-    mad = dev[len(dev) // 2] if len(dev) % 2 else (dev[len(dev) // 2 - 1] + dev[len(dev) // 2]) / 2
-    return 1.4826 * mad / math.sqrt(1.5)
+    r = [xs[i] - (xs[i - 1] + xs[i + 1]) / 2 for i in range(1, len(xs) - 1)]
+    return math.sqrt(sum(v * v for v in r) / len(r) / 1.5)
 
 
 def _smooth(xs, w: int) -> list[float]:
@@ -276,8 +279,9 @@ def overfitting_verdicts(history, *, window: int = 3, z: float = 2.0, rise_tol: 
     out: list[Verdict] = []
 
     def first(cond, start):
-        """First epoch index e >= start where cond(e) holds, if it also holds at the last epoch."""
-        if n - 1 < start or not cond(n - 1):
+        """First epoch index e >= start where cond(e) holds, if it also holds at the last two epochs
+        (a trend persists; a spike in the last epoch is noise)."""
+        if n - 2 < start or not cond(n - 1) or not cond(n - 2):
             return None
         return next(e for e in range(start, n) if cond(e))
 
