@@ -41,7 +41,7 @@ kind                          severity  fires when
                                         while validation accuracy stays within max(0.05, z·SE) of chance
 ``saturation``                warning   a sigmoid/tanh layer has more than ``saturation_threshold`` (0.5) of
                                         its activations at a bound, at the end or in half the records
-``dying_relus``               warning   a ReLU layer has more than ``dead_threshold`` (0.5) of its units dead
+``dying_relus``               warning   a ReLU layer has more than ``dead_threshold`` (0.7) of its units dead
                                         (dead units never come back on their own), at the end
 ``vanishing_gradients``       warning   the first weighted layer's gradient norm is below
                                         ``vanishing_ratio`` (1e-2) × the last layer's, at initialization or
@@ -499,7 +499,7 @@ def gradient_verdicts(diagnostics, *, vanishing_ratio: float = 1e-2, exploding_r
     return out
 
 
-def unit_verdicts(diagnostics, *, dead_threshold: float = 0.5, saturation_threshold: float = 0.5) -> list[Verdict]:
+def unit_verdicts(diagnostics, *, dead_threshold: float = 0.7, saturation_threshold: float = 0.5) -> list[Verdict]:
     """Dying ReLUs and saturated sigmoid/tanh layers from the recorded activation statistics."""
     recs = _records(diagnostics)
     out: list[Verdict] = []

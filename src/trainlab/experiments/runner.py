@@ -332,7 +332,8 @@ def report_sections(result: RunResult) -> list[Section]:
 
     run_dir = result.run_dir
     records = result.history.records()
-    curves = plot_curves(records, run_dir / "curves.png", title=result.config.name)
+    # a run that stopped on NaN in its first epoch has no epoch to draw
+    curves = plot_curves(records, run_dir / "curves.png", title=result.config.name) if records else None
     rows = [(k, v) for k, v in result.final.items()]
     rows.append(("epochs run", len(records)))
     rows.append(("wall time (s)", result.wall_time))
@@ -343,7 +344,8 @@ def report_sections(result: RunResult) -> list[Section]:
     return [
         *verdict_sections(result),
         Section("Final numbers", text=[summary], table=(("metric", "value"), rows)),
-        Section("Learning curves", figures=[("loss and accuracy per epoch", curves)]),
+        Section("Learning curves", figures=[("loss and accuracy per epoch", curves)] if curves else [],
+                text=[] if curves else ["No epoch finished."]),
         *diagnostics_sections(result),
         Section("Per-epoch history", table=(list(records[0].keys()) if records else [],
                                            [list(r.values()) for r in records])),
@@ -352,15 +354,29 @@ def report_sections(result: RunResult) -> list[Section]:
 
 
 def verdict_sections(result: RunResult) -> list[Section]:
-    """The verdicts in words, first in the report (empty without diagnostics)."""
-    if "diagnostics" not in result.extras:
+    """The diagnosis first in the report: the primary verdict with its evidence on the curves, then the rest."""
+    import html as _html
+
+    from trainlab.experiments.plots import plot_verdict_evidence
+
+    diagnosis = result.extras.get("verdicts")
+    if not diagnosis:
         return []
-    verdicts = result.extras.get("verdicts", [])
-    if not verdicts:
-        return [Section("Verdicts", text=["No problem found: gradients flow through every layer, no layer has "
-                                          "mostly dead or saturated units, and the curves show neither "
-                                          "overfitting nor underfitting."], css_class="verdicts ok")]
-    return [Section("Verdicts", text=[v.message for v in verdicts], css_class="verdicts")]
+    primary = diagnosis.primary
+    css = "verdicts ok" if primary.kind == "healthy" else "verdicts"
+    where = f", layer {primary.layer}" if primary.layer else ""
+    text = [f"<b>Primary: {_html.escape(primary.kind)}</b> ({primary.severity}{_html.escape(where)})",
+            primary.message, f"Fix: {primary.fix}"]
+    figures = []
+    path = plot_verdict_evidence(result.history.records(), primary, result.run_dir / "verdict.png")
+    if path is not None:
+        figures.append((f"evidence for {primary.kind}: the epoch it starts and its threshold", path))
+    out = [Section("Verdict", text=text, figures=figures, css_class=css)]
+    rest = list(diagnosis)[1:]
+    if rest:
+        out.append(Section("Other verdicts", text=[f"{v.kind} ({v.severity}): {v.message} Fix: {v.fix}" for v in rest],
+                           css_class="verdicts"))
+    return out
 
 
 def diagnostics_sections(result: RunResult) -> list[Section]:
