@@ -59,7 +59,8 @@ kind                          severity  fires when
 Overfitting, the four rules of notes 002 ("How to detect overfitting using loss"):
 
 1. *train loss falls while validation loss rises*: the smoothed validation loss is above its best
-   by more than max(``rise_tol`` (2 %), z·noise), and the smoothed training loss fell by more than
+   by more than max(``rise_tol`` (2 %), z·noise + √(2 ln m)·σ/√w) (the best of m noisy means lies
+   that much below the curve by chance), and the smoothed training loss fell by more than
    ``fall_tol`` (1 %) since that best epoch;
 2. *a large train/validation gap*: (val − train)/val ≥ ``gap`` (0.5) and val − train above
    max(``min_gap`` (0.01), z·noise), for w epochs in a row;
@@ -288,23 +289,28 @@ def overfitting_verdicts(history, *, window: int = 3, z: float = 2.0, rise_tol: 
     def best_before(e):
         return min(range(w - 1, e + 1), key=lambda i: sv[i]) if e >= w - 1 else 0
 
-    # rule 1
+    # rule 1; the best of m noisy means lies ~σ_s·√(2 ln m) below the curve, so that much is allowed on top
+    def margin1(e):
+        m = max(e - w + 2, 2)
+        return margin + math.sqrt(2 * math.log(m)) * sig_v / math.sqrt(w)
+
     def r1(e):
         b = best_before(e)
-        return (sv[e] - sv[b] > max(rise_tol * sv[b], margin) and st[e] < st[b] * (1 - fall_tol))
+        return (sv[e] - sv[b] > max(rise_tol * sv[b], margin1(e)) and st[e] < st[b] * (1 - fall_tol))
     e = first(r1, w)
     if e is not None:
         b = best_before(e)
+        m1 = margin1(e)
         out.append(Verdict("overfitting", e + 1,
                            f"Overfitting from epoch {e + 1} (rule 1, {OVERFITTING_RULES[1]}): the validation loss "
                            f"({w}-epoch mean) rose from its best {_fmt(sv[b])} (epoch {b + 1}) to {_fmt(sv[e])}, "
-                           f"more than the noise explains ({_fmt(margin)} = {z:g}·noise), while the training loss "
+                           f"more than the noise explains (margin {_fmt(m1)}), while the training loss "
                            f"fell from {_fmt(st[b])} to {_fmt(st[e])}; at the end: {_fmt(sv[-1])}.",
                            _OVERFIT_FIX,
                            {"rule": 1, "best_epoch": b + 1, "best_val_loss": sv[b], "val_loss": sv[e],
-                            "train_loss_at_best": st[b], "train_loss": st[e], "margin": margin, "val_loss_se": se,
+                            "train_loss_at_best": st[b], "train_loss": st[e], "margin": m1, "val_loss_se": se,
                             "curve_noise": sig_v,
-                            "mark": {"series": "val_loss", "epoch": e + 1, "threshold": sv[b] + max(rise_tol * sv[b], margin),
+                            "mark": {"series": "val_loss", "epoch": e + 1, "threshold": sv[b] + max(rise_tol * sv[b], m1),
                                      "label": "best val loss + margin"}}))
     # rule 2
     gap_noise = math.sqrt(se ** 2 + (sig_v ** 2 + sig_t ** 2) / w)
