@@ -215,3 +215,11 @@ def test_the_contract():
     assert Diagnosis([]).primary is None
     with pytest.raises(ValueError, match="unknown verdict kind"):
         Verdict("overfit", 1, "m", "f")
+
+
+def test_random_labels_half_memorized_are_memorization_not_underfitting():
+    # the CNN on random labels: training error 0.42, validation error 0.91
+    h = dict(loss=[2.3, 2.2, 2.0, 1.8, 1.6, 1.4], val_loss=[2.3, 2.35, 2.45, 2.6, 2.8, 3.0],
+             accuracy=[0.1, 0.15, 0.25, 0.38, 0.5, 0.58], val_accuracy=[0.1, 0.1, 0.09, 0.1, 0.09, 0.09])
+    d = diagnose(h, chance_accuracy=0.1, n_val=1000, baseline_loss=math.log(10))
+    assert d.primary.kind == "memorization" and "underfitting" not in d.kinds() and "overfitting" in d.kinds()

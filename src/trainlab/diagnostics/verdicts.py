@@ -649,7 +649,7 @@ def memorization_verdict(history, *, chance_accuracy: float | None = None, n_val
         return None
     c = float(chance_accuracy)
     k = min(3, len(acc))
-    tr, va = sum(acc[-k:]) / k, sum(vacc[-k:]) / k
+    tr, va = acc[-1], sum(vacc[-k:]) / k  # a rising training accuracy is read where it got to
     margin = max(0.05, z * math.sqrt(c * (1 - c) / n_val)) if n_val else 0.05
     if tr >= c + 0.5 * (1 - c) and tr - acc[0] >= 0.1 and va <= c + margin:
         e = next(i for i, a in enumerate(acc) if a >= c + 0.5 * (1 - c)) + 1
@@ -826,6 +826,8 @@ def diagnose(history=None, diagnostics=None, *, baseline_loss: float | None = No
         u = underfitting_verdict(h, baseline_loss=baseline_loss, epochs_planned=epochs_planned,
                                  **pick(underfitting_verdict))
         causes = [v for v in out if v.kind in _OPTIMIZER_KINDS]
+        if u is not None and mem is not None:
+            u = None  # high training error on random labels is memorization in progress, not high bias
         if u is not None:
             if over:
                 rules = ", ".join(str(v.evidence["rule"]) for v in over)
