@@ -63,7 +63,9 @@ Overfitting, the four rules of notes 002 ("How to detect overfitting using loss"
    that much below the curve by chance), and the smoothed training loss fell by more than
    ``fall_tol`` (1 %) since that best epoch;
 2. *a large train/validation gap*: (val − train)/val ≥ ``gap`` (0.5) and val − train above
-   max(``min_gap`` (0.01), z·noise), for w epochs in a row;
+   max(``min_gap`` (0.01), z·noise), for w epochs in a row; with accuracies, the training accuracy
+   must also exceed the validation accuracy by more than max(``acc_tol``, z·SE_acc) (a loss gap
+   with equal accuracies is over-confidence on a few examples, not a better fit);
 3. *validation loss plateaus*: over the last 2w epochs (never the first, whose training loss is
    taken while the model still changes fastest), the mean validation loss of the last w improved
    on that of the first w by no more than z·σ·√(2/w) (+ ``min_delta`` = 0.1 %), while the training
@@ -316,9 +318,24 @@ def overfitting_verdicts(history, *, window: int = 3, z: float = 2.0, rise_tol: 
     gap_noise = math.sqrt(se ** 2 + (sig_v ** 2 + sig_t ** 2) / w)
     gap_margin = max(min_gap, z * gap_noise)
 
+    tacc, vacc2 = h.get("accuracy"), h.get("val_accuracy")
+    have_acc = (tacc and vacc2 and len(tacc) >= n and len(vacc2) >= n
+                and all(a is not None for a in list(tacc[:n]) + list(vacc2[:n])))
+    sta = _smooth([float(a) for a in tacc[:n]], w) if have_acc else None
+    sva = _smooth([float(a) for a in vacc2[:n]], w) if have_acc else None
+
+    def acc_gap_ok(e):
+        # a loss gap without an accuracy gap is over-confidence on a few examples (rule 4's business),
+        # not "fitting the training set much better"
+        if not have_acc:
+            return True
+        p = min(max(sva[e], 1e-6), 1 - 1e-6)
+        se_acc = math.sqrt(p * (1 - p) / n_val) if n_val else 0.0
+        return sta[e] - sva[e] > max(acc_tol, z * se_acc)
+
     def big_gap(e):
         g = sv[e] - st[e]
-        return sv[e] > 0 and g / sv[e] >= gap and g > gap_margin
+        return sv[e] > 0 and g / sv[e] >= gap and g > gap_margin and acc_gap_ok(e)
 
     def r2(e):
         return all(big_gap(i) for i in range(e - w + 1, e + 1))
