@@ -9,6 +9,7 @@ every scenario right on ≥ 95 % of its seeds, ≤ 2 % false alarms over ≥ 30 
     python benchmarks/bench_diagnosis.py                  # the full suite (~2 min on one core)
     python benchmarks/bench_diagnosis.py --quick          # one seed per scenario
     python benchmarks/bench_diagnosis.py --json out.json  # also write every run's row
+    python benchmarks/bench_diagnosis.py --first-seed 1000  # seeds the thresholds never saw
 """
 from __future__ import annotations
 
@@ -26,12 +27,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--quick", action="store_true", help="one seed per scenario")
     p.add_argument("--seeds", type=int, help="seeds per scenario (default: each scenario's own)")
     p.add_argument("--scenario", action="append", help="only this scenario (repeatable)")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="first seed (default 0; e.g. 1000 for seeds the thresholds were not tuned on)")
     p.add_argument("--json", metavar="FILE", help="write the rows and tables as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="one line per run")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     seeds = args.seeds if args.seeds is not None else (1 if args.quick else None)
-    result = run_suite(seeds=seeds, names=args.scenario, verbose=args.verbose)
+    result = run_suite(seeds=seeds, names=args.scenario, verbose=args.verbose, first_seed=args.first_seed)
     print(result.text())
     out = result.to_dict()
     if args.json:

@@ -231,6 +231,8 @@ def _add_diagnose_command(sub) -> None:
                                                             "scenario's own, 5; 10 for the healthy controls)")
     p.add_argument("--scenario", action="append", metavar="NAME",
                    help="with --suite: run only this scenario (repeatable; --list-scenarios shows them)")
+    p.add_argument("--first-seed", type=int, default=0, metavar="N",
+                   help="with --suite: the first seed (default 0; seeds far from 0 were not used to choose thresholds)")
     p.add_argument("--list-scenarios", action="store_true", help="list the suite's scenarios and stop")
     p.add_argument("-v", "--verbose", action="store_true", help="with --suite: one line per run")
     p.set_defaults(func=cmd_diagnose)
@@ -254,7 +256,7 @@ def cmd_diagnose(args) -> int:
             return 2
         try:
             result = run_suite(seeds=1 if args.quick and args.seeds is None else args.seeds, names=args.scenario,
-                               verbose=args.verbose and not args.json)
+                               verbose=args.verbose and not args.json, first_seed=args.first_seed)
         except ValueError as err:
             print(f"trainlab diagnose: {err}", file=sys.stderr)
             return 2

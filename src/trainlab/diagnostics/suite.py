@@ -216,8 +216,12 @@ def run_scenario(sc: Scenario, seed: int) -> dict:
 
 
 def run_suite(*, seeds: int | None = None, names: list[str] | None = None, verbose: bool = False,
-              progress=None) -> SuiteResult:
-    """Run the scenarios (all, or ``names``) over their seeds (or ``seeds`` each, the quick version)."""
+              progress=None, first_seed: int = 0) -> SuiteResult:
+    """Run the scenarios (all, or ``names``) over their seeds (or ``seeds`` each, the quick version).
+
+    Seeds are ``first_seed, first_seed + 1, ...``: the thresholds were chosen looking at seeds from 0,
+    so a ``first_seed`` far from 0 (say 1000) measures the verdicts on runs they were not tuned on.
+    """
     torch.set_num_threads(1)
     chosen = [s for s in scenarios() if names is None or s.name in names]
     if names is not None:
@@ -228,7 +232,7 @@ def run_suite(*, seeds: int | None = None, names: list[str] | None = None, verbo
     rows = []
     t0 = time.perf_counter()
     for sc in chosen:
-        for seed in range(seeds if seeds is not None else sc.seeds):
+        for seed in range(first_seed, first_seed + (seeds if seeds is not None else sc.seeds)):
             row = run_scenario(sc, seed)
             rows.append(row)
             if verbose:
