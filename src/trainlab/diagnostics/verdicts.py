@@ -35,8 +35,10 @@ kind                          severity  fires when
                                         start
 ``lr_too_high``               error     the training loss stays high (≥ ``high_loss`` = 0.5 × the trivial
                                         predictor's) and oscillates without progress (second-half jitter
-                                        σ/mean ≥ ``oscillation`` = 0.05, no significant downward trend), with
-                                        update ratios ≥ ``high_update`` (1e-2) where recorded
+                                        σ/mean ≥ ``oscillation`` = 0.05; no significant downward trend, or a
+                                        second half no better on average than the first half's best), with
+                                        update ratios ≥ ``high_update`` (3e-3, 3× the healthy ~1e-3) where
+                                        recorded
 ``memorization``              error     training accuracy is more than halfway from chance to 1 and rose,
                                         while validation accuracy stays within max(0.05, z·SE) of chance
 ``saturation``                warning   a sigmoid/tanh layer has more than ``saturation_threshold`` (0.5) of
@@ -626,7 +628,10 @@ def optimizer_verdicts(history, diagnostics=None, *, start_loss: float | None = 
         return out
     jitter = curve_noise(half) / max(sum(half) / len(half), 1e-300)
     b, b_se = _slope(half)
-    no_trend = b > -z * b_se
+    # no progress: no significant downward trend, or a second half that on average is no better than
+    # the best the first half already reached (one spike at its start fakes a downward trend)
+    first_half = loss[: n - len(half)] or loss[:1]
+    no_trend = b > -z * b_se or sum(half) / len(half) >= min(first_half)
     ups = sum(1 for a, c in zip(loss, loss[1:]) if c > a) / max(n - 1, 1)
     if jitter >= oscillation and no_trend and (ratio is None or ratio >= high_update):
         rtxt = f", update-to-weight ratios around {_fmt(ratio)} (healthy ~1e-3)" if ratio is not None else ""
