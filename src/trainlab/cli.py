@@ -217,8 +217,8 @@ def _add_diagnose_command(sub) -> None:
                     "to act on first, comes first) and print them, or as JSON with --json (the verdicts.json "
                     "contract). With --suite, run the diagnosis suite: scenarios with a known problem and "
                     "healthy controls over several seeds, then a confusion table, precision/recall per kind "
-                    "and the false-alarm rate; exit status 1 when the goal (>= 95 %% right per scenario, "
-                    "<= 2 %% false alarms) is missed.",
+                    "and the false-alarm rate; exit status 1 when the goal (>= 95 % right per scenario, "
+                    "<= 2 % false alarms) is missed.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  trainlab diagnose runs/quickstart-moons-20261201-120000\n"
                "  trainlab diagnose runs/my-run --json\n  trainlab diagnose --suite --quick\n"

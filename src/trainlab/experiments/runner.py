@@ -183,8 +183,11 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
                                                    epochs=cfg.train.epochs))
     augment = catalog.build_augment([(a.name, a.kwargs) for a in cfg.augment])
     fit_kwargs = {"augment": augment} if augment is not None else {}
-    history = History()  # held here, so a run that stops on NaN still has the epochs that ran
-    callbacks.insert(0, history)
+    # held here (the one fit would use), so a run that stops on NaN still has the epochs that ran
+    history = next((cb for cb in callbacks if isinstance(cb, History)), None)
+    if history is None:
+        history = History()
+        callbacks.insert(0, history)
     stopped = None
     try:
         fit(model, data.train, data.val, loss=loss, optimizer=optimizer, epochs=cfg.train.epochs,
