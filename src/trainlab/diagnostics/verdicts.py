@@ -40,7 +40,8 @@ kind                          severity  fires when
                                         update ratios ≥ ``high_update`` (3e-3, 3× the healthy ~1e-3) where
                                         recorded
 ``memorization``              error     training accuracy is more than halfway from chance to 1 and rose,
-                                        while validation accuracy stays within max(0.05, z·SE) of chance
+                                        while validation accuracy (3-epoch means) stays within max(0.05, z·SE)
+                                        of chance throughout
 ``saturation``                warning   a sigmoid/tanh layer has more than ``saturation_threshold`` (0.5) of
                                         its activations at a bound, at the end or in half the records
 ``dying_relus``               warning   a ReLU layer has more than ``dead_threshold`` (0.7) of its units dead
@@ -673,7 +674,10 @@ def memorization_verdict(history, *, chance_accuracy: float | None = None, n_val
     k = min(3, len(acc))
     tr, va = acc[-1], sum(vacc[-k:]) / k  # a rising training accuracy is read where it got to
     margin = max(0.05, z * math.sqrt(c * (1 - c) / n_val)) if n_val else 0.05
-    if tr >= c + 0.5 * (1 - c) and tr - acc[0] >= 0.1 and va <= c + margin:
+    # "stays at chance": the whole smoothed validation curve, not only its end (a model that learned
+    # something first and then overfits a tiny noisy set is overfitting, not memorizing)
+    va_max = max(_smooth(vacc, k))
+    if tr >= c + 0.5 * (1 - c) and tr - acc[0] >= 0.1 and va_max <= c + margin:
         e = next(i for i, a in enumerate(acc) if a >= c + 0.5 * (1 - c)) + 1
         return Verdict("memorization", e,
                        f"Memorization from epoch {e}: training accuracy rose to {_fmt(tr)} while validation accuracy "
@@ -682,6 +686,7 @@ def memorization_verdict(history, *, chance_accuracy: float | None = None, n_val
                        "Check the labels and the train/validation split (shuffled or random labels, leakage); with "
                        "correct labels, regularize strongly and get more data.",
                        {"rule": "train accuracy up, validation at chance", "train_accuracy": tr, "val_accuracy": va,
+                        "best_val_accuracy": va_max,
                         "chance_accuracy": c, "margin": margin,
                         "mark": {"series": "val_accuracy", "epoch": e, "threshold": c + margin,
                                  "label": "chance + margin"}})
