@@ -40,3 +40,20 @@ def test_suite_result_tables():
     json.dumps(r.to_dict())
     with pytest.raises(ValueError, match="unknown scenario"):
         run_suite(seeds=1, names=["no-such"])
+
+
+def test_the_report_leads_with_the_primary_verdict_and_marks_its_evidence(tmp_path):
+    import copy
+
+    from trainlab.experiments.runner import run_experiment
+
+    cfg = copy.deepcopy(SCENARIOS["overfitting-tiny-noisy"].config)
+    result = run_experiment(cfg, run_dir=tmp_path / "r", verbose=False)
+    primary = result.extras["verdicts"].primary
+    assert primary.kind == "overfitting" and primary.evidence["mark"]["epoch"] == primary.epoch
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert html.index("Primary: overfitting") < html.index("Final numbers")
+    assert (tmp_path / "r" / "verdict.png").stat().st_size > 0
+    assert "evidence for overfitting" in html
+    doc = json.loads((tmp_path / "r" / "verdicts.json").read_text())
+    assert doc["primary"] == "overfitting" and doc["context"]["epochs_planned"] == 150

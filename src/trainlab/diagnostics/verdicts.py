@@ -10,8 +10,8 @@ whether the run stopped on NaN).
 explains. Two sources are combined, and every curve rule states its margin in these terms:
 
 * the *validation set's size*: the standard error of the validation loss, SE = s/√n, with s the
-  standard deviation of the per-sample validation losses (recorded) and n the validation set's
-  size; for an accuracy p, √(p(1−p)/n);
+  standard deviation of the per-sample validation losses (recorded; the median over the records up
+  to the best validation epoch) and n the validation set's size; for an accuracy p, √(p(1−p)/n);
 * the *curve's own noise* σ: the RMS of the residuals r_e = x_e − (x_{e−1} + x_{e+1})/2 after
   the first quarter of the run, divided by √1.5 (for white noise of variance σ², r has variance
   1.5σ²; a linear trend leaves r at zero, so slow learning is not mistaken for noise).
@@ -828,7 +828,12 @@ def diagnose(history=None, diagnostics=None, *, baseline_loss: float | None = No
     h = (history.history if hasattr(history, "history") else history) or {}
     if n_val is None:
         n_val = next((r["val"]["n"] for r in recs if r.get("val")), None)
-    se = _val_se(recs, {"val_loss_se": val_loss_se})
+    # the validation loss's standard error up to its best epoch: an overfitting model's per-sample
+    # losses spread ever wider (confident mistakes), which would hide the very rise it is tested for
+    vl = [float(x) for x in (h.get("val_loss") or [])]
+    best = min(range(len(vl)), key=lambda i: vl[i] if math.isfinite(vl[i]) else math.inf) if vl else None
+    upto = [r for r in recs if best is not None and 0 <= r.get("epoch", -1) <= best]
+    se = _val_se(upto or recs, {"val_loss_se": val_loss_se})
     context = {"baseline_loss": baseline_loss, "chance_accuracy": chance_accuracy, "n_val": n_val,
                "epochs_planned": epochs_planned, "epochs_run": len(h.get("loss") or []), "stopped": stopped,
                "start_loss": start_loss, "val_loss_se": se, "thresholds": dict(thresholds)}
