@@ -6,7 +6,7 @@ one torch thread, then prints the confusion table (expected kind × primary verd
 and recall per kind and the false-alarm rate on the healthy runs, and whether the goal holds:
 every scenario right on ≥ 95 % of its seeds, ≤ 2 % false alarms over ≥ 30 healthy runs.
 
-    python benchmarks/bench_diagnosis.py                  # the full suite (~2 min on one core)
+    python benchmarks/bench_diagnosis.py                  # the full suite (40–100 s on one core)
     python benchmarks/bench_diagnosis.py --quick          # one seed per scenario
     python benchmarks/bench_diagnosis.py --json out.json  # also write every run's row
     python benchmarks/bench_diagnosis.py --first-seed 1000  # seeds the thresholds never saw
