@@ -773,8 +773,6 @@ def healthy_verdict(history, diagnostics=None) -> Verdict:
                    "augmentation, and learning-rate annealing.", ev)
 
 
-_FUNCS = None
-
 
 def _threshold_funcs():
     return (gradient_verdicts, unit_verdicts, overfitting_verdicts, underfitting_verdict, optimizer_verdicts,
