@@ -5,7 +5,7 @@ The building blocks (``trainlab.data``, ``trainlab.nn``, ``trainlab.init``, ``tr
 optimizers are ``torch.optim.Optimizer``s. ``trainlab.fit`` trains any model with diagnostics;
 ``trainlab.experiments`` runs configs, sweeps and studies. ``trainlab.load_run`` reads a run folder
 back (the trained model, its config and history); ``trainlab.report`` writes the HTML report of a
-model trained from Python.
+model trained from Python; ``trainlab.diagnose`` turns a run into ranked verdicts.
 
 Everything here is imported on first use (PEP 562): importing torch costs over a second, and
 ``trainlab --help`` or ``--version`` must not pay it. ``import trainlab; trainlab.optim.Adam``
@@ -20,6 +20,7 @@ _ATTRIBUTES = {
     "Callback": "trainlab.train.callbacks",
     "History": "trainlab.train.callbacks",
     "NonFiniteLossError": "trainlab.train.loop",
+    "diagnose": "trainlab.diagnostics.verdicts",
     "evaluate": "trainlab.train.loop",
     "fit": "trainlab.train.loop",
     "load_run": "trainlab.experiments.load",

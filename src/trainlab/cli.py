@@ -311,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_results_commands(sub)
     _add_trajectories_command(sub)
     _add_export_command(sub)
+    _add_diagnose_command(sub)
     for command in sub.choices.values():  # `trainlab run ... --debug` works as well as `trainlab --debug run`
         # SUPPRESS: a subcommand without the flag leaves the top level's value alone
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
@@ -350,6 +351,74 @@ def cmd_export(args) -> int:
     print(path)
     return 0
 
+
+def _add_diagnose_command(sub) -> None:
+    """``diagnose``: a run folder's verdicts recomputed, or the diagnosis suite with known answers."""
+    p = sub.add_parser(
+        "diagnose", help="recompute and print a run folder's verdicts, or run the diagnosis suite (--suite)",
+        description="Recompute the verdicts of a run folder from its metrics.json (the primary verdict, the one "
+                    "to act on first, comes first) and print them, or as JSON with --json (the verdicts.json "
+                    "contract). With --suite, run the diagnosis suite: scenarios with a known problem and "
+                    "healthy controls over several seeds, then a confusion table, precision/recall per kind "
+                    "and the false-alarm rate; exit status 1 when the goal (>= 95 % right per scenario, "
+                    "<= 2 % false alarms) is missed.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  trainlab diagnose runs/quickstart-moons-20261201-120000\n"
+               "  trainlab diagnose runs/my-run --json\n  trainlab diagnose --suite --quick\n"
+               "  trainlab diagnose --suite --scenario lr-too-low-sgd --seeds 3")
+    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run folder (with metrics.json)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--suite", action="store_true", help="run the diagnosis suite instead of reading a run folder")
+    p.add_argument("--quick", action="store_true", help="with --suite: one seed per scenario")
+    p.add_argument("--seeds", type=int, metavar="N", help="with --suite: seeds per scenario (default: each "
+                                                            "scenario's own, 5; 10 for the healthy controls)")
+    p.add_argument("--scenario", action="append", metavar="NAME",
+                   help="with --suite: run only this scenario (repeatable; --list-scenarios shows them)")
+    p.add_argument("--first-seed", type=int, default=0, metavar="N",
+                   help="with --suite: the first seed (default 0; seeds far from 0 were not used to choose thresholds)")
+    p.add_argument("--list-scenarios", action="store_true", help="list the suite's scenarios and stop")
+    p.add_argument("-v", "--verbose", action="store_true", help="with --suite: one line per run")
+    p.set_defaults(func=cmd_diagnose)
+
+
+def cmd_diagnose(args) -> int:
+    import json
+
+    if args.list_scenarios:
+        from trainlab.diagnostics.suite import scenarios
+        for sc in scenarios():
+            print(f"{sc.name:32s} {sc.expected:20s} {sc.about}")
+        return 0
+    if args.suite:
+        from trainlab.diagnostics.suite import run_suite
+        if args.run_dir:
+            print("trainlab diagnose: give either RUN_DIR or --suite, not both", file=sys.stderr)
+            return 2
+        if args.seeds is not None and args.seeds < 1:
+            print(f"trainlab diagnose: --seeds must be >= 1, got {args.seeds}", file=sys.stderr)
+            return 2
+        try:
+            result = run_suite(seeds=1 if args.quick and args.seeds is None else args.seeds, names=args.scenario,
+                               verbose=args.verbose and not args.json, first_seed=args.first_seed)
+        except ValueError as err:
+            print(f"trainlab diagnose: {err}", file=sys.stderr)
+            return 2
+        print(json.dumps(result.to_dict(), indent=1) if args.json else result.text())
+        return 0 if result.passed() else 1
+    if not args.run_dir:
+        print("trainlab diagnose: give a run folder (RUN_DIR) or --suite", file=sys.stderr)
+        return 2
+    from trainlab.diagnostics.verdicts import diagnose
+    try:
+        diagnosis = diagnose(Path(args.run_dir))
+    except FileNotFoundError as err:
+        print(f"trainlab diagnose: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError, TypeError) as err:
+        print(f"trainlab diagnose: cannot read the run folder {args.run_dir}: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(diagnosis.to_dict(), indent=1) if args.json else diagnosis.text())
+    return 0
 
 
 DEBUG_HELP = "on an error, show the full traceback as well as the one-line message"

@@ -81,8 +81,8 @@ def _diagnose(model):
 def test_deep_sigmoid_with_small_init_has_vanishing_gradients_relu_he_does_not():
     rec, found = _diagnose(_deep("sigmoid", lambda w: nn.init.normal_(w, 0.0, 0.1)))
     v = found["vanishing_gradients"]
-    assert v.epoch == -1 and v.evidence["ratio"] < 1e-6
-    assert v.evidence["first_layer"] == "blocks.0.linear" and v.evidence["last_layer"] == "out"
+    assert v.epoch == 0 and v.evidence["ratio"] < 1e-6  # 0: at initialization
+    assert v.layer == v.evidence["first_layer"] == "blocks.0.linear" and v.evidence["last_layer"] == "out"
     assert v.evidence["records_vanishing"] == len(rec.all_records()) == 3
     # the profile decays layer by layer towards the input
     profile = list(v.evidence["profile"].values())

@@ -63,7 +63,7 @@ def test_dead_units_are_diagnosed_reactivated_and_train_on(mode):
     hist = fit(model, tr, va, loss="cross_entropy", optimizer=opt, epochs=2, batch_size=32, seed=0,
                verbose=False, callbacks=[rec])
     found = {v.kind: v for v in rec.verdicts(hist)}
-    assert found["dying_relus"].evidence["layer"] == "blocks.0.act"
+    assert found["dying_relus"].layer == "blocks.0.act"
     assert found["dying_relus"].evidence["dead_frac"] >= 0.75
     # the dead units stay dead on their own: their incoming weights receive no gradient
     w_before = model.blocks[0].linear.weight[:24].clone()

@@ -41,7 +41,11 @@ class ActivationProbe:
 
     ``with ActivationProbe(model) as probe: model(x)``; then ``probe.stats()`` gives
     ``{name: {"kind", "mean", "std", "zero_frac"[, "dead_frac"][, "saturated_frac"]}}`` and
-    ``probe.dead[name]`` the boolean dead-unit mask of each ReLU layer. Hooks exist only inside
+    ``probe.dead[name]`` the boolean dead-unit mask of each ReLU layer. When a backward pass runs
+    inside the block, ``"grad_out_norm"`` is the norm of the loss gradient with respect to the
+    activation's output: the backward signal whose growth or decay with depth *is* exploding or
+    vanishing gradients (weight gradients hide it, since ‖∂L/∂W_l‖ multiplies the backward signal
+    by the forward one, and the two change in opposite directions through a deep net). Hooks exist only inside
     the ``with`` block, so training steps pay nothing.
 
     Args:
@@ -75,6 +79,10 @@ class ActivationProbe:
                 rec["saturated_frac"] = ((a < lo + band) | (a > hi - band)).double().mean()
             self._raw[name] = rec
             self.order.append(name)
+            if output.requires_grad:  # the backward signal ‖∂L/∂a‖ reaching this layer, when a backward pass runs
+                def grad_hook(g, rec=rec):
+                    rec["grad_out_norm"] = g.detach().double().norm()
+                output.register_hook(grad_hook)
         return hook
 
     def _mark(self, name: str):

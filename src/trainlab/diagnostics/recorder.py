@@ -12,13 +12,43 @@ from trainlab.diagnostics.spectra import marchenko_pastur_fit
 from trainlab.train.callbacks import Callback, Logs
 
 
+VAL_SPREAD_SAMPLES = 2048  # enough for the spread of per-sample losses to 2-3 %; keeps the cost flat
+
+
+@torch.no_grad()
+def per_sample_spread(model, data: Dataset, loss_fn, max_samples: int = VAL_SPREAD_SAMPLES) -> dict | None:
+    """``{"n", "loss_mean", "loss_std"}`` of the per-sample losses on (up to ``max_samples`` of) ``data``.
+
+    The verdicts turn this into the standard error of the validation loss, std/√n: the size of a
+    change that the validation set's finite size alone explains. ``None`` when the loss cannot be
+    split into per-sample terms.
+    """
+    from torch.func import vmap
+
+    x, y = data.X[:max_samples], data.y[:max_samples]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            z = model(x)
+            losses = vmap(lambda zi, yi: loss_fn(zi.unsqueeze(0), yi.unsqueeze(0)))(z, y).double()
+    except Exception:  # a loss that is not a mean of per-sample terms (or not vmap-able): no spread
+        return None
+    finally:
+        model.train(was_training)
+    if losses.dim() != 1 or not bool(torch.isfinite(losses).all()):
+        return None
+    return {"n": len(data), "loss_mean": float(losses.mean()), "loss_std": float(losses.std())}
+
+
 class DiagnosticsRecorder(Callback):
     """Record per-layer diagnostics every ``every`` epochs (and at initialization and the last epoch).
 
     Each record is ``{"epoch", "step", "loss" (probe loss), "layers": {weighted layer: {"grad_norm",
     "weight_norm", "update_ratio", "weight_zero_frac", "weight_small_frac"}}, "activations":
     {activation: {"kind", "mean", "std", "zero_frac", "dead_frac" (ReLU), "saturated_frac"
-    (sigmoid/tanh)}}}``; see :mod:`trainlab.diagnostics.gradients` and
+    (sigmoid/tanh), "grad_out_norm" (‖∂L/∂a‖)}}, "val": {"n", "loss_mean", "loss_std"} (per-sample
+    validation losses, when there is a validation set)}``; see :mod:`trainlab.diagnostics.gradients` and
     :mod:`~trainlab.diagnostics.neurons` for the definitions. The record taken before training has
     ``epoch = -1``. With ``spectra``, the singular values of every weight matrix are compared with
     the Marchenko–Pastur law before and after training (:mod:`~trainlab.diagnostics.spectra`).
@@ -80,8 +110,14 @@ class DiagnosticsRecorder(Callback):
             if name in ratios:
                 row["update_ratio"] = ratios[name]
         self._before = None
-        return {"epoch": epoch, "step": self.loop.step, "loss": loss, "layers": layers,
-                "activations": probe.stats()}
+        out = {"epoch": epoch, "step": self.loop.step, "loss": loss, "layers": layers,
+               "activations": probe.stats()}
+        val = getattr(self.loop, "val", None)
+        if val is not None and len(val) > 1:
+            spread = per_sample_spread(model, val, self.loop.loss_fn)
+            if spread is not None:
+                out["val"] = spread
+        return out
 
     def _spectra(self, which: str) -> None:
         for name, m in weight_layers(self.loop.model):

@@ -836,9 +836,8 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
         final = final_metrics(m.model, m.data, m.loss, device)
         result = RunResult(m.config, m.model, m.history, final, wall)
         if m.recorder is not None:  # what run_experiment puts there
-            from trainlab.experiments.runner import _baseline_loss
             result.extras["diagnostics"] = m.recorder
-            result.extras["verdicts"] = m.recorder.verdicts(m.history, baseline_loss=_baseline_loss(m.loss, m.data.train),
-                                                            **m.config.diagnostics.thresholds)
+        from trainlab.diagnostics.verdicts import diagnose_run
+        result.extras["verdicts"] = diagnose_run(result, m.loss, m.data)
         out.append(MemberOutcome(m.config, result, None, info))
     return out

@@ -695,3 +695,40 @@ def plot_trajectories(results, path: str | Path, *, function=None, title: str = 
     ax.set_title(title or fn.description, fontsize=9)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the contours, not on a path
     return _save(fig, path)
+
+
+# ---- the primary verdict's evidence (trainlab.diagnostics.verdicts) ------------------------------
+
+
+def plot_verdict_evidence(records: Sequence[dict], verdict, path: str | Path) -> Path | None:
+    """The curve a verdict is about, with its epoch (vertical line) and threshold (horizontal line).
+
+    ``verdict.evidence["mark"]`` names the series (``loss``, ``val_loss``, ``accuracy``,
+    ``val_accuracy``), the 1-based epoch and the threshold; without a mark nothing is drawn.
+    """
+    mark = (getattr(verdict, "evidence", None) or {}).get("mark")
+    if not mark or not records:
+        return None
+    base = mark["series"].removeprefix("val_")
+    epochs = [r["epoch"] + 1 for r in records]
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for key, label, style in ((base, "train", "-"), (f"val_{base}", "validation", "--")):
+        ys = [r.get(key) for r in records]
+        ys = [y if isinstance(y, (int, float)) and abs(y) < float("inf") else float("nan") for y in ys]
+        if any(y == y for y in ys):
+            ax.plot(epochs, ys, style, marker="o", markersize=3, label=label,
+                    linewidth=2.2 if key == mark["series"] else 1.2)
+    finite = [r.get(base) for r in records if isinstance(r.get(base), (int, float))]
+    if base == "loss" and finite and all(0 < y < float("inf") for y in finite):
+        ax.set_yscale("log")
+    if mark.get("epoch"):
+        ax.axvline(mark["epoch"], color="#c22", linewidth=1.2, label=f"epoch {mark['epoch']}")
+    if isinstance(mark.get("threshold"), (int, float)):
+        ax.axhline(mark["threshold"], color="#d70", linestyle=":", linewidth=1.4,
+                   label=f"{mark.get('label', 'threshold')} ({mark['threshold']:.3g})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(base)
+    ax.set_title(f"{verdict.kind} ({verdict.severity})", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -166,6 +166,9 @@ def training_sections(records: Sequence[dict], fig_dir: Path, *, title: str = ""
     out = []
     if stops:
         out.append(Section("Early stopping", text=[stop_sentence(s, epochs_planned) for s in stops]))
+    if not records:  # a run stopped on NaN in its first epoch has no epoch to draw
+        out.append(Section("Learning curves", text=["No epoch finished."]))
+        return out
     curves = plots.plot_curves(records, Path(fig_dir) / "curves.png", title=title, early_stops=stops,
                                lr=True if scheduled else None)
     caption = "loss and accuracy per epoch"

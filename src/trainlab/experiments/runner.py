@@ -8,6 +8,8 @@ A run folder holds:
 ``curves.png``            loss and accuracy curves for training and validation
 ``report.html``           a self-contained report (plots embedded, table of final numbers)
 ``weights.safetensors``   the final weights (safetensors: loading never runs code)
+``verdicts.json``         the diagnosis: ``{"primary": kind, "verdicts": [...]}`` (also for a run
+                          that stopped on NaN or early; see :mod:`trainlab.diagnostics.verdicts`)
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from trainlab.experiments.report import (Section, early_stops, epoch_records, hi
 from trainlab.losses import Loss
 from trainlab.train.callbacks import Callback, History
 from trainlab.train.checkpoint import atomic_write_bytes, atomic_write_json, save_weights
-from trainlab.train.loop import default_device, evaluate, fit
+from trainlab.train.loop import NonFiniteLossError, default_device, evaluate, fit
 
 
 @dataclass
@@ -318,22 +320,37 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
         if schedule is not None:
             run_callbacks.insert(0, schedule)
         fit_kwargs = {"augment": augment} if augment is not None else {}
-        history = fit(model, data.train, data.val, loss=loss, optimizer=optimizer, epochs=cfg.train.epochs,
-                      batch_size=cfg.train.batch_size, callbacks=run_callbacks, device=device, seed=cfg.seed,
-                      verbose=verbose, shuffle=cfg.train.shuffle, drop_last=cfg.train.drop_last,
-                      resume_from=resume_from, **fit_kwargs)
+        # held here (the one fit would use), so a run that stops on NaN still has the epochs that ran
+        history = next((cb for cb in run_callbacks if isinstance(cb, History)), None)
+        if history is None:
+            history = History()
+            run_callbacks.insert(0, history)
+        stopped = None
+        try:
+            fit(model, data.train, data.val, loss=loss, optimizer=optimizer, epochs=cfg.train.epochs,
+                batch_size=cfg.train.batch_size, callbacks=run_callbacks, device=device, seed=cfg.seed,
+                verbose=verbose, shuffle=cfg.train.shuffle, drop_last=cfg.train.drop_last,
+                resume_from=resume_from, **fit_kwargs)
+        except NonFiniteLossError as err:
+            stopped = err
         final = final_metrics(model, data, loss, device)
         result = RunResult(cfg, model, history, final, time.perf_counter() - t0, run_path)
         result.extras.update(data=data, loss=loss, early_stops=early_stops(run_callbacks))
         if recorder is not None:
             result.extras["diagnostics"] = recorder
-            result.extras["verdicts"] = recorder.verdicts(history, baseline_loss=_baseline_loss(loss, data.train),
-                                                          **cfg.diagnostics.thresholds)
+        from trainlab.diagnostics.verdicts import diagnose_run
+        result.extras["verdicts"] = diagnose_run(result, loss, data, stopped=stopped)
         if augment is not None:
             result.extras["augment"] = augment
             result.extras["augment_sample"] = data.train.X[:6].detach().cpu()
         if write and run_path is not None:
             write_run_folder(result)
+        if stopped is not None:  # the folder holds the epochs that ran; the store row records the failure
+            stopped.result = result
+            if write and run_path is not None:
+                stopped.args = (f"{stopped} The run folder {run_path} holds the {len(history.records())} epoch(s) "
+                                "that ran and their verdicts (verdicts.json).",)
+            raise stopped
         if recording is not None:
             recording.finish(result)
     except BaseException as err:
@@ -520,15 +537,29 @@ def report_sections(result: RunResult) -> list[Section]:
 
 
 def verdict_sections(result: RunResult) -> list[Section]:
-    """The verdicts in words, first in the report (empty without diagnostics)."""
-    if "diagnostics" not in result.extras:
+    """The diagnosis first in the report: the primary verdict with its evidence on the curves, then the rest."""
+    import html as _html
+
+    from trainlab.experiments.plots import plot_verdict_evidence
+
+    diagnosis = result.extras.get("verdicts")
+    if not diagnosis:
         return []
-    verdicts = result.extras.get("verdicts", [])
-    if not verdicts:
-        return [Section("Verdicts", text=["No problem found: gradients flow through every layer, no layer has "
-                                          "mostly dead or saturated units, and the curves show neither "
-                                          "overfitting nor underfitting."], css_class="verdicts ok")]
-    return [Section("Verdicts", text=[v.message for v in verdicts], css_class="verdicts")]
+    primary = diagnosis.primary
+    css = "verdicts ok" if primary.kind == "healthy" else "verdicts"
+    where = f", layer {primary.layer}" if primary.layer else ""
+    text = [f"<b>Primary: {_html.escape(primary.kind)}</b> ({primary.severity}{_html.escape(where)})",
+            primary.message, f"Fix: {primary.fix}"]
+    figures = []
+    path = plot_verdict_evidence(result.history.records(), primary, result.run_dir / "verdict.png")
+    if path is not None:
+        figures.append((f"evidence for {primary.kind}: the epoch it starts and its threshold", path))
+    out = [Section("Verdict", text=text, figures=figures, css_class=css)]
+    rest = list(diagnosis)[1:]
+    if rest:
+        out.append(Section("Other verdicts", text=[f"{v.kind} ({v.severity}): {v.message} Fix: {v.fix}" for v in rest],
+                           css_class="verdicts"))
+    return out
 
 
 def diagnostics_sections(result: RunResult) -> list[Section]:
@@ -588,12 +619,14 @@ def write_run_folder(result: RunResult) -> Path:
     metrics = {"name": result.config.name, "history": records, "final": result.final,
                "wall_time": result.wall_time}
     if "diagnostics" in result.extras:
+        metrics["verdicts"] = [v.to_dict() for v in result.extras.get("verdicts", [])]  # epochs from 1 already
         # as in the history: epochs from 1, and 0 for the record taken at initialization (-1 inside)
-        metrics["verdicts"] = [{**v.to_dict(), "epoch": v.epoch + 1} for v in result.extras.get("verdicts", [])]
         summary = result.extras["diagnostics"].summary()
         summary["records"] = [{**r, "epoch": r["epoch"] + 1} if "epoch" in r else r for r in summary["records"]]
         metrics["diagnostics"] = summary
     atomic_write_json(run_dir / "metrics.json", metrics)
+    if "verdicts" in result.extras:
+        atomic_write_json(run_dir / "verdicts.json", result.extras["verdicts"].to_dict())
     save_weights(result.model, run_dir / "weights.safetensors", metadata={"name": result.config.name})
     write_report(run_dir / "report.html", f"trainlab run: {result.config.name}", report_sections(result),
                  subtitle=f"{run_dir.name}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from trainlab.experiments.study_procedures.activations import activation_comparison
 from trainlab.experiments.study_procedures.deep_linear import deep_linear
 from trainlab.experiments.study_procedures.descent import gd_variants
+from trainlab.experiments.study_procedures.diagnosis import diagnosis_suite
 from trainlab.experiments.study_procedures.initialization import init_depth_profile, init_symmetry
 from trainlab.experiments.study_procedures.normalization import bn_learning_rate
 from trainlab.experiments.study_procedures.mnist import mnist_recipe
@@ -23,6 +24,7 @@ PROCEDURES = {
     "bn_learning_rate": bn_learning_rate,
     "cross_entropy_example": cross_entropy_example,
     "deep_linear": deep_linear,
+    "diagnosis_suite": diagnosis_suite,
     "early_stopping": early_stopping,
     "gd_variants": gd_variants,
     "generalization_gap": generalization_gap,

@@ -1,0 +1,60 @@
+"""`trainlab diagnose` and the verdicts.json contract, through the real entry point."""
+import json
+
+from trainlab.diagnostics.verdicts import KINDS
+
+FAST = ["--set", "data.n_samples=300", "--epochs", "6", "--no-store", "-q"]
+
+
+def _check_contract(doc):
+    assert doc["primary"] == doc["verdicts"][0]["kind"]
+    for v in doc["verdicts"]:
+        assert set(v) == {"kind", "severity", "epoch", "layer", "message", "fix", "evidence"}
+        assert v["kind"] in KINDS and v["severity"] in ("error", "warning", "info")
+
+
+def test_a_run_folder_has_verdicts_and_diagnose_recomputes_them(cli, tmp_path):
+    res = cli("run", "--out", "r", *FAST)
+    assert res.returncode == 0, res.stderr
+    written = json.loads((tmp_path / "r" / "verdicts.json").read_text())
+    _check_contract(written)
+    res = cli("diagnose", "r", "--json")
+    assert res.returncode == 0, res.stderr
+    again = json.loads(res.stdout)
+    assert again["primary"] == written["primary"]
+    assert [v["message"] for v in again["verdicts"]] == [v["message"] for v in written["verdicts"]]
+    res = cli("diagnose", "r")
+    assert res.returncode == 0 and res.stdout.startswith(f"[primary] ") and written["primary"] in res.stdout
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert html.index("Primary: ") < html.index("Final numbers")
+
+
+def test_a_run_that_stops_on_nan_still_writes_its_folder_and_verdicts(cli, tmp_path):
+    res = cli("run", "--out", "nan", "--optimizer", "sgd", "--lr", "1e6", *FAST)
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "became nan" in lines[0] and "verdicts.json" in lines[0]
+    doc = json.loads((tmp_path / "nan" / "verdicts.json").read_text())
+    _check_contract(doc)
+    assert doc["primary"] == "diverging" and doc["verdicts"][0]["severity"] == "error"
+    assert (tmp_path / "nan" / "report.html").is_file() and (tmp_path / "nan" / "metrics.json").is_file()
+    res = cli("diagnose", "nan")
+    assert res.returncode == 0 and "diverging" in res.stdout.splitlines()[0]
+
+
+def test_diagnose_errors_are_one_line(cli):
+    res = cli("diagnose", "missing")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "not a run folder" in res.stderr
+    res = cli("diagnose")
+    assert res.returncode == 2 and "RUN_DIR" in res.stderr
+    res = cli("diagnose", "--suite", "--scenario", "nope")
+    assert res.returncode == 2 and "unknown scenario" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_diagnose_suite_quick_scenario(cli):
+    res = cli("diagnose", "--suite", "--scenario", "lr-too-low-sgd", "--seeds", "1")
+    assert res.returncode == 0, res.stderr
+    assert "lr-too-low-sgd" in res.stdout and "false alarms" in res.stdout
+    res = cli("diagnose", "--list-scenarios")
+    assert res.returncode == 0 and len(res.stdout.splitlines()) >= 12

@@ -1,0 +1,59 @@
+"""The diagnosis suite, quick and seeded: each kind fires on its scenario, the healthy controls stay silent."""
+import json
+
+import pytest
+
+from trainlab.diagnostics.suite import run_scenario, run_suite, scenarios
+from trainlab.diagnostics.verdicts import KINDS
+
+SCENARIOS = {s.name: s for s in scenarios()}
+
+
+def test_the_suite_covers_every_kind_with_enough_runs():
+    assert len(SCENARIOS) >= 12
+    assert {s.expected for s in SCENARIOS.values()} == set(KINDS)
+    assert all(s.seeds >= 5 for s in SCENARIOS.values())
+    assert sum(s.seeds for s in SCENARIOS.values() if s.expected == "healthy") >= 30
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in SCENARIOS.items() if s.expected != "healthy"))
+def test_each_kind_fires_on_its_scenario(name):
+    row = run_scenario(SCENARIOS[name], seed=0)
+    assert row["primary"] == SCENARIOS[name].expected, row
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in SCENARIOS.items() if s.expected == "healthy"))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_healthy_controls_stay_silent(name, seed):
+    row = run_scenario(SCENARIOS[name], seed=seed)
+    assert row["kinds"] == ["healthy"], row
+
+
+def test_suite_result_tables():
+    r = run_suite(seeds=1, names=["lr-too-low-sgd", "healthy-circles"])
+    assert [row["scenario"] for row in r.rows] == ["healthy-circles", "lr-too-low-sgd"]  # the suite's order
+    assert r.false_alarms() == (0, 1) and r.passed()
+    pr = r.precision_recall()
+    assert pr["lr_too_low"] == {"precision": 1.0, "recall": 1.0, "support": 1}
+    text = r.text()
+    assert "confusion" in text and "false alarms on healthy runs: 0 of 1" in text
+    json.dumps(r.to_dict())
+    with pytest.raises(ValueError, match="unknown scenario"):
+        run_suite(seeds=1, names=["no-such"])
+
+
+def test_the_report_leads_with_the_primary_verdict_and_marks_its_evidence(tmp_path):
+    import copy
+
+    from trainlab.experiments.runner import run_experiment
+
+    cfg = copy.deepcopy(SCENARIOS["overfitting-tiny-noisy"].config)
+    result = run_experiment(cfg, run_dir=tmp_path / "r", verbose=False)
+    primary = result.extras["verdicts"].primary
+    assert primary.kind == "overfitting" and primary.evidence["mark"]["epoch"] == primary.epoch
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert html.index("Primary: overfitting") < html.index("Final numbers")
+    assert (tmp_path / "r" / "verdict.png").stat().st_size > 0
+    assert "evidence for overfitting" in html
+    doc = json.loads((tmp_path / "r" / "verdicts.json").read_text())
+    assert doc["primary"] == "overfitting" and doc["context"]["epochs_planned"] == 150
