@@ -56,8 +56,10 @@ def test_overrides_by_dotted_path():
     assert out["optimizer"] == {"name": "adam", "lr": 0.01, "betas": [0.9, 0.99]}
     assert out["model"]["hidden"] == [64, 32] and out["train"]["epochs"] == 3
     assert out["callbacks"] == [{"name": "x", "patience": 2}]
-    # switching technique drops the arguments of the old one
-    assert apply_overrides(data, ["optimizer.name=sgd"])["optimizer"] == {"name": "sgd"}
+    # switching technique keeps the arguments the new one accepts (sgd takes lr, not betas)
+    dropped = []
+    assert apply_overrides(data, ["optimizer.name=sgd"], dropped=dropped)["optimizer"] == {"name": "sgd", "lr": 0.1}
+    assert len(dropped) == 1 and "optimizer.betas" in dropped[0] and "kept lr" in dropped[0]
     assert data["optimizer"]["lr"] == 0.1  # the input is not modified
     with pytest.raises(ConfigError, match="key.path=value"):
         apply_overrides(data, ["optimizer.lr"])
