@@ -120,8 +120,24 @@ def coerce_kwargs(fn, kwargs: dict, what: str = "") -> dict:
     return out
 
 
+def _admits_bool(ann) -> bool:
+    return ann is bool or ann is Any or any(_admits_bool(a) for a in typing.get_args(ann))
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bools_for_numbers(cls, data):
+        # pydantic's lax mode reads true as 1; in a config `epochs: yes` is a slip, not a number
+        if isinstance(data, dict):
+            for key, value in data.items():
+                field = cls.model_fields.get(key) if isinstance(key, str) else None
+                if isinstance(value, bool) and field is not None and not _admits_bool(field.annotation):
+                    raise ValueError(f"@{key}@expected {_type_text(field.annotation)}, got {value} "
+                                     "(true/false/yes/no are booleans in YAML)")
+        return data
 
 
 class Spec(BaseModel):
@@ -485,7 +501,7 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...], *, dropp
             raise ConfigError(f"override {short(item)} must look like key.path=value")
         key, raw = item.split("=", 1)
         key = key.strip()
-        where = f"--set {short(key, 40)}"
+        where = f"--set {yamlio.clip(key, 60)}"
         value = parse_value(raw, where)
         parts: list = key.split(".")
         if not all(parts) or len(parts) > yamlio.MAX_DEPTH:

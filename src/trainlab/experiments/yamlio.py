@@ -36,6 +36,11 @@ def short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def clip(text: str, limit: int = 60) -> str:
+    """``text`` itself (no quotes), cut to ``limit`` characters."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class YamlError(ValueError):
     """A YAML document breaks one of the rules above; the message names where."""
 
