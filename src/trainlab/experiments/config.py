@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import math
 import typing
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -117,6 +118,8 @@ def coerce_kwargs(fn, kwargs: dict, what: str = "") -> dict:
             inner = ".".join(str(p) for p in e["loc"] if not isinstance(p, str) or not p.startswith("function"))
             where = f"{key}.{inner}" if inner and all(str(p).isdigit() for p in e["loc"]) else key
             raise ValueError(f"@{where}@{e['msg']} (got {short(value)}); {what} takes {key}: {text}") from None
+        if isinstance(out[key], float) and math.isnan(out[key]):
+            raise ValueError(f"@{key}@nan is not a value {what} can use; give a number")
     return out
 
 
@@ -156,7 +159,7 @@ class Spec(BaseModel):
     def _check_name_and_args(self):
         options = getattr(catalog, self.table)
         if self.name not in options:
-            raise ValueError(f"unknown name {self.name!r}; allowed: {', '.join(sorted(options)) or '(none yet)'}")
+            raise ValueError(f"unknown name {short(self.name)}; allowed: {', '.join(sorted(options)) or '(none yet)'}")
         check_kwargs(options[self.name], self.kwargs, self.fixed, what=repr(self.name))
         self.__pydantic_extra__.update(coerce_kwargs(options[self.name], self.kwargs, what=repr(self.name)))
         return self
@@ -183,7 +186,7 @@ class ModelSpec(Section):
     @model_validator(mode="after")
     def _check(self):
         if self.kind not in catalog.MODELS:
-            raise ValueError(f"unknown model kind {self.kind!r}; allowed: {', '.join(sorted(catalog.MODELS))}")
+            raise ValueError(f"unknown model kind {short(self.kind)}; allowed: {', '.join(sorted(catalog.MODELS))}")
         check_kwargs(catalog.MODELS[self.kind], self.kwargs,
                      ("in_features", "out_features", "in_shape", "classes"), what=f"model kind {self.kind!r}")
         self.__pydantic_extra__.update(coerce_kwargs(catalog.MODELS[self.kind], self.kwargs,
@@ -207,7 +210,7 @@ class InitSpec(Section):
         for field, table in (("weight", catalog.WEIGHT_INITS), ("bias", catalog.BIAS_INITS)):
             value = getattr(self, field)
             if value is not None and value not in table:
-                raise ValueError(f"{field}: unknown initializer {value!r}; "
+                raise ValueError(f"@{field}@unknown initializer {short(value)}; "
                                  f"allowed: {', '.join(sorted(table)) or '(none yet)'}")
         return self
 
@@ -276,7 +279,7 @@ class DiagnosticsSpec(Section):
         from trainlab.diagnostics.verdicts import threshold_names
         bad = sorted(set(v) - set(threshold_names()))
         if bad:
-            raise ValueError(f"unknown threshold {bad[0]!r}; allowed: {', '.join(threshold_names())}")
+            raise ValueError(f"unknown threshold {short(bad[0])}; allowed: {', '.join(threshold_names())}")
         return v
 
 
@@ -344,7 +347,7 @@ class Config(Section):
 
 def join_problems(problems: list[str], title: str = "invalid config") -> str:
     """One line: ``title: a: ... | b: ...``, at most :data:`MAX_ERRORS` problems (then a count)."""
-    shown = problems[:MAX_ERRORS]
+    shown = [yamlio.clip(p, 600) for p in problems[:MAX_ERRORS]]
     more = f" | and {len(problems) - MAX_ERRORS} more" if len(problems) > MAX_ERRORS else ""
     return f"{title}: " + " | ".join(shown) + more
 
@@ -502,6 +505,9 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...], *, dropp
         key, raw = item.split("=", 1)
         key = key.strip()
         where = f"--set {yamlio.clip(key, 60)}"
+        if len(raw) > yamlio.MAX_STRING or len(key) > 1000:
+            raise ConfigError(f"{where}: a value of {len(raw):,} characters; a --set value is at most "
+                              f"{yamlio.MAX_STRING:,} (put large values in the config file)")
         value = parse_value(raw, where)
         parts: list = key.split(".")
         if not all(parts) or len(parts) > yamlio.MAX_DEPTH:

@@ -13,6 +13,7 @@ path and the value; nothing is written and the global RNG is left as it was.
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import re
 import tempfile
@@ -48,7 +49,7 @@ def _blame(path: str, kwargs: dict, err: Exception) -> str:
     named = [k for k in kwargs if re.search(rf"(?<![\w.]){re.escape(k)}(?![\w])", msg)]
     if len(named) != 1:
         named = [k for k, v in kwargs.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)
-                 and re.search(rf"(?<![\w.]){re.escape(str(v))}(?![\w.])", msg)]
+                 and len(str(v)) <= 200 and re.search(rf"(?<![\w.]){re.escape(str(v))}(?![\w.])", msg)]
     if len(named) == 1:
         key = named[0]
         return f"{path}.{key}={short(kwargs[key])}: {msg}"
@@ -207,19 +208,38 @@ def _check_callbacks(cfg: Config, problems: list[str]) -> None:
             problems.append(_blame(f"augment.{i}", a.kwargs, err))
 
 
+_MEMO: dict[str, tuple[str, ...]] = {}  # the problems of config parts already checked (sweeps repeat them)
+
+
+def _memo(key_parts, check) -> list[str]:
+    key = json.dumps(key_parts, sort_keys=True, default=repr)
+    if key not in _MEMO:
+        problems: list[str] = []
+        check(problems)
+        if len(_MEMO) > 4096:
+            _MEMO.clear()
+        _MEMO[key] = tuple(problems)
+    return list(_MEMO[key])
+
+
 def check_config(cfg: Config) -> None:
     """Run every technique's own checks on dummies; raise one :class:`ConfigError` listing the problems."""
+    d = cfg.model_dump(mode="json")
     problems: list[str] = []
     device_problem = check_device(cfg.train.device)
     if device_problem:
         problems.append(device_problem)
     state = torch.get_rng_state()
     try:
-        train = _dummy_data(cfg, problems)
-        if train is not None:
-            _check_model(cfg, train, problems)
-        _check_optimization(cfg, problems)
-        _check_callbacks(cfg, problems)
+        def data_and_model(out):
+            train = _dummy_data(cfg, out)
+            if train is not None:
+                _check_model(cfg, train, out)
+
+        problems += _memo(["model", d["seed"], d["data"], d["model"], d["init"], d["loss"]], data_and_model)
+        problems += _memo(["optimization", d["optimizer"], d["transforms"], d["schedule"], d["train"]["epochs"]],
+                          lambda out: _check_optimization(cfg, out))
+        problems += _memo(["callbacks", d["callbacks"], d["augment"]], lambda out: _check_callbacks(cfg, out))
     finally:
         torch.set_rng_state(state)
     if problems:

@@ -6,7 +6,8 @@ float rule instead (``1e-3``, ``1E6``, ``.5``, ``-2.``, ``.inf``, ``.nan`` are f
 twice in one mapping is an error (PyYAML keeps the last one silently). Anchors and aliases are
 allowed, but a document whose expansion would hold more than :data:`MAX_NODES` values (a
 "billion laughs" file is 670 bytes and expands to 10⁹ strings), nests deeper than
-:data:`MAX_DEPTH` or refers to itself is refused before anything walks it.
+:data:`MAX_DEPTH`, refers to itself or holds a text longer than :data:`MAX_STRING` characters is
+refused before anything walks it.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import yaml
 
 MAX_NODES = 100_000      # values in the fully expanded document (a large sweep file has a few thousand)
 MAX_DEPTH = 64           # nesting levels (configs use about five)
+MAX_STRING = 10_000      # characters in one value (a path or a name is far shorter)
 MAX_FILE_BYTES = 10 * 2**20
 
 # YAML 1.2 core schema float (plus PyYAML's inf/nan spellings); ints keep PyYAML's rule
@@ -46,7 +48,20 @@ class YamlError(ValueError):
 
 
 class ConfigLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` with the YAML 1.2 float rule and an error on duplicate keys."""
+    """``yaml.SafeLoader`` with the YAML 1.2 float rule, an error on duplicate keys and a nesting bound."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        # composing recurses once per level: stop a 5000-deep "[[[[..." long before Python's stack does
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -85,7 +100,11 @@ def check_expansion(data: Any, source: str = "config") -> None:
     sizes: dict[int, int] = {}
     active: set[int] = set()
 
-    def size(node, depth: int) -> int:
+    def size(node, depth: int, path=()) -> int:
+        if isinstance(node, str) and len(node) > MAX_STRING:
+            where = ".".join(map(str, path)) or "(top level)"
+            raise YamlError(f"{source}: {clip(where)} is a text of {len(node):,} characters ({short(node, 30)}); "
+                            f"a config value is at most {MAX_STRING:,}")
         if not isinstance(node, (dict, list)):
             return 1
         key = id(node)
@@ -97,8 +116,10 @@ def check_expansion(data: Any, source: str = "config") -> None:
             raise YamlError(f"{source}: nested more than {MAX_DEPTH} levels deep")
         active.add(key)
         total = 1
-        for child in (node.values() if isinstance(node, dict) else node):
-            total += size(child, depth + 1)
+        for key, child in (node.items() if isinstance(node, dict) else enumerate(node)):
+            if isinstance(key, str) and len(key) > MAX_STRING:
+                raise YamlError(f"{source}: a key of {len(key):,} characters ({short(key, 30)}); keys are names")
+            total += size(child, depth + 1, (*path, key))
             if total > MAX_NODES:
                 raise YamlError(f"{source}: expands to more than {MAX_NODES:,} values (through aliases or sheer "
                                 "size); a config needs far fewer, so look for an alias used many times")
