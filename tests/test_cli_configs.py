@@ -75,7 +75,7 @@ def test_a_switch_says_which_arguments_it_dropped(cli, tmp_path):
     ("optimizer: {name: adam, lr: fast}\n", [], ["optimizer.lr", "'fast'", "float"]),
     ("optimizer: {name: adam, lr: -0.1}\n", [], ["optimizer.lr=-0.1", ">= 0"]),
     ("model: {hidden: 8}\n", [], ["model.hidden", "(got 8)", "Sequence[int]"]),
-    ("train: {epochs: 0}\n", [], ["train.epochs", "(got 0)", ">= 1"]),
+    ("train: {epochs: 0}\n", [], ["train.epochs", "(got 0)", "greater than or equal to 1"]),
     ("model: {hidden: [1e12]}\n", [], ["model:", "parameters", "model.hidden=[1000000000000]", "GiB"]),
     ("data: {name: moons, n_samples: 1e12}\n", [], ["data.n_samples=1,000,000,000,000", "GiB"]),
     (None, ["--hidden", "32,x"], ["model.hidden", "'32,x'"]),

@@ -1,6 +1,6 @@
 import pytest
 
-from trainlab.experiments.config import ConfigError, apply_overrides, load_config, parse_config
+from trainlab.experiments.config import ConfigError, apply_overrides, load_config, load_yaml, parse_config
 
 
 def _err(data) -> str:
@@ -133,8 +133,11 @@ def test_alias_bombs_and_loops_are_refused_quickly(tmp_path):
         apply_overrides({}, ["x=" + billion_laughs().replace("\n", ", ").join("{}")])
     # a few aliases are fine, and each use is its own copy
     path.write_text("defaults: &opt {name: sgd, lr: 0.1}\noptimizer: *opt\ntrain: {epochs: 1}\n")
-    data = __import__("trainlab.experiments.config", fromlist=["load_yaml"]).load_yaml(path)
+    data = load_yaml(path)
     assert data["optimizer"] == {"name": "sgd", "lr": 0.1} and data["optimizer"] is not data["defaults"]
+    # one alias used many times in one list is a repetition, not a loop
+    path.write_text("t: &t {name: clip_value, clip: 1.0}\nx: [*t, *t, *t]\ny: {a: *t, b: *t}\n")
+    assert load_yaml(path)["x"] == [{"name": "clip_value", "clip": 1.0}] * 3
 
 
 def test_error_messages_never_print_a_huge_value():

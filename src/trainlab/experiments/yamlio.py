@@ -107,14 +107,14 @@ def check_expansion(data: Any, source: str = "config") -> None:
                             f"a config value is at most {MAX_STRING:,}")
         if not isinstance(node, (dict, list)):
             return 1
-        key = id(node)
-        if key in sizes:
-            return sizes[key]
-        if key in active:
+        ident = id(node)
+        if ident in sizes:
+            return sizes[ident]
+        if ident in active:
             raise YamlError(f"{source}: an alias refers to the mapping or list that contains it (a loop)")
         if depth > MAX_DEPTH:
             raise YamlError(f"{source}: nested more than {MAX_DEPTH} levels deep")
-        active.add(key)
+        active.add(ident)
         total = 1
         for key, child in (node.items() if isinstance(node, dict) else enumerate(node)):
             if isinstance(key, str) and len(key) > MAX_STRING:
@@ -123,8 +123,8 @@ def check_expansion(data: Any, source: str = "config") -> None:
             if total > MAX_NODES:
                 raise YamlError(f"{source}: expands to more than {MAX_NODES:,} values (through aliases or sheer "
                                 "size); a config needs far fewer, so look for an alias used many times")
-        active.discard(key)
-        sizes[key] = total
+        active.discard(ident)
+        sizes[ident] = total
         return total
 
     size(data, 0)
