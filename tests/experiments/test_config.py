@@ -216,6 +216,9 @@ def test_override_paths_are_checked():
     ({"data": {"name": "mnist", "split": [0.5, 0.5]}}, "data.split", "[0.5, 0.5]"),
     ({"optimizer": {"name": "lbfgs"}, "transforms": [{"name": "l1", "weight": 0.1}]}, "transforms", "lbfgs"),
     ({"model": {"hidden": [8], "activation": ["relu", "tanh"]}}, "model", "['relu', 'tanh']"),
+    ({"loss": {"name": "bce"}, "data": {"name": "spirals", "classes": 3}}, "loss.name", "'bce'"),
+    ({"loss": {"name": "mse"}, "data": {"name": "moons"}}, "loss.name", "'mse'"),
+    ({"loss": {"name": "cross_entropy"}, "data": {"name": "line"}}, "loss.name", "'cross_entropy'"),
     ({"train": {"device": "gpu"}}, "train.device", "'gpu'"),
     ({"train": {"device": "cuda:999"}}, "train.device", "'cuda:999'"),
 ])

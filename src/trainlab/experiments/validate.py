@@ -139,6 +139,19 @@ def _check_model(cfg: Config, train, problems: list[str]) -> None:
     from trainlab.experiments.runner import build_model
 
     kwargs = dict(cfg.model.kwargs)
+    loss = cfg.loss.name
+    if loss in ("cross_entropy", "bce") and not train.is_classification:
+        problems.append(f"loss.name={loss!r}: {cfg.data.name!r} is a regression set (float targets); "
+                        "use mse, or leave loss.name unset")
+        return
+    if loss == "bce" and (train.classes or 2) > 2:
+        problems.append(f"loss.name='bce': binary cross-entropy is for two classes and {cfg.data.name!r} has "
+                        f"{train.classes}; use cross_entropy, or leave loss.name unset")
+        return
+    if loss == "mse" and train.is_classification:
+        problems.append(f"loss.name='mse': {cfg.data.name!r} has class labels and mse needs float targets; use "
+                        "cross_entropy (or bce for two classes), or leave loss.name unset")
+        return
     try:
         with torch.device("meta"):  # shapes and constructor checks without allocating the weights
             model = build_model(cfg, train)
