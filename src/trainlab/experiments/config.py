@@ -516,7 +516,7 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...], *, dropp
         for i, part in enumerate(parts):
             here = ".".join(map(str, parts[:i + 1]))
             last = i == len(parts) - 1
-            if isinstance(node, list):
+            if isinstance(node, list):  # (a dict or a list: checked below before descending further)
                 if not part.isdigit() or int(part) > len(node):
                     raise ConfigError(f"{where}: {'.'.join(map(str, parts[:i])) or '(top level)'} is a list of "
                                       f"{len(node)}; use an index 0..{len(node)} ({len(node)} appends), got {short(part)}")
@@ -537,13 +537,7 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...], *, dropp
                 if node.get(part) is None:
                     node[part] = [] if parts[i + 1].isdigit() else {}
                 node = node[part]
-            else:
-                above = ".".join(map(str, parts[:i]))
-                raise ConfigError(f"{where}: {above} is {short(node)}, a single value without fields; "
-                                  f"set {above}=VALUE itself")
-            if not isinstance(node, (dict, list)):
-                if not (i + 1 < len(parts)):
-                    break
+            if not isinstance(node, (dict, list)):  # more path to go, but this is a single value
                 raise ConfigError(f"{where}: {here} is {short(node)}, a single value without fields; "
                                   f"set {here}=VALUE itself")
     return data
