@@ -861,12 +861,11 @@ def cli_sweep(args) -> int:
     from trainlab.experiments.batched import keep_freed_memory
     from trainlab.experiments.executor import LocalExecutor, RunSpec, plan_tasks
 
-    from trainlab.cli import report_dropped
-
     try:
         dropped: list[str] = []
         plan = load_sweep(args.config, list(args.set or []), dropped=dropped)
-        report_dropped("sweep", dropped)
+        for line in dropped:  # a technique switch in --set: say what it dropped
+            print(f"trainlab sweep: note: {line}", file=sys.stderr)
     except ConfigError as err:
         print(f"trainlab sweep: {err}", file=sys.stderr)
         return 2
