@@ -44,12 +44,21 @@ RUN_SHORTCUTS = {
 }
 
 
+def _shortcut_value(flag: str, value) -> str:
+    """The YAML text a shortcut flag stands for (``--hidden 32,32`` is the list ``[32, 32]``)."""
+    if flag == "hidden":
+        text = str(value).strip()
+        if text and not text.startswith("[") and all(p.strip().isdigit() for p in text.split(",")):
+            return "[" + text + "]"
+    return str(value)
+
+
 def _shortcut_overrides(args) -> list[str]:
     out = []
     for flag, path in RUN_SHORTCUTS.items():
         value = getattr(args, flag, None)
         if value is not None:
-            out.append(f"{path}={value}")
+            out.append(f"{path}={_shortcut_value(flag, value)}")
     return out
 
 
@@ -60,6 +69,12 @@ def _quickstart_name(data: dict) -> dict:
     if data.get("name") == QUICKSTART["name"] and isinstance(dataset, str):
         data = {**data, "name": f"quickstart-{dataset}"}
     return data
+
+
+def report_dropped(command: str, dropped: list[str]) -> None:
+    """Say on stderr which arguments a technique switch dropped (nothing is dropped silently)."""
+    for line in dropped:
+        print(f"trainlab {command}: note: {line}", file=sys.stderr)
 
 
 def cmd_run(args) -> int:
@@ -76,7 +91,9 @@ def cmd_run(args) -> int:
             cfg = None
             if args.config or overrides:
                 base = load_yaml(args.config) if args.config else load_yaml(Path(args.resume) / "config.yaml")
-                cfg = parse_config(apply_overrides(base, overrides))
+                dropped: list[str] = []
+                cfg = parse_config(apply_overrides(base, overrides, dropped=dropped))
+                report_dropped("run", dropped)
             set_threads(args.threads, cfg or _saved_config(args.resume))
             result = resume_run(args.resume, cfg, verbose=not args.quiet,
                                 store=False if args.no_store else (args.store or True))
@@ -93,7 +110,9 @@ def cmd_run(args) -> int:
         return 0
     try:
         data = load_yaml(args.config) if args.config else dict(QUICKSTART)
-        data = apply_overrides(data, overrides)
+        dropped = []
+        data = apply_overrides(data, overrides, dropped=dropped)
+        report_dropped("run", dropped)
         if not args.config:
             data = _quickstart_name(data)
         cfg = parse_config(data)
@@ -191,20 +210,43 @@ def set_threads(requested: int | None, cfg=None) -> None:
         torch.set_num_threads(n)
 
 
-def cmd_list(args) -> int:
+def _list_tables() -> dict:
     from trainlab.experiments import catalog
     from trainlab.nn import models
 
-    tables = {
+    return {
         "datasets": catalog.DATASETS, "models": catalog.MODELS, "optimizers": catalog.OPTIMIZERS,
         "transforms": catalog.TRANSFORMS, "schedules": catalog.SCHEDULES,
         "weight-inits": catalog.WEIGHT_INITS, "bias-inits": catalog.BIAS_INITS,
         "callbacks": catalog.CALLBACKS, "augmentations": catalog.AUGMENTATIONS,
         "activations": models.ACTIVATIONS, "norms": models.NORMS, "dropouts": models.DROPOUTS,
     }
-    wanted = [args.what] if args.what else list(tables)
-    for name in wanted:
-        print(f"{name}: {', '.join(sorted(tables[name])) or '(none)'}")
+
+
+def cmd_list(args) -> int:
+    from trainlab.experiments.catalog import describe
+
+    tables = _list_tables()
+    if args.what is None:
+        for name, table in tables.items():
+            print(f"{name}: {', '.join(sorted(table)) or '(none)'}")
+        print("'trainlab list NAME' (a table or a technique) shows the arguments and defaults")
+        return 0
+    if args.what in tables:
+        entries = sorted(tables[args.what].items())
+        width = max((len(k) for k, _ in entries), default=0)
+        print(f"{args.what}:")
+        for key, fn in entries:
+            print(f"  {key:<{width}}  {describe(fn, args.what)}")
+        return 0
+    found = [(table, fn) for table, entries in tables.items() for key, fn in entries.items() if key == args.what]
+    if not found:
+        names = sorted(tables)
+        print(f"trainlab list: {args.what!r} is neither a table ({', '.join(names)}) nor a name in one; "
+              "run 'trainlab list' for every name", file=sys.stderr)
+        return 2
+    for table, fn in found:
+        print(f"{args.what} ({table}): {describe(fn, table)}")
     return 0
 
 
@@ -285,11 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "CONFIG or --set that changes it is refused with the differences)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("list", help="list the names configs accept (datasets, optimizers, ...)",
-                       description="List the allow-listed names each config field accepts.")
-    p.add_argument("what", nargs="?", choices=["datasets", "models", "optimizers", "transforms", "schedules",
-                                               "weight-inits", "bias-inits", "callbacks", "augmentations",
-                                               "activations", "norms", "dropouts"])
+    p = sub.add_parser("list", help="list the names configs accept (datasets, optimizers, ...) and their arguments",
+                       description="List the allow-listed names each config field accepts; with NAME, the "
+                                   "arguments and defaults of a table's techniques or of one technique.")
+    p.add_argument("what", nargs="?", metavar="NAME",
+                   help="a table (datasets, models, optimizers, transforms, schedules, weight-inits, bias-inits, "
+                        "callbacks, augmentations, activations, norms, dropouts): its names with their arguments "
+                        "and defaults; or one name, e.g. adam")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser(

@@ -52,10 +52,11 @@ def test_grid_crosses_every_list_and_repeats_seeds():
 
 
 def test_fields_that_hold_lists_sweep_only_with_lists_of_lists():
-    plan = expand_sweep(sweep(model={"hidden": [[8], [8, 8], [16, 8, 4]], "activation": [["relu", "tanh"]]},
+    # (two hidden layers each: a per-layer activation list must match the depth, checked at config time)
+    plan = expand_sweep(sweep(model={"hidden": [[8, 8], [16, 8], [32, 16]], "activation": [["relu", "tanh"]]},
                               data={"name": "moons", "split": [[0.7, 0.3], [0.8, 0.2]]}))
     assert len(plan.points) == 6
-    assert {tuple(p.config.model.kwargs["hidden"]) for p in plan.points} == {(8,), (8, 8), (16, 8, 4)}
+    assert {tuple(p.config.model.kwargs["hidden"]) for p in plan.points} == {(8, 8), (16, 8), (32, 16)}
     assert all(p.config.model.kwargs["activation"] == ["relu", "tanh"] for p in plan.points)  # one per layer
     plan = expand_sweep(sweep(model={"hidden": [8], "activation": ["relu", "tanh"]},
                               optimizer={"name": "adam", "betas": [0.8, 0.9]}))

@@ -256,3 +256,31 @@ def build_augment(specs: list[tuple[str, dict]]):
     if not specs:
         return None
     return augment.Compose([AUGMENTATIONS[name](**kwargs) for name, kwargs in specs])
+
+
+# arguments the runner supplies itself, per `trainlab list` table (not written in configs)
+SUPPLIED = {"datasets": ("seed",), "models": ("in_features", "out_features", "in_shape", "classes"),
+            "optimizers": ("params",), "weight-inits": ("tensor", "generator"),
+            "bias-inits": ("bias", "context"), "norms": ("width",), "activations": ("width",)}
+
+
+def describe(fn, table: str = "") -> str:
+    """``arg=default, arg (required), ...`` of one technique: what ``trainlab list NAME`` prints."""
+    import inspect
+
+    target = fn.__init__ if inspect.isclass(fn) else fn
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):
+        return "(arguments not introspectable)"
+    parts = []
+    for p in sig.parameters.values():
+        if p.name == "self" or p.name in SUPPLIED.get(table, ()) or p.kind is p.VAR_POSITIONAL:
+            continue
+        if p.kind is p.VAR_KEYWORD:
+            parts.append(f"**{p.name}")
+        elif p.default is p.empty:
+            parts.append(f"{p.name} (required)")
+        else:
+            parts.append(f"{p.name}={p.default!r}")
+    return ", ".join(parts) or "(no arguments)"

@@ -22,18 +22,25 @@ Unknown keys are rejected everywhere.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
+import math
+import typing
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PydanticSchemaGenerationError, TypeAdapter, ValidationError,
+                      field_validator, model_validator)
 
-from trainlab.experiments import catalog
+from trainlab.experiments import catalog, yamlio
+from trainlab.experiments.yamlio import short
+
+MAX_ERRORS = 8  # problems listed in one message; the rest are counted
 
 
 class ConfigError(ValueError):
-    """A config is invalid; the message lists each bad field by its dotted path and how to fix it."""
+    """A config is invalid; the message (one line) names each bad field by its dotted path and how to fix it."""
 
 
 def _signature_params(fn) -> tuple[list[str], bool]:
@@ -58,8 +65,82 @@ def check_kwargs(fn, kwargs: dict, fixed: tuple[str, ...] = (), what: str = "") 
         raise ValueError(f"@{bad[0]}@not an argument of {what}; allowed: {', '.join(allowed) or '(none)'}")
 
 
+@functools.cache
+def _param_adapters(fn) -> dict[str, tuple[TypeAdapter, str]]:
+    """The annotated arguments of ``fn`` (a class means its ``__init__``) as pydantic validators.
+
+    Annotations that pydantic cannot check (a ``torch.dtype``, a ``Schedule`` object) are left to
+    the constructor's own checks, which :mod:`trainlab.experiments.validate` runs on dummies.
+    """
+    target = fn.__init__ if inspect.isclass(fn) else fn
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # an annotation that does not resolve: check each one that does
+        hints = {}
+        namespace = getattr(inspect.getmodule(target), "__dict__", {})
+        for name, ann in getattr(target, "__annotations__", {}).items():
+            try:
+                hints[name] = eval(ann, namespace) if isinstance(ann, str) else ann  # noqa: S307 (our own source)
+            except Exception:
+                continue
+    out = {}
+    for name, ann in hints.items():
+        if name == "return":
+            continue
+        try:
+            out[name] = (TypeAdapter(ann), _type_text(ann))
+        except (PydanticSchemaGenerationError, TypeError, NameError):
+            continue
+    return out
+
+
+def _type_text(ann) -> str:
+    text = getattr(ann, "__name__", None) if not typing.get_args(ann) else None
+    return text or str(ann).replace("typing.", "").replace("collections.abc.", "")
+
+
+def coerce_kwargs(fn, kwargs: dict, what: str = "") -> dict:
+    """``kwargs`` checked against ``fn``'s annotations and converted (``1e3`` → 1000 for an ``int``).
+
+    Raises ``ValueError`` (``@key@``-prefixed, for the field path) naming the value and the type
+    the argument takes. A YAML ``true`` is never taken for a number.
+    """
+    adapters = _param_adapters(fn)
+    out = dict(kwargs)
+    for key, value in kwargs.items():
+        if key not in adapters:
+            continue
+        adapter, text = adapters[key]
+        try:
+            out[key] = adapter.validate_python(value, strict=True if isinstance(value, bool) else None)
+        except ValidationError as err:
+            e = err.errors()[0]
+            inner = ".".join(str(p) for p in e["loc"] if not isinstance(p, str) or not p.startswith("function"))
+            where = f"{key}.{inner}" if inner and all(str(p).isdigit() for p in e["loc"]) else key
+            raise ValueError(f"@{where}@{e['msg']} (got {short(value)}); {what} takes {key}: {text}") from None
+        if isinstance(out[key], float) and math.isnan(out[key]):
+            raise ValueError(f"@{key}@nan is not a value {what} can use; give a number")
+    return out
+
+
+def _admits_bool(ann) -> bool:
+    return ann is bool or ann is Any or any(_admits_bool(a) for a in typing.get_args(ann))
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bools_for_numbers(cls, data):
+        # pydantic's lax mode reads true as 1; in a config `epochs: yes` is a slip, not a number
+        if isinstance(data, dict):
+            for key, value in data.items():
+                field = cls.model_fields.get(key) if isinstance(key, str) else None
+                if isinstance(value, bool) and field is not None and not _admits_bool(field.annotation):
+                    raise ValueError(f"@{key}@expected {_type_text(field.annotation)}, got {value} "
+                                     "(true/false/yes/no are booleans in YAML)")
+        return data
 
 
 class Spec(BaseModel):
@@ -78,8 +159,9 @@ class Spec(BaseModel):
     def _check_name_and_args(self):
         options = getattr(catalog, self.table)
         if self.name not in options:
-            raise ValueError(f"unknown name {self.name!r}; allowed: {', '.join(sorted(options)) or '(none yet)'}")
+            raise ValueError(f"unknown name {short(self.name)}; allowed: {', '.join(sorted(options)) or '(none yet)'}")
         check_kwargs(options[self.name], self.kwargs, self.fixed, what=repr(self.name))
+        self.__pydantic_extra__.update(coerce_kwargs(options[self.name], self.kwargs, what=repr(self.name)))
         return self
 
 
@@ -104,9 +186,11 @@ class ModelSpec(Section):
     @model_validator(mode="after")
     def _check(self):
         if self.kind not in catalog.MODELS:
-            raise ValueError(f"unknown model kind {self.kind!r}; allowed: {', '.join(sorted(catalog.MODELS))}")
+            raise ValueError(f"unknown model kind {short(self.kind)}; allowed: {', '.join(sorted(catalog.MODELS))}")
         check_kwargs(catalog.MODELS[self.kind], self.kwargs,
                      ("in_features", "out_features", "in_shape", "classes"), what=f"model kind {self.kind!r}")
+        self.__pydantic_extra__.update(coerce_kwargs(catalog.MODELS[self.kind], self.kwargs,
+                                                     what=f"model kind {self.kind!r}"))
         return self
 
 
@@ -126,7 +210,7 @@ class InitSpec(Section):
         for field, table in (("weight", catalog.WEIGHT_INITS), ("bias", catalog.BIAS_INITS)):
             value = getattr(self, field)
             if value is not None and value not in table:
-                raise ValueError(f"{field}: unknown initializer {value!r}; "
+                raise ValueError(f"@{field}@unknown initializer {short(value)}; "
                                  f"allowed: {', '.join(sorted(table)) or '(none yet)'}")
         return self
 
@@ -160,7 +244,7 @@ class AugmentSpec(Spec):
 
 
 class TrainSpec(Section):
-    epochs: int = Field(default=20, ge=0)
+    epochs: int = Field(default=20, ge=1)
     batch_size: int | Literal["full"] = Field(
         default=32, description="1 = stochastic GD, k = mini-batch GD, 'full' = batch GD")
     shuffle: bool = True
@@ -195,7 +279,7 @@ class DiagnosticsSpec(Section):
         from trainlab.diagnostics.verdicts import threshold_names
         bad = sorted(set(v) - set(threshold_names()))
         if bad:
-            raise ValueError(f"unknown threshold {bad[0]!r}; allowed: {', '.join(threshold_names())}")
+            raise ValueError(f"unknown threshold {short(bad[0])}; allowed: {', '.join(threshold_names())}")
         return v
 
 
@@ -261,8 +345,15 @@ class Config(Section):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+def join_problems(problems: list[str], title: str = "invalid config") -> str:
+    """One line: ``title: a: ... | b: ...``, at most :data:`MAX_ERRORS` problems (then a count)."""
+    shown = [yamlio.clip(p, 600) for p in problems[:MAX_ERRORS]]
+    more = f" | and {len(problems) - MAX_ERRORS} more" if len(problems) > MAX_ERRORS else ""
+    return f"{title}: " + " | ".join(shown) + more
+
+
 def _format_errors(err: ValidationError) -> str:
-    lines = []
+    problems = []
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
         msg = e["msg"].removeprefix("Value error, ")
@@ -271,35 +362,57 @@ def _format_errors(err: ValidationError) -> str:
             path = f"{path}.{key}" if path else key
         if e["type"] == "extra_forbidden":
             msg = "unknown field; remove it or check its spelling"
-        if e["type"] == "literal_error" or e["type"].endswith("_parsing") or e["type"].endswith("_type"):
-            msg += f" (got {e.get('input')!r})"
-        lines.append(f"  {path or '(top level)'}: {msg}")
-    return "invalid config:\n" + "\n".join(lines)
+        if (e["type"] in ("literal_error", "greater_than_equal", "greater_than", "less_than_equal", "less_than")
+                or e["type"].endswith("_parsing") or e["type"].endswith("_type")
+                or e["type"].endswith("fractional_part")):
+            msg += f" (got {short(e.get('input'))})"
+        problems.append(f"{path or '(top level)'}: {' '.join(msg.split())}")
+    return join_problems(problems)
 
 
 def parse_config(data: dict | Config | None = None) -> Config:
-    """Validate a dict (e.g. loaded YAML) into a :class:`Config`; ``None`` gives the defaults."""
+    """Validate a dict (e.g. loaded YAML) into a :class:`Config`; ``None`` gives the defaults.
+
+    Beyond the schema, every technique is built on a tiny dummy (the optimizer on one parameter,
+    the model on the meta device, the data generator on a few samples) so that its constructor's
+    own checks run now, and sizes that would not fit in memory are refused (see
+    :func:`trainlab.experiments.validate.check_config`): nothing has been created when this fails.
+    """
     if isinstance(data, Config):
         return data
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__} {short(data)}")
     try:
-        return Config.model_validate(data)
+        yamlio.check_expansion(data)
+    except yamlio.YamlError as err:
+        raise ConfigError(str(err)) from None
+    try:
+        cfg = Config.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_errors(err)) from None
+    from trainlab.experiments.validate import check_config
+    check_config(cfg)
+    return cfg
 
 
 def load_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+    """A config file as a dict (YAML 1.2 numbers, no duplicate keys, bounded aliases; see :mod:`yamlio`).
+
+    An empty file is an error: a config that says nothing is more likely a wrong path than intended.
+    """
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
-    return data or {}
+        data = yamlio.load_file(path)
+    except yamlio.YamlError as err:
+        raise ConfigError(str(err)) from None
+    if data is None:
+        raise ConfigError(f"config file {path} is empty; write at least one section (e.g. 'optimizer: "
+                          "{name: adam}'), or run without a file for the quickstart")
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must be a mapping of sections (name:, data:, model:, ...), "
+                          f"got {type(data).__name__} {short(data)}")
+    return data
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -307,43 +420,124 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     return parse_config(apply_overrides(load_yaml(path), overrides))
 
 
-def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+def parse_value(raw: str, where: str = "--set") -> Any:
+    """A ``--set`` value: YAML with the config-file rules; text that is not YAML stays a string."""
+    try:
+        value = yaml.load(raw, Loader=yamlio.ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.constructor.ConstructorError as err:  # a duplicate key: a rule, not a syntax slip
+        raise ConfigError(f"{where}: {' '.join(str(err.problem).split())}") from None
+    except (yaml.YAMLError, RecursionError):
+        return raw
+    try:
+        yamlio.check_expansion(value, where)
+    except yamlio.YamlError as err:
+        raise ConfigError(str(err)) from None
+    return value
+
+
+def _technique_table(parents: tuple, key: str):
+    """``(table, fixed arguments, keys the section itself owns)`` when ``parents + (key,)`` picks a
+    technique (``optimizer.name``, ``callbacks.0.name``, ``model.kind``, ``schedule.then.name``);
+    else ``None``: the top-level ``name`` is a label and picks nothing."""
+    if not parents:
+        return None
+    head = parents[0]
+    if key == "kind":
+        return (catalog.MODELS, ("in_features", "out_features", "in_shape", "classes"), ("kind",)) \
+            if parents == ("model",) else None
+    if key != "name":
+        return None
+    if parents == ("data",):
+        return catalog.DATASETS, ("seed",), ("name", "split")
+    if parents == ("optimizer",):
+        return catalog.OPTIMIZERS, ("params",), ("name",)
+    if head == "schedule" and (len(parents) == 1 or parents[-1] == "then" or parents[-2:-1] == ("schedules",)):
+        return catalog.SCHEDULES, ("optimizer",), ("name",)
+    tables = {"transforms": catalog.TRANSFORMS, "callbacks": catalog.CALLBACKS, "augment": catalog.AUGMENTATIONS}
+    if len(parents) == 2 and head in tables and isinstance(parents[1], int):
+        return tables[head], (), ("name",)
+    return None
+
+
+def _switch_technique(node: dict, parents: tuple, key: str, value, dropped: list | None) -> None:
+    """Setting a technique keeps the arguments the new one accepts and drops (and reports) the rest."""
+    found = _technique_table(parents, key)
+    old = node.get(key)
+    if found is None or old is None or old == value:
+        return
+    table, fixed, own = found
+    names = [value] if isinstance(value, str) else value if isinstance(value, list) else None
+    if not names or not all(isinstance(n, str) and n in table for n in names):
+        return  # an unknown name: validation names it; nothing to decide here
+    accepted = None
+    for n in names:
+        params, var_kw = _signature_params(table[n])
+        if not var_kw:
+            ok = {p for p in params if p not in fixed}
+            accepted = ok if accepted is None else accepted & ok
+    if accepted is None:
+        return
+    gone = [k for k in node if k not in own and k not in accepted]
+    for k in gone:
+        del node[k]
+    if gone and dropped is not None:
+        where = ".".join(map(str, parents))
+        kept = [k for k in node if k not in own]
+        dropped.append(f"{where}.{key}={short(value)} dropped {', '.join(f'{where}.{k}' for k in gone)} "
+                       f"(not accepted by {' / '.join(map(repr, names))})"
+                       + (f"; kept {', '.join(kept)}" if kept else ""))
+
+
+def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...], *, dropped: list | None = None) -> dict:
     """Set dotted paths: ``optimizer.lr=0.01``, ``model.hidden=[64,32]``, ``callbacks.0.patience=3``.
 
-    Values are parsed as YAML (numbers, lists, null, strings). Setting a section's ``name``
-    (or the model's ``kind``) to a different technique replaces that section's other arguments.
+    Values are parsed as YAML with the config-file rules (:func:`parse_value`). A list index may be
+    at most the list's length (which appends). Setting a technique (``optimizer.name``,
+    ``callbacks.0.name``, ``model.kind``, ...) to another one keeps the arguments the new one
+    accepts and drops the others; each drop is described in ``dropped`` (when a list is given) so
+    the command line can say so. The top-level ``name`` is a label: it changes nothing else.
+    Raises :class:`ConfigError` naming the override. The input is not modified.
     """
     data = copy.deepcopy(data)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key.path=value")
+            raise ConfigError(f"override {short(item)} must look like key.path=value")
         key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
-        parts = key.strip().split(".")
+        key = key.strip()
+        where = f"--set {yamlio.clip(key, 60)}"
+        if len(raw) > yamlio.MAX_STRING or len(key) > 1000:
+            raise ConfigError(f"{where}: a value of {len(raw):,} characters; a --set value is at most "
+                              f"{yamlio.MAX_STRING:,} (put large values in the config file)")
+        value = parse_value(raw, where)
+        parts: list = key.split(".")
+        if not all(parts) or len(parts) > yamlio.MAX_DEPTH:
+            raise ConfigError(f"{where}: a path is names joined by dots, e.g. optimizer.lr or callbacks.0.patience")
         node: Any = data
-        for i, part in enumerate(parts[:-1]):
-            nxt = parts[i + 1]
-            if isinstance(node, list):
-                idx = int(part)
-                while len(node) <= idx:
-                    node.append({})
+        for i, part in enumerate(parts):
+            here = ".".join(map(str, parts[:i + 1]))
+            last = i == len(parts) - 1
+            if isinstance(node, list):  # (a dict or a list: checked below before descending further)
+                if not part.isdigit() or int(part) > len(node):
+                    raise ConfigError(f"{where}: {'.'.join(map(str, parts[:i])) or '(top level)'} is a list of "
+                                      f"{len(node)}; use an index 0..{len(node)} ({len(node)} appends), got {short(part)}")
+                idx = parts[i] = int(part)
+                if idx == len(node):
+                    node.append(None if last else {})
+                if last:
+                    node[idx] = value
+                    break
+                if node[idx] is None:
+                    node[idx] = [] if parts[i + 1].isdigit() else {}
                 node = node[idx]
-                continue
-            if node.get(part) is None:
-                node[part] = [] if nxt.isdigit() else {}
-            node = node[part]
-        last = parts[-1]
-        if isinstance(node, list):
-            idx = int(last)
-            while len(node) <= idx:
-                node.append({})
-            node[idx] = value
-        else:
-            if last in ("name", "kind") and node.get(last) not in (None, value):
-                for k in [k for k in node if k not in ("name", "kind", "split")]:
-                    del node[k]
-            node[last] = value
+            elif isinstance(node, dict):
+                if last:
+                    _switch_technique(node, tuple(parts[:i]), part, value, dropped)
+                    node[part] = value
+                    break
+                if node.get(part) is None:
+                    node[part] = [] if parts[i + 1].isdigit() else {}
+                node = node[part]
+            if not isinstance(node, (dict, list)):  # more path to go, but this is a single value
+                raise ConfigError(f"{where}: {here} is {short(node)}, a single value without fields; "
+                                  f"set {here}=VALUE itself")
     return data

@@ -42,7 +42,7 @@ def member_configs(cfg: Config) -> list[Config]:
         try:
             out.append(parse_config(data))
         except ConfigError as err:
-            problems = "; ".join(line.strip() for line in str(err).splitlines()[1:])
+            problems = str(err).removeprefix("invalid config: ")
             raise ConfigError(f"@ensemble.overrides.{i}@member {i + 1} is invalid: {problems}") from None
     return out
 

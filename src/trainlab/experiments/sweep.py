@@ -399,15 +399,16 @@ def _resolve(template: dict, spec: SweepSpec, rng: random.Random, resolved: froz
     return out
 
 
-def expand_sweep(data: dict, overrides: Sequence[str] = ()) -> SweepPlan:
+def expand_sweep(data: dict, overrides: Sequence[str] = (), *, dropped: list | None = None) -> SweepPlan:
     """Expand a sweep file (a dict, e.g. loaded YAML) into validated, deduplicated points.
 
     ``overrides`` are ``path=value`` strings applied first (as ``trainlab sweep --set``); a list
-    value there adds a sweep, e.g. ``optimizer.lr=[0.01,0.1]``.
+    value there adds a sweep, e.g. ``optimizer.lr=[0.01,0.1]``. Arguments a technique switch drops
+    are described in ``dropped`` (see :func:`~trainlab.experiments.config.apply_overrides`).
     """
     if not isinstance(data, dict):
         raise SweepError(f"a sweep file must be a mapping of sections, got {type(data).__name__}")
-    data = apply_overrides(data, list(overrides))
+    data = apply_overrides(data, list(overrides), dropped=dropped)
     raw_spec = data.pop("sweep", None) or {}
     if not isinstance(raw_spec, dict):
         raise SweepError(f"sweep: must be a mapping (method, samples, seeds, ...), got {raw_spec!r}")
@@ -473,9 +474,9 @@ def expand_sweep(data: dict, overrides: Sequence[str] = ()) -> SweepPlan:
     return SweepPlan(sweep_id, name, spec, template, points, fields, dupes)
 
 
-def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepPlan:
+def load_sweep(path: str | Path, overrides: Sequence[str] = (), *, dropped: list | None = None) -> SweepPlan:
     """Read a YAML sweep file, apply ``path=value`` overrides, expand and validate it."""
-    return expand_sweep(load_yaml(path), overrides)
+    return expand_sweep(load_yaml(path), overrides, dropped=dropped)
 
 
 def _slug(name: str) -> str:
@@ -956,7 +957,10 @@ def cli_sweep(args) -> int:
     from trainlab.experiments.executor import LocalExecutor, RunSpec, plan_tasks
 
     try:
-        plan = load_sweep(args.config, list(args.set or []))
+        dropped: list[str] = []
+        plan = load_sweep(args.config, list(args.set or []), dropped=dropped)
+        for line in dropped:  # a technique switch in --set: say what it dropped
+            print(f"trainlab sweep: note: {line}", file=sys.stderr)
     except ConfigError as err:
         print(f"trainlab sweep: {err}", file=sys.stderr)
         return 2
