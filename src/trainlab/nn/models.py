@@ -164,7 +164,7 @@ class Block(nn.Sequential):
         width = out_features * getattr(act, "pieces", 1)
         self.add_module("linear", DROPOUTS[kind](in_features, width, bias, p=float(p)) if connect
                         else nn.Linear(in_features, width, bias=bias))
-        if norm:
+        if norm is not None:  # "" or False is a wrong name, not "no norm"
             if norm not in NORMS:
                 raise ValueError(f"unknown norm {norm!r}; choose one of {sorted(NORMS)} or null")
             if norm in LINEAR_REPARAMETRIZATIONS:
