@@ -247,3 +247,9 @@ def test_checks_leave_the_global_rng_alone():
     parse_config({"data": {"name": "spirals", "n_samples": 100}, "model": {"hidden": [16, 16]},
                   "init": {"weight": "he_normal"}, "transforms": [{"name": "noise", "eta": 0.1}]})
     assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("split", [[float("nan"), 0.3], [0.7, float("nan")], [float("nan")], [float("inf"), -1.0]])
+def test_a_split_with_nan_or_inf_fractions_is_refused(split):
+    with pytest.raises(ConfigError, match="data.split"):
+        parse_config({"data": {"name": "moons", "n_samples": 200, "split": split}})

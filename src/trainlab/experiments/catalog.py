@@ -27,6 +27,8 @@ DATASETS = {
     "csv": files.load_csv,
     "npz": files.load_npz,
 }
+# data sets that come with their own train/validation/test split (``data.split`` does not apply)
+OWN_SPLIT = frozenset({"mnist", "fashion_mnist"})
 
 # model.kind -> builder; the runner supplies the input/output sizes from the data
 MODELS = {

@@ -95,7 +95,11 @@ def _dummy_data(cfg: Config, problems: list[str]):
     spec = cfg.data
     loader = catalog.DATASETS[spec.name]
     kwargs = dict(spec.kwargs)
-    if getattr(loader, "__module__", "") != toy.__name__:
+    if spec.name not in catalog.OWN_SPLIT and getattr(loader, "__module__", "") != toy.__name__:
+        # the user's own files (CSV, NPZ): their shape is known once they are read, their split now
+        _check_split(spec.split, None, problems)
+        return None
+    if spec.name in catalog.OWN_SPLIT:
         # file-backed sets (MNIST): 28×28 images, ten classes; the loader checks its own files
         flat = kwargs.get("flatten", True)
         x = torch.zeros((10, 784) if flat else (10, 1, 28, 28))
@@ -122,17 +126,22 @@ def _dummy_data(cfg: Config, problems: list[str]):
             problems.append(f"data.{size_arg}={n:,}: {n:.3g} samples of {per_sample} numbers need about {_gib(need)} "
                             f"to generate; this machine has {_gib(memory_bytes())}; use fewer samples")
             return None
-    fractions = spec.split if spec.split is not None else [0.7, 0.3]
+    _check_split(spec.split, n, problems)
+    return tiny
+
+
+def _check_split(split, n: int | None, problems: list[str]) -> None:
+    """``data.split``: one part [1.0], or 2–3 positive fractions summing to 1 that leave no part of ``n`` empty."""
+    fractions = split if split is not None else [0.7, 0.3]
     if len(fractions) == 1:
-        if abs(fractions[0] - 1.0) > 1e-9:
+        if not abs(fractions[0] - 1.0) <= 1e-9:  # written so that NaN fails too
             problems.append(f"data.split={short(fractions)}: one part must be [1.0] (train on everything)")
-    elif any(f <= 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+    elif len(fractions) > 3 or not all(f > 0 for f in fractions) or not abs(sum(fractions) - 1.0) <= 1e-6:  # NaN fails
         problems.append(f"data.split={short(fractions)}: give 2 or 3 positive fractions summing to 1, e.g. [0.7, 0.3]")
     elif isinstance(n, int):
         sizes = [int(round(f * n)) for f in fractions[:-1]]
         if any(s <= 0 for s in sizes + [n - sum(sizes)]):
             problems.append(f"data.split={short(fractions)}: {n} samples leave an empty part; use more samples")
-    return tiny
 
 
 def _check_model(cfg: Config, train, problems: list[str]) -> None:
@@ -206,12 +215,8 @@ def _check_optimization(cfg: Config, problems: list[str]) -> None:
 def _check_callbacks(cfg: Config, problems: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="trainlab-check-") as tmp:
         for i, c in enumerate(cfg.callbacks):
-            kwargs = dict(c.kwargs)
-            if c.name in catalog.CALLBACK_PATHS:  # a path is checked where the run folder is known
-                arg, default = catalog.CALLBACK_PATHS[c.name]
-                kwargs[arg] = Path(tmp) / default
-            try:
-                catalog.build_callback(c.name, kwargs, run_dir=tmp)
+            try:  # file paths are taken inside the stand-in run folder, and refused if they leave it
+                catalog.build_callback(c.name, dict(c.kwargs), run_dir=tmp)
             except _CHECKED as err:
                 problems.append(_blame(f"callbacks.{i}", c.kwargs, err))
     for i, a in enumerate(cfg.augment):
