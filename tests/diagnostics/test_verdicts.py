@@ -176,7 +176,7 @@ def test_diverging_ranks_first_and_absorbs_the_gradient_growth_it_causes():
     assert "exploding_gradients" not in d.kinds() and "exploding_gradients" in d.primary.evidence
     assert "underfitting" not in d.kinds()
     # a run stopped on NaN: diverging at the epoch it stopped in
-    d = diagnose(dict(loss=[0.7, 0.6]), stopped={"epoch": 2, "step": 4, "value": "nan"})
+    d = diagnose(dict(loss=[0.7, 0.6]), stopped={"epoch": 3, "step": 5, "value": "nan"})
     assert d.primary.kind == "diverging" and d.primary.epoch == 3 and "step 5 of epoch 3" in d.primary.message
 
 

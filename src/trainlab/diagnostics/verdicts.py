@@ -597,9 +597,9 @@ def optimizer_verdicts(history, diagnostics=None, *, start_loss: float | None = 
                "or use an adaptive optimizer (Adam) with its default rate.")
     bad = next((e for e, x in enumerate(loss) if not math.isfinite(x)), None)
     if stopped is not None or bad is not None:
-        e = stopped["epoch"] + 1 if stopped is not None else bad + 1
+        e = int(stopped["epoch"]) if stopped is not None else bad + 1
         value = stopped["value"] if stopped is not None else loss[bad]
-        where = (f" at step {stopped['step'] + 1} of epoch {e}; the run stopped there" if stopped is not None
+        where = (f" at step {stopped['step']} of epoch {e}; the run stopped there" if stopped is not None
                  else "")
         out.append(Verdict("diverging", e,
                            f"Diverging {_when(e)}: the training loss became {value}{where} (it started at "
@@ -807,7 +807,9 @@ def diagnose(history=None, diagnostics=None, *, baseline_loss: float | None = No
         chance_accuracy: a trivial predictor's accuracy (the largest class frequency), for memorization.
         n_val: the validation set's size (standard error of the validation accuracy).
         epochs_planned: the epochs the run was configured for (fewer ran: it was stopped early).
-        stopped: ``{"epoch", "step", "value"}`` (0-based) when the run stopped on a non-finite loss.
+        stopped: ``{"epoch", "step", "value"}`` when the run stopped on a non-finite loss: the epoch
+            and the step within it count from 1, as everywhere a user reads them (the message,
+            stderr, ``verdicts.json``).
         start_loss: the loss at initialization (default: the recorder's record before training).
         val_loss_se: the validation loss's standard error when the recorder did not measure it.
         thresholds: any keyword in :func:`threshold_names`.
@@ -894,7 +896,9 @@ def diagnose_run(result, loss=None, data=None, *, stopped=None) -> Diagnosis:
             baseline = float(-(p * p.log()).sum())
             chance = float(p.max())
     n_val = len(data.val) if data is not None and data.val is not None else None
-    stop = None if stopped is None else {"epoch": stopped.epoch, "step": stopped.step, "value": str(stopped.value)}
+    # the loop's NonFiniteLossError counts from 0; the diagnosis, like every file and message, from 1
+    stop = (None if stopped is None else
+            {"epoch": stopped.epoch + 1, "step": stopped.step + 1, "value": str(stopped.value)})
     thresholds = dict(cfg.diagnostics.thresholds) if cfg.diagnostics is not None else {}
     return diagnose(result.history, rec, baseline_loss=baseline, chance_accuracy=chance, n_val=n_val,
                     epochs_planned=cfg.train.epochs, stopped=stop, **thresholds)
