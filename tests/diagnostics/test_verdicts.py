@@ -180,6 +180,21 @@ def test_diverging_ranks_first_and_absorbs_the_gradient_growth_it_causes():
     assert d.primary.kind == "diverging" and d.primary.epoch == 3 and "step 5 of epoch 3" in d.primary.message
 
 
+def test_a_nan_stop_diverges_from_where_the_loss_first_blew_up():
+    # SGD at lr 200, full batch: 0.74 -> 474 at epoch 2, NaN in epoch 6; the backward signal's growth
+    # at epoch 2 is the divergence's consequence, not a second cause ranked above it
+    h = dict(loss=[0.74, 473.5, 4e11, 2.7e21, 1e28], val_loss=[489.0, 3.8e11, 3.2e21, 9.3e27, float("nan")])
+    acts = {"a0": {"kind": "relu", "grad_out_norm": 7.2e6}, "a1": {"kind": "relu", "grad_out_norm": 848.0}}
+    recs = [_rec(-1, [0.1, 0.1]), _rec(0, [0.1, 0.1]), _rec(1, [5e3, 3e3], acts)]
+    d = diagnose(h, recs, baseline_loss=math.log(2), stopped={"epoch": 6, "step": 1, "value": "nan"})
+    assert d.primary.kind == "diverging" and d.primary.epoch == 2 and d.primary.evidence["mark"]["epoch"] == 2
+    assert "exploding_gradients" not in d.kinds() and "exploding_gradients" in d.primary.evidence
+    assert "step 1 of epoch 6" in d.primary.message and "474" in d.primary.message
+    # a loss that goes straight to NaN still diverges at the epoch it did
+    d = diagnose(dict(loss=[0.74, 0.7]), stopped={"epoch": 3, "step": 2, "value": "nan"})
+    assert d.primary.epoch == 3
+
+
 def test_learning_rate_verdicts_replace_underfitting():
     rng = random.Random(0)
     high = dict(loss=[0.69] + [0.6 + rng.uniform(-0.2, 0.2) for _ in range(19)],

@@ -596,20 +596,30 @@ def optimizer_verdicts(history, diagnostics=None, *, start_loss: float | None = 
     fix_div = ("Lower the learning rate (by 10× and retry), clip gradients (transforms: clip_global_norm), "
                "or use an adaptive optimizer (Adam) with its default rate.")
     bad = next((e for e, x in enumerate(loss) if not math.isfinite(x)), None)
+    limit = diverge_factor * max(ref, baseline_loss or 0.0) if ref is not None and ref > 0 else None
     if stopped is not None or bad is not None:
         e = int(stopped["epoch"]) if stopped is not None else bad + 1
         value = stopped["value"] if stopped is not None else loss[bad]
         where = (f" at step {stopped['step']} of epoch {e}; the run stopped there" if stopped is not None
                  else "")
-        out.append(Verdict("diverging", e,
-                           f"Diverging {_when(e)}: the training loss became {value}{where} (it started at "
-                           f"{_fmt(ref)}).", fix_div,
+        # the divergence starts where the loss first went far above its start, often epochs before
+        # it overflowed; growth of the gradients from then on is its consequence, not its cause
+        far = next((i for i, x in enumerate(loss[:e - 1]) if limit is not None and math.isfinite(x) and x > limit),
+                   None)
+        if far is not None:
+            msg = (f"Diverging from epoch {far + 1}: the training loss {_fmt(loss[far])} is more than "
+                   f"{diverge_factor:g}× its start ({_fmt(ref)}), and it became {value}{where or f' at epoch {e}'}.")
+            mark = {"series": "loss", "epoch": far + 1, "threshold": limit, "label": f"{diverge_factor:g}× start"}
+            e = far + 1
+        else:
+            msg = f"Diverging {_when(e)}: the training loss became {value}{where} (it started at {_fmt(ref)})."
+            mark = {"series": "loss", "epoch": e, "threshold": None, "label": "loss became non-finite"}
+        out.append(Verdict("diverging", e, msg, fix_div,
                            {"rule": "non-finite loss", "value": value, "start_loss": ref, "stopped": stopped,
-                            "mark": {"series": "loss", "epoch": e, "threshold": None, "label": "loss became non-finite"}}))
+                            "mark": mark}))
         return out
-    if not loss or ref is None or ref <= 0:
+    if not loss or limit is None:
         return out
-    limit = diverge_factor * max(ref, baseline_loss or 0.0)
     far = next((e for e, x in enumerate(loss) if x > limit), None)
     if far is not None and loss[-1] > ref:  # a spike the loss recovers from (below its start) is not divergence
         out.append(Verdict("diverging", far + 1,
