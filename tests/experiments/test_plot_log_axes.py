@@ -42,3 +42,12 @@ def test_layer_series_on_a_log_axis_labels_its_decades_in_plain_numbers(figures,
     texts = _tick_texts(figures[-1])
     assert any(t in ("0.01", "0.1") for t in texts), texts
     assert not any("$" in t or "mathdefault" in t for t in texts), texts
+
+
+def test_the_evidence_figure_of_a_short_run_counts_whole_epochs(figures, tmp_path):
+    records = [{"epoch": e, "loss": 0.7 * 10 ** (5 * e)} for e in range(5)]
+    v = Verdict("diverging", 2, "diverging", "lower it",
+                {"rule": "non-finite loss", "mark": {"series": "loss", "epoch": 2, "threshold": 7.0}})
+    plots.plot_verdict_evidence(records, v, tmp_path / "ev.png")
+    xs = [t.get_text() for t in figures[-1].axes[0].xaxis.get_ticklabels() if t.get_text()]
+    assert xs and all(x.lstrip("−-").isdigit() for x in xs), xs

@@ -734,6 +734,7 @@ def plot_verdict_evidence(records: Sequence[dict], verdict, path: str | Path) ->
         ax.axhline(mark["threshold"], color="#d70", linestyle=":", linewidth=1.4,
                    label=f"{mark.get('label', 'threshold')} ({mark['threshold']:.3g})")
     ax.set_xlabel("epoch")
+    _integer_epochs(ax)
     ax.set_ylabel(base)
     ax.set_title(f"{verdict.kind} ({verdict.severity})", fontsize=10)
     ax.grid(alpha=0.3)
