@@ -211,6 +211,20 @@ def test_learning_rate_verdicts_replace_underfitting():
                               baseline_loss=math.log(2)) == []
 
 
+def test_without_diagnostics_underfitting_does_not_vouch_for_the_optimizer():
+    # SGD at lr 1e-5 with diagnostics off: no update ratios, so lr_too_low cannot be told from a small
+    # model, and "an optimizer that works" would be a claim nothing checked
+    low = dict(loss=[0.743 - 0.0004 * e for e in range(8)], accuracy=[0.14] * 8,
+               val_loss=[0.745 - 0.0004 * e for e in range(8)], val_accuracy=[0.13] * 8)
+    d = diagnose(low, baseline_loss=math.log(2))
+    assert d.kinds() == ["underfitting"]
+    assert "optimizer that works" not in d.primary.message and "not recorded" in d.primary.message
+    assert "learning rate" in d.primary.fix and d.primary.evidence["optimizer_checked"] is False
+    d = diagnose(low, [_rec(e, [0.1, 0.1], ratio=1e-3) for e in range(-1, 8)], baseline_loss=math.log(2))
+    assert d.kinds() == ["underfitting"] and "optimizer that works" in d.primary.message
+    assert d.primary.evidence["optimizer_checked"] is True
+
+
 def test_memorization_with_chance_level_validation():
     h = dict(loss=[2.3, 2.0, 1.5, 1.0, 0.6, 0.3], val_loss=[2.3, 2.4, 2.6, 2.9, 3.3, 3.8],
              accuracy=[0.1, 0.25, 0.45, 0.65, 0.85, 0.95], val_accuracy=[0.1, 0.09, 0.11, 0.1, 0.1, 0.09])

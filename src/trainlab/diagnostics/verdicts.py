@@ -705,8 +705,13 @@ def memorization_verdict(history, *, chance_accuracy: float | None = None, n_val
 
 def underfitting_verdict(history, *, high_error: float = 0.2, high_loss: float = 0.5,
                          baseline_loss: float | None = None, epochs_planned: int | None = None,
-                         z: float = 2.0) -> Verdict | None:
-    """High bias (notes 003): training *and* validation error high at the end of the run."""
+                         recorded: bool = True, min_progress: float = 0.1, z: float = 2.0) -> Verdict | None:
+    """High bias (notes 003): training *and* validation error high at the end of the run.
+
+    ``recorded`` says whether diagnostics (update ratios, gradients) were there to rule out the
+    optimizer; without them the verdict does not claim it works, and a loss that barely moved
+    points the fix at the learning rate too.
+    """
     h = history.history if hasattr(history, "history") else history
     loss, val = _series(h, "loss"), _series(h, "val_loss")
     if not loss:
@@ -749,10 +754,18 @@ def underfitting_verdict(history, *, high_error: float = 0.2, high_loss: float =
     else:
         fix = ("Use a larger model (more layers or units) or better features; the training loss has flattened, so "
                "more epochs of this model will not help.")
-    ev.update({"rule": "high training and validation error", "still_falling": falling, "stopped_early": early})
-    return Verdict("underfitting", n,
-                   f"Underfitting (high bias) at epoch {n}: {what}, with an optimizer that works (loss finite, no "
-                   "gradient or learning-rate problem found).", fix, ev)
+    ev.update({"rule": "high training and validation error", "still_falling": falling, "stopped_early": early,
+               "optimizer_checked": recorded})
+    if recorded:
+        why = "with an optimizer that works (loss finite, no gradient or learning-rate problem found)"
+    else:
+        why = ("with a finite loss; whether the optimizer works is unknown (diagnostics were not recorded: no "
+               "update ratios or gradients)")
+        progress = (loss[0] - sum(loss[-k:]) / k) / max(abs(loss[0]), 1e-300)
+        if progress < min_progress:
+            fix = (f"The training loss fell only {progress:.1%} in {n} epochs, which is also what too low a "
+                   "learning rate looks like: raise it first (or record diagnostics to tell). " + fix)
+    return Verdict("underfitting", n, f"Underfitting (high bias) at epoch {n}: {what}, {why}.", fix, ev)
 
 
 def healthy_verdict(history, diagnostics=None) -> Verdict:
@@ -790,7 +803,7 @@ def _threshold_funcs():
 
 
 _CONTEXT = {"history", "diagnostics", "baseline_loss", "start_loss", "stopped", "chance_accuracy", "n_val",
-            "val_loss_se", "epochs_planned"}
+            "val_loss_se", "epochs_planned", "recorded"}
 
 
 def threshold_names() -> list[str]:
@@ -866,7 +879,7 @@ def diagnose(history=None, diagnostics=None, *, baseline_loss: float | None = No
             out.append(mem)
         over = overfitting_verdicts(h, val_loss_se=se, n_val=n_val, **pick(overfitting_verdicts))
         u = underfitting_verdict(h, baseline_loss=baseline_loss, epochs_planned=epochs_planned,
-                                 **pick(underfitting_verdict))
+                                 recorded=bool(recs), **pick(underfitting_verdict))
         causes = [v for v in out if v.kind in _OPTIMIZER_KINDS]
         if u is not None and mem is not None:
             u = None  # high training error on random labels is memorization in progress, not high bias
