@@ -55,6 +55,13 @@ def test_diagnose_recomputes_verdicts_read_from_the_records_exactly(cli, tmp_pat
     assert doc["primary"] == "lr_too_low"
     res = cli("diagnose", "low", "--json")
     assert res.returncode == 0 and json.loads(res.stdout) == doc
+    # dying_relus carries the dead fraction it read, per record, as its evidence curve
+    res = cli("run", "--out", "dead", "--set", "init={weight: he_normal, bias: constant, value: -3.0}", *FAST)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads((tmp_path / "dead" / "verdicts.json").read_text())
+    assert doc["primary"] == "dying_relus" and doc["verdicts"][0]["evidence"]["mark"]["points"][0][0] == 0
+    res = cli("diagnose", "dead", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout) == doc
 
 
 def test_diagnose_errors_are_one_line(cli):

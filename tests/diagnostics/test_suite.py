@@ -89,3 +89,22 @@ def test_the_confusion_table_names_every_kind_in_full():
     for kind in ("exploding_gradients", "memorization", "underfitting"):
         first, _, rest = kind.partition("_")
         assert first in head[0].split() and (not rest or rest in head[1].split()), head
+
+
+@pytest.mark.parametrize("name", ["dying-relus-negative-bias", "vanishing-deep-sigmoid", "exploding-deep-large-init",
+                                  "saturation-tanh-large-init"])
+def test_a_primary_read_from_the_records_marks_its_evidence_too(name, tmp_path):
+    import copy
+
+    from trainlab.experiments.runner import run_experiment
+
+    cfg = copy.deepcopy(SCENARIOS[name].config)
+    result = run_experiment(cfg, run_dir=tmp_path / "r", verbose=False)
+    primary = result.extras["verdicts"].primary
+    assert primary.kind == SCENARIOS[name].expected
+    mark = primary.evidence["mark"]
+    assert mark["epoch"] == primary.epoch and isinstance(mark["threshold"], float)
+    # the curve the verdict read, one point per record, in 1-based epochs (0 = initialization)
+    assert [p[0] for p in mark["points"]] == [r["epoch"] + 1 for r in result.extras["diagnostics"].all_records()]
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert f"evidence for {primary.kind}" in html and (tmp_path / "r" / "verdict.png").stat().st_size > 0

@@ -434,6 +434,28 @@ def _ep(record) -> int:
     return int(record["epoch"]) + 1
 
 
+def _record_mark(recs, value, series: str, epoch: int, threshold: float, label: str, log: bool) -> dict:
+    """The evidence mark of a verdict read from the records: the curve it read, one point per record.
+
+    The history has no such curve (a dead fraction, a gradient ratio), so the points travel with the
+    verdict and the report draws them as they are: ``[[1-based epoch (0 = initialization), value], ...]``.
+    """
+    points = []
+    for r in recs:
+        try:
+            v = value(r)
+        except (KeyError, TypeError, ZeroDivisionError):
+            continue
+        if v is not None and math.isfinite(v):
+            points.append([_ep(r), float(v)])
+    return {"series": series, "epoch": epoch, "threshold": float(threshold), "label": label, "points": points,
+            "log": log}
+
+
+def _ratio(a, b):
+    return None if a is None or b is None or not b else float(a) / float(b)
+
+
 def _update_ratio(records) -> float | None:
     """Median over records (after initialization) of the median update ratio across layers."""
     per = []
@@ -516,11 +538,33 @@ def gradient_verdicts(diagnostics, *, vanishing_ratio: float = 1e-2, exploding_r
                                "threshold": exploding_growth})
     # persistent: at initialization (where init decides it) or in at least half the records
     if vanish is not None and (vanish_at[0] == 0 or 2 * len(vanish_at) >= len(recs)):
+        f, l = vanish.evidence["first_layer"], vanish.evidence["last_layer"]
+        vanish.evidence["mark"] = _record_mark(
+            recs, lambda r: _ratio(r["layers"][f].get("grad_norm"), r["layers"][l].get("grad_norm")),
+            f"gradient norm {f} / {l}", vanish.epoch, vanishing_ratio, f"{vanishing_ratio:g}×", True)
         vanish.evidence["records_vanishing"] = len(vanish_at)
         vanish.evidence["records"] = len(recs)
         vanish.message += f" Seen in {len(vanish_at)} of {len(recs)} recordings."
         out.append(vanish)
     if explode is not None:
+        ev = explode.evidence
+        if ev["rule"] == "backward signal grows with depth":
+            a0, a1 = list(ev["profile"])[0], list(ev["profile"])[-1]
+            ev["mark"] = _record_mark(
+                recs, lambda r: _ratio(r["activations"][a0].get("grad_out_norm"),
+                                       r["activations"][a1].get("grad_out_norm")),
+                f"backward signal ‖∂L/∂a‖ {a0} / {a1}", explode.epoch, exploding_ratio, f"{exploding_ratio:g}×", True)
+        elif ev["rule"] == "first layer far above last":
+            ev["mark"] = _record_mark(
+                recs, lambda r: _ratio(*(v.get("grad_norm") for v in (list(r["layers"].values())[0],
+                                                                      list(r["layers"].values())[-1]))),
+                "gradient norm first / last layer", explode.epoch, exploding_ratio, f"{exploding_ratio:g}×", True)
+        elif ev["rule"] == "gradient norm growth":
+            ev["mark"] = _record_mark(
+                recs, lambda r: _ratio(math.sqrt(sum(float(v["grad_norm"]) ** 2 for v in r["layers"].values()
+                                                     if v.get("grad_norm") is not None)), ev["first_total"]),
+                "total gradient norm / its first record", explode.epoch, exploding_growth,
+                f"{exploding_growth:g}×", True)
         out.append(explode)
     return out
 
@@ -553,7 +597,10 @@ def unit_verdicts(diagnostics, *, dead_threshold: float = 0.7, saturation_thresh
                            "0.01) instead of a negative one, a leaky variant (leaky_relu, elu), or reactivate the "
                            "dead units (trainlab.diagnostics.reactivate_dead_units).",
                            {"rule": "dead fraction over threshold", "dead_frac": seen[0][1], "final_dead_frac": d,
-                            "threshold": dead_threshold, "layers": sorted(n for n, _ in dying)}, name))
+                            "threshold": dead_threshold, "layers": sorted(n for n, _ in dying),
+                            "mark": _record_mark(recs, lambda r: r["activations"][name]["dead_frac"],
+                                                 f"dead fraction of {name}", seen[0][0], dead_threshold,
+                                                 f"{dead_threshold:.0%} dead", False)}, name))
     saturated = [(n, s) for n, s in sat.items()
                  if (last.get(n) or {}).get("saturated_frac", 0) > saturation_threshold or 2 * len(s) >= len(recs)]
     if saturated:
@@ -565,7 +612,10 @@ def unit_verdicts(diagnostics, *, dead_threshold: float = 0.7, saturation_thresh
                            "Use a smaller initialization (Xavier for tanh/sigmoid, notes 004), normalize the inputs, "
                            "add batch normalization, or a non-saturating activation (ReLU family).",
                            {"rule": "saturated fraction over threshold", "saturated_frac": seen[0][1],
-                            "threshold": saturation_threshold, "records_saturated": len(seen), "records": len(recs)},
+                            "threshold": saturation_threshold, "records_saturated": len(seen), "records": len(recs),
+                            "mark": _record_mark(recs, lambda r: r["activations"][name]["saturated_frac"],
+                                                 f"saturated fraction of {name}", seen[0][0], saturation_threshold,
+                                                 f"{saturation_threshold:.0%} saturated", False)},
                            name))
     return out
 

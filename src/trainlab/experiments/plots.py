@@ -714,6 +714,8 @@ def plot_verdict_evidence(records: Sequence[dict], verdict, path: str | Path) ->
     ``val_accuracy``), the 1-based epoch and the threshold; without a mark nothing is drawn.
     """
     mark = (getattr(verdict, "evidence", None) or {}).get("mark")
+    if mark and mark.get("points"):
+        return _plot_record_evidence(mark, verdict, path)
     if not mark or not records:
         return None
     base = mark["series"].removeprefix("val_")
@@ -736,6 +738,28 @@ def plot_verdict_evidence(records: Sequence[dict], verdict, path: str | Path) ->
     ax.set_xlabel("epoch")
     _integer_epochs(ax)
     ax.set_ylabel(base)
+    ax.set_title(f"{verdict.kind} ({verdict.severity})", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _plot_record_evidence(mark: dict, verdict, path: str | Path) -> Path:
+    """A verdict read from the diagnostics records: the curve it read (``mark["points"]``, 1-based
+    epochs with 0 = initialization), its epoch and its threshold."""
+    xs = [p[0] for p in mark["points"]]
+    ys = [p[1] for p in mark["points"]]
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    ax.plot(xs, ys, marker="o", markersize=3, linewidth=2.2, label=mark["series"])
+    ax.axvline(mark["epoch"], color="#c22", linewidth=1.2,
+               label="initialization" if mark["epoch"] == 0 else f"epoch {mark['epoch']}")
+    ax.axhline(mark["threshold"], color="#d70", linestyle=":", linewidth=1.4,
+               label=f"{mark.get('label', 'threshold')} ({mark['threshold']:.3g})")
+    if mark.get("log") and all(y > 0 for y in ys):
+        _log_y(ax, ys + [mark["threshold"]])
+    ax.set_xlabel("epoch (0 = initialization)")
+    _integer_epochs(ax)
+    ax.set_ylabel("ratio" if mark.get("log") else "fraction")
     ax.set_title(f"{verdict.kind} ({verdict.severity})", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
