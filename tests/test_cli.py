@@ -16,6 +16,9 @@ def test_quickstart_end_to_end_writes_every_report_file(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["history"]) == 30
     assert metrics["final"]["val_accuracy"] > 0.95
+    # issue 11: noise on 600 validation samples made this healthy run "overfitting" three times
+    verdicts = json.loads((out / "verdicts.json").read_text())
+    assert verdicts["primary"] == "healthy" and [v["kind"] for v in verdicts["verdicts"]] == ["healthy"]
     csv_lines = (out / "metrics.csv").read_text().strip().splitlines()
     assert csv_lines[0].startswith("epoch,") and len(csv_lines) == 31
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

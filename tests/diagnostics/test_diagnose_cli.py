@@ -20,9 +20,7 @@ def test_a_run_folder_has_verdicts_and_diagnose_recomputes_them(cli, tmp_path):
     _check_contract(written)
     res = cli("diagnose", "r", "--json")
     assert res.returncode == 0, res.stderr
-    again = json.loads(res.stdout)
-    assert again["primary"] == written["primary"]
-    assert [v["message"] for v in again["verdicts"]] == [v["message"] for v in written["verdicts"]]
+    assert json.loads(res.stdout) == written  # recomputed from metrics.json: the same document
     res = cli("diagnose", "r")
     assert res.returncode == 0 and res.stdout.startswith(f"[primary] ") and written["primary"] in res.stdout
     html = (tmp_path / "r" / "report.html").read_text()
@@ -38,8 +36,32 @@ def test_a_run_that_stops_on_nan_still_writes_its_folder_and_verdicts(cli, tmp_p
     _check_contract(doc)
     assert doc["primary"] == "diverging" and doc["verdicts"][0]["severity"] == "error"
     assert (tmp_path / "nan" / "report.html").is_file() and (tmp_path / "nan" / "metrics.json").is_file()
+    # the stop is told in 1-based epochs and steps everywhere, as in the message and on stderr
+    v = doc["verdicts"][0]
+    stop = v["evidence"]["stopped"]
+    assert stop == doc["context"]["stopped"] and stop["epoch"] == v["epoch"] == 1
+    assert f"step {stop['step']} of epoch 1" in v["message"] and f"step {stop['step']} of that epoch" in lines[0]
     res = cli("diagnose", "nan")
     assert res.returncode == 0 and "diverging" in res.stdout.splitlines()[0]
+    res = cli("diagnose", "nan", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout) == doc
+
+
+def test_diagnose_recomputes_verdicts_read_from_the_records_exactly(cli, tmp_path):
+    # lr_too_low reads the update ratios of the records, whose epochs the file counts from 1
+    res = cli("run", "--out", "low", "--optimizer", "sgd", "--lr", "1e-5", *FAST)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads((tmp_path / "low" / "verdicts.json").read_text())
+    assert doc["primary"] == "lr_too_low"
+    res = cli("diagnose", "low", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout) == doc
+    # dying_relus carries the dead fraction it read, per record, as its evidence curve
+    res = cli("run", "--out", "dead", "--set", "init={weight: he_normal, bias: constant, value: -3.0}", *FAST)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads((tmp_path / "dead" / "verdicts.json").read_text())
+    assert doc["primary"] == "dying_relus" and doc["verdicts"][0]["evidence"]["mark"]["points"][0][0] == 0
+    res = cli("diagnose", "dead", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout) == doc
 
 
 def test_diagnose_errors_are_one_line(cli):

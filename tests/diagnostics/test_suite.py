@@ -57,3 +57,54 @@ def test_the_report_leads_with_the_primary_verdict_and_marks_its_evidence(tmp_pa
     assert "evidence for overfitting" in html
     doc = json.loads((tmp_path / "r" / "verdicts.json").read_text())
     assert doc["primary"] == "overfitting" and doc["context"]["epochs_planned"] == 150
+
+
+def _rows(scenario, expected, primaries):
+    return [{"scenario": scenario, "seed": i, "expected": expected, "primary": p, "kinds": [p], "seconds": 0.1}
+            for i, p in enumerate(primaries)]
+
+
+def test_a_quick_suite_does_not_claim_the_goal_it_has_too_few_runs_for():
+    from trainlab.diagnostics.suite import SuiteResult
+
+    quick = SuiteResult(_rows("healthy-moons", "healthy", ["healthy"] * 3)
+                        + _rows("lr-too-low-sgd", "lr_too_low", ["lr_too_low"]), 1.0)
+    assert quick.passed() and not quick.conclusive() and not quick.to_dict()["conclusive"]
+    last = quick.text().splitlines()[-1]
+    assert "no miss" in last and "too few runs to claim it" in last and not last.endswith("met")
+    full = SuiteResult(_rows("healthy-moons", "healthy", ["healthy"] * 30)
+                       + _rows("lr-too-low-sgd", "lr_too_low", ["lr_too_low"] * 5), 1.0)
+    assert full.passed() and full.conclusive() and full.text().splitlines()[-1].endswith(": met")
+    missed = SuiteResult(_rows("lr-too-low-sgd", "lr_too_low", ["lr_too_low", "underfitting"]), 1.0)
+    assert not missed.passed() and missed.text().splitlines()[-1].endswith("NOT met")
+
+
+def test_the_confusion_table_names_every_kind_in_full():
+    from trainlab.diagnostics.suite import SuiteResult
+
+    r = SuiteResult(_rows("exploding-deep-large-init", "exploding_gradients", ["exploding_gradients"])
+                    + _rows("memorization-random-labels", "memorization", ["memorization", "underfitting"]), 1.0)
+    text = r.text()
+    head = text[text.index("confusion"):].splitlines()[1:3]
+    for kind in ("exploding_gradients", "memorization", "underfitting"):
+        first, _, rest = kind.partition("_")
+        assert first in head[0].split() and (not rest or rest in head[1].split()), head
+
+
+@pytest.mark.parametrize("name", ["dying-relus-negative-bias", "vanishing-deep-sigmoid", "exploding-deep-large-init",
+                                  "saturation-tanh-large-init"])
+def test_a_primary_read_from_the_records_marks_its_evidence_too(name, tmp_path):
+    import copy
+
+    from trainlab.experiments.runner import run_experiment
+
+    cfg = copy.deepcopy(SCENARIOS[name].config)
+    result = run_experiment(cfg, run_dir=tmp_path / "r", verbose=False)
+    primary = result.extras["verdicts"].primary
+    assert primary.kind == SCENARIOS[name].expected
+    mark = primary.evidence["mark"]
+    assert mark["epoch"] == primary.epoch and isinstance(mark["threshold"], float)
+    # the curve the verdict read, one point per record, in 1-based epochs (0 = initialization)
+    assert [p[0] for p in mark["points"]] == [r["epoch"] + 1 for r in result.extras["diagnostics"].all_records()]
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert f"evidence for {primary.kind}" in html and (tmp_path / "r" / "verdict.png").stat().st_size > 0

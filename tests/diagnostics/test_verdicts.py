@@ -176,8 +176,23 @@ def test_diverging_ranks_first_and_absorbs_the_gradient_growth_it_causes():
     assert "exploding_gradients" not in d.kinds() and "exploding_gradients" in d.primary.evidence
     assert "underfitting" not in d.kinds()
     # a run stopped on NaN: diverging at the epoch it stopped in
-    d = diagnose(dict(loss=[0.7, 0.6]), stopped={"epoch": 2, "step": 4, "value": "nan"})
+    d = diagnose(dict(loss=[0.7, 0.6]), stopped={"epoch": 3, "step": 5, "value": "nan"})
     assert d.primary.kind == "diverging" and d.primary.epoch == 3 and "step 5 of epoch 3" in d.primary.message
+
+
+def test_a_nan_stop_diverges_from_where_the_loss_first_blew_up():
+    # SGD at lr 200, full batch: 0.74 -> 474 at epoch 2, NaN in epoch 6; the backward signal's growth
+    # at epoch 2 is the divergence's consequence, not a second cause ranked above it
+    h = dict(loss=[0.74, 473.5, 4e11, 2.7e21, 1e28], val_loss=[489.0, 3.8e11, 3.2e21, 9.3e27, float("nan")])
+    acts = {"a0": {"kind": "relu", "grad_out_norm": 7.2e6}, "a1": {"kind": "relu", "grad_out_norm": 848.0}}
+    recs = [_rec(-1, [0.1, 0.1]), _rec(0, [0.1, 0.1]), _rec(1, [5e3, 3e3], acts)]
+    d = diagnose(h, recs, baseline_loss=math.log(2), stopped={"epoch": 6, "step": 1, "value": "nan"})
+    assert d.primary.kind == "diverging" and d.primary.epoch == 2 and d.primary.evidence["mark"]["epoch"] == 2
+    assert "exploding_gradients" not in d.kinds() and "exploding_gradients" in d.primary.evidence
+    assert "step 1 of epoch 6" in d.primary.message and "474" in d.primary.message
+    # a loss that goes straight to NaN still diverges at the epoch it did
+    d = diagnose(dict(loss=[0.74, 0.7]), stopped={"epoch": 3, "step": 2, "value": "nan"})
+    assert d.primary.epoch == 3
 
 
 def test_learning_rate_verdicts_replace_underfitting():
@@ -194,6 +209,20 @@ def test_learning_rate_verdicts_replace_underfitting():
     assert d.kinds() == ["lr_too_low"] and "Raise the learning rate" in d.primary.fix
     assert optimizer_verdicts(low, [_rec(e, [0.1, 0.1], ratio=1e-3) for e in range(20)],
                               baseline_loss=math.log(2)) == []
+
+
+def test_without_diagnostics_underfitting_does_not_vouch_for_the_optimizer():
+    # SGD at lr 1e-5 with diagnostics off: no update ratios, so lr_too_low cannot be told from a small
+    # model, and "an optimizer that works" would be a claim nothing checked
+    low = dict(loss=[0.743 - 0.0004 * e for e in range(8)], accuracy=[0.14] * 8,
+               val_loss=[0.745 - 0.0004 * e for e in range(8)], val_accuracy=[0.13] * 8)
+    d = diagnose(low, baseline_loss=math.log(2))
+    assert d.kinds() == ["underfitting"]
+    assert "optimizer that works" not in d.primary.message and "not recorded" in d.primary.message
+    assert "learning rate" in d.primary.fix and d.primary.evidence["optimizer_checked"] is False
+    d = diagnose(low, [_rec(e, [0.1, 0.1], ratio=1e-3) for e in range(-1, 8)], baseline_loss=math.log(2))
+    assert d.kinds() == ["underfitting"] and "optimizer that works" in d.primary.message
+    assert d.primary.evidence["optimizer_checked"] is True
 
 
 def test_memorization_with_chance_level_validation():

@@ -434,6 +434,28 @@ def _ep(record) -> int:
     return int(record["epoch"]) + 1
 
 
+def _record_mark(recs, value, series: str, epoch: int, threshold: float, label: str, log: bool) -> dict:
+    """The evidence mark of a verdict read from the records: the curve it read, one point per record.
+
+    The history has no such curve (a dead fraction, a gradient ratio), so the points travel with the
+    verdict and the report draws them as they are: ``[[1-based epoch (0 = initialization), value], ...]``.
+    """
+    points = []
+    for r in recs:
+        try:
+            v = value(r)
+        except (KeyError, TypeError, ZeroDivisionError):
+            continue
+        if v is not None and math.isfinite(v):
+            points.append([_ep(r), float(v)])
+    return {"series": series, "epoch": epoch, "threshold": float(threshold), "label": label, "points": points,
+            "log": log}
+
+
+def _ratio(a, b):
+    return None if a is None or b is None or not b else float(a) / float(b)
+
+
 def _update_ratio(records) -> float | None:
     """Median over records (after initialization) of the median update ratio across layers."""
     per = []
@@ -516,11 +538,33 @@ def gradient_verdicts(diagnostics, *, vanishing_ratio: float = 1e-2, exploding_r
                                "threshold": exploding_growth})
     # persistent: at initialization (where init decides it) or in at least half the records
     if vanish is not None and (vanish_at[0] == 0 or 2 * len(vanish_at) >= len(recs)):
+        f, l = vanish.evidence["first_layer"], vanish.evidence["last_layer"]
+        vanish.evidence["mark"] = _record_mark(
+            recs, lambda r: _ratio(r["layers"][f].get("grad_norm"), r["layers"][l].get("grad_norm")),
+            f"gradient norm {f} / {l}", vanish.epoch, vanishing_ratio, f"{vanishing_ratio:g}×", True)
         vanish.evidence["records_vanishing"] = len(vanish_at)
         vanish.evidence["records"] = len(recs)
         vanish.message += f" Seen in {len(vanish_at)} of {len(recs)} recordings."
         out.append(vanish)
     if explode is not None:
+        ev = explode.evidence
+        if ev["rule"] == "backward signal grows with depth":
+            a0, a1 = list(ev["profile"])[0], list(ev["profile"])[-1]
+            ev["mark"] = _record_mark(
+                recs, lambda r: _ratio(r["activations"][a0].get("grad_out_norm"),
+                                       r["activations"][a1].get("grad_out_norm")),
+                f"backward signal ‖∂L/∂a‖ {a0} / {a1}", explode.epoch, exploding_ratio, f"{exploding_ratio:g}×", True)
+        elif ev["rule"] == "first layer far above last":
+            ev["mark"] = _record_mark(
+                recs, lambda r: _ratio(*(v.get("grad_norm") for v in (list(r["layers"].values())[0],
+                                                                      list(r["layers"].values())[-1]))),
+                "gradient norm first / last layer", explode.epoch, exploding_ratio, f"{exploding_ratio:g}×", True)
+        elif ev["rule"] == "gradient norm growth":
+            ev["mark"] = _record_mark(
+                recs, lambda r: _ratio(math.sqrt(sum(float(v["grad_norm"]) ** 2 for v in r["layers"].values()
+                                                     if v.get("grad_norm") is not None)), ev["first_total"]),
+                "total gradient norm / its first record", explode.epoch, exploding_growth,
+                f"{exploding_growth:g}×", True)
         out.append(explode)
     return out
 
@@ -553,7 +597,10 @@ def unit_verdicts(diagnostics, *, dead_threshold: float = 0.7, saturation_thresh
                            "0.01) instead of a negative one, a leaky variant (leaky_relu, elu), or reactivate the "
                            "dead units (trainlab.diagnostics.reactivate_dead_units).",
                            {"rule": "dead fraction over threshold", "dead_frac": seen[0][1], "final_dead_frac": d,
-                            "threshold": dead_threshold, "layers": sorted(n for n, _ in dying)}, name))
+                            "threshold": dead_threshold, "layers": sorted(n for n, _ in dying),
+                            "mark": _record_mark(recs, lambda r: r["activations"][name]["dead_frac"],
+                                                 f"dead fraction of {name}", seen[0][0], dead_threshold,
+                                                 f"{dead_threshold:.0%} dead", False)}, name))
     saturated = [(n, s) for n, s in sat.items()
                  if (last.get(n) or {}).get("saturated_frac", 0) > saturation_threshold or 2 * len(s) >= len(recs)]
     if saturated:
@@ -565,7 +612,10 @@ def unit_verdicts(diagnostics, *, dead_threshold: float = 0.7, saturation_thresh
                            "Use a smaller initialization (Xavier for tanh/sigmoid, notes 004), normalize the inputs, "
                            "add batch normalization, or a non-saturating activation (ReLU family).",
                            {"rule": "saturated fraction over threshold", "saturated_frac": seen[0][1],
-                            "threshold": saturation_threshold, "records_saturated": len(seen), "records": len(recs)},
+                            "threshold": saturation_threshold, "records_saturated": len(seen), "records": len(recs),
+                            "mark": _record_mark(recs, lambda r: r["activations"][name]["saturated_frac"],
+                                                 f"saturated fraction of {name}", seen[0][0], saturation_threshold,
+                                                 f"{saturation_threshold:.0%} saturated", False)},
                            name))
     return out
 
@@ -596,20 +646,30 @@ def optimizer_verdicts(history, diagnostics=None, *, start_loss: float | None = 
     fix_div = ("Lower the learning rate (by 10× and retry), clip gradients (transforms: clip_global_norm), "
                "or use an adaptive optimizer (Adam) with its default rate.")
     bad = next((e for e, x in enumerate(loss) if not math.isfinite(x)), None)
+    limit = diverge_factor * max(ref, baseline_loss or 0.0) if ref is not None and ref > 0 else None
     if stopped is not None or bad is not None:
-        e = stopped["epoch"] + 1 if stopped is not None else bad + 1
+        e = int(stopped["epoch"]) if stopped is not None else bad + 1
         value = stopped["value"] if stopped is not None else loss[bad]
-        where = (f" at step {stopped['step'] + 1} of epoch {e}; the run stopped there" if stopped is not None
+        where = (f" at step {stopped['step']} of epoch {e}; the run stopped there" if stopped is not None
                  else "")
-        out.append(Verdict("diverging", e,
-                           f"Diverging {_when(e)}: the training loss became {value}{where} (it started at "
-                           f"{_fmt(ref)}).", fix_div,
+        # the divergence starts where the loss first went far above its start, often epochs before
+        # it overflowed; growth of the gradients from then on is its consequence, not its cause
+        far = next((i for i, x in enumerate(loss[:e - 1]) if limit is not None and math.isfinite(x) and x > limit),
+                   None)
+        if far is not None:
+            msg = (f"Diverging from epoch {far + 1}: the training loss {_fmt(loss[far])} is more than "
+                   f"{diverge_factor:g}× its start ({_fmt(ref)}), and it became {value}{where or f' at epoch {e}'}.")
+            mark = {"series": "loss", "epoch": far + 1, "threshold": limit, "label": f"{diverge_factor:g}× start"}
+            e = far + 1
+        else:
+            msg = f"Diverging {_when(e)}: the training loss became {value}{where} (it started at {_fmt(ref)})."
+            mark = {"series": "loss", "epoch": e, "threshold": None, "label": "loss became non-finite"}
+        out.append(Verdict("diverging", e, msg, fix_div,
                            {"rule": "non-finite loss", "value": value, "start_loss": ref, "stopped": stopped,
-                            "mark": {"series": "loss", "epoch": e, "threshold": None, "label": "loss became non-finite"}}))
+                            "mark": mark}))
         return out
-    if not loss or ref is None or ref <= 0:
+    if not loss or limit is None:
         return out
-    limit = diverge_factor * max(ref, baseline_loss or 0.0)
     far = next((e for e, x in enumerate(loss) if x > limit), None)
     if far is not None and loss[-1] > ref:  # a spike the loss recovers from (below its start) is not divergence
         out.append(Verdict("diverging", far + 1,
@@ -695,8 +755,13 @@ def memorization_verdict(history, *, chance_accuracy: float | None = None, n_val
 
 def underfitting_verdict(history, *, high_error: float = 0.2, high_loss: float = 0.5,
                          baseline_loss: float | None = None, epochs_planned: int | None = None,
-                         z: float = 2.0) -> Verdict | None:
-    """High bias (notes 003): training *and* validation error high at the end of the run."""
+                         recorded: bool = True, min_progress: float = 0.1, z: float = 2.0) -> Verdict | None:
+    """High bias (notes 003): training *and* validation error high at the end of the run.
+
+    ``recorded`` says whether diagnostics (update ratios, gradients) were there to rule out the
+    optimizer; without them the verdict does not claim it works, and a loss that barely moved
+    points the fix at the learning rate too.
+    """
     h = history.history if hasattr(history, "history") else history
     loss, val = _series(h, "loss"), _series(h, "val_loss")
     if not loss:
@@ -739,10 +804,18 @@ def underfitting_verdict(history, *, high_error: float = 0.2, high_loss: float =
     else:
         fix = ("Use a larger model (more layers or units) or better features; the training loss has flattened, so "
                "more epochs of this model will not help.")
-    ev.update({"rule": "high training and validation error", "still_falling": falling, "stopped_early": early})
-    return Verdict("underfitting", n,
-                   f"Underfitting (high bias) at epoch {n}: {what}, with an optimizer that works (loss finite, no "
-                   "gradient or learning-rate problem found).", fix, ev)
+    ev.update({"rule": "high training and validation error", "still_falling": falling, "stopped_early": early,
+               "optimizer_checked": recorded})
+    if recorded:
+        why = "with an optimizer that works (loss finite, no gradient or learning-rate problem found)"
+    else:
+        why = ("with a finite loss; whether the optimizer works is unknown (diagnostics were not recorded: no "
+               "update ratios or gradients)")
+        progress = (loss[0] - sum(loss[-k:]) / k) / max(abs(loss[0]), 1e-300)
+        if progress < min_progress:
+            fix = (f"The training loss fell only {progress:.1%} in {n} epochs, which is also what too low a "
+                   "learning rate looks like: raise it first (or record diagnostics to tell). " + fix)
+    return Verdict("underfitting", n, f"Underfitting (high bias) at epoch {n}: {what}, {why}.", fix, ev)
 
 
 def healthy_verdict(history, diagnostics=None) -> Verdict:
@@ -780,7 +853,7 @@ def _threshold_funcs():
 
 
 _CONTEXT = {"history", "diagnostics", "baseline_loss", "start_loss", "stopped", "chance_accuracy", "n_val",
-            "val_loss_se", "epochs_planned"}
+            "val_loss_se", "epochs_planned", "recorded"}
 
 
 def threshold_names() -> list[str]:
@@ -807,7 +880,9 @@ def diagnose(history=None, diagnostics=None, *, baseline_loss: float | None = No
         chance_accuracy: a trivial predictor's accuracy (the largest class frequency), for memorization.
         n_val: the validation set's size (standard error of the validation accuracy).
         epochs_planned: the epochs the run was configured for (fewer ran: it was stopped early).
-        stopped: ``{"epoch", "step", "value"}`` (0-based) when the run stopped on a non-finite loss.
+        stopped: ``{"epoch", "step", "value"}`` when the run stopped on a non-finite loss: the epoch
+            and the step within it count from 1, as everywhere a user reads them (the message,
+            stderr, ``verdicts.json``).
         start_loss: the loss at initialization (default: the recorder's record before training).
         val_loss_se: the validation loss's standard error when the recorder did not measure it.
         thresholds: any keyword in :func:`threshold_names`.
@@ -854,7 +929,7 @@ def diagnose(history=None, diagnostics=None, *, baseline_loss: float | None = No
             out.append(mem)
         over = overfitting_verdicts(h, val_loss_se=se, n_val=n_val, **pick(overfitting_verdicts))
         u = underfitting_verdict(h, baseline_loss=baseline_loss, epochs_planned=epochs_planned,
-                                 **pick(underfitting_verdict))
+                                 recorded=bool(recs), **pick(underfitting_verdict))
         causes = [v for v in out if v.kind in _OPTIMIZER_KINDS]
         if u is not None and mem is not None:
             u = None  # high training error on random labels is memorization in progress, not high bias
@@ -894,7 +969,9 @@ def diagnose_run(result, loss=None, data=None, *, stopped=None) -> Diagnosis:
             baseline = float(-(p * p.log()).sum())
             chance = float(p.max())
     n_val = len(data.val) if data is not None and data.val is not None else None
-    stop = None if stopped is None else {"epoch": stopped.epoch, "step": stopped.step, "value": str(stopped.value)}
+    # the loop's NonFiniteLossError counts from 0; the diagnosis, like every file and message, from 1
+    stop = (None if stopped is None else
+            {"epoch": stopped.epoch + 1, "step": stopped.step + 1, "value": str(stopped.value)})
     thresholds = dict(cfg.diagnostics.thresholds) if cfg.diagnostics is not None else {}
     return diagnose(result.history, rec, baseline_loss=baseline, chance_accuracy=chance, n_val=n_val,
                     epochs_planned=cfg.train.epochs, stopped=stop, **thresholds)

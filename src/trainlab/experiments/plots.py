@@ -32,20 +32,27 @@ def _integer_epochs(ax) -> None:
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
 
 
-def _log_y(ax, values: Sequence[float]) -> None:
-    """A log y axis whose ticks read as plain numbers (0.3, 2) rather than 3×10⁻¹.
+def _log_y(ax, values: Sequence[float] | None = None, *, axis: str = "y") -> None:
+    """A log axis whose ticks read as plain numbers (0.3, 2) rather than 3×10⁻¹.
 
-    Over less than two decades the in-between ticks are labelled too (the decades alone would be
-    one or two labels); over more they would overlap, so only the decades are.
+    Every log axis goes through here: matplotlib's own log labels are mathtext, which
+    ``text.parse_math = False`` would print as raw TeX. Over less than two decades of ``values``
+    (default: the data drawn so far) the in-between ticks are labelled too (the decades alone would
+    be one or two labels); over more they would overlap, so only the decades are.
     """
-    ax.set_yscale("log")
+    getattr(ax, f"set_{axis}scale")("log")
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    if values is None:
+        lo, hi = ax.dataLim.intervaly if axis == "y" else ax.dataLim.intervalx
+        values = [lo, hi]
+    pos = [v for v in values if _finite(v) and v > 0]
     plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
-    ax.yaxis.set_major_formatter(plain)
-    if math.log10(max(values) / min(values)) < 2:
-        ax.yaxis.set_minor_formatter(plain)
-        ax.tick_params(axis="y", which="minor", labelsize=7)
+    target.set_major_formatter(plain)
+    if pos and math.log10(max(pos) / min(pos)) < 2:
+        target.set_minor_formatter(plain)
+        ax.tick_params(axis=axis, which="minor", labelsize=7)
     else:
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        target.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
 def _legend_below(fig, axes, ncol: int | None = None) -> None:
@@ -220,9 +227,9 @@ def plot_panels(panels: Sequence[dict], path: str | Path, title: str = "", ncols
         if panel.get("hline") is not None:
             ax.axhline(panel["hline"], color="gray", linestyle="--", linewidth=1)
         if panel.get("logy"):
-            ax.set_yscale("log")
+            _log_y(ax)
         if panel.get("logx"):
-            ax.set_xscale("log")
+            _log_y(ax, axis="x")
         if panel.get("xticklabels"):
             names = panel["xticklabels"]
             ax.set_xticks(range(len(names)))
@@ -262,7 +269,7 @@ def plot_bars(groups: dict[str, dict[str, float]], path: str | Path, ylabel: str
                        if max(len(n) for n in names) > 8 else "center")
     ax.set_ylabel(ylabel)
     if logy:
-        ax.set_yscale("log")
+        _log_y(ax)
     if len(labels) > 1:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
@@ -492,7 +499,7 @@ def plot_scatter(xs: Sequence[float], ys: Sequence[float], path: str | Path, xla
                    label="diverged (no value)", clip_on=False)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
     if logx:
-        ax.set_xscale("log")
+        _log_y(ax, list(xs) + list(diverged), axis="x")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -534,7 +541,7 @@ def plot_layer_series(series: dict[str, list[tuple[int, float]]], path: str | Pa
         ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.3, label=_layer_label(name),
                 color=cmap(i / max(len(names) - 1, 1) * 0.9))
     if log:
-        ax.set_yscale("log")
+        _log_y(ax)
     ax.set_xlabel("epoch (0 = initialization)")
     _integer_epochs(ax)
     ax.set_ylabel(ylabel)
@@ -707,6 +714,8 @@ def plot_verdict_evidence(records: Sequence[dict], verdict, path: str | Path) ->
     ``val_accuracy``), the 1-based epoch and the threshold; without a mark nothing is drawn.
     """
     mark = (getattr(verdict, "evidence", None) or {}).get("mark")
+    if mark and mark.get("points"):
+        return _plot_record_evidence(mark, verdict, path)
     if not mark or not records:
         return None
     base = mark["series"].removeprefix("val_")
@@ -720,14 +729,37 @@ def plot_verdict_evidence(records: Sequence[dict], verdict, path: str | Path) ->
                     linewidth=2.2 if key == mark["series"] else 1.2)
     finite = [r.get(base) for r in records if isinstance(r.get(base), (int, float))]
     if base == "loss" and finite and all(0 < y < float("inf") for y in finite):
-        ax.set_yscale("log")
+        _log_y(ax, finite + ([mark["threshold"]] if _finite(mark.get("threshold")) else []))
     if mark.get("epoch"):
         ax.axvline(mark["epoch"], color="#c22", linewidth=1.2, label=f"epoch {mark['epoch']}")
     if isinstance(mark.get("threshold"), (int, float)):
         ax.axhline(mark["threshold"], color="#d70", linestyle=":", linewidth=1.4,
                    label=f"{mark.get('label', 'threshold')} ({mark['threshold']:.3g})")
     ax.set_xlabel("epoch")
+    _integer_epochs(ax)
     ax.set_ylabel(base)
+    ax.set_title(f"{verdict.kind} ({verdict.severity})", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _plot_record_evidence(mark: dict, verdict, path: str | Path) -> Path:
+    """A verdict read from the diagnostics records: the curve it read (``mark["points"]``, 1-based
+    epochs with 0 = initialization), its epoch and its threshold."""
+    xs = [p[0] for p in mark["points"]]
+    ys = [p[1] for p in mark["points"]]
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    ax.plot(xs, ys, marker="o", markersize=3, linewidth=2.2, label=mark["series"])
+    ax.axvline(mark["epoch"], color="#c22", linewidth=1.2,
+               label="initialization" if mark["epoch"] == 0 else f"epoch {mark['epoch']}")
+    ax.axhline(mark["threshold"], color="#d70", linestyle=":", linewidth=1.4,
+               label=f"{mark.get('label', 'threshold')} ({mark['threshold']:.3g})")
+    if mark.get("log") and all(y > 0 for y in ys):
+        _log_y(ax, ys + [mark["threshold"]])
+    ax.set_xlabel("epoch (0 = initialization)")
+    _integer_epochs(ax)
+    ax.set_ylabel("ratio" if mark.get("log") else "fraction")
     ax.set_title(f"{verdict.kind} ({verdict.severity})", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
