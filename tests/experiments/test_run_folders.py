@@ -109,6 +109,14 @@ def test_a_callback_path_inside_the_run_folder_is_fine(tmp_path, cli):
     assert (tmp_path / "r" / "logs" / "epochs.csv").read_text().count("\n") == 3
 
 
+def test_file_writing_callbacks_with_their_default_paths_are_fine(tmp_path, cli):
+    (tmp_path / "exp.yaml").write_text(TINY + "callbacks: [{name: csv_logger}, {name: model_checkpoint}]\n")
+    res = cli("run", "exp.yaml", "--out", "r", "-q")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "r" / "log.csv").read_text().count("\n") == 3
+    assert (tmp_path / "r" / "checkpoints" / "last.safetensors").is_file()
+
+
 @pytest.mark.parametrize("bad", ["optimizer: {name: sgd, lr: -0.1}",
                                  "callbacks: [{name: model_checkpoint, every_n_epochs: -1}]",
                                  "data: {name: moons, n_samples: 200, split: [0.999, 0.001]}"])

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import tempfile
-from pathlib import Path
 
 import torch
 
@@ -206,12 +205,14 @@ def _check_optimization(cfg: Config, problems: list[str]) -> None:
 def _check_callbacks(cfg: Config, problems: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="trainlab-check-") as tmp:
         for i, c in enumerate(cfg.callbacks):
-            kwargs = dict(c.kwargs)
-            if c.name in catalog.CALLBACK_PATHS:  # a path is checked where the run folder is known
-                arg, default = catalog.CALLBACK_PATHS[c.name]
-                kwargs[arg] = Path(tmp) / default
+            # a file path is taken relative to the run folder (here a stand-in) and must stay inside it
+            path_problem = catalog.callback_path_problem(c.name, c.kwargs)
+            if path_problem is not None:
+                arg, value, why = path_problem
+                problems.append(f"callbacks.{i}.{arg}: {value!r} {why}")
+                continue
             try:
-                catalog.build_callback(c.name, kwargs, run_dir=tmp)
+                catalog.build_callback(c.name, dict(c.kwargs), run_dir=tmp)
             except _CHECKED as err:
                 problems.append(_blame(f"callbacks.{i}", c.kwargs, err))
     for i, a in enumerate(cfg.augment):
