@@ -78,7 +78,7 @@ def report_dropped(command: str, dropped: list[str]) -> None:
 
 
 def cmd_run(args) -> int:
-    from trainlab.experiments.config import ConfigError, apply_overrides, load_yaml, parse_config
+    from trainlab.experiments.config import ConfigError, apply_overrides, load_yaml, on_this_machine, parse_config
     from trainlab.experiments.runner import ResumeError, RunDirError, resume_run, run_experiment
 
     overrides = _shortcut_overrides(args) + list(args.set or [])
@@ -90,7 +90,8 @@ def cmd_run(args) -> int:
         try:
             cfg = None
             if args.config or overrides:
-                base = load_yaml(args.config) if args.config else load_yaml(Path(args.resume) / "config.yaml")
+                base = (load_yaml(args.config) if args.config
+                        else on_this_machine(load_yaml(Path(args.resume) / "config.yaml"))[0])
                 dropped: list[str] = []
                 cfg = parse_config(apply_overrides(base, overrides, dropped=dropped))
                 report_dropped("run", dropped)
@@ -175,11 +176,11 @@ def run_interrupted(args, run_dir) -> CommandInterrupted:
 
 def _saved_config(run_dir):
     """The resolved config a run folder holds, or None when it has none (or an unreadable one)."""
-    from trainlab.experiments.config import ConfigError, load_config
+    from trainlab.experiments.config import ConfigError, load_yaml, on_this_machine, parse_config
 
     path = Path(run_dir) / "config.yaml"
     try:
-        return load_config(path) if path.is_file() else None
+        return parse_config(on_this_machine(load_yaml(path))[0]) if path.is_file() else None
     except (ConfigError, OSError, ValueError):
         return None
 
