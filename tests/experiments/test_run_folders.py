@@ -167,6 +167,18 @@ def test_out_onto_an_existing_folder_needs_overwrite(tmp_path, cli):
     assert res.returncode == 2 and "--out" in res.stderr and not (tmp_path / "runs").exists()
 
 
+def test_overwrite_replaces_the_old_runs_store_row_too(tmp_path, cli):
+    (tmp_path / "exp.yaml").write_text(TINY)
+    assert cli("run", "exp.yaml", "--out", "r", "-q").returncode == 0
+    res = cli("run", "exp.yaml", "--out", "r", "-q", "--overwrite", "--epochs", "3")
+    assert res.returncode == 0, res.stderr
+    # the old row described files that are gone: one row for the folder, the new run's
+    (row,) = _rows(tmp_path / "store" / "trainlab.sqlite")
+    assert row.id == "r" and row.status == "finished"
+    with Store(tmp_path / "store" / "trainlab.sqlite") as st:
+        assert len(st.history(row.id)) == 3
+
+
 def test_run_files_honour_the_umask(tmp_path, cli):
     (tmp_path / "exp.yaml").write_text(TINY)
     old = os.umask(0o022)

@@ -310,7 +310,7 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
     if store not in (None, False) and write:
         from trainlab.experiments.store import RunRecording
         recording = RunRecording(None if store is True else store, cfg.to_dict(), run_path,
-                                 resume=resume_from is not None)
+                                 resume=resume_from is not None, replace=bool(overwrite))
     run_callbacks: list = []
     try:
         run_callbacks = build_callbacks(cfg, run_path) + list(callbacks)
