@@ -37,9 +37,16 @@ def test_a_run_that_stops_on_nan_still_writes_its_folder_and_verdicts(cli, tmp_p
     doc = json.loads((tmp_path / "nan" / "verdicts.json").read_text())
     _check_contract(doc)
     assert doc["primary"] == "diverging" and doc["verdicts"][0]["severity"] == "error"
+    # one epoch numbering: the file counts epochs and steps from 1, as the message does
+    stop = doc["verdicts"][0]["evidence"]["stopped"]
+    assert stop == doc["context"]["stopped"] and stop["epoch"] == 1
+    assert f"epoch 1, step {stop['step']} of that epoch" in lines[0]
+    assert f"step {stop['step']} of epoch 1" in doc["verdicts"][0]["message"]
+    assert "0 epoch(s)" not in lines[0]
     assert (tmp_path / "nan" / "report.html").is_file() and (tmp_path / "nan" / "metrics.json").is_file()
     res = cli("diagnose", "nan")
     assert res.returncode == 0 and "diverging" in res.stdout.splitlines()[0]
+    assert f"step {stop['step']} of epoch 1" in res.stdout
 
 
 def test_diagnose_errors_are_one_line(cli):

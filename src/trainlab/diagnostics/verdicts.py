@@ -604,7 +604,8 @@ def optimizer_verdicts(history, diagnostics=None, *, start_loss: float | None = 
         out.append(Verdict("diverging", e,
                            f"Diverging {_when(e)}: the training loss became {value}{where} (it started at "
                            f"{_fmt(ref)}).", fix_div,
-                           {"rule": "non-finite loss", "value": value, "start_loss": ref, "stopped": stopped,
+                           {"rule": "non-finite loss", "value": value, "start_loss": ref,
+                            "stopped": _stop_counted(stopped, 1),
                             "mark": {"series": "loss", "epoch": e, "threshold": None, "label": "loss became non-finite"}}))
         return out
     if not loss or ref is None or ref <= 0:
@@ -779,6 +780,13 @@ def _threshold_funcs():
             memorization_verdict)
 
 
+def _stop_counted(stopped: dict | None, shift: int) -> dict | None:
+    """``stopped`` with epoch and step moved by ``shift``: written files count both from 1, the loop from 0."""
+    if not isinstance(stopped, dict):
+        return stopped
+    return {**stopped, **{k: stopped[k] + shift for k in ("epoch", "step") if isinstance(stopped.get(k), int)}}
+
+
 _CONTEXT = {"history", "diagnostics", "baseline_loss", "start_loss", "stopped", "chance_accuracy", "n_val",
             "val_loss_se", "epochs_planned"}
 
@@ -833,7 +841,8 @@ def diagnose(history=None, diagnostics=None, *, baseline_loss: float | None = No
     upto = [r for r in recs if best is not None and 0 <= r.get("epoch", -1) <= best]
     se = _val_se(upto or recs, {"val_loss_se": val_loss_se})
     context = {"baseline_loss": baseline_loss, "chance_accuracy": chance_accuracy, "n_val": n_val,
-               "epochs_planned": epochs_planned, "epochs_run": len(h.get("loss") or []), "stopped": stopped,
+               "epochs_planned": epochs_planned, "epochs_run": len(h.get("loss") or []),
+               "stopped": _stop_counted(stopped, 1),
                "start_loss": start_loss, "val_loss_se": se, "thresholds": dict(thresholds)}
     out: list[Verdict] = []
     out += optimizer_verdicts(h, recs, start_loss=start_loss, baseline_loss=baseline_loss, stopped=stopped,
@@ -922,6 +931,6 @@ def diagnose_folder(run_dir, **thresholds) -> Diagnosis:
     merged.update(thresholds)
     return diagnose(history, recs, baseline_loss=context.get("baseline_loss"),
                     chance_accuracy=context.get("chance_accuracy"), n_val=context.get("n_val"),
-                    epochs_planned=context.get("epochs_planned"), stopped=context.get("stopped"),
+                    epochs_planned=context.get("epochs_planned"), stopped=_stop_counted(context.get("stopped"), -1),
                     start_loss=context.get("start_loss"),
                     val_loss_se=context.get("val_loss_se") if not recs else None, **merged)

@@ -348,8 +348,10 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
         if stopped is not None:  # the folder holds the epochs that ran; the store row records the failure
             stopped.result = result
             if write and run_path is not None:
-                stopped.args = (f"{stopped} The run folder {run_path} holds the {len(history.records())} epoch(s) "
-                                "that ran and their verdicts (verdicts.json).",)
+                n = len(history.records())
+                ran = f"the {n} epoch(s) that finished" if n else "no finished epoch (it stopped in the first)"
+                stopped.args = (f"{stopped} The run folder {run_path} holds {ran} and the verdicts "
+                                "(verdicts.json).",)
             raise stopped
         if recording is not None:
             recording.finish(result)
