@@ -281,6 +281,34 @@ def test_ctrl_c_anywhere_exits_130_with_one_line(monkeypatch, capsys):
     assert _one_line(capsys.readouterr().err) == "trainlab list: interrupted"
 
 
+def test_an_error_that_ctrl_c_caused_is_an_interrupt_not_a_traceback(monkeypatch, capsys):
+    # Ctrl-C inside an import (torch's, at start-up) leaves a half-imported module, and the import
+    # that follows fails with an AttributeError whose context is the KeyboardInterrupt
+    from trainlab import cli as cli_module
+
+    def interrupted_import(args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise AttributeError("module 'sympy' has no attribute 'printing'") from None
+    monkeypatch.setattr(cli_module, "cmd_list", interrupted_import)
+    assert cli_module.main(["list"]) == 130
+    assert _one_line(capsys.readouterr().err) == "trainlab list: interrupted"
+
+    def chained(args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise AttributeError("partially initialized module 'torch._inductor'")
+    monkeypatch.setattr(cli_module, "cmd_list", chained)
+    assert cli_module.main(["list"]) == 130
+    capsys.readouterr()
+    monkeypatch.setattr(cli_module, "cmd_run", chained)
+    assert cli_module.main(["run", "--resume", "runs/a b"]) == 130
+    assert _one_line(capsys.readouterr().err) == \
+        "trainlab run: interrupted; resume with: trainlab run --resume 'runs/a b'"
+
+
 def _interrupt_after(proc, ready, timeout=120):
     """Send SIGINT once ``ready()`` is true (polled), then return (status, stderr)."""
     deadline = time.monotonic() + timeout

@@ -645,6 +645,10 @@ def run_command(args) -> int:
         return status
     except Exception as err:  # noqa: BLE001 (sorted out by describe_failure)
         caught, failure = err, describe_failure(err, args)
+        if failure is None and _raised_by_ctrl_c(err):
+            resume = getattr(args, "resume", None)  # a resume stopped while starting: its folder is as it was
+            failure = (f"interrupted; resume with: trainlab run --resume {shlex.quote(str(resume))}" if resume
+                       else "interrupted", EXIT_INTERRUPTED)
         if failure is None:
             raise
     except KeyboardInterrupt as err:
@@ -661,6 +665,22 @@ def run_command(args) -> int:
     if message:
         print(f"trainlab {args.command}: {message}", file=sys.stderr)
     return status
+
+
+def _raised_by_ctrl_c(err: BaseException) -> bool:
+    """Whether ``err`` was raised while a KeyboardInterrupt was being handled.
+
+    Ctrl-C inside an import (torch's take a second or two) leaves a half-imported module behind,
+    and the next import of it fails (``AttributeError: partially initialized module``): the
+    user's interrupt, not a bug, so it must not end in that traceback.
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def describe_failure(err: BaseException, args) -> tuple[str, int] | None:
