@@ -189,3 +189,13 @@ def test_a_run_trained_on_a_gpu_loads_exports_and_resumes_on_a_machine_without_o
     assert len(json.loads((tmp_path / "r" / "metrics.json").read_text())["history"]) == 3
     res = cli("run", "--resume", "r", "--epochs", "4", "--device", "cpu", "-q")
     assert res.returncode == 0, res.stderr
+
+
+def test_exporting_a_diverged_run_says_its_weights_are_not_finite(cli, tmp_path):
+    res = cli("run", "--out", "nan", "--optimizer", "sgd", "--lr", "1e6", "--set", "data.n_samples=120",
+              "--epochs", "2", "--no-store", "-q")
+    assert res.returncode == 1 and (tmp_path / "nan" / "weights.safetensors").is_file()
+    res = cli("export", "nan")
+    assert res.returncode == 1 and res.stderr.count("\n") == 1
+    assert "weights hold NaN or Inf (the training diverged)" in res.stderr and "report" not in res.stderr
+    assert not (tmp_path / "nan" / "model.pt").exists()
