@@ -215,6 +215,7 @@ def test_a_missing_optional_package_is_one_line_with_the_install_command(cli, tm
     assert res.returncode == 1, res.stderr
     line = _one_line(res.stderr)
     assert "tensorboard" in line and "pip install" in line
+    assert not (tmp_path / "runs").exists()  # found when the config is checked, before anything exists
 
 
 def test_a_closed_output_pipe_ends_quietly_with_141(tmp_path):

@@ -213,6 +213,10 @@ def _check_callbacks(cfg: Config, problems: list[str]) -> None:
                 continue
             try:
                 catalog.build_callback(c.name, dict(c.kwargs), run_dir=tmp)
+            except ImportError:
+                # a missing optional package is this machine's, not the config's fault: its own line
+                # with the install command (exit 1), still before anything is created
+                raise
             except _CHECKED as err:
                 problems.append(_blame(f"callbacks.{i}", c.kwargs, err))
     for i, a in enumerate(cfg.augment):
