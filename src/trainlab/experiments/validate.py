@@ -123,9 +123,9 @@ def _dummy_data(cfg: Config, problems: list[str]):
             return None
     fractions = spec.split if spec.split is not None else [0.7, 0.3]
     if len(fractions) == 1:
-        if abs(fractions[0] - 1.0) > 1e-9:
+        if not abs(fractions[0] - 1.0) <= 1e-9:
             problems.append(f"data.split={short(fractions)}: one part must be [1.0] (train on everything)")
-    elif any(f <= 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+    elif not all(f > 0 for f in fractions) or not abs(sum(fractions) - 1.0) <= 1e-6:  # NaN fails too
         problems.append(f"data.split={short(fractions)}: give 2 or 3 positive fractions summing to 1, e.g. [0.7, 0.3]")
     elif isinstance(n, int):
         sizes = [int(round(f * n)) for f in fractions[:-1]]
