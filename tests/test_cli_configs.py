@@ -84,6 +84,8 @@ def test_a_switch_says_which_arguments_it_dropped(cli, tmp_path):
     (None, ["--set", "optimizer.lr=1e-3", "--set", "optimizer.betas=oops"], ["optimizer.betas", "'oops'"]),
     ("optimizer: {name: adam}\noptimizer: {name: sgd}\n", [], ["duplicate key 'optimizer'", "line 2"]),
     ("", [], ["is empty"]),
+    ("data: {name: moons, split: [.nan, 0.3]}\n", [], ["data.split=[nan, 0.3]", "summing to 1"]),
+    ("data: {name: moons, split: [.nan]}\n", [], ["data.split=[nan]", "[1.0]"]),
 ])
 def test_bad_configs_are_refused_before_anything_runs(cli, tmp_path, yaml_text, args, needles):
     config = []

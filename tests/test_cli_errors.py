@@ -212,11 +212,10 @@ def test_a_missing_optional_package_is_one_line_with_the_install_command(cli, tm
                                       "callbacks": [{"name": "tensorboard"}]}))
     env = {"PYTHONPATH": os.pathsep.join([str(hidden), os.environ.get("PYTHONPATH", "")])}
     res = cli("run", config, "-q", "--no-store", env=env)
-    # the callback is built when the config is checked, so this is a config error, before any folder
-    assert res.returncode == 2, res.stderr
+    assert res.returncode == 1, res.stderr  # this machine lacks a package; the config itself is fine
     line = _one_line(res.stderr)
-    assert "callbacks.0" in line and "tensorboard" in line and "pip install" in line
-    assert not (tmp_path / "runs").exists()
+    assert "tensorboard" in line and "pip install" in line
+    assert not (tmp_path / "runs").exists()  # found when the config is checked, before anything exists
 
 
 def test_a_closed_output_pipe_ends_quietly_with_141(tmp_path):
@@ -281,6 +280,34 @@ def test_ctrl_c_anywhere_exits_130_with_one_line(monkeypatch, capsys):
     monkeypatch.setattr(cli_module, "cmd_list", interrupted)
     assert cli_module.main(["list"]) == 130
     assert _one_line(capsys.readouterr().err) == "trainlab list: interrupted"
+
+
+def test_an_error_that_ctrl_c_caused_is_an_interrupt_not_a_traceback(monkeypatch, capsys):
+    # Ctrl-C inside an import (torch's, at start-up) leaves a half-imported module, and the import
+    # that follows fails with an AttributeError whose context is the KeyboardInterrupt
+    from trainlab import cli as cli_module
+
+    def interrupted_import(args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise AttributeError("module 'sympy' has no attribute 'printing'") from None
+    monkeypatch.setattr(cli_module, "cmd_list", interrupted_import)
+    assert cli_module.main(["list"]) == 130
+    assert _one_line(capsys.readouterr().err) == "trainlab list: interrupted"
+
+    def chained(args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise AttributeError("partially initialized module 'torch._inductor'")
+    monkeypatch.setattr(cli_module, "cmd_list", chained)
+    assert cli_module.main(["list"]) == 130
+    capsys.readouterr()
+    monkeypatch.setattr(cli_module, "cmd_run", chained)
+    assert cli_module.main(["run", "--resume", "runs/a b"]) == 130
+    assert _one_line(capsys.readouterr().err) == \
+        "trainlab run: interrupted; resume with: trainlab run --resume 'runs/a b'"
 
 
 def _interrupt_after(proc, ready, timeout=120):

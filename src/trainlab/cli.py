@@ -78,7 +78,7 @@ def report_dropped(command: str, dropped: list[str]) -> None:
 
 
 def cmd_run(args) -> int:
-    from trainlab.experiments.config import ConfigError, apply_overrides, load_yaml, parse_config
+    from trainlab.experiments.config import ConfigError, apply_overrides, load_yaml, on_this_machine, parse_config
     from trainlab.experiments.runner import ResumeError, RunDirError, resume_run, run_experiment
 
     overrides = _shortcut_overrides(args) + list(args.set or [])
@@ -90,7 +90,8 @@ def cmd_run(args) -> int:
         try:
             cfg = None
             if args.config or overrides:
-                base = load_yaml(args.config) if args.config else load_yaml(Path(args.resume) / "config.yaml")
+                base = (load_yaml(args.config) if args.config
+                        else on_this_machine(load_yaml(Path(args.resume) / "config.yaml"))[0])
                 dropped: list[str] = []
                 cfg = parse_config(apply_overrides(base, overrides, dropped=dropped))
                 report_dropped("run", dropped)
@@ -175,11 +176,11 @@ def run_interrupted(args, run_dir) -> CommandInterrupted:
 
 def _saved_config(run_dir):
     """The resolved config a run folder holds, or None when it has none (or an unreadable one)."""
-    from trainlab.experiments.config import ConfigError, load_config
+    from trainlab.experiments.config import ConfigError, load_yaml, on_this_machine, parse_config
 
     path = Path(run_dir) / "config.yaml"
     try:
-        return load_config(path) if path.is_file() else None
+        return parse_config(on_this_machine(load_yaml(path))[0]) if path.is_file() else None
     except (ConfigError, OSError, ValueError):
         return None
 
@@ -644,6 +645,10 @@ def run_command(args) -> int:
         return status
     except Exception as err:  # noqa: BLE001 (sorted out by describe_failure)
         caught, failure = err, describe_failure(err, args)
+        if failure is None and _raised_by_ctrl_c(err):
+            resume = getattr(args, "resume", None)  # a resume stopped while starting: its folder is as it was
+            failure = (f"interrupted; resume with: trainlab run --resume {shlex.quote(str(resume))}" if resume
+                       else "interrupted", EXIT_INTERRUPTED)
         if failure is None:
             raise
     except KeyboardInterrupt as err:
@@ -660,6 +665,22 @@ def run_command(args) -> int:
     if message:
         print(f"trainlab {args.command}: {message}", file=sys.stderr)
     return status
+
+
+def _raised_by_ctrl_c(err: BaseException) -> bool:
+    """Whether ``err`` was raised while a KeyboardInterrupt was being handled.
+
+    Ctrl-C inside an import (torch's take a second or two) leaves a half-imported module behind,
+    and the next import of it fails (``AttributeError: partially initialized module``): the
+    user's interrupt, not a bug, so it must not end in that traceback.
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def describe_failure(err: BaseException, args) -> tuple[str, int] | None:

@@ -35,6 +35,7 @@ def test_a_run_that_stops_on_nan_still_writes_its_folder_and_verdicts(cli, tmp_p
     doc = json.loads((tmp_path / "nan" / "verdicts.json").read_text())
     _check_contract(doc)
     assert doc["primary"] == "diverging" and doc["verdicts"][0]["severity"] == "error"
+    assert "0 epoch(s)" not in lines[0]
     assert (tmp_path / "nan" / "report.html").is_file() and (tmp_path / "nan" / "metrics.json").is_file()
     # the stop is told in 1-based epochs and steps everywhere, as in the message and on stderr
     v = doc["verdicts"][0]
@@ -62,6 +63,8 @@ def test_diagnose_recomputes_verdicts_read_from_the_records_exactly(cli, tmp_pat
     assert doc["primary"] == "dying_relus" and doc["verdicts"][0]["evidence"]["mark"]["points"][0][0] == 0
     res = cli("diagnose", "dead", "--json")
     assert res.returncode == 0 and json.loads(res.stdout) == doc
+    res = cli("diagnose", "nan")
+    assert f"step {stop['step']} of epoch 1" in res.stdout
 
 
 def test_diagnose_errors_are_one_line(cli):

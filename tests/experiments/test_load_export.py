@@ -159,3 +159,43 @@ def test_cli_export(cli, tmp_path):
     res = cli("export", "r", "--format", "onnx", env=env)
     assert res.returncode == 1 and res.stderr == "trainlab export: exporting to ONNX needs the onnx package: " \
                                                  "pip install onnx\n"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_run_trained_on_a_gpu_loads_exports_and_resumes_on_a_machine_without_one(cli, tmp_path):
+    from trainlab.train.checkpoint import load_checkpoint, save_checkpoint
+
+    (tmp_path / "exp.yaml").write_text("name: g\ndata: {name: moons, n_samples: 120}\nmodel: {hidden: [6]}\n"
+                                       "train: {epochs: 2, device: cpu}\n")
+    assert cli("run", "exp.yaml", "--out", "r", "-q").returncode == 0
+    before = trainlab.load_run(tmp_path / "r")
+    # the folder as a GPU machine writes it: config.yaml and the checkpoint's config name cuda
+    config = tmp_path / "r" / "config.yaml"
+    config.write_text(config.read_text().replace("device: cpu", "device: cuda"))
+    last = tmp_path / "r" / "checkpoints" / "last.safetensors"
+    ckpt = load_checkpoint(last)
+    ckpt.extra["config"]["train"]["device"] = "cuda"
+    save_checkpoint(last, ckpt)
+
+    run = trainlab.load_run(tmp_path / "r")
+    assert next(run.model.parameters()).device.type == "cpu"
+    X = torch.tensor([[0.0, 0.5], [1.5, -0.3]])
+    assert torch.equal(run.predict(X), before.predict(X))
+    res = cli("export", "r")
+    assert res.returncode == 0, res.stderr
+    res = cli("run", "--resume", "r", "--epochs", "3", "-q")
+    assert res.returncode == 0, res.stderr
+    assert "train.device='cuda' is not on this machine; using cpu" in res.stderr
+    assert len(json.loads((tmp_path / "r" / "metrics.json").read_text())["history"]) == 3
+    res = cli("run", "--resume", "r", "--epochs", "4", "--device", "cpu", "-q")
+    assert res.returncode == 0, res.stderr
+
+
+def test_exporting_a_diverged_run_says_its_weights_are_not_finite(cli, tmp_path):
+    res = cli("run", "--out", "nan", "--optimizer", "sgd", "--lr", "1e6", "--set", "data.n_samples=120",
+              "--epochs", "2", "--no-store", "-q")
+    assert res.returncode == 1 and (tmp_path / "nan" / "weights.safetensors").is_file()
+    res = cli("export", "nan")
+    assert res.returncode == 1 and res.stderr.count("\n") == 1
+    assert "weights hold NaN or Inf (the training diverged)" in res.stderr and "report" not in res.stderr
+    assert not (tmp_path / "nan" / "model.pt").exists()

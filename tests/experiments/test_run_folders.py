@@ -109,6 +109,14 @@ def test_a_callback_path_inside_the_run_folder_is_fine(tmp_path, cli):
     assert (tmp_path / "r" / "logs" / "epochs.csv").read_text().count("\n") == 3
 
 
+def test_file_writing_callbacks_with_their_default_paths_are_fine(tmp_path, cli):
+    (tmp_path / "exp.yaml").write_text(TINY + "callbacks: [{name: csv_logger}, {name: model_checkpoint}]\n")
+    res = cli("run", "exp.yaml", "--out", "r", "-q")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "r" / "log.csv").read_text().count("\n") == 3
+    assert (tmp_path / "r" / "checkpoints" / "last.safetensors").is_file()
+
+
 @pytest.mark.parametrize("bad", ["optimizer: {name: sgd, lr: -0.1}",
                                  "callbacks: [{name: model_checkpoint, every_n_epochs: -1}]",
                                  "data: {name: moons, n_samples: 200, split: [0.999, 0.001]}"])
@@ -157,6 +165,18 @@ def test_out_onto_an_existing_folder_needs_overwrite(tmp_path, cli):
     assert cli("run", "exp.yaml", "--out", "empty", "-q").returncode == 0
     res = cli("run", "exp.yaml", "--overwrite", "-q")
     assert res.returncode == 2 and "--out" in res.stderr and not (tmp_path / "runs").exists()
+
+
+def test_overwrite_replaces_the_old_runs_store_row_too(tmp_path, cli):
+    (tmp_path / "exp.yaml").write_text(TINY)
+    assert cli("run", "exp.yaml", "--out", "r", "-q").returncode == 0
+    res = cli("run", "exp.yaml", "--out", "r", "-q", "--overwrite", "--epochs", "3")
+    assert res.returncode == 0, res.stderr
+    # the old row described files that are gone: one row for the folder, the new run's
+    (row,) = _rows(tmp_path / "store" / "trainlab.sqlite")
+    assert row.id == "r" and row.status == "finished"
+    with Store(tmp_path / "store" / "trainlab.sqlite") as st:
+        assert len(st.history(row.id)) == 3
 
 
 def test_run_files_honour_the_umask(tmp_path, cli):

@@ -271,3 +271,13 @@ def test_ctrl_c_stops_the_sweep_command_and_the_next_run_resumes(tmp_path):
         result = run_sweep(plan, store=st, executor=LocalExecutor(0), verbose=False, report=False,
                            on_outcome=lambda o: done.isdisjoint({o.run_id}) or pytest.fail("reran " + o.run_id))
         assert result.skipped == len(done) and result.ran == 6 - len(done)
+
+
+@pytest.mark.parametrize("name", ["../../evil", ".hidden", "x" * 300])
+def test_a_hostile_sweep_name_gives_a_plain_visible_folder_name(cli, tmp_path, name):
+    (tmp_path / "s.yaml").write_text("data: {name: moons, n_samples: 100}\noptimizer: {name: adam, lr: [0.01, 0.1]}\n"
+                                     "train: {epochs: 1}\n")
+    res = cli("sweep", "s.yaml", "--set", f"name={name}", "--dry-run")
+    assert res.returncode == 0, res.stderr
+    sweep_id = res.stdout.split()[1].rstrip(":")
+    assert not sweep_id.startswith(".") and "/" not in sweep_id and len(sweep_id) <= 90

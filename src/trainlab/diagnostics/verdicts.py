@@ -908,7 +908,8 @@ def diagnose(history=None, diagnostics=None, *, baseline_loss: float | None = No
     upto = [r for r in recs if best is not None and 0 <= r.get("epoch", -1) <= best]
     se = _val_se(upto or recs, {"val_loss_se": val_loss_se})
     context = {"baseline_loss": baseline_loss, "chance_accuracy": chance_accuracy, "n_val": n_val,
-               "epochs_planned": epochs_planned, "epochs_run": len(h.get("loss") or []), "stopped": stopped,
+               "epochs_planned": epochs_planned, "epochs_run": len(h.get("loss") or []),
+               "stopped": stopped,
                "start_loss": start_loss, "val_loss_se": se, "thresholds": dict(thresholds)}
     out: list[Verdict] = []
     out += optimizer_verdicts(h, recs, start_loss=start_loss, baseline_loss=baseline_loss, stopped=stopped,

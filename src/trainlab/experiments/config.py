@@ -415,6 +415,25 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def on_this_machine(data: dict) -> tuple[dict, str | None]:
+    """A saved run's config with a ``train.device`` this machine lacks replaced by its default, and a note.
+
+    The device says where the arithmetic runs, not what the run is: a run trained on a GPU must still
+    load, export and resume on a machine without one (a new config naming an absent device is still
+    refused, by :func:`parse_config`).
+    """
+    from trainlab.experiments.validate import check_device
+    from trainlab.train.loop import default_device
+
+    train = data.get("train")
+    device = train.get("device") if isinstance(train, dict) else None
+    if not isinstance(device, str) or check_device(device) is None:
+        return data, None
+    here = default_device().type
+    return ({**data, "train": {**train, "device": None}},
+            f"train.device={device!r} is not on this machine; using {here}")
+
+
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read a YAML config, apply ``key.path=value`` overrides, validate."""
     return parse_config(apply_overrides(load_yaml(path), overrides))

@@ -103,6 +103,10 @@ def export_model(model: nn.Module, example: Tensor, path: str | Path, format: st
     if format == "onnx" and not onnx_available():
         raise ExportError("exporting to ONNX needs the onnx package: pip install onnx")
     original = model
+    if any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in model.state_dict().values()):
+        # NaN outputs also fail the copy's check below, which would then blame the translation
+        raise ExportError(f"{type(model).__name__}: its weights hold NaN or Inf (the training diverged), so it "
+                          "would only ever output NaN; retrain it (e.g. with a lower learning rate) to export it")
     example = example.cpu()
     buf = io.BytesIO()
     try:

@@ -115,7 +115,7 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu", data=No
         RunLoadError: the folder is not a finished run folder, or the weights do not fit the model
             the config describes.
     """
-    from trainlab.experiments.config import ConfigError, load_config
+    from trainlab.experiments.config import ConfigError, load_yaml, on_this_machine, parse_config
     from trainlab.experiments.runner import Splits, build_data, build_model, resolve_loss_name
     from trainlab.train.checkpoint import CheckpointError, load_weights
 
@@ -131,7 +131,7 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu", data=No
         raise RunLoadError(f"{run_dir} has no weights.safetensors: the run did not finish; resume it "
                            f"with 'trainlab run --resume {run_dir}'")
     try:
-        cfg = load_config(run_dir / "config.yaml")
+        cfg = parse_config(on_this_machine(load_yaml(run_dir / "config.yaml"))[0])
     except ConfigError as err:
         raise RunLoadError(f"{run_dir / 'config.yaml'} is not a valid config: {err}") from None
     with torch.random.fork_rng(devices=[]):  # building data and model draws; the caller's RNG stays put

@@ -310,7 +310,7 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
     if store not in (None, False) and write:
         from trainlab.experiments.store import RunRecording
         recording = RunRecording(None if store is True else store, cfg.to_dict(), run_path,
-                                 resume=resume_from is not None)
+                                 resume=resume_from is not None, replace=bool(overwrite))
     run_callbacks: list = []
     try:
         run_callbacks = build_callbacks(cfg, run_path) + list(callbacks)
@@ -348,8 +348,10 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
         if stopped is not None:  # the folder holds the epochs that ran; the store row records the failure
             stopped.result = result
             if write and run_path is not None:
-                stopped.args = (f"{stopped} The run folder {run_path} holds the {len(history.records())} epoch(s) "
-                                "that ran and their verdicts (verdicts.json).",)
+                n = len(history.records())
+                ran = f"the {n} epoch(s) that finished" if n else "no finished epoch (it stopped in the first)"
+                stopped.args = (f"{stopped} The run folder {run_path} holds {ran} and the verdicts "
+                                "(verdicts.json).",)
             raise stopped
         if recording is not None:
             recording.finish(result)
@@ -423,6 +425,12 @@ def _epochs_grew(old: dict, new: dict) -> bool:
     return same == old
 
 
+def _deviceless(cfg: dict) -> dict:
+    """``cfg`` without ``train.device``: a run may resume on another device (a GPU run on a CPU)."""
+    train = cfg.get("train")
+    return {**cfg, "train": {k: v for k, v in train.items() if k != "device"}} if isinstance(train, dict) else cfg
+
+
 def resume_run(run_dir: str | Path, config: Config | dict | None = None, *, verbose: bool = True,
                store: str | Path | bool | None = None) -> RunResult:
     """Continue the interrupted run in ``run_dir`` from its last checkpoint and finish its folder.
@@ -431,25 +439,29 @@ def resume_run(run_dir: str | Path, config: Config | dict | None = None, *, verb
     config, otherwise :class:`ResumeError` lists the differences (a resumed run must be the run
     that was started). The one change allowed is more epochs (``train.epochs`` larger than
     before, without a schedule, whose shape depends on it): the run is extended, and the
-    difference is printed. On the CPU the final weights equal those of an uninterrupted run bit
+    difference is printed. ``train.device`` may differ too, and a device this machine lacks (a
+    run trained on a GPU, resumed on a CPU) becomes this machine's default, with a note. On the CPU the final weights equal those of an uninterrupted run bit
     for bit: model, optimizer, schedule and callback states, RNG and data order are restored.
 
     ``store`` (as in :func:`run_experiment`): the run's row in the results store (found by its
     folder) is updated, so it ends ``finished`` with its whole history.
     """
-    from trainlab.experiments.config import load_config
+    from trainlab.experiments.config import load_yaml, on_this_machine
     from trainlab.train.checkpoint import load_checkpoint
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ResumeError(f"{run_dir} is not a run folder (no config.yaml)")
-    saved = load_config(run_dir / "config.yaml")
+    saved_data, moved = on_this_machine(load_yaml(run_dir / "config.yaml"))
+    if moved:
+        print(f"resuming {run_dir}: {moved}", file=sys.stderr)
+    saved = parse_config(saved_data)
     target = saved
     extended: list[str] = []
     if config is not None:
         given = parse_config(config)
-        diff = config_diff(saved.to_dict(), given.to_dict())
-        if diff and not _epochs_grew(saved.to_dict(), given.to_dict()):
+        diff = config_diff(_deviceless(saved.to_dict()), _deviceless(given.to_dict()))
+        if diff and not _epochs_grew(_deviceless(saved.to_dict()), _deviceless(given.to_dict())):
             raise ResumeError(f"refusing to resume {run_dir}: the config differs from the run's own config.yaml\n"
                               + "\n".join(diff) + "\nresume without a config (only train.epochs may grow, to "
                               "extend the run), or start a new run")
@@ -464,9 +476,11 @@ def resume_run(run_dir: str | Path, config: Config | dict | None = None, *, verb
     ckpt = load_checkpoint(path)
     stored = ckpt.extra.get("config")
     # an extension interrupted before its first checkpoint: config.yaml already has the new length
-    if stored is not None and stored != saved.to_dict() and not _epochs_grew(stored, saved.to_dict()):
-        raise ResumeError(f"refusing to resume {run_dir}: its config.yaml differs from the config stored in "
-                          f"the checkpoint\n" + "\n".join(config_diff(stored, saved.to_dict())))
+    if isinstance(stored, dict):
+        stored, now = _deviceless(stored), _deviceless(saved.to_dict())
+        if stored != now and not _epochs_grew(stored, now):
+            raise ResumeError(f"refusing to resume {run_dir}: its config.yaml differs from the config stored in "
+                              f"the checkpoint\n" + "\n".join(config_diff(stored, now)))
     if verbose:
         print(f"resuming {run_dir} after epoch {ckpt.epoch + 1} of {target.train.epochs}")
     if extended:  # said even with -q: the run becomes longer than the one started

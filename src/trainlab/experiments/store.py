@@ -641,10 +641,11 @@ class RunRecording:
 
     ``resume=True`` continues the row of the run recorded for ``run_dir`` (found by its folder)
     instead of adding one, so a resumed run ends ``finished`` with its whole history.
+    ``replace=True`` (``--overwrite``) first deletes the rows of runs recorded in that folder.
     """
 
     def __init__(self, path: str | Path | None, config: dict, run_dir: str | Path | None, run_id: str | None = None,
-                 *, resume: bool = False):
+                 *, resume: bool = False, replace: bool = False):
         import sys
 
         self.store: Store | None = None
@@ -653,6 +654,8 @@ class RunRecording:
         try:
             self.store = Store(path)
             existing = self.store.find_by_run_dir(folder) if resume and folder is not None else None
+            while replace and folder is not None and (old := self.store.find_by_run_dir(folder)) is not None:
+                self.store.delete_runs([old.id])  # its files were removed: the row would describe nothing
             if existing is not None:
                 self.run_id = existing.id
                 with self.store._write() as c:

@@ -480,7 +480,9 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = (), *, dropped: list
 
 
 def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "sweep"
+    """``name`` as part of one folder or file name; the run folders' rule (``runner.slug``): a name
+    such as ``../../x`` must not give a hidden ``..-..-x`` folder."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(name)).strip("-.")[:80].rstrip("-.") or "sweep"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import tempfile
-from pathlib import Path
 
 import torch
 
@@ -215,8 +214,18 @@ def _check_optimization(cfg: Config, problems: list[str]) -> None:
 def _check_callbacks(cfg: Config, problems: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="trainlab-check-") as tmp:
         for i, c in enumerate(cfg.callbacks):
-            try:  # file paths are taken inside the stand-in run folder, and refused if they leave it
+            # a file path is taken relative to the run folder (here a stand-in) and must stay inside it
+            path_problem = catalog.callback_path_problem(c.name, c.kwargs)
+            if path_problem is not None:
+                arg, value, why = path_problem
+                problems.append(f"callbacks.{i}.{arg}: {value!r} {why}")
+                continue
+            try:
                 catalog.build_callback(c.name, dict(c.kwargs), run_dir=tmp)
+            except ImportError:
+                # a missing optional package is this machine's, not the config's fault: its own line
+                # with the install command (exit 1), still before anything is created
+                raise
             except _CHECKED as err:
                 problems.append(_blame(f"callbacks.{i}", c.kwargs, err))
     for i, a in enumerate(cfg.augment):
