@@ -148,3 +148,11 @@ def test_list_shows_arguments_and_defaults(cli):
     assert "n_samples=1000" in res.stdout and "noise=0.1" in res.stdout and "seed" not in res.stdout
     res = cli("list", "adamm")
     assert res.returncode == 2 and "'adamm'" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("field", ["data.classes=100000000", "data.n_features=1000000000000"])
+def test_a_huge_class_or_feature_count_is_refused_at_once(cli, field):
+    name = "spirals" if "classes" in field else "blobs"
+    res = cli("run", "--dataset", name, "--set", field, "-q", timeout=60)
+    assert res.returncode == 2, res.stderr
+    assert field.split("=")[0] in res.stderr and "Traceback" not in res.stderr

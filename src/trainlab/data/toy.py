@@ -70,6 +70,8 @@ def spirals(n_samples: int = 1000, noise: float = 0.1, classes: int = 2, turns: 
     _check(n_samples, noise)
     if classes < 2:
         raise ValueError(f"classes must be >= 2, got {classes!r}")
+    if classes > n_samples:  # checked before the per-arm lists are built
+        raise ValueError(f"classes must be at most n_samples ({n_samples}), got {classes!r}")
     g = torch.Generator().manual_seed(seed)
     sizes = [n_samples // classes + (1 if k < n_samples % classes else 0) for k in range(classes)]
     Xs, ys = [], []

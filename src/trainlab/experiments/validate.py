@@ -110,6 +110,19 @@ def _dummy_data(cfg: Config, problems: list[str]):
     n = kwargs.get(size_arg, inspect.signature(loader).parameters[size_arg].default) if size_arg else None
     if "seed" in inspect.signature(loader).parameters:
         kwargs["seed"] = cfg.seed
+    for count in ("classes", "centers"):  # generators keep one entry per class: bound them by the samples
+        k = kwargs.get(count)
+        if isinstance(k, int) and not isinstance(k, bool) and isinstance(n, int):
+            if k > n:
+                problems.append(f"data.{count}={k:,}: more than the {n:,} samples (data.{size_arg}); "
+                                f"use at most data.{size_arg} {count}")
+                return None
+            kwargs[count] = min(k, TINY)
+    width = kwargs.get("n_features")
+    if isinstance(width, int) and not isinstance(width, bool) and 3 * 8 * TINY * width > memory_bytes():
+        problems.append(f"data.n_features={width:,}: {TINY} samples alone would need about "
+                        f"{_gib(3 * 8 * TINY * width)}; this machine has {_gib(memory_bytes())}; use fewer features")
+        return None
     if size_arg is not None and isinstance(n, int) and n > TINY:
         kwargs[size_arg] = TINY
     try:
