@@ -389,20 +389,6 @@ def _add_run_callbacks(cfg: Config, callbacks: list, run_path: Path | None):
     return recorder
 
 
-def _baseline_loss(loss: Loss, train: Dataset) -> float | None:
-    """The loss of a trivial predictor that knows only the training targets' distribution."""
-    y = train.y
-    if loss.name == "mse":
-        return float(y.double().var(unbiased=False)) if len(y) > 1 else None
-    counts = torch.bincount(y.reshape(-1).long()).double()
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * p.log()).sum())
-
-
-class ResumeError(ValueError):
-    """A run folder cannot be resumed (no checkpoint, or a different config); the message says why."""
-
-
 def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     """Lines ``path: old → new`` for every field that differs between two config dicts."""
     lines = []
