@@ -389,6 +389,10 @@ def _add_run_callbacks(cfg: Config, callbacks: list, run_path: Path | None):
     return recorder
 
 
+class ResumeError(ValueError):
+    """A run folder cannot be resumed (no checkpoint, or a different config); the message says why."""
+
+
 def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     """Lines ``path: old → new`` for every field that differs between two config dicts."""
     lines = []
