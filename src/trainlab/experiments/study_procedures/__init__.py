@@ -14,6 +14,7 @@ from trainlab.experiments.study_procedures.initialization import init_depth_prof
 from trainlab.experiments.study_procedures.normalization import bn_learning_rate
 from trainlab.experiments.study_procedures.mnist import mnist_recipe
 from trainlab.experiments.study_procedures.optimizers import optimizer_grid
+from trainlab.experiments.study_procedures.penalty_paths import penalty_paths
 from trainlab.experiments.study_procedures.random_matrices import random_matrices
 from trainlab.experiments.study_procedures.regularization import (early_stopping, generalization_gap, l1_sparsity,
                                                                  weight_decay_forms)
@@ -33,6 +34,7 @@ PROCEDURES = {
     "l1_sparsity": l1_sparsity,
     "mnist_recipe": mnist_recipe,
     "optimizer_grid": optimizer_grid,
+    "penalty_paths": penalty_paths,
     "random_matrices": random_matrices,
     "weight_decay_forms": weight_decay_forms,
 }
