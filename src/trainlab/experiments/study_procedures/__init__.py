@@ -7,6 +7,7 @@ study whose technique is missing fails alone, with a clear error, and the others
 from __future__ import annotations
 
 from trainlab.experiments.study_procedures.activations import activation_comparison
+from trainlab.experiments.study_procedures.capacity import capacity_sweep
 from trainlab.experiments.study_procedures.deep_linear import deep_linear
 from trainlab.experiments.study_procedures.descent import gd_variants
 from trainlab.experiments.study_procedures.diagnosis import diagnosis_suite
@@ -14,7 +15,7 @@ from trainlab.experiments.study_procedures.initialization import init_depth_prof
 from trainlab.experiments.study_procedures.normalization import bn_learning_rate
 from trainlab.experiments.study_procedures.mnist import mnist_recipe
 from trainlab.experiments.study_procedures.optimizers import optimizer_grid
-from trainlab.experiments.study_procedures.penalty_paths import penalty_paths
+from trainlab.experiments.study_procedures.penalty_paths import penalty_paths, penalty_strength
 from trainlab.experiments.study_procedures.random_matrices import random_matrices
 from trainlab.experiments.study_procedures.regularization import (early_stopping, generalization_gap, l1_sparsity,
                                                                  weight_decay_forms)
@@ -23,6 +24,7 @@ from trainlab.experiments.study_procedures.worked_examples import cross_entropy_
 PROCEDURES = {
     "activation_comparison": activation_comparison,
     "bn_learning_rate": bn_learning_rate,
+    "capacity_sweep": capacity_sweep,
     "cross_entropy_example": cross_entropy_example,
     "deep_linear": deep_linear,
     "diagnosis_suite": diagnosis_suite,
@@ -35,6 +37,7 @@ PROCEDURES = {
     "mnist_recipe": mnist_recipe,
     "optimizer_grid": optimizer_grid,
     "penalty_paths": penalty_paths,
+    "penalty_strength": penalty_strength,
     "random_matrices": random_matrices,
     "weight_decay_forms": weight_decay_forms,
 }
