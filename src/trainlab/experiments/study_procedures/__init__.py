@@ -11,6 +11,7 @@ from trainlab.experiments.study_procedures.capacity import capacity_sweep
 from trainlab.experiments.study_procedures.deep_linear import deep_linear
 from trainlab.experiments.study_procedures.descent import gd_variants
 from trainlab.experiments.study_procedures.diagnosis import diagnosis_suite
+from trainlab.experiments.study_procedures.dying import dying_relus
 from trainlab.experiments.study_procedures.initialization import init_depth_profile, init_symmetry
 from trainlab.experiments.study_procedures.normalization import bn_learning_rate
 from trainlab.experiments.study_procedures.mnist import mnist_recipe
@@ -28,6 +29,7 @@ PROCEDURES = {
     "cross_entropy_example": cross_entropy_example,
     "deep_linear": deep_linear,
     "diagnosis_suite": diagnosis_suite,
+    "dying_relus": dying_relus,
     "early_stopping": early_stopping,
     "gd_variants": gd_variants,
     "generalization_gap": generalization_gap,
