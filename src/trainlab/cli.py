@@ -548,7 +548,7 @@ def _add_results_commands(sub) -> None:
                        epilog="examples:\n  trainlab runs\n  trainlab runs --sweep lr-batch --status finished\n"
                               "  trainlab runs --where optimizer.name=sgd --sort val_accuracy\n  trainlab runs --sweeps")
     p.add_argument("--store", metavar="FILE", help=store_help)
-    p.add_argument("--status", action="append", choices=["queued", "running", "finished", "failed", "interrupted"],
+    p.add_argument("--status", action="append", choices=["queued", "running", "finished", "failed", "interrupted", "pruned"],
                    help="only runs with this status (repeatable)")
     p.add_argument("--sweep", metavar="ID", help="only the runs of this sweep (id or unique prefix)")
     p.add_argument("--name", metavar="GLOB", help="only runs whose name or id matches, e.g. 'lr-*'")

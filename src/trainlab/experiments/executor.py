@@ -62,17 +62,23 @@ class RunSpec:
     ``running`` there with its own pid when it starts and beats once per epoch, so a killed
     worker's run is found stale later (``Store.mark_stale``). ``None`` for a worker that cannot
     reach the store (a remote machine): the sweep then only records the outcome.
+
+    ``pruning``: for a trial of an optuna search, where the process training it reports the
+    sweep metric every epoch (plain data, see :func:`trainlab.experiments.search.pruning_callback`);
+    such a run is trained alone, never in a batched model, and may end ``pruned``.
     """
 
     run_id: str
     config: dict
     run_dir: str | None = None
     store: str | None = None
+    pruning: dict | None = None
 
 
 @dataclass
 class RunOutcome:
-    """What came of a run: status ``finished`` or ``failed``, history, final numbers, time, error."""
+    """What came of a run: status ``finished``, ``failed`` or ``pruned`` (an optuna trial stopped by its
+    pruner; ``info["pruned_epoch"]`` says after which epoch), history, final numbers, time, error."""
 
     run_id: str
     status: str
@@ -109,7 +115,8 @@ def plan_tasks(specs: Sequence[RunSpec], *, batched: bool = True, max_group: int
         raise ValueError(f"max_group must be >= 1, got {max_group}")
     groups: dict[object, list[RunSpec]] = {}  # in order of first appearance
     for i, spec in enumerate(specs):
-        key = batch_key(parse_config(spec.config)) if batched else None
+        # a trial that may be pruned stops on its own: it cannot share a batched model
+        key = batch_key(parse_config(spec.config)) if batched and spec.pruning is None else None
         groups.setdefault(key if key is not None else ("alone", i), []).append(spec)
     tasks: list[Task] = []
     for members in groups.values():
@@ -180,10 +187,10 @@ def _execute(task: Task, store) -> list[RunOutcome]:
         return RunOutcome(spec.run_id, "finished", result.history.records(), dict(result.final),
                           float(result.wall_time), None, info, diagnostics_of(result), spec.run_dir)
 
-    def alone(spec: RunSpec):  # run_experiment writes the run folder itself
+    def alone(spec: RunSpec, extra: tuple = ()):  # run_experiment writes the run folder itself
         beats = (_Heartbeat(_Beat(store, spec.run_id)),) if store is not None else ()
         return run_experiment(spec.config, run_dir=spec.run_dir, write=spec.run_dir is not None, verbose=False,
-                              callbacks=beats)
+                              callbacks=beats + extra)
 
     if task.batched and len(task.specs) > 1:
         from trainlab.experiments.batched import train_group
@@ -207,6 +214,18 @@ def _execute(task: Task, store) -> list[RunOutcome]:
                 # an ensemble has no single learning curve: its numbers are those of the averaged model
                 out.append(RunOutcome(spec.run_id, "finished", [], dict(ens.ensemble), float(ens.wall_time), None,
                                       {"batched": 1, "ensemble": ens.table}, {}, spec.run_dir))
+                continue
+            if spec.pruning is not None:
+                from trainlab.experiments.search import pruning_callback
+                pruner = pruning_callback(spec.pruning)
+                outcome = finished(spec, alone(spec, (pruner,) if pruner is not None else ()), {"batched": 1},
+                                   write=False)
+                if pruner is None:  # the study cannot be reached from here: the sweep reports the epochs
+                    outcome.info["pruning"] = "the study's journal is not reachable from the worker"
+                elif pruner.pruned_epoch:
+                    outcome.status = "pruned"
+                    outcome.info["pruned_epoch"] = pruner.pruned_epoch
+                out.append(outcome)
                 continue
             out.append(finished(spec, alone(spec), {"batched": 1}, write=False))
         except (KeyboardInterrupt, SystemExit):
