@@ -581,6 +581,7 @@ def plot_slices(panels: Sequence[dict], path: str | Path, ylabel: str = "", ncol
                    s=16, edgecolors="none")
         if panel.get("log") and all(_finite(x) and x > 0 for x in xs):
             _log_y(ax, xs, axis="x")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # a narrow panel: decades only
         ax.set_xlabel(panel["name"], fontsize=8)
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:

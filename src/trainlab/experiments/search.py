@@ -507,6 +507,9 @@ def run_search(plan: SearchPlan, db, out: Path, executor=None, *, rerun: bool = 
                                 sampler=build_sampler(plan.sampler, plan.seed),
                                 pruner=build_pruner(plan.pruner, max_resource),
                                 direction="maximize" if mode == "max" else "minimize")
+    asked = len(study.get_trials(deepcopy=False))
+    if asked:  # a sampler seeded as before would draw its first points again: continue from a seed of its own
+        study.sampler = build_sampler(plan.sampler, plan.seed + asked)
     counted = _reconcile(study, db, metric, retry_failed)
     points = [(t.number, t.user_attrs.get("run_id", ""), t.user_attrs.get("values", {})) for t in counted]
     spec_record = {"template": plan.template, "sweep": spec.model_dump(mode="json"), "fields": plan.fields}
