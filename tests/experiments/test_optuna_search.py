@@ -172,9 +172,9 @@ def test_a_search_is_reproducible_from_its_seed_with_one_worker(tmp_path):
         assert [(t.params, t.value) for t in trials(more.out_dir, more.id)][:5] == got[0]
 
 
-def test_pruning_stops_trials_early_and_records_them_pruned(tmp_path):
+def test_pruning_stops_trials_early_and_records_them_pruned(fast_dir):
     data = search({"samples": 10, "pruner": "median", "seed": 0, "metric": "val_loss"}, train={"epochs": 5})
-    with Store(tmp_path / "s.sqlite") as st:
+    with Store(fast_dir / "s.sqlite") as st:
         r = run_sweep(expand_sweep(data), store=st, executor=LocalExecutor(0), verbose=False)
         runs = st.runs(sweep=r.id)
         pruned = [rec for rec in runs if rec.status == "pruned"]
@@ -192,8 +192,10 @@ def test_pruning_stops_trials_early_and_records_them_pruned(tmp_path):
             assert t.intermediate_values == {i + 1: pytest.approx(h["val_loss"])
                                              for i, h in enumerate(st.history(rec.id))}
         html = r.report.read_text()
-        assert "pruned after epoch" in html and "search-history.png" in html and "search-slices.png" in html
-        assert (r.out_dir / "search-importances.png").is_file()
+        assert "pruned after epoch" in html and "<h2>Search</h2>" in html
+        for caption in ("val_loss per trial and the best so far", "parameter importances", "against each parameter"):
+            assert caption in html
+        assert all((r.out_dir / f"search-{n}.png").is_file() for n in ("history", "importances", "slices"))
 
 
 def test_an_interrupted_search_resumes_with_exactly_samples_trials(tmp_path):
@@ -242,4 +244,4 @@ def test_cli_search_dry_run_and_a_missing_optuna(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(__import__("sys").modules, "optuna", None)
     assert main(["sweep", str(path), "--dry-run"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["trainlab: sweep method optuna needs the optuna package: pip install 'trainlab[optuna]'"]
+    assert err == ["trainlab sweep: sweep method optuna needs the optuna package: pip install 'trainlab[optuna]'"]
