@@ -280,15 +280,20 @@ class LocalExecutor(Executor):
         threads: torch threads per process training runs (default: ``cores // workers`` in each
             worker, torch's own setting in this process). Tiny networks gain nothing from more than
             one, and on a machine busy with other work, idle threads spin against them: pass 1 there.
+        keep_workers: keep the worker processes between calls of :meth:`results` until
+            :meth:`shutdown` (a search submits its trials in rounds; a fresh process per round would
+            pay Python's and torch's start-up every time).
     """
 
     def __init__(self, workers: int | None = None, *, batched: bool = True, max_group: int = 64,
-                 threads: int | None = None):
+                 threads: int | None = None, keep_workers: bool = False):
         if workers is not None and workers < 0:
             raise ValueError(f"workers must be >= 0 (0: in this process), got {workers}")
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self.workers, self.batched, self.max_group, self.threads = workers, batched, max_group, threads
+        self.keep_workers = keep_workers
+        self._pool_size = 0
         self._specs: list[RunSpec] = []
         self._pool: ProcessPoolExecutor | None = None
         self._futures: list[Future] = []
@@ -320,8 +325,11 @@ class LocalExecutor(Executor):
             return
         import multiprocessing as mp
 
-        self._pool = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"),
-                                         initializer=_init_worker, initargs=(self.threads or max(1, cores // n),))
+        if self._pool is None or self._pool_size < n:
+            self.shutdown()
+            self._pool = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"),
+                                             initializer=_init_worker, initargs=(self.threads or max(1, cores // n),))
+            self._pool_size = n
         self._futures = [self._pool.submit(execute_task, t) for t in tasks]
         pending = set(self._futures)
         while pending:
@@ -334,7 +342,8 @@ class LocalExecutor(Executor):
                         yield RunOutcome(spec.run_id, "failed", error=f"worker failed: {type(err).__name__}: {err}")
                 else:
                     yield from fut.result()
-        self.shutdown()
+        if not self.keep_workers:
+            self.shutdown()
 
     def worker_pids(self) -> list[int]:
         """The pids of the worker processes now running (empty without a pool)."""
@@ -343,7 +352,7 @@ class LocalExecutor(Executor):
         return [p.pid for p in list(procs.values()) if p.pid is not None]
 
     def shutdown(self, cancel: bool = False) -> None:
-        pool, self._pool = self._pool, None
+        pool, self._pool, self._pool_size = self._pool, None, 0
         if pool is None:
             return
         if not cancel:

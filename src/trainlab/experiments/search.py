@@ -522,7 +522,7 @@ def run_search(plan: SearchPlan, db, out: Path, executor=None, *, rerun: bool = 
     done_status = ("finished",) if retry_failed else ("finished", "failed")
     in_flight = max(1, int(getattr(executor, "workers", None) or spec.workers or 1))
     if executor is None:
-        executor = LocalExecutor(spec.workers, batched=spec.batched)
+        executor = LocalExecutor(spec.workers, batched=spec.batched, keep_workers=True)
     progress = _Progress(spec.samples, len(points), verbose)
     store_path = str(db.path.resolve())
     pending: dict[str, tuple] = {}   # run id -> (trial, values)

@@ -1033,7 +1033,8 @@ def cli_sweep(args) -> int:
     keep_freed_memory()  # this process trains batched models when it runs a single task
     previous = _second_interrupt_exits()
     try:
-        executor = LocalExecutor(workers, batched=batched, threads=getattr(args, "threads", None))
+        executor = LocalExecutor(workers, batched=batched, threads=getattr(args, "threads", None),
+                                 keep_workers=plan.spec.method == "optuna")
         result = run_sweep(plan, store=args.store, out_dir=args.out, executor=executor,
                            rerun=args.rerun, retry_failed=args.retry_failed, verbose=not args.quiet)
     except SweepInterrupted as err:
