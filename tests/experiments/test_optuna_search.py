@@ -245,3 +245,42 @@ def test_cli_search_dry_run_and_a_missing_optuna(tmp_path, monkeypatch, capsys):
     assert main(["sweep", str(path), "--dry-run"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["trainlab sweep: sweep method optuna needs the optuna package: pip install 'trainlab[optuna]'"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_search_with_worker_processes_and_the_command_resumes_it(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(search({"samples": 8, "pruner": "median", "metric": "val_loss"},
+                                          train={"epochs": 6, "batch_size": 16})))
+    store = tmp_path / "s.sqlite"
+    cmd = [sys.executable, "-m", "trainlab.cli", "sweep", str(path), "--store", str(store), "--workers", "2",
+           "--threads", "1"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    lines = []
+    for line in proc.stderr:  # two trials told, then Ctrl-C
+        lines.append(line)
+        if line.startswith("[2/8]"):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 130, "".join(lines) + rest
+    assert "of 8 runs done" in rest and f"resume with: trainlab sweep {path} --store {store}" in rest
+    plan = expand_sweep(yaml.safe_load(path.read_text()))
+    with Store(store) as st:
+        before = {r.id: r.ended for r in st.runs(sweep=plan.id, status=("finished", "pruned"))}
+    assert len(before) >= 2
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(before)} trial(s) already in" in done.stderr
+    with Store(store) as st:
+        runs = st.runs(sweep=plan.id)
+        assert len(runs) == 8 and {r.status for r in runs} <= {"finished", "pruned"}
+        assert {r.id: r.ended for r in runs if r.id in before} == before  # not trained again
+        assert len(st.sweep(plan.id)["points"]) == 8
+    counted = [t for t in trials(tmp_path / "sweeps" / plan.id, plan.id) if not t.user_attrs.get("interrupted")]
+    assert len(counted) == 8
