@@ -640,8 +640,11 @@ def importances(study) -> dict[str, float]:
     if len(complete) < 2:
         return {}
     try:
-        return dict(optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)))
+        try:
+            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+        except ImportError:  # fANOVA's random forest is scikit-learn's; PED-ANOVA needs numpy only
+            evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+        return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
     except (RuntimeError, ValueError, ZeroDivisionError):  # e.g. no parameter present in every trial
         return {}
 
