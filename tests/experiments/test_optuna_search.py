@@ -198,6 +198,46 @@ def test_pruning_stops_trials_early_and_records_them_pruned(fast_dir):
         assert all((r.out_dir / f"search-{n}.png").is_file() for n in ("history", "importances", "slices"))
 
 
+def test_without_the_journal_in_the_worker_the_sweep_reports_the_epochs(tmp_path):
+    class Remote(LocalExecutor):  # a worker on another machine: the sweep folder's path means nothing there
+        def submit(self, specs):
+            for s in specs:
+                s.pruning = {**s.pruning, "journal": str(tmp_path / "elsewhere" / JOURNAL)}
+            super().submit(specs)
+
+    data = search({"samples": 3, "pruner": "median", "metric": "val_loss"}, train={"epochs": 2})
+    with Store(tmp_path / "s.sqlite") as st:
+        r = run_sweep(expand_sweep(data), store=st, executor=Remote(0), verbose=False, report=False)
+        for t in trials(r.out_dir, r.id):
+            rec = st.get_run(t.user_attrs["run_id"])
+            assert rec.status == "finished" and "not reachable" in rec.info["pruning"]
+            assert t.intermediate_values == {i + 1: pytest.approx(h["val_loss"])
+                                             for i, h in enumerate(st.history(rec.id))}
+    assert not (tmp_path / "elsewhere").exists()  # no stray journal made where the worker looked
+
+
+@pytest.mark.parametrize("sampler, pruner", [("cmaes", "hyperband"), ("random", "median"), ("tpe", "none")])
+def test_every_sampler_and_pruner_runs(tmp_path, monkeypatch, sampler, pruner):
+    from trainlab.experiments import search as search_module
+
+    built = []
+    for name in ("build_sampler", "build_pruner"):
+        real = getattr(search_module, name)
+        monkeypatch.setattr(search_module, name, lambda *a, real=real: built.append(real(*a)) or built[-1])
+    space = {"optimizer": {"name": "sgd", "lr": {"loguniform": [1e-5, 1.0]}, "momentum": {"uniform": [0.0, 0.99]}},
+             "train": {"epochs": 3, "batch_size": {"int": [8, 256]}}}
+    plan = expand_sweep(search({"samples": 4, "sampler": sampler, "pruner": pruner, "metric": "val_loss"}, **space))
+    with Store(tmp_path / "s.sqlite") as st:
+        r = run_sweep(plan, store=st, executor=Formula(), verbose=False, report=False)
+    study = load_study(r.out_dir / JOURNAL, r.id)
+    assert len(study.trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    kinds = [type(x).__name__ for x in built]
+    assert kinds == [{"cmaes": "CmaEsSampler", "random": "RandomSampler", "tpe": "TPESampler"}[sampler],
+                     {"hyperband": "HyperbandPruner", "median": "MedianPruner", "none": "NopPruner"}[pruner]]
+    if pruner == "hyperband":  # the resource is the epoch
+        assert built[1]._max_resource == 3
+
+
 def test_an_interrupted_search_resumes_with_exactly_samples_trials(tmp_path):
     data = search({"samples": 6, "seed": 0})
     plan = expand_sweep(data)
