@@ -401,17 +401,18 @@ def _frozen(study, number: int):
     return next(t for t in trials if t.number == number)
 
 
-def _tell(study, number: int, status: str, final: dict, history: list[dict], metric: str):
+def _tell(study, number: int, status: str, final: dict, history: list[dict], metric: str, report: bool = True):
     """Tell Optuna how trial ``number`` ended (from its run's status and numbers); returns the state.
 
-    The value is the final ``metric``; a run without a finite one fails. Epochs the worker could not
-    report (no shared journal) are reported here first, so the pruner judges later trials by them.
+    The value is the final ``metric``; a run without a finite one fails. With ``report`` (a search
+    with a pruner), epochs the worker could not report (no shared journal) are reported here first,
+    so the pruner judges later trials by them.
     """
     import optuna
     from optuna.trial import TrialState
 
     frozen = _frozen(study, number)
-    if status in ("finished", "pruned") and not frozen.intermediate_values:
+    if report and status in ("finished", "pruned") and not frozen.intermediate_values:
         trial = optuna.trial.Trial(study, frozen._trial_id)
         for epoch, record in enumerate(history, 1):
             if _finite(record.get(metric)):
@@ -439,7 +440,7 @@ def _abandon(study, trial_ids: dict[int, int]) -> None:
             pass
 
 
-def _reconcile(study, db, metric: str, retry_failed: bool) -> list:
+def _reconcile(study, db, metric: str, retry_failed: bool, report: bool) -> list:
     """Bring a loaded study and the store together; return the trials that count, by number.
 
     A trial left running by an interrupted search is told from its store row when the run had
@@ -453,7 +454,7 @@ def _reconcile(study, db, metric: str, retry_failed: bool) -> list:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
         rec = _record(db, t.user_attrs.get("run_id"))
         if rec is not None and rec.status in ("finished", "failed", "pruned"):
-            _tell(study, t.number, rec.status, rec.final, db.history(rec.id), metric)
+            _tell(study, t.number, rec.status, rec.final, db.history(rec.id), metric, report)
         else:
             running[t.number] = t._trial_id
     _abandon(study, running)
@@ -510,7 +511,8 @@ def run_search(plan: SearchPlan, db, out: Path, executor=None, *, rerun: bool = 
     asked = len(study.get_trials(deepcopy=False))
     if asked:  # a sampler seeded as before would draw its first points again: continue from a seed of its own
         study.sampler = build_sampler(plan.sampler, plan.seed + asked)
-    counted = _reconcile(study, db, metric, retry_failed)
+    pruned = plan.pruner != "none"
+    counted = _reconcile(study, db, metric, retry_failed, pruned)
     points = [(t.number, t.user_attrs.get("run_id", ""), t.user_attrs.get("values", {})) for t in counted]
     spec_record = {"template": plan.template, "sweep": spec.model_dump(mode="json"), "fields": plan.fields}
     db.add_sweep(plan.id, plan.name, spec_record, points, out)
@@ -550,12 +552,13 @@ def run_search(plan: SearchPlan, db, out: Path, executor=None, *, rerun: bool = 
                     trial.set_user_attr("run_id", rid)
                     trial.set_user_attr("values", values)
                     if found is not None:  # the same config was trained before: its numbers are the answer
-                        state = _tell(study, trial.number, found.status, found.final, db.history(found.id), metric)
+                        state = _tell(study, trial.number, found.status, found.final, db.history(found.id), metric,
+                                      pruned)
                         told(trial.number, rid, values, state, f"{state.name.lower()} (in the store: {rid})")
                         result.skipped += 1
                         continue
                     run_dir = str(out / "runs" / rid) if spec.write_runs else None
-                    pruning = None if plan.pruner == "none" else {
+                    pruning = None if not pruned else {
                         "journal": str(journal.resolve()), "study": plan.id, "trial_id": trial._trial_id,
                         "metric": metric, "pruner": plan.pruner, "max_resource": max_resource}
                     db.add_run(rid, config, status="queued", run_dir=run_dir,
@@ -573,7 +576,7 @@ def run_search(plan: SearchPlan, db, out: Path, executor=None, *, rerun: bool = 
                                   status=o.status, error=o.error, diagnostics=o.diagnostics, info=info,
                                   run_dir=o.run_dir)
                     trial, values, _ = pending.pop(o.run_id)
-                    state = _tell(study, trial.number, o.status, o.final, o.history, metric)
+                    state = _tell(study, trial.number, o.status, o.final, o.history, metric, pruned)
                     result.ran += 1
                     result.failed += o.status == "failed"
                     if o.status == "pruned":
