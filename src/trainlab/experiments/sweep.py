@@ -443,6 +443,8 @@ def expand_sweep(data: dict, overrides: Sequence[str] = (), *, dropped: list | N
             if msg.startswith("@"):
                 key, msg = msg[1:].split("@", 1)
                 where = f"{where}.{key}"
+            if e["type"] == "literal_error":  # say what was given, not only what is allowed
+                msg = f"{msg}, got {e['input']!r}"
             lines.append(f"  {where}: {msg}")
         raise SweepError("invalid sweep section:\n" + "\n".join(lines)) from None
     template = expand_dotted_keys(data)
