@@ -259,19 +259,29 @@ def test_an_interrupted_search_resumes_with_exactly_samples_trials(tmp_path):
         assert len(first) == 3 and len(st.runs(sweep=plan.id, status="interrupted")) == 1
         folder = tmp_path / "sweeps" / plan.id
         # a search killed outright leaves its trial running in the journal: the resume fails it too
-        load_study(folder / JOURNAL, plan.id).ask()
+        study = load_study(folder / JOURNAL, plan.id)
+        study.ask()
+        # ... unless its run had been recorded in the store (killed between recording and telling)
+        told_late = study.ask()
+        told_late.set_user_attr("run_id", "recorded")
+        told_late.set_user_attr("values", {"optimizer.lr": 0.5})
+        config = st.get_run(next(iter(first))).config
+        st.add_run("recorded", {**config, "seed": 99}, status="queued", info={"sweep": plan.id})
+        st.finish_run("recorded", history=[{"epoch": 1, "val_accuracy": 0.75}], final={"val_accuracy": 0.75},
+                      wall_time=0.1)
 
         trained = []
         r = run_sweep(plan, store=st, executor=LocalExecutor(0), verbose=False, report=False,
                       on_outcome=lambda o: trained.append(o.run_id))
-        assert (r.ran, r.skipped) == (3, 3) and not set(trained) & set(first)
+        assert (r.ran, r.skipped) == (2, 4) and not set(trained) & set(first)
         runs = st.runs(sweep=plan.id)
         assert len(runs) == 6 and {rec.status for rec in runs} == {"finished"}  # the interrupted row is gone
         assert {rec.id: rec.ended for rec in runs if rec.id in first} == first  # not trained again
         study_trials = trials(folder, plan.id)
         abandoned = [t.number for t in study_trials if t.user_attrs.get("interrupted")]
         assert abandoned == [3, 4] and all(t.state.is_finished() for t in study_trials)
-        assert len(st.sweep(plan.id)["points"]) == 6
+        assert study_trials[5].value == 0.75  # told from its store row
+        assert [p["idx"] for p in st.sweep(plan.id)["points"]] == [0, 1, 2, 5, 6, 7]
 
 
 def test_cli_search_dry_run_and_a_missing_optuna(tmp_path, monkeypatch, capsys):
