@@ -132,6 +132,25 @@ class Formula(Executor):
             yield RunOutcome(s.run_id, "finished", [{"epoch": 1, "val_loss": v}], {"val_loss": v})
 
 
+def test_a_search_keeps_at_most_workers_trials_in_flight(tmp_path):
+    rounds = []
+
+    class Counting(Formula):
+        workers = 3
+
+        def results(self):
+            rounds.append(len(self.specs))
+            yield from super().results()
+
+    space = {"optimizer": {"name": "sgd", "lr": {"loguniform": [1e-5, 1.0]}, "momentum": {"uniform": [0.0, 0.99]}},
+             "train": {"epochs": 3, "batch_size": {"int": [8, 256]}}}
+    plan = expand_sweep(search({"samples": 7, "metric": "val_loss"}, **space))
+    with Store(tmp_path / "s.sqlite") as st:
+        r = run_sweep(plan, store=st, executor=Counting(), verbose=False, report=False)
+    assert rounds == [3, 3, 1] and r.ran == 7
+    assert len(trials(r.out_dir, r.id)) == 7
+
+
 def test_tpe_beats_random_search_at_the_same_budget(fast_dir):
     space = {"optimizer": {"name": "sgd", "lr": {"loguniform": [1e-5, 1.0]}, "momentum": {"uniform": [0.0, 0.99]}},
              "train": {"epochs": 3, "batch_size": {"int": [8, 256]}}}

@@ -332,17 +332,19 @@ class LocalExecutor(Executor):
             self._pool_size = n
         self._futures = [self._pool.submit(execute_task, t) for t in tasks]
         pending = set(self._futures)
+        broken = False
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
                 err = fut.exception()
                 if err is not None:  # the worker itself died (killed, out of memory)
+                    broken = True
                     task = tasks[self._futures.index(fut)]
                     for spec in task.specs:
                         yield RunOutcome(spec.run_id, "failed", error=f"worker failed: {type(err).__name__}: {err}")
                 else:
                     yield from fut.result()
-        if not self.keep_workers:
+        if not self.keep_workers or broken:  # a broken pool takes no more work: the next call starts afresh
             self.shutdown()
 
     def worker_pids(self) -> list[int]:
