@@ -65,7 +65,7 @@ from trainlab.experiments.config import ConfigError, parse_config
 from trainlab.experiments.store import config_hash
 from trainlab.experiments.sweep import (Axis, SweepError, SweepInterrupted, SweepPlan, SweepResult, SweepSpec,
                                         _exit_on_second_interrupt, _get, _Progress, _restore_sigint, _set, _slug,
-                                        dotted, find_axes, format_value, format_values, resolve_metric)
+                                        find_axes, format_value, format_values, resolve_metric)
 from trainlab.train.callbacks import Callback
 
 if TYPE_CHECKING:
