@@ -251,11 +251,19 @@ class SearchPlan(SweepPlan):
 
     @property
     def sampler(self) -> str:
-        return self.spec.sampler or "tpe"
+        return named(self.spec.sampler, "tpe")[0]
+
+    @property
+    def sampler_args(self) -> dict:
+        return named(self.spec.sampler, "tpe")[1]
 
     @property
     def pruner(self) -> str:
-        return self.spec.pruner or "none"
+        return named(self.spec.pruner, "none")[0]
+
+    @property
+    def pruner_args(self) -> dict:
+        return named(self.spec.pruner, "none")[1]
 
     @property
     def seed(self) -> int:
@@ -263,8 +271,12 @@ class SearchPlan(SweepPlan):
 
     def summary(self) -> str:
         metric, mode = self.metric
-        return (f"sweep {self.id}: optuna search, {self.spec.samples} trials ({self.sampler} sampler, seed "
-                f"{self.seed}, pruner {self.pruner}), {mode}imizing {metric}"
+
+        def shown(name: str, args: dict) -> str:
+            return name + (f"({', '.join(f'{k}={v}' for k, v in args.items())})" if args else "")
+
+        return (f"sweep {self.id}: optuna search, {self.spec.samples} trials ({shown(self.sampler, self.sampler_args)}"
+                f" sampler, seed {self.seed}, pruner {shown(self.pruner, self.pruner_args)}), {mode}imizing {metric}"
                 + (f" over {', '.join(p.name for p in self.params)}" if self.params else ""))
 
 
@@ -280,6 +292,8 @@ def plan_search(template: dict, spec: SweepSpec, name: str, sweep_id: str) -> Se
         if choices:
             raise SweepError(f"sweep.sampler: cmaes proposes numbers only, but {choices[0].axis.name} is a choice; "
                              "use sampler: tpe (or random), or fix that field to one value")
+    _check_arguments("sampler", *named(spec.sampler, "tpe"), lambda n, a: build_sampler(n, 0, a))
+    _check_arguments("pruner", *named(spec.pruner, "none"), lambda n, a: build_pruner(n, _max_resource(template), a))
     widest = max([2] + [len(p.axis.values) for p in params])
     example = None
     for i in range(widest):
@@ -298,36 +312,64 @@ def plan_search(template: dict, spec: SweepSpec, name: str, sweep_id: str) -> Se
 # samplers, pruners, storage
 
 
-def build_sampler(name: str, seed: int | None):
-    """The Optuna sampler ``name`` (tpe | random | cmaes), seeded."""
+def named(value, default: str) -> tuple[str, dict]:
+    """``(name, arguments)`` of a ``sweep.sampler``/``sweep.pruner`` value (a name or a mapping)."""
+    if value is None:
+        return default, {}
+    if isinstance(value, dict):
+        return value["name"], {k: v for k, v in value.items() if k != "name"}
+    return value, {}
+
+
+def _classes() -> dict[str, Any]:
     optuna = import_optuna()
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+    return {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+            "cmaes": optuna.samplers.CmaEsSampler, "none": optuna.pruners.NopPruner,
+            "median": optuna.pruners.MedianPruner, "hyperband": optuna.pruners.HyperbandPruner}
+
+
+def _check_arguments(key: str, name: str, args: dict, build: Callable) -> None:
+    """Refuse an argument Optuna's class does not take, or a value it rejects, naming ``sweep.<key>.<arg>``."""
+    import inspect
+
+    cls = _classes()[name]
+    params = inspect.signature(cls.__init__).parameters
+    allowed = [p for p, v in params.items() if p not in ("self", "seed")
+               and v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD)]
+    plain = [p for p in allowed if params[p].default is None or isinstance(params[p].default, (bool, int, float, str))]
+    for arg in args:
+        if arg not in allowed:
+            raise SweepError(f"sweep.{key}.{arg}: not an argument of optuna's {cls.__name__}; allowed: "
+                             f"{', '.join(plain) or '(none)'}")
+    try:
+        build(name, args)
+    except (TypeError, ValueError) as err:
+        shown = ", ".join(f"{k}={v!r}" for k, v in args.items())
+        raise SweepError(f"sweep.{key}: optuna's {cls.__name__}({shown}) refuses it: {err}") from None
+
+
+def build_sampler(name: str, seed: int | None, args: dict | None = None):
+    """The Optuna sampler ``name`` (tpe | random | cmaes), seeded; ``args`` go to its constructor."""
+    cls = _classes()[name]
     if name == "cmaes":
         try:
             import cmaes  # noqa: F401  (optuna's CmaEsSampler fails late without it)
         except ModuleNotFoundError:
             raise ImportError(f"sweep.sampler cmaes needs the cmaes package: {INSTALL}", name="cmaes") from None
-        return optuna.samplers.CmaEsSampler(seed=seed)
-    raise ValueError(f"unknown sampler {name!r}; one of tpe, random, cmaes")
+    return cls(seed=seed, **(args or {}))
 
 
-def build_pruner(name: str, max_resource: int | str = "auto"):
-    """The Optuna pruner ``name`` (none | median | hyperband) with Optuna's defaults.
+def build_pruner(name: str, max_resource: int | str = "auto", args: dict | None = None):
+    """The Optuna pruner ``name`` (none | median | hyperband); ``args`` go to its constructor.
 
-    Hyperband's resource is the epoch: ``min_resource=1``, ``max_resource`` the config's
-    ``train.epochs`` (``"auto"`` when the epochs are swept), ``reduction_factor=3``.
+    Optuna's defaults otherwise (``median``: no pruning during the first 5 trials). Hyperband's
+    resource is the epoch: ``min_resource=1``, ``max_resource`` the config's ``train.epochs``
+    (``"auto"`` when the epochs are swept), ``reduction_factor=3``.
     """
-    optuna = import_optuna()
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    if name == "median":
-        return optuna.pruners.MedianPruner()
+    cls = _classes()[name]
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_resource)
-    raise ValueError(f"unknown pruner {name!r}; one of none, median, hyperband")
+        return cls(**{"min_resource": 1, "max_resource": max_resource, **(args or {})})
+    return cls(**(args or {}))
 
 
 def open_storage(journal: str | Path):
@@ -384,7 +426,8 @@ def pruning_callback(data: dict) -> TrialPruning | None:
     optuna = import_optuna(verbose=False)
     study = optuna.load_study(study_name=data["study"], storage=open_storage(data["journal"]),
                               sampler=optuna.samplers.RandomSampler(),
-                              pruner=build_pruner(data["pruner"], data.get("max_resource", "auto")))
+                              pruner=build_pruner(data["pruner"], data.get("max_resource", "auto"),
+                                                  data.get("pruner_args")))
     return TrialPruning(optuna.trial.Trial(study, int(data["trial_id"])), data["metric"])
 
 
@@ -505,12 +548,12 @@ def run_search(plan: SearchPlan, db, out: Path, executor=None, *, rerun: bool = 
         journal.unlink()
     max_resource = _max_resource(plan.template)
     study = optuna.create_study(study_name=plan.id, storage=open_storage(journal), load_if_exists=True,
-                                sampler=build_sampler(plan.sampler, plan.seed),
-                                pruner=build_pruner(plan.pruner, max_resource),
+                                sampler=build_sampler(plan.sampler, plan.seed, plan.sampler_args),
+                                pruner=build_pruner(plan.pruner, max_resource, plan.pruner_args),
                                 direction="maximize" if mode == "max" else "minimize")
     asked = len(study.get_trials(deepcopy=False))
     if asked:  # a sampler seeded as before would draw its first points again: continue from a seed of its own
-        study.sampler = build_sampler(plan.sampler, plan.seed + asked)
+        study.sampler = build_sampler(plan.sampler, plan.seed + asked, plan.sampler_args)
     pruned = plan.pruner != "none"
     counted = _reconcile(study, db, metric, retry_failed, pruned)
     points = [(t.number, t.user_attrs.get("run_id", ""), t.user_attrs.get("values", {})) for t in counted]
@@ -560,7 +603,8 @@ def run_search(plan: SearchPlan, db, out: Path, executor=None, *, rerun: bool = 
                     run_dir = str(out / "runs" / rid) if spec.write_runs else None
                     pruning = None if not pruned else {
                         "journal": str(journal.resolve()), "study": plan.id, "trial_id": trial._trial_id,
-                        "metric": metric, "pruner": plan.pruner, "max_resource": max_resource}
+                        "metric": metric, "pruner": plan.pruner, "pruner_args": plan.pruner_args,
+                        "max_resource": max_resource}
                     db.add_run(rid, config, status="queued", run_dir=run_dir,
                                info={"sweep": plan.id, "point": trial.number, "trial": trial.number})
                     pending[rid] = (trial, values, RunSpec(rid, config, run_dir, store=store_path, pruning=pruning))

@@ -100,10 +100,11 @@ class SweepSpec(BaseModel):
     write_runs: bool = Field(default=False, description="also write a run folder per run")
     max_runs: int = Field(default=10_000, ge=1)
     # method: optuna (trainlab.experiments.search); None elsewhere, so grid and random ids stay as they were
-    sampler: Literal["tpe", "random", "cmaes"] | None = Field(default=None, description="optuna: how trials "
-                                                              "are proposed (default tpe)")
-    pruner: Literal["none", "median", "hyperband"] | None = Field(default=None, description="optuna: which "
-                                                                  "trials stop early (default none)")
+    # a name, or a mapping {name: ..., <argument of Optuna's class>: value} (checked in search.plan_search)
+    sampler: str | dict | None = Field(default=None, description="optuna: how trials are proposed: tpe "
+                                       "(default), random, cmaes")
+    pruner: str | dict | None = Field(default=None, description="optuna: which trials stop early: none "
+                                      "(default), median, hyperband")
     seed: int | None = Field(default=None, description="optuna: the sampler's seed (default sample_seed)")
 
     @model_validator(mode="after")
@@ -114,6 +115,8 @@ class SweepSpec(BaseModel):
         if self.method == "grid" and self.samples is not None:
             raise ValueError("@samples@applies to method: random; a grid runs every combination")
         if self.method == "optuna":
+            for key, allowed in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
+                _check_named(key, getattr(self, key), allowed)
             if self.samples is None:
                 raise ValueError("@samples@method optuna needs samples: N (how many trials the search runs)")
             if self.seeds is not None or self.repeats is not None:
@@ -129,6 +132,26 @@ class SweepSpec(BaseModel):
         if self.seeds is not None and self.repeats is not None:
             raise ValueError("@repeats@give seeds (a list) or repeats (a count), not both")
         return self
+
+
+SAMPLERS = ("tpe", "random", "cmaes")
+PRUNERS = ("none", "median", "hyperband")
+
+
+def _check_named(key: str, value, allowed: Sequence[str]) -> None:
+    """``sweep.sampler`` / ``sweep.pruner``: a name of ``allowed``, or ``{name: ..., arg: scalar, ...}``."""
+    if value is None:
+        return
+    name = value.get("name") if isinstance(value, dict) else value
+    if not isinstance(name, str):
+        raise ValueError(f"@{key}@a mapping needs name: {' | '.join(allowed)} (and the arguments to change)")
+    if name not in allowed:
+        raise ValueError(f"@{key}@unknown {key} {name!r}; one of {', '.join(allowed)}")
+    for arg, v in (value.items() if isinstance(value, dict) else ()):
+        if arg == "seed":
+            raise ValueError(f"@{key}.seed@the sampler's seed is sweep.seed")
+        if not (v is None or isinstance(v, (bool, int, float, str))):
+            raise ValueError(f"@{key}.{arg}@must be a number, a string or a boolean, got {v!r}")
 
 
 @dataclass(frozen=True)
