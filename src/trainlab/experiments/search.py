@@ -27,7 +27,8 @@ SGD's and Adam's learning rates apart). The sweep table and the store keep the p
 The ``sweep:`` fields: ``samples`` (trials in all; raising it continues the same study), ``sampler``
 (``tpe``: :class:`optuna.samplers.TPESampler`, the default; ``random``; ``cmaes``: numbers only),
 ``pruner`` (``none``, the default; ``median``: :class:`optuna.pruners.MedianPruner`; ``hyperband``:
-:class:`optuna.pruners.HyperbandPruner` with ``max_resource = train.epochs``), ``seed`` (the
+:class:`optuna.pruners.HyperbandPruner` with ``max_resource = train.epochs``; either may be a
+mapping of Optuna's arguments, ``{name: median, n_startup_trials: 2}``), ``seed`` (the
 sampler's seed; default ``sample_seed``, 0), ``metric``/``mode`` (what is optimized: the final value
 of the metric, as reports rank), ``workers`` (trials in flight at once).
 
