@@ -515,7 +515,7 @@ def _add_results_commands(sub) -> None:
     """``sweep``, ``runs`` and ``compare``: many runs, the results store, runs side by side."""
     store_help = "results store (default: $TRAINLAB_STORE or runs/trainlab.sqlite)"
     p = sub.add_parser(
-        "sweep", help="run a sweep: a config whose fields hold lists or distributions (grid/random search)",
+        "sweep", help="run a sweep: a config whose fields hold lists or distributions (grid/random/optuna search)",
         description="Expand a sweep file (a config in which fields hold several values, plus a 'sweep:' "
                     "section) into runs, train them (runs that share an architecture and data as one "
                     "batched model, the rest in worker processes), record them in the results store and "
@@ -532,7 +532,8 @@ def _add_results_commands(sub) -> None:
     p.add_argument("--store", metavar="FILE", help=store_help)
     p.add_argument("--out", metavar="DIR", help="sweep folder: report and figures (default: <store folder>/sweeps/<id>)")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (0: all in this process; default: "
-                                                             "sweep.workers, else one per CPU core)")
+                                                             "sweep.workers, else one per CPU core; an optuna "
+                                                             "search keeps N trials in flight, default 1)")
     p.add_argument("--threads", type=_positive_int, metavar="N", help="torch threads per training process (default: the "
                                                              "cores shared among the workers; 1 on a busy machine)")
     p.add_argument("--no-batch", action="store_true", help="train every run alone (no batched models)")
@@ -548,7 +549,7 @@ def _add_results_commands(sub) -> None:
                        epilog="examples:\n  trainlab runs\n  trainlab runs --sweep lr-batch --status finished\n"
                               "  trainlab runs --where optimizer.name=sgd --sort val_accuracy\n  trainlab runs --sweeps")
     p.add_argument("--store", metavar="FILE", help=store_help)
-    p.add_argument("--status", action="append", choices=["queued", "running", "finished", "failed", "interrupted"],
+    p.add_argument("--status", action="append", choices=["queued", "running", "finished", "failed", "interrupted", "pruned"],
                    help="only runs with this status (repeatable)")
     p.add_argument("--sweep", metavar="ID", help="only the runs of this sweep (id or unique prefix)")
     p.add_argument("--name", metavar="GLOB", help="only runs whose name or id matches, e.g. 'lr-*'")

@@ -62,17 +62,23 @@ class RunSpec:
     ``running`` there with its own pid when it starts and beats once per epoch, so a killed
     worker's run is found stale later (``Store.mark_stale``). ``None`` for a worker that cannot
     reach the store (a remote machine): the sweep then only records the outcome.
+
+    ``pruning``: for a trial of an optuna search, where the process training it reports the
+    sweep metric every epoch (plain data, see :func:`trainlab.experiments.search.pruning_callback`);
+    such a run is trained alone, never in a batched model, and may end ``pruned``.
     """
 
     run_id: str
     config: dict
     run_dir: str | None = None
     store: str | None = None
+    pruning: dict | None = None
 
 
 @dataclass
 class RunOutcome:
-    """What came of a run: status ``finished`` or ``failed``, history, final numbers, time, error."""
+    """What came of a run: status ``finished``, ``failed`` or ``pruned`` (an optuna trial stopped by its
+    pruner; ``info["pruned_epoch"]`` says after which epoch), history, final numbers, time, error."""
 
     run_id: str
     status: str
@@ -109,7 +115,8 @@ def plan_tasks(specs: Sequence[RunSpec], *, batched: bool = True, max_group: int
         raise ValueError(f"max_group must be >= 1, got {max_group}")
     groups: dict[object, list[RunSpec]] = {}  # in order of first appearance
     for i, spec in enumerate(specs):
-        key = batch_key(parse_config(spec.config)) if batched else None
+        # a trial that may be pruned stops on its own: it cannot share a batched model
+        key = batch_key(parse_config(spec.config)) if batched and spec.pruning is None else None
         groups.setdefault(key if key is not None else ("alone", i), []).append(spec)
     tasks: list[Task] = []
     for members in groups.values():
@@ -180,10 +187,10 @@ def _execute(task: Task, store) -> list[RunOutcome]:
         return RunOutcome(spec.run_id, "finished", result.history.records(), dict(result.final),
                           float(result.wall_time), None, info, diagnostics_of(result), spec.run_dir)
 
-    def alone(spec: RunSpec):  # run_experiment writes the run folder itself
+    def alone(spec: RunSpec, extra: tuple = ()):  # run_experiment writes the run folder itself
         beats = (_Heartbeat(_Beat(store, spec.run_id)),) if store is not None else ()
         return run_experiment(spec.config, run_dir=spec.run_dir, write=spec.run_dir is not None, verbose=False,
-                              callbacks=beats)
+                              callbacks=beats + extra)
 
     if task.batched and len(task.specs) > 1:
         from trainlab.experiments.batched import train_group
@@ -207,6 +214,18 @@ def _execute(task: Task, store) -> list[RunOutcome]:
                 # an ensemble has no single learning curve: its numbers are those of the averaged model
                 out.append(RunOutcome(spec.run_id, "finished", [], dict(ens.ensemble), float(ens.wall_time), None,
                                       {"batched": 1, "ensemble": ens.table}, {}, spec.run_dir))
+                continue
+            if spec.pruning is not None:
+                from trainlab.experiments.search import pruning_callback
+                pruner = pruning_callback(spec.pruning)
+                outcome = finished(spec, alone(spec, (pruner,) if pruner is not None else ()), {"batched": 1},
+                                   write=False)
+                if pruner is None:  # the study cannot be reached from here: the sweep reports the epochs
+                    outcome.info["pruning"] = "the study's journal is not reachable from the worker"
+                elif pruner.pruned_epoch:
+                    outcome.status = "pruned"
+                    outcome.info["pruned_epoch"] = pruner.pruned_epoch
+                out.append(outcome)
                 continue
             out.append(finished(spec, alone(spec), {"batched": 1}, write=False))
         except (KeyboardInterrupt, SystemExit):
@@ -261,15 +280,20 @@ class LocalExecutor(Executor):
         threads: torch threads per process training runs (default: ``cores // workers`` in each
             worker, torch's own setting in this process). Tiny networks gain nothing from more than
             one, and on a machine busy with other work, idle threads spin against them: pass 1 there.
+        keep_workers: keep the worker processes between calls of :meth:`results` until
+            :meth:`shutdown` (a search submits its trials in rounds; a fresh process per round would
+            pay Python's and torch's start-up every time).
     """
 
     def __init__(self, workers: int | None = None, *, batched: bool = True, max_group: int = 64,
-                 threads: int | None = None):
+                 threads: int | None = None, keep_workers: bool = False):
         if workers is not None and workers < 0:
             raise ValueError(f"workers must be >= 0 (0: in this process), got {workers}")
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self.workers, self.batched, self.max_group, self.threads = workers, batched, max_group, threads
+        self.keep_workers = keep_workers
+        self._pool_size = 0
         self._specs: list[RunSpec] = []
         self._pool: ProcessPoolExecutor | None = None
         self._futures: list[Future] = []
@@ -301,21 +325,27 @@ class LocalExecutor(Executor):
             return
         import multiprocessing as mp
 
-        self._pool = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"),
-                                         initializer=_init_worker, initargs=(self.threads or max(1, cores // n),))
+        if self._pool is None or self._pool_size < n:
+            self.shutdown()
+            self._pool = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"),
+                                             initializer=_init_worker, initargs=(self.threads or max(1, cores // n),))
+            self._pool_size = n
         self._futures = [self._pool.submit(execute_task, t) for t in tasks]
         pending = set(self._futures)
+        broken = False
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
                 err = fut.exception()
                 if err is not None:  # the worker itself died (killed, out of memory)
+                    broken = True
                     task = tasks[self._futures.index(fut)]
                     for spec in task.specs:
                         yield RunOutcome(spec.run_id, "failed", error=f"worker failed: {type(err).__name__}: {err}")
                 else:
                     yield from fut.result()
-        self.shutdown()
+        if not self.keep_workers or broken:  # a broken pool takes no more work: the next call starts afresh
+            self.shutdown()
 
     def worker_pids(self) -> list[int]:
         """The pids of the worker processes now running (empty without a pool)."""
@@ -324,7 +354,7 @@ class LocalExecutor(Executor):
         return [p.pid for p in list(procs.values()) if p.pid is not None]
 
     def shutdown(self, cancel: bool = False) -> None:
-        pool, self._pool = self._pool, None
+        pool, self._pool, self._pool_size = self._pool, None, 0
         if pool is None:
             return
         if not cancel:

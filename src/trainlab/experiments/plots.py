@@ -509,6 +509,89 @@ def plot_scatter(xs: Sequence[float], ys: Sequence[float], path: str | Path, xla
     return _save(fig, path)
 
 
+# ---- searches (trainlab.experiments.search) ------------------------------------------------------
+
+
+def plot_search_history(numbers: Sequence[int], values: Sequence[float], path: str | Path, ylabel: str = "",
+                        higher_is_better: bool = True, pruned: Sequence[tuple[int, float]] = (),
+                        title: str = "") -> Path:
+    """One dot per trial at its value and a step line at the best value so far (Optuna's history view).
+
+    ``values`` holds NaN for trials without a value (pruned, failed); ``pruned`` gives
+    ``(trial number, last reported value)`` pairs, drawn as grey crosses.
+    """
+    fig, ax = plt.subplots(figsize=(5.8, 3.8))
+    done = [(n, v) for n, v in zip(numbers, values) if _finite(v)]
+    if done:
+        ax.scatter([n for n, _ in done], [v for _, v in done], s=18, alpha=0.8, label="trial")
+        best, line = None, []
+        for n, v in done:
+            best = v if best is None or (v > best if higher_is_better else v < best) else best
+            line.append((n, best))
+        ax.step([n for n, _ in line], [b for _, b in line], where="post", color="tab:red", label="best so far")
+    if pruned:
+        ax.scatter([n for n, _ in pruned], [v for _, v in pruned], marker="x", color="grey", s=30,
+                   label="pruned (last reported)")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(ylabel)
+    _integer_epochs(ax)
+    ax.grid(alpha=0.3)
+    if done or pruned:
+        ax.legend(fontsize=7, frameon=False)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_importances(importances: dict[str, float], path: str | Path, title: str = "") -> Path:
+    """Horizontal bars, most important parameter on top (importances as fractions of the total)."""
+    names = list(importances)[::-1]
+    fig, ax = plt.subplots(figsize=(5.8, 0.9 + 0.35 * len(names)))
+    ax.barh(range(len(names)), [importances[n] for n in names], color=plt.get_cmap("tab10")(0), alpha=0.85)
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels(names, fontsize=8)
+    ax.set_xlabel("importance")
+    ax.set_xlim(0, max(1e-9, max(importances.values(), default=1.0)) * 1.1)
+    ax.grid(alpha=0.3, axis="x")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_slices(panels: Sequence[dict], path: str | Path, ylabel: str = "", ncols: int | None = None) -> Path:
+    """One panel per parameter: the value of each trial against the parameter (Optuna's slice view).
+
+    A panel is ``{"name", "x", "y", "trial", "log", "categorical"}``; dots are coloured by trial
+    number (darker: later), a categorical parameter gets one column per choice.
+    """
+    n = len(panels)
+    ncols = ncols or min(n, 3)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), squeeze=False, sharey=True)
+    for ax, panel in zip(axes.flat, panels):
+        xs = panel["x"]
+        if panel.get("categorical"):
+            labels = list(dict.fromkeys(str(x) for x in xs))
+            xs = [labels.index(str(x)) for x in xs]
+            ax.set_xticks(range(len(labels)))
+            ax.set_xticklabels(labels, fontsize=7, rotation=30 if max(map(len, labels)) > 6 else 0)
+        ax.scatter(xs, panel["y"], c=panel["trial"], cmap="Blues", vmin=-0.3 * max(panel["trial"], default=1),
+                   s=16, edgecolors="none")
+        if panel.get("log") and all(_finite(x) and x > 0 for x in xs):
+            _log_y(ax, xs, axis="x")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # a narrow panel: decades only
+        ax.set_xlabel(panel["name"], fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 # ---- diagnostics of a run (trainlab.diagnostics) -------------------------------------------------
 
 

@@ -10,7 +10,8 @@ Layout (one row per ...)::
     sweep_runs   (sweep, point index) -> run, with the point's swept values (JSON)
 
 A run's status is ``queued`` (submitted), ``running``, ``finished``, ``failed`` (an error, e.g. a
-diverged loss; ``error`` says which) or ``interrupted``. A ``running`` row records the host and pid
+diverged loss; ``error`` says which), ``interrupted``, or ``pruned`` (a trial of an optuna search its
+pruner stopped early; ``info.pruned_epoch`` says after which epoch). A ``running`` row records the host and pid
 of the process training it and a heartbeat (updated every epoch); a process killed outright
 (``kill -9``, a lost machine) cannot say it stopped, so opening the store marks such stale rows
 ``interrupted`` (see :meth:`Store.mark_stale`). Runs are identified by ``id``; the
@@ -43,7 +44,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 DEFAULT_STORE = Path("runs") / "trainlab.sqlite"
-STATUSES = ("queued", "running", "finished", "failed", "interrupted")
+STATUSES = ("queued", "running", "finished", "failed", "interrupted", "pruned")
 SCHEMA_VERSION = 2
 # a running row of another host (whose pid cannot be checked) is stale after this long without a
 # heartbeat; an epoch that takes longer than this on another machine would be marked too early

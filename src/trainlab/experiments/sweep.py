@@ -87,8 +87,9 @@ class SweepSpec(BaseModel):
     """The ``sweep:`` section of a sweep file."""
 
     model_config = ConfigDict(extra="forbid")
-    method: Literal["grid", "random"] = "grid"
-    samples: int | None = Field(default=None, ge=1, description="random search: draws (per {grid:} combination)")
+    method: Literal["grid", "random", "optuna"] = "grid"
+    samples: int | None = Field(default=None, ge=1, description="random search: draws (per {grid:} combination); "
+                                "optuna: trials")
     seeds: list[int] | None = Field(default=None, min_length=1, description="train every point once per seed")
     repeats: int | None = Field(default=None, ge=1, description="seeds = seed, seed+1, ..., seed+repeats-1")
     sample_seed: int = Field(default=0, description="seed of the random-search draws")
@@ -98,6 +99,13 @@ class SweepSpec(BaseModel):
     workers: int | None = Field(default=None, ge=0, description="worker processes (0: in this process)")
     write_runs: bool = Field(default=False, description="also write a run folder per run")
     max_runs: int = Field(default=10_000, ge=1)
+    # method: optuna (trainlab.experiments.search); None elsewhere, so grid and random ids stay as they were
+    # a name, or a mapping {name: ..., <argument of Optuna's class>: value} (checked in search.plan_search)
+    sampler: str | dict | None = Field(default=None, description="optuna: how trials are proposed: tpe "
+                                       "(default), random, cmaes")
+    pruner: str | dict | None = Field(default=None, description="optuna: which trials stop early: none "
+                                      "(default), median, hyperband")
+    seed: int | None = Field(default=None, description="optuna: the sampler's seed (default sample_seed)")
 
     @model_validator(mode="after")
     def _check(self):
@@ -106,9 +114,44 @@ class SweepSpec(BaseModel):
             raise ValueError("@samples@method random needs samples: N (how many configurations to draw)")
         if self.method == "grid" and self.samples is not None:
             raise ValueError("@samples@applies to method: random; a grid runs every combination")
+        if self.method == "optuna":
+            for key, allowed in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
+                _check_named(key, getattr(self, key), allowed)
+            if self.samples is None:
+                raise ValueError("@samples@method optuna needs samples: N (how many trials the search runs)")
+            if self.seeds is not None or self.repeats is not None:
+                key = "seeds" if self.seeds is not None else "repeats"
+                raise ValueError(f"@{key}@an optuna trial is one run; set the training seed in the config "
+                                 "(seed: S) and remove sweep.seeds/repeats")
+        else:
+            for key in ("sampler", "pruner", "seed"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"@{key}@applies to method: optuna"
+                                     + ("; random search draws with sample_seed" if key == "seed" else
+                                        "; set method: optuna or remove it"))
         if self.seeds is not None and self.repeats is not None:
             raise ValueError("@repeats@give seeds (a list) or repeats (a count), not both")
         return self
+
+
+SAMPLERS = ("tpe", "random", "cmaes")
+PRUNERS = ("none", "median", "hyperband")
+
+
+def _check_named(key: str, value, allowed: Sequence[str]) -> None:
+    """``sweep.sampler`` / ``sweep.pruner``: a name of ``allowed``, or ``{name: ..., arg: scalar, ...}``."""
+    if value is None:
+        return
+    name = value.get("name") if isinstance(value, dict) else value
+    if not isinstance(name, str):
+        raise ValueError(f"@{key}@a mapping needs name: {' | '.join(allowed)} (and the arguments to change)")
+    if name not in allowed:
+        raise ValueError(f"@{key}@unknown {key} {name!r}; one of {', '.join(allowed)}")
+    for arg, v in (value.items() if isinstance(value, dict) else ()):
+        if arg == "seed":
+            raise ValueError(f"@{key}.seed@the sampler's seed is sweep.seed")
+        if not (v is None or isinstance(v, (bool, int, float, str))):
+            raise ValueError(f"@{key}.{arg}@must be a number, a string or a boolean, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -423,6 +466,8 @@ def expand_sweep(data: dict, overrides: Sequence[str] = (), *, dropped: list | N
             if msg.startswith("@"):
                 key, msg = msg[1:].split("@", 1)
                 where = f"{where}.{key}"
+            if e["type"] == "literal_error":  # say what was given, not only what is allowed
+                msg = f"{msg}, got {e['input']!r}"
             lines.append(f"  {where}: {msg}")
         raise SweepError("invalid sweep section:\n" + "\n".join(lines)) from None
     template = expand_dotted_keys(data)
@@ -434,6 +479,9 @@ def expand_sweep(data: dict, overrides: Sequence[str] = (), *, dropped: list | N
         seeds = list(spec.seeds) if spec.seeds is not None else [base + i for i in range(spec.repeats)]
     else:
         seeds = None
+    if spec.method == "optuna":  # trials are proposed while the search runs, not expanded here
+        from trainlab.experiments.search import plan_search
+        return plan_search(template, spec, name, _sweep_id(name, template, spec))
     rng = random.Random(spec.sample_seed)
     pairs = []
     for _ in range(spec.samples if spec.method == "random" else 1):
@@ -469,9 +517,20 @@ def expand_sweep(data: dict, overrides: Sequence[str] = (), *, dropped: list | N
             continue
         seen.add(h)
         points.append(Point(len(points), values, cfg, h))
-    ident = {"template": template, "spec": spec.model_dump(exclude=set(_EXECUTION_FIELDS))}
-    sweep_id = f"{_slug(name)}-{hashlib.sha256(canonical_json(ident).encode()).hexdigest()[:8]}"
-    return SweepPlan(sweep_id, name, spec, template, points, fields, dupes)
+    return SweepPlan(_sweep_id(name, template, spec), name, spec, template, points, fields, dupes)
+
+
+def _sweep_id(name: str, template: dict, spec: SweepSpec) -> str:
+    """``<name>-<hash of the template and the spec>``, without the execution settings.
+
+    The optuna fields are left out while unset (grid and random ids stay what they were); an
+    optuna search leaves out ``samples`` too, so raising it continues the same study.
+    """
+    exclude = set(_EXECUTION_FIELDS) | {k for k in ("sampler", "pruner", "seed") if getattr(spec, k) is None}
+    if spec.method == "optuna":
+        exclude.add("samples")
+    ident = {"template": template, "spec": spec.model_dump(exclude=exclude)}
+    return f"{_slug(name)}-{hashlib.sha256(canonical_json(ident).encode()).hexdigest()[:8]}"
 
 
 def load_sweep(path: str | Path, overrides: Sequence[str] = (), *, dropped: list | None = None) -> SweepPlan:
@@ -585,6 +644,10 @@ def run_sweep(sweep: SweepPlan | dict, *, store=None, out_dir: str | Path | None
     db = Store(store) if own_store else store
     try:
         out = Path(out_dir) if out_dir is not None else db.path.parent / "sweeps" / plan.id
+        if plan.spec.method == "optuna":  # points proposed as it runs: trainlab.experiments.search
+            from trainlab.experiments.search import run_search
+            return run_search(plan, db, out, executor, rerun=rerun, retry_failed=retry_failed, report=report,
+                              verbose=verbose, on_outcome=on_outcome)
         done_status = ("finished",) if retry_failed else ("finished", "failed")
         run_ids, pending = [], []
         for point in plan.points:
@@ -725,6 +788,7 @@ class _Row:
     final: dict
     wall_time: float | None
     error: str | None
+    info: dict = field(default_factory=dict)
 
 
 def _metric_series(history: list[dict], metric: str) -> list[float]:
@@ -773,7 +837,7 @@ def sweep_table(store, sweep_id: str) -> dict:
     for p in info["points"]:
         rec = records[p["run_id"]]
         rows.append(_Row(p["idx"], rec.id, p["point"], rec.status, store.history(rec.id), rec.final,
-                         rec.wall_time, rec.error))
+                         rec.wall_time, rec.error, rec.info or {}))
     first_cfg = parse_config(records[rows[0].run_id].config) if rows else None
     metric, mode = resolve_metric(spec, first_cfg)
     runs = []
@@ -782,7 +846,8 @@ def sweep_table(store, sweep_id: str) -> dict:
         best, best_epoch = _best(series, mode)
         runs.append({"idx": r.idx, "run_id": r.run_id, "values": r.values, "status": r.status,
                      "final": _final_value(r, metric), "best": best, "best_epoch": best_epoch,
-                     "epochs": len(r.history), "wall_time": r.wall_time, "error": r.error, "history": r.history})
+                     "epochs": len(r.history), "wall_time": r.wall_time, "error": r.error, "history": r.history,
+                     "pruned_epoch": r.info.get("pruned_epoch") if r.status == "pruned" else None})
     groups: dict[str, dict] = {}
     for run in runs:
         key_values = {k: v for k, v in run["values"].items() if k != "seed"}
@@ -823,7 +888,7 @@ def _continuous(values: list, method: str) -> bool:
     if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         return False
     distinct = len(_discrete(values))
-    drawn = method == "random" and any(isinstance(v, float) and not v.is_integer() for v in values)
+    drawn = method in ("random", "optuna") and any(isinstance(v, float) and not v.is_integer() for v in values)
     return distinct > 15 or (drawn and distinct > 2)
 
 
@@ -915,10 +980,16 @@ def write_sweep_report(store, sweep_id: str, out_dir: str | Path) -> Path:
                         path))
     if figures:
         sections.append(Section("Figures", figures=figures))
+    if t["spec"].method == "optuna":  # the study's own views: history, importances, slices
+        from trainlab.experiments.search import search_section
+        search = search_section(store, sweep_id, out, metric, mode)
+        if search is not None:
+            sections.append(search)
 
     run_header = ["#", "run", *t["fields"], "status", f"final {metric}", f"best {metric}", "best epoch",
                   "epochs", "time (s)"]
-    run_rows = [[r["idx"], r["run_id"], *(format_value(r["values"].get(f, "")) for f in t["fields"]), r["status"],
+    run_rows = [[r["idx"], r["run_id"], *(format_value(r["values"].get(f, "")) for f in t["fields"]),
+                 f"pruned after epoch {r['pruned_epoch']}" if r["pruned_epoch"] else r["status"],
                  r["final"], r["best"], r["best_epoch"] or "", r["epochs"],
                  r["wall_time"] if r["wall_time"] is not None else ""] for r in runs]
     sections.append(Section("Runs", text=["Ids are those of the results store: 'trainlab compare ID ID ...' puts "
@@ -967,6 +1038,11 @@ def cli_sweep(args) -> int:
         print(f"trainlab sweep: {err}", file=sys.stderr)
         return 2
     batched = plan.spec.batched and not args.no_batch
+    if args.dry_run and plan.spec.method == "optuna":  # nothing to list before the search runs
+        print(plan.summary())
+        for p in plan.params:
+            print(f"  {p.describe()}")
+        return 0
     if args.dry_run:
         print(plan.summary())
         width = len(str(len(plan.points)))
@@ -982,7 +1058,8 @@ def cli_sweep(args) -> int:
     keep_freed_memory()  # this process trains batched models when it runs a single task
     previous = _second_interrupt_exits()
     try:
-        executor = LocalExecutor(workers, batched=batched, threads=getattr(args, "threads", None))
+        executor = LocalExecutor(workers, batched=batched, threads=getattr(args, "threads", None),
+                                 keep_workers=plan.spec.method == "optuna")
         result = run_sweep(plan, store=args.store, out_dir=args.out, executor=executor,
                            rerun=args.rerun, retry_failed=args.retry_failed, verbose=not args.quiet)
     except SweepInterrupted as err:
@@ -998,4 +1075,4 @@ def cli_sweep(args) -> int:
               f"{result.wall_time:.1f} s")
         if result.report is not None:
             print(f"report: {result.report}")
-    return 0 if result.failed < len(plan.points) or not plan.points else 1
+    return 0 if result.failed < len(result.run_ids) or not result.run_ids else 1
