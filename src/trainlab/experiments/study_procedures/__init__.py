@@ -6,6 +6,7 @@ study whose technique is missing fails alone, with a clear error, and the others
 """
 from __future__ import annotations
 
+from trainlab.experiments.study_procedures.activation_basics import activation_basics
 from trainlab.experiments.study_procedures.activations import activation_comparison
 from trainlab.experiments.study_procedures.capacity import capacity_sweep
 from trainlab.experiments.study_procedures.deep_linear import deep_linear
@@ -23,6 +24,7 @@ from trainlab.experiments.study_procedures.regularization import (early_stopping
 from trainlab.experiments.study_procedures.worked_examples import cross_entropy_example
 
 PROCEDURES = {
+    "activation_basics": activation_basics,
     "activation_comparison": activation_comparison,
     "bn_learning_rate": bn_learning_rate,
     "capacity_sweep": capacity_sweep,
