@@ -47,7 +47,9 @@ counting up from the config's seed): every point is trained once per seed, and r
 over them, ``sample_seed`` (the random-search RNG, so the same file gives the same runs), ``metric``
 and ``mode`` (what reports rank by; default val_accuracy/max, or val_loss/min for regression),
 ``batched`` and ``workers`` (how the local executor runs them), ``write_runs`` (also write a full
-run folder per run), ``max_runs`` (a guard against accidentally huge grids).
+run folder per run), ``max_runs`` (a guard against accidentally huge grids), ``executor`` (``local``,
+or ``ray``: every task a Ray task, see :mod:`trainlab.experiments.executors.ray`) and ``address``
+(the Ray cluster: ``auto`` or ``HOST:PORT``; none starts a local Ray instance).
 
 Every expanded config is validated with :func:`~trainlab.experiments.config.parse_config` before
 anything runs; an error names the sweep point, its values and the field.
@@ -76,7 +78,7 @@ from trainlab.experiments.store import canonical_json, config_hash
 MARKERS = ("grid", "choice", "uniform", "loguniform", "int")
 DISTRIBUTIONS = ("uniform", "loguniform", "int")
 # execution settings: they change how a sweep runs, not what it computes (not part of its id)
-_EXECUTION_FIELDS = ("batched", "workers", "write_runs", "max_runs")
+_EXECUTION_FIELDS = ("batched", "workers", "write_runs", "max_runs", "executor", "address")
 
 
 class SweepError(ConfigError):
@@ -98,6 +100,10 @@ class SweepSpec(BaseModel):
     workers: int | None = Field(default=None, ge=0, description="worker processes (0: in this process)")
     write_runs: bool = Field(default=False, description="also write a run folder per run")
     max_runs: int = Field(default=10_000, ge=1)
+    executor: Literal["local", "ray"] = Field(default="local", description="where the runs train: local "
+                                              "worker processes, or Ray tasks (pip install 'trainlab[ray]')")
+    address: str | None = Field(default=None, description="ray: the cluster (auto or HOST:PORT of its head); "
+                                                          "none: a new local Ray instance")
 
     @model_validator(mode="after")
     def _check(self):
@@ -108,6 +114,14 @@ class SweepSpec(BaseModel):
             raise ValueError("@samples@applies to method: random; a grid runs every combination")
         if self.seeds is not None and self.repeats is not None:
             raise ValueError("@repeats@give seeds (a list) or repeats (a count), not both")
+        if self.address is not None:
+            from trainlab.experiments.executors.ray import address_problem
+            if self.executor != "ray":
+                raise ValueError(f"@address@{self.address!r} applies to executor: ray; add executor: ray or "
+                                 "remove the address")
+            problem = address_problem(self.address)
+            if problem is not None:
+                raise ValueError(f"@address@{self.address!r} {problem}")
         return self
 
 
@@ -561,7 +575,8 @@ def run_sweep(sweep: SweepPlan | dict, *, store=None, out_dir: str | Path | None
         out_dir: the sweep's folder (report, figures, run folders with ``write_runs``); default
             ``<store folder>/sweeps/<sweep id>``.
         executor: an :class:`~trainlab.experiments.executor.Executor` (default: a
-            :class:`~trainlab.experiments.executor.LocalExecutor` configured by the sweep section).
+            :class:`~trainlab.experiments.executor.LocalExecutor`, or with ``sweep.executor: ray`` a
+            :class:`~trainlab.experiments.executors.ray.RayExecutor`, configured by the sweep section).
         rerun: train every point again, even those the store has finished.
         retry_failed: train again the points whose run failed (a diverged loss fails the same way
             again, so failed runs count as done by default).
@@ -576,11 +591,15 @@ def run_sweep(sweep: SweepPlan | dict, *, store=None, out_dir: str | Path | None
         SweepInterrupted: on Ctrl-C (a ``KeyboardInterrupt``), after cancelling the runs in flight
             and marking them ``interrupted`` in the store.
     """
-    from trainlab.experiments.executor import LocalExecutor, RunSpec
+    from trainlab.experiments.executor import RunSpec
     from trainlab.experiments.store import Store
 
     t0 = time.perf_counter()
     plan = sweep if isinstance(sweep, SweepPlan) else expand_sweep(sweep)
+    if executor is None:  # before the store is touched: a missing Ray fails here
+        from trainlab.experiments.executors import make_executor
+        executor = make_executor(plan.spec.executor, address=plan.spec.address, workers=plan.spec.workers,
+                                 batched=plan.spec.batched)
     own_store = not isinstance(store, Store)
     db = Store(store) if own_store else store
     try:
@@ -607,8 +626,6 @@ def run_sweep(sweep: SweepPlan | dict, *, store=None, out_dir: str | Path | None
             print(plan.summary(), file=sys.stderr)
             if result.skipped:
                 print(f"{result.skipped} run(s) already in {db.path}: not rerun", file=sys.stderr)
-        if executor is None:
-            executor = LocalExecutor(plan.spec.workers, batched=plan.spec.batched)
         labels = {spec.run_id: p.label() for p, spec in pending}
         metric, _ = plan.metric
         progress = _Progress(len(plan.points), result.skipped, verbose)
@@ -637,7 +654,7 @@ def run_sweep(sweep: SweepPlan | dict, *, store=None, out_dir: str | Path | None
                 executor.shutdown(cancel=True)
                 if remaining:  # the runs in flight; those never started stay queued
                     db.set_status(sorted(remaining), "interrupted", error="KeyboardInterrupt: the sweep was "
-                                  "interrupted", only=("running",))
+                                  "interrupted", only=getattr(executor, "interrupt_from", ("running",)))
                 progress.close()
             finally:
                 _restore_sigint(previous)
@@ -943,7 +960,7 @@ def _resume_command(args) -> str:
     parts = ["trainlab", "sweep", str(args.config)]
     for item in args.set or []:
         parts += ["--set", item]
-    for flag in ("store", "out", "workers", "threads"):
+    for flag in ("store", "out", "workers", "threads", "executor", "address"):
         value = getattr(args, flag, None)
         if value is not None:
             parts += [f"--{flag}", str(value)]
@@ -953,10 +970,37 @@ def _resume_command(args) -> str:
     return shlex.join(parts)
 
 
+def _cli_executor(args, plan: SweepPlan, workers: int | None, batched: bool):
+    """The executor ``--executor``/``--address`` (else ``sweep.executor``/``sweep.address``) name.
+
+    ``--address`` alone means Ray. Returns ``None`` after printing the usage error. Creating a Ray
+    executor imports Ray, so a missing package is reported before the store is touched.
+    """
+    from trainlab.experiments.executors import make_executor
+
+    name = getattr(args, "executor", None)
+    address = getattr(args, "address", None)
+    if address is not None:
+        from trainlab.experiments.executors.ray import address_problem
+        if name == "local":
+            print(f"trainlab sweep: --address {address}: applies to --executor ray; drop one of them", file=sys.stderr)
+            return None
+        problem = address_problem(address)
+        if problem is not None:
+            print(f"trainlab sweep: --address {address!r} {problem}", file=sys.stderr)
+            return None
+        name = "ray"
+    name = name or plan.spec.executor
+    if address is None and name == plan.spec.executor:
+        address = plan.spec.address
+    return make_executor(name, address=address, workers=workers, batched=batched,
+                         threads=getattr(args, "threads", None))
+
+
 def cli_sweep(args) -> int:
     """``trainlab sweep CONFIG``: expand, run (resuming), record, report."""
     from trainlab.experiments.batched import keep_freed_memory
-    from trainlab.experiments.executor import LocalExecutor, RunSpec, plan_tasks
+    from trainlab.experiments.executor import RunSpec, plan_tasks
 
     try:
         dropped: list[str] = []
@@ -979,10 +1023,12 @@ def cli_sweep(args) -> int:
               f"{alone} run(s) alone")
         return 0
     workers = args.workers if args.workers is not None else plan.spec.workers
+    executor = _cli_executor(args, plan, workers, batched)
+    if executor is None:
+        return 2
     keep_freed_memory()  # this process trains batched models when it runs a single task
     previous = _second_interrupt_exits()
     try:
-        executor = LocalExecutor(workers, batched=batched, threads=getattr(args, "threads", None))
         result = run_sweep(plan, store=args.store, out_dir=args.out, executor=executor,
                            rerun=args.rerun, retry_failed=args.retry_failed, verbose=not args.quiet)
     except SweepInterrupted as err:
