@@ -61,6 +61,19 @@ def address_problem(address) -> str | None:
     return None
 
 
+def _probe(address: str, timeout: float = 10.0) -> None:
+    """Fail at once when nothing listens at ``HOST:PORT`` (Ray itself retries for minutes)."""
+    import socket
+
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConnectionError(err.strerror or str(err)) from None
+
+
 def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
@@ -222,6 +235,8 @@ class RayExecutor(Executor):
         if address is not None:
             options["address"] = address
         try:
+            if address is not None:
+                _probe(address)
             ray.init(**options)
         except (ConnectionError, TimeoutError, RuntimeError) as err:
             if address is None:
