@@ -543,6 +543,9 @@ def _add_results_commands(sub) -> None:
     p.add_argument("--address", metavar="auto|HOST:PORT",
                    help="with --executor ray: the Ray cluster to run on ('auto': the one this machine belongs "
                         "to); without it a local Ray instance is started (default: sweep.address)")
+    p.add_argument("--gpus", type=float, metavar="N",
+                   help="with --executor ray: GPUs each task asks for (default: sweep.gpus, else 1 when "
+                        "train.device names cuda, 0 otherwise)")
     p.add_argument("--dry-run", action="store_true", help="print the runs the sweep expands to and stop")
     p.add_argument("--rerun", action="store_true", help="train every run again, even those already in the store")
     p.add_argument("--retry-failed", action="store_true", help="train again the runs that failed before")

@@ -80,17 +80,17 @@ def local_ray(monkeypatch):
 def test_a_local_ray_instance_gives_the_local_executors_results(tmp_path, local_ray):
     # two architectures: two batched tasks; a diverging learning rate: a failure inside a task
     plan = expand_sweep(sweep(model={"kind": "mlp", "hidden": [[8], [8, 8]]},
-                              optimizer={"name": "sgd", "lr": [0.1, 0.3, 1e9]}, sweep={"write_runs": True}))
+                              optimizer={"name": "sgd", "lr": [0.3, 1e9]}, sweep={"write_runs": True}))
     with Store(tmp_path / "local.sqlite") as st:
         run_sweep(plan, store=st, out_dir=tmp_path / "local", executor=LocalExecutor(0), verbose=False, report=False)
         expected = numbers(st, plan.id)
     seen: list[RunOutcome] = []
-    executor = RayExecutor(num_cpus=2, init=local_ray)
+    executor = RayExecutor(num_cpus=1, init=local_ray)
     with Store(tmp_path / "ray.sqlite") as st:
         result = run_sweep(plan, store=st, out_dir=tmp_path / "ray", executor=executor, verbose=False,
                            report=False, on_outcome=seen.append)
         got = numbers(st, plan.id)
-        assert (result.ran, result.failed) == (6, 2)
+        assert (result.ran, result.failed) == (4, 2)
         assert not ray.is_initialized()  # the instance it started is stopped
         assert got == expected  # same tasks, same code, one thread: the same numbers to the last bit
         assert sorted(o.run_id for o in seen) == sorted(result.run_ids)  # each run recorded once
@@ -106,9 +106,9 @@ def test_a_local_ray_instance_gives_the_local_executors_results(tmp_path, local_
             assert (mine / "weights.safetensors").read_bytes() == (theirs / "weights.safetensors").read_bytes()
 
         # resuming: everything is in the store (the failed runs count as done), nothing is trained
-        again = run_sweep(plan, store=st, executor=RayExecutor(num_cpus=2, init=local_ray), verbose=False,
+        again = run_sweep(plan, store=st, executor=RayExecutor(num_cpus=1, init=local_ray), verbose=False,
                           report=False)
-        assert (again.ran, again.skipped) == (0, 6)
+        assert (again.ran, again.skipped) == (0, 4)
 
 
 @pytest.mark.slow

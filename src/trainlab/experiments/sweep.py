@@ -49,7 +49,8 @@ and ``mode`` (what reports rank by; default val_accuracy/max, or val_loss/min fo
 ``batched`` and ``workers`` (how the local executor runs them), ``write_runs`` (also write a full
 run folder per run), ``max_runs`` (a guard against accidentally huge grids), ``executor`` (``local``,
 or ``ray``: every task a Ray task, see :mod:`trainlab.experiments.executors.ray`) and ``address``
-(the Ray cluster: ``auto`` or ``HOST:PORT``; none starts a local Ray instance).
+(the Ray cluster: ``auto`` or ``HOST:PORT``; none starts a local Ray instance), ``gpus`` (the GPUs
+each Ray task asks for).
 
 Every expanded config is validated with :func:`~trainlab.experiments.config.parse_config` before
 anything runs; an error names the sweep point, its values and the field.
@@ -78,7 +79,7 @@ from trainlab.experiments.store import canonical_json, config_hash
 MARKERS = ("grid", "choice", "uniform", "loguniform", "int")
 DISTRIBUTIONS = ("uniform", "loguniform", "int")
 # execution settings: they change how a sweep runs, not what it computes (not part of its id)
-_EXECUTION_FIELDS = ("batched", "workers", "write_runs", "max_runs", "executor", "address")
+_EXECUTION_FIELDS = ("batched", "workers", "write_runs", "max_runs", "executor", "address", "gpus")
 
 
 class SweepError(ConfigError):
@@ -104,6 +105,8 @@ class SweepSpec(BaseModel):
                                               "worker processes, or Ray tasks (pip install 'trainlab[ray]')")
     address: str | None = Field(default=None, description="ray: the cluster (auto or HOST:PORT of its head); "
                                                           "none: a new local Ray instance")
+    gpus: float | None = Field(default=None, ge=0, description="ray: GPUs each task asks for (default: 1 when "
+                                                               "train.device names cuda, else 0)")
 
     @model_validator(mode="after")
     def _check(self):
@@ -122,6 +125,9 @@ class SweepSpec(BaseModel):
             problem = address_problem(self.address)
             if problem is not None:
                 raise ValueError(f"@address@{self.address!r} {problem}")
+        if self.gpus is not None and self.executor != "ray":
+            raise ValueError("@gpus@applies to executor: ray (the GPUs each Ray task asks for); add executor: ray "
+                             "or remove it")
         return self
 
 
@@ -599,7 +605,7 @@ def run_sweep(sweep: SweepPlan | dict, *, store=None, out_dir: str | Path | None
     if executor is None:  # before the store is touched: a missing Ray fails here
         from trainlab.experiments.executors import make_executor
         executor = make_executor(plan.spec.executor, address=plan.spec.address, workers=plan.spec.workers,
-                                 batched=plan.spec.batched)
+                                 batched=plan.spec.batched, gpus=plan.spec.gpus)
     own_store = not isinstance(store, Store)
     db = Store(store) if own_store else store
     try:
@@ -960,7 +966,7 @@ def _resume_command(args) -> str:
     parts = ["trainlab", "sweep", str(args.config)]
     for item in args.set or []:
         parts += ["--set", item]
-    for flag in ("store", "out", "workers", "threads", "executor", "address"):
+    for flag in ("store", "out", "workers", "threads", "executor", "address", "gpus"):
         value = getattr(args, flag, None)
         if value is not None:
             parts += [f"--{flag}", str(value)]
@@ -993,8 +999,17 @@ def _cli_executor(args, plan: SweepPlan, workers: int | None, batched: bool):
     name = name or plan.spec.executor
     if address is None and name == plan.spec.executor:
         address = plan.spec.address
+    gpus = getattr(args, "gpus", None)
+    if gpus is not None and not gpus >= 0:
+        print(f"trainlab sweep: --gpus {gpus}: must be >= 0 (GPUs per task; fractions share a GPU)", file=sys.stderr)
+        return None
+    if gpus is not None and name != "ray":
+        print(f"trainlab sweep: --gpus {gpus:g}: applies to --executor ray (the GPUs each Ray task asks for)",
+              file=sys.stderr)
+        return None
     return make_executor(name, address=address, workers=workers, batched=batched,
-                         threads=getattr(args, "threads", None))
+                         threads=getattr(args, "threads", None),
+                         gpus=gpus if gpus is not None else plan.spec.gpus)
 
 
 def cli_sweep(args) -> int:

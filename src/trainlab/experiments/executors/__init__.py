@@ -26,18 +26,19 @@ def __getattr__(name: str):
 
 
 def make_executor(name: str, *, address: str | None = None, workers: int | None = None, batched: bool = True,
-                  threads: int | None = None) -> Executor:
+                  threads: int | None = None, gpus: float | None = None) -> Executor:
     """The executor a sweep's ``executor`` setting (or ``--executor``) names.
 
     ``local``: :class:`LocalExecutor` with ``workers`` processes and ``threads`` torch threads each.
     ``ray``: :class:`RayExecutor` on the cluster at ``address`` (``None``: a new local Ray instance
-    with ``workers`` CPUs, default all cores); each task asks Ray for ``threads`` CPUs (default 1).
+    with ``workers`` CPUs, default all cores); each task asks Ray for ``threads`` CPUs (default 1)
+    and ``gpus`` GPUs (default: 1 when its config names a cuda device, else 0).
     """
     if name == "local":
-        if address is not None:
-            raise ValueError(f"address {address!r} applies to the ray executor; drop it or choose executor ray")
+        if address is not None or gpus is not None:
+            raise ValueError("address and gpus apply to the ray executor; drop them or choose executor ray")
         return LocalExecutor(workers, batched=batched, threads=threads)
     if name == "ray":
         from trainlab.experiments.executors.ray import RayExecutor
-        return RayExecutor(address, batched=batched, cpus=threads or 1, num_cpus=workers or None)
+        return RayExecutor(address, batched=batched, cpus=threads or 1, gpus=gpus, num_cpus=workers or None)
     raise ValueError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")

@@ -271,6 +271,13 @@ class RayExecutor(Executor):
         from ray.exceptions import RayTaskError, TaskCancelledError
 
         remote = ray.remote(train_task)
+        wanted = max(self._gpus_for(t) for t in tasks)
+        have = ray.cluster_resources().get("GPU", 0)
+        if wanted > have:  # Ray waits for such a node (an autoscaler may add one); say why nothing moves
+            import sys
+            print(f"warning: tasks ask for {wanted:g} GPU(s) (train.device names cuda) and the Ray cluster has "
+                  f"{have:g}; they wait until a node with a GPU joins. Set train.device: cpu to train on CPUs",
+                  file=sys.stderr)
         for task in tasks:
             payload = {"batched": task.batched,
                        "specs": [{"run_id": s.run_id, "config": s.config, "run_dir": s.run_dir} for s in task.specs]}
