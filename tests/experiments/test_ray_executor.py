@@ -226,6 +226,15 @@ def _processes_under(temp: Path) -> list[int]:
     return pids
 
 
+def _started_tasks(temp: Path) -> set[str]:
+    """The run ids of the tasks a node's workers started (Ray writes ``:task_name:NAME`` in their logs)."""
+    out = set()
+    for log in temp.glob("session_*/logs/worker-*"):
+        out |= {line.split("trainlab:", 1)[1].strip() for line in log.read_text(errors="replace").splitlines()
+                if line.startswith(":task_name:trainlab:")}
+    return out
+
+
 class _Node:
     """One ``ray start --block`` in a session of its own: its processes share its process group."""
 
@@ -362,7 +371,15 @@ def test_a_two_node_cluster_survives_losing_a_node_mid_sweep(tmp_path, two_nodes
         with sqlite3.connect(store) as c:  # every point has exactly one row
             assert c.execute("SELECT COUNT(*), COUNT(DISTINCT config_hash) FROM runs").fetchone() == (16, 16)
         got = numbers(st, plan.id)
-        assert len({r.info.get("ray_node") for r in runs}) == 2
+        by_node: dict = {}
+        for r in runs:
+            by_node.setdefault(r.info.get("ray_node"), set()).add(r.id)
+        assert len(by_node) == 2
+    # a run started on both nodes: the worker node died training it and Ray ran it again on the head
+    # (each node's worker logs name the tasks it started); it is still one row, trained once to the end
+    on_worker, on_head = _started_tasks(two_nodes["worker"].temp), _started_tasks(two_nodes["head"].temp)
+    assert on_worker and on_worker & on_head, (on_worker, on_head)
+    assert on_worker | on_head == {r.id for r in runs}
     with Store(tmp_path / "local.sqlite") as st:
         run_sweep(plan, store=st, executor=LocalExecutor(0, batched=False), verbose=False, report=False)
         assert got == numbers(st, plan.id)
