@@ -35,7 +35,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
 from dataclasses import asdict
 from pathlib import Path, PurePath, PurePosixPath
 from typing import Iterator, Sequence
