@@ -230,6 +230,8 @@ class RayExecutor(Executor):
                    "configure_logging": True}
         if address is None:  # a new local instance: its size is ours to choose
             options.update(num_cpus=self.num_cpus or os.cpu_count() or 1, object_store_memory=OBJECT_STORE_BYTES)
+        elif address.startswith("ray://"):  # Ray Client forwards what it is given to the cluster's ray.init
+            options = {}
         options.update(self.init)
         if address is not None:
             options["address"] = address
@@ -285,8 +287,11 @@ class RayExecutor(Executor):
                                  retry_exceptions=False, name=name).remote(payload, max(1, int(self.cpus)))
             self._pending[ref] = task
         while self._pending:
-            # a short timeout: Ctrl-C reaches Python between two waits
-            done, _ = ray.wait(list(self._pending), num_returns=1, timeout=0.5)
+            # a short timeout: Ctrl-C reaches Python between two waits; then whatever else is ready
+            refs = list(self._pending)
+            done, _ = ray.wait(refs, num_returns=1, timeout=0.5)
+            if done and len(refs) > 1:
+                done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
             for ref in done:
                 task = self._pending.pop(ref)
                 try:
