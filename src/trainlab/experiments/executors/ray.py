@@ -321,7 +321,10 @@ class RayExecutor(Executor):
                 continue
             o.run_dir = spec.run_dir  # the driver's folder, whatever the worker said
             if spec.run_dir is not None and item.get("files"):
-                write_files(spec.run_dir, item["files"])
+                try:
+                    write_files(spec.run_dir, item["files"])
+                except (ValueError, OSError) as err:  # the numbers stand; the folder could not be written
+                    o.status, o.error = "failed", f"{type(err).__name__}: {err}"
             yield o
 
     def shutdown(self, cancel: bool = False) -> None:
