@@ -227,11 +227,12 @@ def _processes_under(temp: Path) -> list[int]:
 
 
 def _started_tasks(temp: Path) -> set[str]:
-    """The run ids of the tasks a node's workers started (Ray writes ``:task_name:NAME`` in their logs)."""
+    """The run ids a node's workers started training (``trainlab: training ID ...`` in their logs)."""
     out = set()
     for log in temp.glob("session_*/logs/worker-*"):
-        out |= {line.split("trainlab:", 1)[1].strip() for line in log.read_text(errors="replace").splitlines()
-                if line.startswith(":task_name:trainlab:")}
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith("trainlab: training "):
+                out |= set(line.removeprefix("trainlab: training ").split())
     return out
 
 
@@ -376,7 +377,7 @@ def test_a_two_node_cluster_survives_losing_a_node_mid_sweep(tmp_path, two_nodes
             by_node.setdefault(r.info.get("ray_node"), set()).add(r.id)
         assert len(by_node) == 2
     # a run started on both nodes: the worker node died training it and Ray ran it again on the head
-    # (each node's worker logs name the tasks it started); it is still one row, trained once to the end
+    # (each task's first line in its worker's log names its runs); it is still one row
     on_worker, on_head = _started_tasks(two_nodes["worker"].temp), _started_tasks(two_nodes["head"].temp)
     assert on_worker and on_worker & on_head, (on_worker, on_head)
     assert on_worker | on_head == {r.id for r in runs}

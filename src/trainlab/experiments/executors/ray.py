@@ -98,6 +98,9 @@ def train_task(payload: dict, threads: int = 1) -> list[dict]:
 
     torch.set_num_threads(max(1, int(threads)))
     keep_freed_memory()
+    # one line in the worker's log (Ray's session folder) per task: what trained where, also for a
+    # task whose node died before it could return
+    print(f"trainlab: training {' '.join(s['run_id'] for s in payload['specs'])}", flush=True)
     with tempfile.TemporaryDirectory(prefix="trainlab-") as tmp:
         specs, folders = [], {}
         for i, s in enumerate(payload["specs"]):
