@@ -524,7 +524,8 @@ def _add_results_commands(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  trainlab sweep lr.yaml --dry-run\n"
                "  trainlab sweep lr.yaml --set 'optimizer.lr=[0.001,0.01,0.1]' --set train.epochs=10\n"
-               "  trainlab sweep search.yaml --workers 2 --store results.sqlite")
+               "  trainlab sweep search.yaml --workers 2 --store results.sqlite\n"
+               "  trainlab sweep search.yaml --executor ray --address auto")
     p.add_argument("config", help="YAML sweep file")
     p.add_argument("--set", action="append", metavar="PATH=VALUE",
                    help="override a field by dotted path before expansion; a list value sweeps it, e.g. "
@@ -537,6 +538,15 @@ def _add_results_commands(sub) -> None:
     p.add_argument("--threads", type=_positive_int, metavar="N", help="torch threads per training process (default: the "
                                                              "cores shared among the workers; 1 on a busy machine)")
     p.add_argument("--no-batch", action="store_true", help="train every run alone (no batched models)")
+    p.add_argument("--executor", choices=("local", "ray"),
+                   help="where the runs train: local worker processes, or one Ray task per run or batched "
+                        "group (default: sweep.executor, else local)")
+    p.add_argument("--address", metavar="auto|HOST:PORT",
+                   help="with --executor ray: the Ray cluster to run on ('auto': the one this machine belongs "
+                        "to); without it a local Ray instance is started (default: sweep.address)")
+    p.add_argument("--gpus", type=float, metavar="N",
+                   help="with --executor ray: GPUs each task asks for (default: sweep.gpus, else 1 when "
+                        "train.device names cuda, 0 otherwise)")
     p.add_argument("--dry-run", action="store_true", help="print the runs the sweep expands to and stop")
     p.add_argument("--rerun", action="store_true", help="train every run again, even those already in the store")
     p.add_argument("--retry-failed", action="store_true", help="train again the runs that failed before")

@@ -19,25 +19,8 @@ per CPU core, each with its share of torch's threads), or in this process when t
 task or ``workers=0``.
 
 A cluster executor (Ray, Dask, a job queue) subclasses :class:`Executor` and implements the three
-calls; the sweep runner does not change. With Ray, for example::
-
-    class RayExecutor(Executor):
-        def __init__(self, batched=True):
-            import ray
-            self.remote = ray.remote(execute_task)
-            self.batched, self.specs = batched, []
-        def submit(self, specs):
-            self.specs += specs
-        def results(self):
-            import ray
-            pending = [self.remote.remote(t) for t in plan_tasks(self.specs, batched=self.batched)]
-            self.specs = []
-            while pending:
-                done, pending = ray.wait(pending)
-                for ref in done:
-                    yield from ray.get(ref)
-        def shutdown(self, cancel=False):
-            ...  # ray.cancel the pending refs when cancel is True
+calls; the sweep runner does not change. :class:`~trainlab.experiments.executors.ray.RayExecutor`
+runs every planned task as a Ray task (``trainlab sweep FILE --executor ray``).
 """
 from __future__ import annotations
 

@@ -47,7 +47,10 @@ counting up from the config's seed): every point is trained once per seed, and r
 over them, ``sample_seed`` (the random-search RNG, so the same file gives the same runs), ``metric``
 and ``mode`` (what reports rank by; default val_accuracy/max, or val_loss/min for regression),
 ``batched`` and ``workers`` (how the local executor runs them), ``write_runs`` (also write a full
-run folder per run), ``max_runs`` (a guard against accidentally huge grids).
+run folder per run), ``max_runs`` (a guard against accidentally huge grids), ``executor`` (``local``,
+or ``ray``: every task a Ray task, see :mod:`trainlab.experiments.executors.ray`) and ``address``
+(the Ray cluster: ``auto`` or ``HOST:PORT``; none starts a local Ray instance), ``gpus`` (the GPUs
+each Ray task asks for).
 
 Every expanded config is validated with :func:`~trainlab.experiments.config.parse_config` before
 anything runs; an error names the sweep point, its values and the field.
@@ -76,7 +79,7 @@ from trainlab.experiments.store import canonical_json, config_hash
 MARKERS = ("grid", "choice", "uniform", "loguniform", "int")
 DISTRIBUTIONS = ("uniform", "loguniform", "int")
 # execution settings: they change how a sweep runs, not what it computes (not part of its id)
-_EXECUTION_FIELDS = ("batched", "workers", "write_runs", "max_runs")
+_EXECUTION_FIELDS = ("batched", "workers", "write_runs", "max_runs", "executor", "address", "gpus")
 
 
 class SweepError(ConfigError):
@@ -106,6 +109,12 @@ class SweepSpec(BaseModel):
     pruner: str | dict | None = Field(default=None, description="optuna: which trials stop early: none "
                                       "(default), median, hyperband")
     seed: int | None = Field(default=None, description="optuna: the sampler's seed (default sample_seed)")
+    executor: Literal["local", "ray"] = Field(default="local", description="where the runs train: local "
+                                              "worker processes, or Ray tasks (pip install 'trainlab[ray]')")
+    address: str | None = Field(default=None, description="ray: the cluster (auto or HOST:PORT of its head); "
+                                                          "none: a new local Ray instance")
+    gpus: float | None = Field(default=None, ge=0, description="ray: GPUs each task asks for (default: 1 when "
+                                                               "train.device names cuda, else 0)")
 
     @model_validator(mode="after")
     def _check(self):
@@ -131,6 +140,17 @@ class SweepSpec(BaseModel):
                                         "; set method: optuna or remove it"))
         if self.seeds is not None and self.repeats is not None:
             raise ValueError("@repeats@give seeds (a list) or repeats (a count), not both")
+        if self.address is not None:
+            from trainlab.experiments.executors.ray import address_problem
+            if self.executor != "ray":
+                raise ValueError(f"@address@{self.address!r} applies to executor: ray; add executor: ray or "
+                                 "remove the address")
+            problem = address_problem(self.address)
+            if problem is not None:
+                raise ValueError(f"@address@{self.address!r} {problem}")
+        if self.gpus is not None and self.executor != "ray":
+            raise ValueError("@gpus@applies to executor: ray (the GPUs each Ray task asks for); add executor: ray "
+                             "or remove it")
         return self
 
 
@@ -620,7 +640,8 @@ def run_sweep(sweep: SweepPlan | dict, *, store=None, out_dir: str | Path | None
         out_dir: the sweep's folder (report, figures, run folders with ``write_runs``); default
             ``<store folder>/sweeps/<sweep id>``.
         executor: an :class:`~trainlab.experiments.executor.Executor` (default: a
-            :class:`~trainlab.experiments.executor.LocalExecutor` configured by the sweep section).
+            :class:`~trainlab.experiments.executor.LocalExecutor`, or with ``sweep.executor: ray`` a
+            :class:`~trainlab.experiments.executors.ray.RayExecutor`, configured by the sweep section).
         rerun: train every point again, even those the store has finished.
         retry_failed: train again the points whose run failed (a diverged loss fails the same way
             again, so failed runs count as done by default).
@@ -635,11 +656,16 @@ def run_sweep(sweep: SweepPlan | dict, *, store=None, out_dir: str | Path | None
         SweepInterrupted: on Ctrl-C (a ``KeyboardInterrupt``), after cancelling the runs in flight
             and marking them ``interrupted`` in the store.
     """
-    from trainlab.experiments.executor import LocalExecutor, RunSpec
+    from trainlab.experiments.executor import RunSpec
     from trainlab.experiments.store import Store
 
     t0 = time.perf_counter()
     plan = sweep if isinstance(sweep, SweepPlan) else expand_sweep(sweep)
+    if executor is None:  # before the store is touched: a missing Ray fails here
+        from trainlab.experiments.executors import make_executor
+        executor = make_executor(plan.spec.executor, address=plan.spec.address, workers=plan.spec.workers,
+                                 batched=plan.spec.batched, gpus=plan.spec.gpus,
+                                 keep_workers=plan.spec.method == "optuna")
     own_store = not isinstance(store, Store)
     db = Store(store) if own_store else store
     try:
@@ -670,8 +696,6 @@ def run_sweep(sweep: SweepPlan | dict, *, store=None, out_dir: str | Path | None
             print(plan.summary(), file=sys.stderr)
             if result.skipped:
                 print(f"{result.skipped} run(s) already in {db.path}: not rerun", file=sys.stderr)
-        if executor is None:
-            executor = LocalExecutor(plan.spec.workers, batched=plan.spec.batched)
         labels = {spec.run_id: p.label() for p, spec in pending}
         metric, _ = plan.metric
         progress = _Progress(len(plan.points), result.skipped, verbose)
@@ -700,7 +724,7 @@ def run_sweep(sweep: SweepPlan | dict, *, store=None, out_dir: str | Path | None
                 executor.shutdown(cancel=True)
                 if remaining:  # the runs in flight; those never started stay queued
                     db.set_status(sorted(remaining), "interrupted", error="KeyboardInterrupt: the sweep was "
-                                  "interrupted", only=("running",))
+                                  "interrupted", only=getattr(executor, "interrupt_from", ("running",)))
                 progress.close()
             finally:
                 _restore_sigint(previous)
@@ -1014,7 +1038,7 @@ def _resume_command(args) -> str:
     parts = ["trainlab", "sweep", str(args.config)]
     for item in args.set or []:
         parts += ["--set", item]
-    for flag in ("store", "out", "workers", "threads"):
+    for flag in ("store", "out", "workers", "threads", "executor", "address", "gpus"):
         value = getattr(args, flag, None)
         if value is not None:
             parts += [f"--{flag}", str(value)]
@@ -1024,10 +1048,47 @@ def _resume_command(args) -> str:
     return shlex.join(parts)
 
 
+def _cli_executor(args, plan: SweepPlan, workers: int | None, batched: bool):
+    """The executor ``--executor``/``--address`` (else ``sweep.executor``/``sweep.address``) name.
+
+    ``--address`` alone means Ray. Returns ``None`` after printing the usage error. Creating a Ray
+    executor imports Ray, so a missing package is reported before the store is touched.
+    """
+    from trainlab.experiments.executors import make_executor
+
+    name = getattr(args, "executor", None)
+    address = getattr(args, "address", None)
+    if address is not None:
+        from trainlab.experiments.executors.ray import address_problem
+        if name == "local":
+            print(f"trainlab sweep: --address {address}: applies to --executor ray; drop one of them", file=sys.stderr)
+            return None
+        problem = address_problem(address)
+        if problem is not None:
+            print(f"trainlab sweep: --address {address!r} {problem}", file=sys.stderr)
+            return None
+        name = "ray"
+    name = name or plan.spec.executor
+    if address is None and name == plan.spec.executor:
+        address = plan.spec.address
+    gpus = getattr(args, "gpus", None)
+    if gpus is not None and not gpus >= 0:
+        print(f"trainlab sweep: --gpus {gpus}: must be >= 0 (GPUs per task; fractions share a GPU)", file=sys.stderr)
+        return None
+    if gpus is not None and name != "ray":
+        print(f"trainlab sweep: --gpus {gpus:g}: applies to --executor ray (the GPUs each Ray task asks for)",
+              file=sys.stderr)
+        return None
+    return make_executor(name, address=address, workers=workers, batched=batched,
+                         threads=getattr(args, "threads", None),
+                         gpus=gpus if gpus is not None else plan.spec.gpus,
+                         keep_workers=plan.spec.method == "optuna")
+
+
 def cli_sweep(args) -> int:
     """``trainlab sweep CONFIG``: expand, run (resuming), record, report."""
     from trainlab.experiments.batched import keep_freed_memory
-    from trainlab.experiments.executor import LocalExecutor, RunSpec, plan_tasks
+    from trainlab.experiments.executor import RunSpec, plan_tasks
 
     try:
         dropped: list[str] = []
@@ -1055,11 +1116,12 @@ def cli_sweep(args) -> int:
               f"{alone} run(s) alone")
         return 0
     workers = args.workers if args.workers is not None else plan.spec.workers
+    executor = _cli_executor(args, plan, workers, batched)
+    if executor is None:
+        return 2
     keep_freed_memory()  # this process trains batched models when it runs a single task
     previous = _second_interrupt_exits()
     try:
-        executor = LocalExecutor(workers, batched=batched, threads=getattr(args, "threads", None),
-                                 keep_workers=plan.spec.method == "optuna")
         result = run_sweep(plan, store=args.store, out_dir=args.out, executor=executor,
                            rerun=args.rerun, retry_failed=args.retry_failed, verbose=not args.quiet)
     except SweepInterrupted as err:
