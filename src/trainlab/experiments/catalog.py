@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from trainlab import optim, schedules
-from trainlab.data import augment, files, mnist, toy
-from trainlab.nn import models
+from trainlab.data import augment, files, mnist, sequences, toy
+from trainlab.nn import models, recurrent
 from trainlab.train import callbacks
 
 # data.name -> loader(**kwargs) returning a Dataset, or a (train, val[, test]) tuple of Datasets
@@ -26,6 +26,10 @@ DATASETS = {
     "fashion_mnist": mnist.load_fashion_mnist,
     "csv": files.load_csv,
     "npz": files.load_npz,
+    # sequences (samples, time, features) for model kind rnn
+    "adding": sequences.adding,
+    "copy": sequences.copy_task,
+    "noisy_sine": sequences.noisy_sine,
 }
 # data sets that come with their own train/validation/test split (``data.split`` does not apply)
 OWN_SPLIT = frozenset({"mnist", "fashion_mnist"})
@@ -34,6 +38,7 @@ OWN_SPLIT = frozenset({"mnist", "fashion_mnist"})
 MODELS = {
     "mlp": models.MLP,
     "cnn": models.CNN,
+    "rnn": recurrent.SequenceModel,  # cell: elman | lstm | gru; pattern: seq2one | seq2seq
 }
 
 # optimizer.name -> torch.optim.Optimizer subclass (params are supplied by the runner). Variants

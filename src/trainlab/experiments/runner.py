@@ -100,6 +100,8 @@ def build_model(cfg: Config, train: Dataset) -> nn.Module:
     else:
         out = int(train.y[0].numel())
     params = inspect.signature(builder).parameters
+    if kind == "rnn":
+        return _build_sequence_model(builder, kwargs, train, out, head)
     if kind == "cnn" or "in_shape" in params:
         x = train.X
         in_shape = tuple(x.shape[1:]) if x.dim() == 4 else (1, *([int(round(x[0].numel() ** 0.5))] * 2))
@@ -109,6 +111,29 @@ def build_model(cfg: Config, train: Dataset) -> nn.Module:
         kwargs.setdefault("head", head)
         return builder(train.n_features, out_features=out, **kwargs)
     return builder(**kwargs)
+
+
+def _build_sequence_model(builder, kwargs: dict, train: Dataset, out: int, head: str) -> nn.Module:
+    """``model: {kind: rnn}``: inputs (samples, time, features); targets per sequence or per step."""
+    x, y = train.X, train.y
+    if x.dim() != 3:
+        raise ValueError(f"model kind 'rnn' reads sequences of shape (samples, time, features), but the data's "
+                         f"inputs have shape {tuple(x.shape)}; use a sequence set (data.name: adding, copy, "
+                         "noisy_sine) or model kind mlp")
+    pattern = kwargs.get("pattern", "seq2one")
+    per_step = (y.dim() == 2 and train.is_classification) or (y.dim() == 3 and not train.is_classification)
+    if per_step and y.shape[1] != x.shape[1]:
+        raise ValueError(f"per-step targets of length {y.shape[1]} for inputs of length {x.shape[1]}")
+    if pattern == "seq2seq" and not per_step:
+        raise ValueError(f"pattern='seq2seq' needs one target per time step, but {train.name!r} has one per "
+                         "sequence; use pattern seq2one")
+    if pattern == "seq2one" and per_step:
+        raise ValueError(f"pattern='seq2one' gives one output per sequence, but {train.name!r} has a target for "
+                         "every time step; use pattern seq2seq")
+    if per_step and not train.is_classification:
+        out = int(y.shape[-1])
+    kwargs.setdefault("head", head)
+    return builder(int(x.shape[-1]), out_features=out, **kwargs)
 
 
 def build_training(cfg: Config, device: torch.device, data: Splits | None = None):

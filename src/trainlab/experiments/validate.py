@@ -88,13 +88,14 @@ def _size_argument(loader) -> str | None:
 
 def _dummy_data(cfg: Config, problems: list[str]):
     """A few samples shaped like ``cfg.data`` (``None`` when that cannot be known without the files)."""
-    from trainlab.data import toy
+    from trainlab.data import sequences, toy
     from trainlab.data.dataset import Dataset
 
     spec = cfg.data
     loader = catalog.DATASETS[spec.name]
     kwargs = dict(spec.kwargs)
-    if spec.name not in catalog.OWN_SPLIT and getattr(loader, "__module__", "") != toy.__name__:
+    if spec.name not in catalog.OWN_SPLIT and getattr(loader, "__module__", "") not in (toy.__name__,
+                                                                                       sequences.__name__):
         # the user's own files (CSV, NPZ): their shape is known once they are read, their split now
         _check_split(spec.split, None, problems)
         return None
