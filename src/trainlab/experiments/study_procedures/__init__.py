@@ -15,6 +15,7 @@ from trainlab.experiments.study_procedures.normalization import bn_learning_rate
 from trainlab.experiments.study_procedures.mnist import mnist_recipe
 from trainlab.experiments.study_procedures.optimizers import optimizer_grid
 from trainlab.experiments.study_procedures.random_matrices import random_matrices
+from trainlab.experiments.study_procedures.recurrent import rnn_long_memory
 from trainlab.experiments.study_procedures.regularization import (early_stopping, generalization_gap, l1_sparsity,
                                                                  weight_decay_forms)
 from trainlab.experiments.study_procedures.worked_examples import cross_entropy_example
@@ -34,5 +35,6 @@ PROCEDURES = {
     "mnist_recipe": mnist_recipe,
     "optimizer_grid": optimizer_grid,
     "random_matrices": random_matrices,
+    "rnn_long_memory": rnn_long_memory,
     "weight_decay_forms": weight_decay_forms,
 }
