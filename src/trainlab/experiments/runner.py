@@ -147,12 +147,82 @@ def build_training(cfg: Config, device: torch.device, data: Splits | None = None
     data = build_data(cfg) if data is None else data
     loss = Loss(resolve_loss_name(cfg, data.train), label_smoothing=cfg.loss.label_smoothing)
     model = build_model(cfg, data.train)
-    catalog.apply_init(model, cfg.init.weight, cfg.init.bias, cfg.init.kwargs)
+    batch = data.train.X[:catalog.LSUV_SAMPLES] if cfg.init.weight == "lsuv" else None
+    catalog.apply_init(model, cfg.init.weight, cfg.init.bias, cfg.init.kwargs, batch=batch)
+    if cfg.model.pretrained_dir is not None:
+        load_pretrained_run(model, cfg.model.pretrained_dir)
+    if cfg.model.freeze_layers:
+        from trainlab.nn.transfer import freeze
+        freeze(model, cfg.model.freeze_layers)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = catalog.build_optimizer(params, cfg.optimizer.name, cfg.optimizer.kwargs,
                                         [(t.name, t.kwargs) for t in cfg.transforms])
     return data, loss, model, optimizer
+
+
+# ---------------------------------------------------------------------------------------------
+# transfer learning: start from another run's weights (model.pretrained), freeze layers
+
+
+class PretrainedRunError(ConfigError):
+    """``model.pretrained`` does not name a finished run folder, or its weights do not fit the model."""
+
+
+def pretrained_problem(path: str) -> str | None:
+    """Why ``path`` cannot be a ``model.pretrained`` run folder (``None`` when it can).
+
+    The path points to another run's folder by design (relative paths from the working folder);
+    only its ``weights.safetensors`` is read, through safetensors, so loading never runs code.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        return "no such folder; give the folder of a finished run (the 'run folder:' line of trainlab run)"
+    if not p.is_dir():
+        return "is a file; give the run folder that holds weights.safetensors"
+    if not (p / "config.yaml").is_file():
+        return "is not a run folder (no config.yaml)"
+    if not (p / "weights.safetensors").is_file():
+        return "has no weights.safetensors: that run did not finish; resume it first (trainlab run --resume)"
+    return None
+
+
+def load_pretrained_run(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
+    """Copy the final weights of the run folder ``path`` into ``model``; a changed output layer is kept fresh.
+
+    Every tensor must match by name and shape, except those of the output layer (the last
+    weight layer): when its shape differs (another class count, the notes' digits → letters)
+    the new, freshly initialized head is kept. Returns ``{"loaded", "replaced"}`` tensor names.
+    Raises :class:`PretrainedRunError` naming the tensors that do not fit.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from trainlab.init import layer_activations
+    from trainlab.nn.transfer import PretrainedMismatchError, load_pretrained
+
+    problem = pretrained_problem(str(path))
+    if problem is not None:
+        raise PretrainedRunError(f"model.pretrained={str(path)!r}: {problem}")
+    file = Path(path).expanduser() / "weights.safetensors"
+    try:
+        state = load_file(str(file))
+    except (SafetensorError, OSError) as err:
+        raise PretrainedRunError(f"model.pretrained={str(path)!r}: {file} is not a safetensors weights file: "
+                                 f"{err}") from None
+    own = model.state_dict()
+    layers = list(layer_activations(model))
+    head = layers[-1] + "." if layers else None
+    replaced = [k for k, v in state.items() if head and k.startswith(head) and k in own
+                and tuple(v.shape) != tuple(own[k].shape)]
+    exclude = (head,) if replaced else ()
+    try:
+        info = load_pretrained(model, state, exclude=exclude)
+    except PretrainedMismatchError as err:
+        raise PretrainedRunError(f"model.pretrained={str(path)!r}: the run's weights do not fit this model "
+                                 f"(same model kind and hidden sizes needed; only the output layer may change): "
+                                 f"{str(err).removeprefix('cannot load pretrained weights: ')}") from None
+    return {"loaded": info["loaded"], "replaced": replaced}
 
 
 def build_callbacks(cfg: Config, run_dir: Path | None) -> list:

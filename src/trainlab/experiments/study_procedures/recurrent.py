@@ -79,15 +79,17 @@ def rnn_long_memory(ctx: StudyContext, *, cells: list[str], hidden: int = 32, gr
         metrics[f"{cell}.val_mse_over_baseline"] = val_mse / ADDING_BASELINE_MSE
         curves[cell] = (range(1, len(run.history.history.get("val_loss", [])) + 1),
                         run.history.history.get("val_loss", []))
-        first_half = math.nan
+        first_half = first_step = math.nan
         if run.model is not None:
             model = run.model.cpu()
             x, y = val_set.X[:256], val_set.y[:256]
             ratios = _profile(model.rnn, x.transpose(0, 1), lambda h: (model.out(h) - y).square().mean())
             first_half = sum(ratios[:half]) / half
+            first_step = ratios[0]
             trained_series[cell] = (range(1, train_length + 1), ratios)
         metrics[f"{cell}.trained_first_half_grad"] = first_half
-        train_rows.append((cell, val_mse, val_mse / ADDING_BASELINE_MSE, first_half))
+        metrics[f"{cell}.trained_first_step_grad"] = first_step
+        train_rows.append((cell, val_mse, val_mse / ADDING_BASELINE_MSE, first_half, first_step))
         ctx.log(f"{cell}: adding T={train_length} val mse {val_mse:.4g} (no-memory level "
                 f"{ADDING_BASELINE_MSE:.4g}); trained ‖∂L/∂h_t‖/‖∂L/∂h_T‖ over the first half {first_half:.3g}")
 
@@ -112,7 +114,8 @@ def rnn_long_memory(ctx: StudyContext, *, cells: list[str], hidden: int = 32, gr
             f"Sum the two marked values of a sequence of {train_length} (one marker in each half). Answering "
             f"the mean 1 always gives mse 1/6 = {ADDING_BASELINE_MSE:.4f} (dashed): a net below it remembers. "
             f"Adam lr {lr:g}, batch {batch_size}, {epochs} epochs of {n_train} sequences."],
-            table=(("cell", "validation mse", "mse / (1/6)", "mean ‖∂L/∂h_t‖/‖∂L/∂h_T‖, first half"), train_rows),
+            table=(("cell", "validation mse", "mse / (1/6)", "mean ‖∂L/∂h_t‖/‖∂L/∂h_T‖, first half",
+                                    "‖∂L/∂h_1‖/‖∂L/∂h_T‖"), train_rows),
             figures=[("validation mse per epoch, and the trained nets' gradients through time", fig2)]),
     ]
     return Outcome(metrics, sections)
