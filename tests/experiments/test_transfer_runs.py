@@ -67,14 +67,28 @@ def test_pretrain_on_digits_0_4_then_transfer_to_6_9_frozen(fake_root, tmp_path)
     # the run folder records where it came from
     text = (tmp_path / "transfer" / "config.yaml").read_text()
     assert "pretrained:" in text and "digits" in text and "blocks.0" in text
+    # the transfer run loads, and resumes, without its source run
+    import shutil
+
+    from trainlab.experiments.load import load_run
+    from trainlab.experiments.runner import resume_run
+    shutil.rmtree(tmp_path / "digits")
+    loaded = load_run(tmp_path / "transfer")
+    assert torch.equal(loaded.model.state_dict()["blocks.0.linear.weight"], after["blocks.0.linear.weight"])
+    cfg["train"]["epochs"] = 4  # extend by one epoch: the frozen layer stays the pretrained one
+    resume_run(tmp_path / "transfer", cfg, verbose=False)
+    again = load_file(str(tmp_path / "transfer" / "weights.safetensors"))
+    assert torch.equal(again["blocks.0.linear.weight"], before["blocks.0.linear.weight"])
 
 
 def test_transfer_errors_are_typed_and_name_the_field(fake_root, tmp_path):
-    with pytest.raises(ConfigError, match=r"model.pretrained=.*no such folder"):
-        parse_config(_cfg(fake_root, [0, 1], pretrained=str(tmp_path / "missing")))
+    # the source folder is checked when a run starts (a finished run's config loads without it)
+    with pytest.raises(PretrainedRunError, match=r"model.pretrained=.*no such folder"):
+        run_experiment(_cfg(fake_root, [0, 1], pretrained=str(tmp_path / "missing")), run_dir=tmp_path / "o1")
     (tmp_path / "not-a-run").mkdir()
     with pytest.raises(ConfigError, match="not a run folder"):
-        parse_config(_cfg(fake_root, [0, 1], pretrained=str(tmp_path / "not-a-run")))
+        run_experiment(_cfg(fake_root, [0, 1], pretrained=str(tmp_path / "not-a-run")), run_dir=tmp_path / "o2")
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
     with pytest.raises(ConfigError, match=r"model.freeze=.*no layer named 'encoder'"):
         parse_config(_cfg(fake_root, [0, 1], freeze=["encoder"]))
     with pytest.raises(ConfigError, match="model.freeze"):

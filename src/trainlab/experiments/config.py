@@ -181,8 +181,9 @@ class ModelSpec(Section):
 
     Transfer learning adds two keys of its own: ``pretrained: RUN_DIR`` (start from the final
     weights of another run folder; an output layer whose shape differs is replaced by a fresh
-    one) and ``freeze: [layer names or child indices]`` (those layers are not trained). Both
-    are written into the resolved config only when given.
+    one; the folder is checked when the run starts) and ``freeze: [layer names or child
+    indices]`` (those layers are not trained). Both are written into the resolved config only
+    when given.
     """
 
     model_config = ConfigDict(extra="allow")

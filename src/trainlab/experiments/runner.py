@@ -136,12 +136,14 @@ def _build_sequence_model(builder, kwargs: dict, train: Dataset, out: int, head:
     return builder(int(x.shape[-1]), out_features=out, **kwargs)
 
 
-def build_training(cfg: Config, device: torch.device, data: Splits | None = None):
+def build_training(cfg: Config, device: torch.device, data: Splits | None = None, *, pretrained: bool = True):
     """Data, loss, initialized model and optimizer of ``cfg``, in the order that fixes the RNG stream.
 
     The global RNG is seeded with the run's seed and then consumed, in this order, by the data
     loader (if it draws from it), the model's construction and the initializer. Everything that
     must reproduce a run (solo or as a member of a batched sweep) builds it through here.
+    ``pretrained=False`` skips loading ``model.pretrained`` (a resumed run's checkpoint holds
+    every weight, so the source run folder is not needed then).
     """
     torch.manual_seed(cfg.seed)
     data = build_data(cfg) if data is None else data
@@ -149,7 +151,7 @@ def build_training(cfg: Config, device: torch.device, data: Splits | None = None
     model = build_model(cfg, data.train)
     batch = data.train.X[:catalog.LSUV_SAMPLES] if cfg.init.weight == "lsuv" else None
     catalog.apply_init(model, cfg.init.weight, cfg.init.bias, cfg.init.kwargs, batch=batch)
-    if cfg.model.pretrained_dir is not None:
+    if cfg.model.pretrained_dir is not None and pretrained:
         load_pretrained_run(model, cfg.model.pretrained_dir)
     if cfg.model.freeze_layers:
         from trainlab.nn.transfer import freeze
@@ -320,8 +322,17 @@ def claim_out_dir(path: str | Path, overwrite: bool) -> Path:
     return path
 
 
-def check_paths(cfg: Config) -> None:
-    """Raise :class:`ConfigError` when a callback's file path would leave the run folder."""
+def check_paths(cfg: Config, *, pretrained: bool = True) -> None:
+    """Raise :class:`ConfigError` when a callback's file path would leave the run folder, or (with
+    ``pretrained``) when ``model.pretrained`` is not a finished run folder (:class:`PretrainedRunError`).
+
+    The pretrained folder is checked here, when a run starts, rather than when the config is read:
+    a finished run's config must still load (``load_run``, reports) after its source run is deleted.
+    """
+    if pretrained and cfg.model.pretrained_dir is not None:
+        problem = pretrained_problem(cfg.model.pretrained_dir)
+        if problem is not None:
+            raise PretrainedRunError(f"model.pretrained={cfg.model.pretrained_dir!r}: {problem}")
     for i, cb in enumerate(cfg.callbacks):
         problem = catalog.callback_path_problem(cb.name, cb.kwargs)
         if problem is not None:
@@ -373,12 +384,12 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
     ``metrics.json`` and the top of the report.
     """
     cfg = parse_config(config)
-    check_paths(cfg)
+    check_paths(cfg, pretrained=resume_from is None)
     if run_dir is not None and write and overwrite is not None:
         check_out_dir(run_dir, overwrite)
     t0 = time.perf_counter()
     device = torch.device(cfg.train.device) if cfg.train.device else default_device()
-    data, loss, model, optimizer = build_training(cfg, device, data)
+    data, loss, model, optimizer = build_training(cfg, device, data, pretrained=resume_from is None)
     # construct once against a folder that is not created, so a bad callback fails here
     build_callbacks(cfg, Path(run_dir) if run_dir is not None else Path("runs") / slug(cfg.name))
     batches_per_epoch = _batches_per_epoch(cfg, len(data.train))

@@ -188,11 +188,6 @@ def _check_model(cfg: Config, train, problems: list[str]) -> None:
     except _CHECKED as err:
         problems.append(_blame("model", kwargs, err))
         return
-    if cfg.model.pretrained_dir is not None:
-        from trainlab.experiments.runner import pretrained_problem
-        problem = pretrained_problem(cfg.model.pretrained_dir)
-        if problem is not None:
-            problems.append(f"model.pretrained={short(cfg.model.pretrained_dir)}: {problem}")
     if cfg.model.freeze_layers:
         from trainlab.nn.transfer import _select
         try:
