@@ -315,3 +315,15 @@ def test_gated_cells_carry_gradients_where_elman_vanishes():
     ratio = lambda g: float(g[0] / g[-1])
     assert ratio(elman) < 1e-8
     assert ratio(lstm) > 1e3 * ratio(elman)
+
+
+def test_forget_gate_bias_init_applies_to_our_lstm():
+    from trainlab.init import forget_gate_bias_
+    ours, ref = LSTM(2, 3, 2), nn.LSTM(2, 3, 2)
+    ours.load_state_dict(ref.state_dict())
+    with torch.no_grad():
+        forget_gate_bias_(ours)
+        forget_gate_bias_(ref)
+    for (n, p), (_, q) in zip(ours.named_parameters(), ref.named_parameters()):
+        torch.testing.assert_close(p, q, msg=n)
+    assert torch.all(ours.bias_ih_l1[3:6] == 1.0) and torch.all(ours.bias_hh_l1[3:6] == 0.0)
