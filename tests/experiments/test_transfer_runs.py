@@ -1,5 +1,4 @@
 """Transfer learning from configs: data.classes, model.pretrained (another run folder), model.freeze."""
-import gzip
 
 import numpy as np
 import pytest
