@@ -294,14 +294,23 @@ def hidden_gradient_norms(rnn: ElmanRNN, x: Tensor, loss_fn=None) -> Tensor:
 # gated cells (one time step) and the stacked, bidirectional networks built from them
 
 
-def elman_cell(x: Tensor, state: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
-               act=torch.tanh) -> Tensor:
-    """One Elman step: h' = f(W_ih·x + b_ih + W_hh·h + b_hh) (``torch.nn.RNN``'s cell)."""
-    return act(torch.nn.functional.linear(x, w_ih, b_ih) + torch.nn.functional.linear(state, w_hh, b_hh))
+def _input_term(x: Tensor | None, w_ih: Tensor, b_ih: Tensor | None, u: Tensor | None) -> Tensor:
+    # W_ih·x + b_ih does not depend on the state: a network computes it for all steps in one matmul
+    # and hands each step its slice as ``u``
+    return torch.nn.functional.linear(x, w_ih, b_ih) if u is None else u
 
 
-def lstm_cell(x: Tensor, state: tuple[Tensor, Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
-              b_hh: Tensor | None) -> tuple[Tensor, Tensor]:
+def elman_cell(x: Tensor | None, state: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
+               b_hh: Tensor | None, act=torch.tanh, u: Tensor | None = None) -> Tensor:
+    """One Elman step: h' = f(W_ih·x + b_ih + W_hh·h + b_hh) (``torch.nn.RNN``'s cell).
+
+    ``u``, when given, is W_ih·x + b_ih already computed (``x`` is then not used), as for the
+    other cells."""
+    return act(_input_term(x, w_ih, b_ih, u) + torch.nn.functional.linear(state, w_hh, b_hh))
+
+
+def lstm_cell(x: Tensor | None, state: tuple[Tensor, Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
+              b_hh: Tensor | None, u: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """One LSTM step (Hochreiter & Schmidhuber 1997 with the forget gate of Gers et al. 2000)::
 
         i  = σ(W_ii·x + b_ii + W_hi·h + b_hi)        input gate
@@ -314,9 +323,10 @@ def lstm_cell(x: Tensor, state: tuple[Tensor, Tensor], w_ih: Tensor, w_hh: Tenso
     ``w_ih`` (4H, I) and ``w_hh`` (4H, H) stack the gates in PyTorch's order i, f, g, o;
     ``state`` is ``(h, c)``, each (B, H). While f ≈ 1, ∂c'/∂c = f passes gradient back unshrunk
     (notes 002: gated units control what is kept, the remedy for long-term dependencies).
+    ``u``, when given, is W_ih·x + b_ih already computed for this step.
     """
     h, c = state
-    gates = torch.nn.functional.linear(x, w_ih, b_ih) + torch.nn.functional.linear(h, w_hh, b_hh)
+    gates = _input_term(x, w_ih, b_ih, u) + torch.nn.functional.linear(h, w_hh, b_hh)
     i, f, g, o = gates.chunk(4, dim=-1)
     i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
     c = f * c + i * g
@@ -324,8 +334,8 @@ def lstm_cell(x: Tensor, state: tuple[Tensor, Tensor], w_ih: Tensor, w_hh: Tenso
     return h, c
 
 
-def gru_cell(x: Tensor, state: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
-             b_hh: Tensor | None) -> Tensor:
+def gru_cell(x: Tensor | None, state: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
+             b_hh: Tensor | None, u: Tensor | None = None) -> Tensor:
     """One GRU step (Cho et al. 2014), in PyTorch's form::
 
         r  = σ(W_ir·x + b_ir + W_hr·h + b_hr)              reset gate
@@ -335,9 +345,10 @@ def gru_cell(x: Tensor, state: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor 
 
     ``w_ih`` (3H, I) and ``w_hh`` (3H, H) stack the gates in the order r, z, n. Note the reset
     gate multiplies W_hn·h + b_hn (PyTorch, cuDNN); Cho et al. apply it to h before the matrix.
-    While z ≈ 1 the state (and its gradient) is copied through the step.
+    While z ≈ 1 the state (and its gradient) is copied through the step. ``u``, when given, is
+    W_ih·x + b_ih already computed for this step.
     """
-    u = torch.nn.functional.linear(x, w_ih, b_ih)
+    u = _input_term(x, w_ih, b_ih, u)
     v = torch.nn.functional.linear(state, w_hh, b_hh)
     u_r, u_z, u_n = u.chunk(3, dim=-1)
     v_r, v_z, v_n = v.chunk(3, dim=-1)
@@ -394,8 +405,8 @@ class _Stacked(nn.Module):
     def _zero_state(self, x: Tensor):
         return x.new_zeros(x.shape[1], self.hidden_size)
 
-    def _step(self, x: Tensor, state, weights):
-        return elman_cell(x, state, *weights)
+    def _step(self, u: Tensor, state, weights):
+        return elman_cell(None, state, *weights, u=u)
 
     @staticmethod
     def _hidden(state) -> Tensor:
@@ -410,10 +421,14 @@ class _Stacked(nn.Module):
         suffix = f"_l{layer}" + ("_reverse" if reverse else "")
         weights = self._weights(suffix)
         state = self._zero_state(x) if state is None else state
+        # the input term of every step at once (one matmul); the loop does the serial part only
+        # (unbind: its backward stacks the steps' gradients once, where indexing u[t] would
+        # allocate a full-size gradient for every step)
+        u = torch.nn.functional.linear(x, weights[0], weights[2]).unbind(0)
         steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
         states = []
         for t in steps:
-            state = self._step(x[t], state, weights)
+            state = self._step(u[t], state, weights)
             states.append(state)
         return states[::-1] if reverse else states
 
@@ -477,8 +492,8 @@ class RNN(_Stacked):
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, bidirectional)
 
-    def _step(self, x, state, weights):
-        return elman_cell(x, state, *weights, act=torch.tanh if self.nonlinearity == "tanh" else torch.relu)
+    def _step(self, u, state, weights):
+        return elman_cell(None, state, *weights, act=torch.tanh if self.nonlinearity == "tanh" else torch.relu, u=u)
 
 
 class LSTM(_Stacked):
@@ -517,8 +532,8 @@ class LSTM(_Stacked):
         h = x.new_zeros(x.shape[1], self.hidden_size)
         return h, h.clone()
 
-    def _step(self, x, state, weights):
-        return lstm_cell(x, state, *weights)
+    def _step(self, u, state, weights):
+        return lstm_cell(None, state, *weights, u=u)
 
     def _initial_state(self, h0, k, d):
         if h0 is None:
@@ -541,8 +556,8 @@ class GRU(_Stacked):
     gates = 3
     cell_name = "gru"
 
-    def _step(self, x, state, weights):
-        return gru_cell(x, state, *weights)
+    def _step(self, u, state, weights):
+        return gru_cell(None, state, *weights, u=u)
 
 
 RECURRENT_CELLS = {"elman": RNN, "lstm": LSTM, "gru": GRU}
