@@ -529,8 +529,9 @@ def forget_gate_bias_(target, value: float = 1.0) -> None:
     """Set an LSTM's forget-gate bias to ``value`` (default 1; Gers et al. 2000, Jozefowicz et al. 2015).
 
     An open forget gate at the start lets the cell state (and its gradient) pass through many
-    steps (notes 002: "forget gate bias = 1"). ``target``: a ``torch.nn.LSTM`` / ``LSTMCell``
-    (gates ordered i, f, g, o in each bias), or one such bias tensor of length 4H. PyTorch adds
+    steps (notes 002: "forget gate bias = 1"). ``target``: a ``torch.nn.LSTM`` / ``LSTMCell``,
+    trainlab's :class:`~trainlab.nn.recurrent.LSTM` (gates ordered i, f, g, o in each bias), or
+    one such bias tensor of length 4H. PyTorch adds
     two biases (b_ih + b_hh): we set b_ih's forget slice to ``value`` and b_hh's to 0, so the
     effective bias is ``value`` (Keras' ``unit_forget_bias`` has a single bias).
     """
@@ -540,7 +541,7 @@ def forget_gate_bias_(target, value: float = 1.0) -> None:
         h = target.numel() // 4
         target[h:2 * h] = value
         return
-    if not isinstance(target, (nn.LSTM, nn.LSTMCell)):
+    if not isinstance(target, (nn.LSTM, nn.LSTMCell)) and getattr(target, "cell_name", None) != "lstm":
         raise TypeError(f"forget_gate_bias_ takes an nn.LSTM, nn.LSTMCell or a bias tensor, got {type(target).__name__}")
     h = target.hidden_size
     for name, p in target.named_parameters():

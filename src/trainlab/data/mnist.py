@@ -520,6 +520,26 @@ def _resolve(dataset: str, source: str, root, download_ok: bool, timeout: float)
     raise MnistUnavailableError(f"no {dataset} source is available. Tried:\n  {tried}\n{HINT}")
 
 
+def _check_classes(classes) -> None:
+    if classes is None:
+        return
+    if (not isinstance(classes, (list, tuple)) or len(classes) < 2
+            or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < CLASSES for c in classes)
+            or len(set(classes)) != len(classes)):
+        raise ValueError(f"classes must be null or a list of at least 2 distinct labels in 0..{CLASSES - 1}, "
+                         f"e.g. [5, 6, 7, 8, 9]; got {classes!r}")
+
+
+def _keep_classes(x: np.ndarray, y: np.ndarray, classes) -> tuple[np.ndarray, np.ndarray]:
+    """The samples of ``classes`` only, relabelled 0..k−1 in the order the list gives them."""
+    if classes is None:
+        return x, y
+    relabel = np.full(CLASSES, -1, dtype=np.int64)
+    relabel[list(classes)] = np.arange(len(classes))
+    keep = relabel[y] >= 0
+    return x[keep], relabel[y[keep]].astype(y.dtype)
+
+
 def _check_args(val_size, holdout, dtype, limit=None) -> None:
     if isinstance(val_size, bool) or not isinstance(val_size, int) or not 0 <= val_size < N_TRAIN:
         raise ValueError(f"val_size must be an integer in [0, {N_TRAIN}), got {val_size!r}")
@@ -534,9 +554,12 @@ def _check_args(val_size, holdout, dtype, limit=None) -> None:
 
 
 def _build(raw, name: str, *, val_size: int, holdout: str, seed: int, flatten: bool,
-           dtype: torch.dtype, limit: int | None = None) -> tuple[Dataset, Dataset | None, Dataset]:
+           dtype: torch.dtype, limit: int | None = None, classes=None) -> tuple[Dataset, Dataset | None, Dataset]:
     xtr, ytr, xte, yte = raw
     xtr, ytr = torch.from_numpy(xtr), torch.from_numpy(ytr)
+    if classes is not None:  # after the hold-out is chosen, so a class split keeps the split's images
+        return _build_classes(xtr, ytr, xte, yte, name, val_size=val_size, holdout=holdout, seed=seed,
+                              flatten=flatten, dtype=dtype, limit=limit, classes=classes)
 
     def images(u8: Tensor) -> Tensor:
         x = u8.to(dtype).div_(255)
@@ -558,10 +581,26 @@ def _build(raw, name: str, *, val_size: int, holdout: str, seed: int, flatten: b
     return train, val, test
 
 
+def _build_classes(xtr, ytr, xte, yte, name, *, val_size, holdout, seed, flatten, dtype, limit, classes):
+    train, val, test = _build((xtr.numpy(), ytr.numpy(), xte, yte), name, val_size=val_size, holdout=holdout,
+                              seed=seed, flatten=flatten, dtype=dtype)
+
+    def only(ds: Dataset | None, cut: int | None = None) -> Dataset | None:
+        if ds is None:
+            return None
+        x, y = _keep_classes(ds.X.numpy(), ds.y.numpy(), classes)
+        if cut is not None:
+            x, y = x[:cut], y[:cut]
+        return Dataset(torch.from_numpy(x), torch.from_numpy(y).long(), ds.name)
+
+    return only(train, limit), only(val), only(test)
+
+
 def load_mnist(source: str = "auto", root: str | os.PathLike | None = None, *,
                val_size: int = 10_000, holdout: str = "last", seed: int = 0, flatten: bool = True,
                dtype: torch.dtype = torch.float32, download: bool = True,
-               timeout: float = 30.0, limit: int | None = None) -> tuple[Dataset, Dataset | None, Dataset]:
+               timeout: float = 30.0, limit: int | None = None,
+               classes: list[int] | None = None) -> tuple[Dataset, Dataset | None, Dataset]:
     """MNIST as ``(train, val, test)`` :class:`Dataset` s: images in [0, 1], labels ``long``.
 
     x = p / 255 for each 8-bit pixel p; ``flatten=True`` gives ``X`` of shape (n, 784),
@@ -584,7 +623,12 @@ def load_mnist(source: str = "auto", root: str | os.PathLike | None = None, *,
         timeout: seconds per connection when downloading.
         limit: train on only the first ``limit`` images of the training part (file order,
             after the hold-out), for quick experiments; validation and test stay whole.
-            ``None`` (default) keeps all of them.
+            ``None`` (default) keeps all of them. With ``classes``, the first ``limit`` images
+            of those classes.
+        classes: keep only these labels (e.g. ``[5, 6, 7, 8, 9]``), relabelled 0..k−1 in the
+            order given, in every part: a held-out class split for transfer learning (pretrain
+            on digits 0–4, transfer to 5–9 with few samples; notes 000's digits → letters).
+            ``None`` (default) keeps all ten.
 
     Raises:
         MnistUnavailableError: no source works; the message says how to get one.
@@ -595,19 +639,20 @@ def load_mnist(source: str = "auto", root: str | os.PathLike | None = None, *,
     Reference: Y. LeCun, C. Cortes, C. Burges, "The MNIST database of handwritten digits" (1998).
     """
     _check_args(val_size, holdout, dtype, limit)  # before any file is read
+    _check_classes(classes)
     raw = _resolve("mnist", source, root, download, timeout)
     return _build(raw, "mnist", val_size=val_size, holdout=holdout, seed=seed, flatten=flatten,
-                  dtype=dtype, limit=limit)
+                  dtype=dtype, limit=limit, classes=classes)
 
 
 def load_fashion_mnist(source: str = "auto", root: str | os.PathLike | None = None, *,
                        val_size: int = 10_000, holdout: str = "last", seed: int = 0,
                        flatten: bool = True, dtype: torch.dtype = torch.float32,
-                       download: bool = True, timeout: float = 30.0, limit: int | None = None
-                       ) -> tuple[Dataset, Dataset | None, Dataset]:
+                       download: bool = True, timeout: float = 30.0, limit: int | None = None,
+                       classes: list[int] | None = None) -> tuple[Dataset, Dataset | None, Dataset]:
     """Fashion-MNIST (Zalando's 28×28 clothing images, 10 classes) as ``(train, val, test)``.
 
-    Same layout, arguments (``limit`` too) and split rules as :func:`load_mnist`; the sources are an IDX
+    Same layout, arguments (``limit`` and ``classes`` too) and split rules as :func:`load_mnist`; the sources are an IDX
     directory (default ``$TRAINLAB_DATA/fashion_mnist`` or ``~/.cache/trainlab/fashion_mnist``)
     and the download (``"auto"`` tries them in that order). Class names: :data:`FASHION_CLASSES`.
 
@@ -615,9 +660,10 @@ def load_fashion_mnist(source: str = "auto", root: str | os.PathLike | None = No
     Benchmarking Machine Learning Algorithms", arXiv:1708.07747 (2017).
     """
     _check_args(val_size, holdout, dtype, limit)  # before any file is read
+    _check_classes(classes)
     raw = _resolve("fashion_mnist", source, root, download, timeout)
     return _build(raw, "fashion_mnist", val_size=val_size, holdout=holdout, seed=seed,
-                  flatten=flatten, dtype=dtype, limit=limit)
+                  flatten=flatten, dtype=dtype, limit=limit, classes=classes)
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray, *, compress: bool | None = None) -> Path:

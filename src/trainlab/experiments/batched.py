@@ -120,6 +120,8 @@ def why_not_batchable_config(cfg: Config) -> str | None:
     """Why the config alone rules out batching (``None``: it may batch; the model is checked later)."""
     if cfg.model.kind != "mlp" or catalog.MODELS.get("mlp") is not MLP:
         return f"model kind {cfg.model.kind!r} (only trainlab's MLP is batched)"
+    if cfg.model.pretrained_dir is not None or cfg.model.freeze_layers:
+        return "model.pretrained / model.freeze is set (transfer learning loads and freezes one run's model)"
     kw = cfg.model.kwargs
     for arg in ("norm", "dropout"):
         value = kw.get(arg)

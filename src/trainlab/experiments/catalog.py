@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from trainlab import optim, schedules
-from trainlab.data import augment, files, mnist, toy
-from trainlab.nn import models
+from trainlab.data import augment, files, mnist, sequences, toy
+from trainlab.nn import models, recurrent
 from trainlab.train import callbacks
 
 # data.name -> loader(**kwargs) returning a Dataset, or a (train, val[, test]) tuple of Datasets
@@ -26,6 +26,10 @@ DATASETS = {
     "fashion_mnist": mnist.load_fashion_mnist,
     "csv": files.load_csv,
     "npz": files.load_npz,
+    # sequences (samples, time, features) for model kind rnn
+    "adding": sequences.adding,
+    "copy": sequences.copy_task,
+    "noisy_sine": sequences.noisy_sine,
 }
 # data sets that come with their own train/validation/test split (``data.split`` does not apply)
 OWN_SPLIT = frozenset({"mnist", "fashion_mnist"})
@@ -34,6 +38,7 @@ OWN_SPLIT = frozenset({"mnist", "fashion_mnist"})
 MODELS = {
     "mlp": models.MLP,
     "cnn": models.CNN,
+    "rnn": recurrent.SequenceModel,  # cell: elman | lstm | gru; pattern: seq2one | seq2seq
 }
 
 # optimizer.name -> torch.optim.Optimizer subclass (params are supplied by the runner). Variants
@@ -92,6 +97,10 @@ SCHEDULES = {
 from trainlab import init as _init  # noqa: E402  (kept next to the tables it fills)
 
 WEIGHT_INITS: dict = dict(_init.WEIGHT_SCHEMES)
+# LSUV is not a per-tensor scheme: it scales each layer on a batch of training inputs (apply_init)
+WEIGHT_INITS["lsuv"] = _init.lsuv_
+LSUV_OPTIONS = {"target_var": float, "tol": float, "max_iter": int, "orthonormal": bool}
+LSUV_SAMPLES = 256  # training inputs LSUV measures the variances on (the first ones, after the seeded split)
 BIAS_INITS: dict = dict(_init.BIAS_RULES)
 
 # callbacks[i].name -> Callback class (file-writing ones get their paths inside the run folder)
@@ -101,6 +110,7 @@ CALLBACKS: dict = {
     "terminate_on_nan": callbacks.TerminateOnNaN,
     "csv_logger": callbacks.CSVLogger,
     "tensorboard": callbacks.TensorBoard,
+    "reactivate_dead_units": callbacks.ReactivateDeadUnits,
 }
 
 # augment[i].name -> batched augmentation
@@ -186,12 +196,42 @@ def build_schedule(optimizer, name: str, kwargs: dict, *, steps_per_epoch: int, 
     return LearningRateScheduler(schedule)
 
 
-def apply_init(model, weight: str | None, bias: str | None, kwargs: dict) -> None:
+def _lsuv_options(kwargs: dict) -> tuple[dict, dict]:
+    """Split ``init`` options into LSUV's (checked: type and range) and the bias rule's."""
+    lsuv, rest = {}, {}
+    for key, value in kwargs.items():
+        if key not in LSUV_OPTIONS:
+            rest[key] = value
+            continue
+        kind = LSUV_OPTIONS[key]
+        ok = isinstance(value, bool) if kind is bool else (
+            not isinstance(value, bool) and isinstance(value, int if kind is int else (int, float)))
+        if not ok:
+            raise ValueError(f"lsuv option {key}={value!r} must be {'a boolean' if kind is bool else 'an integer' if kind is int else 'a number'}")
+        if kind is not bool and not value > 0:
+            raise ValueError(f"lsuv option {key}={value!r} must be > 0")
+        lsuv[key] = value
+    return lsuv, rest
+
+
+def apply_init(model, weight: str | None, bias: str | None, kwargs: dict, batch=None) -> None:
     """Initialize every layer of ``model`` (``None`` keeps PyTorch's defaults).
 
     ``kwargs`` are the options of the scheme and the rule (e.g. ``mode: fan_out``,
     ``truncated: true``, ``value: 0.01``, ``priors: [0.9, 0.1]``); see :func:`trainlab.init.init_model`.
+
+    ``weight: lsuv`` runs :func:`trainlab.init.lsuv_` (orthonormal, then each layer scaled to unit
+    output variance) on ``batch``, training inputs the runner supplies; its options are
+    ``target_var``, ``tol``, ``max_iter`` and ``orthonormal``, the others go to the bias rule,
+    which runs first. Without a batch (the config check) only the options are checked.
     """
+    if weight == "lsuv":
+        lsuv, rest = _lsuv_options(kwargs)
+        if bias is not None or rest:
+            _init.init_model(model, None, BIAS_INITS[bias] if bias is not None else None, **rest)
+        if batch is not None:
+            _init.lsuv_(model, batch, **lsuv)
+        return
     if weight is None and bias is None:
         if kwargs:
             raise ValueError(f"init options {sorted(kwargs)} given without a weight or bias initializer")
@@ -262,7 +302,7 @@ def build_augment(specs: list[tuple[str, dict]]):
 
 # arguments the runner supplies itself, per `trainlab list` table (not written in configs)
 SUPPLIED = {"datasets": ("seed",), "models": ("in_features", "out_features", "in_shape", "classes"),
-            "optimizers": ("params",), "weight-inits": ("tensor", "generator"),
+            "optimizers": ("params",), "weight-inits": ("tensor", "generator", "model", "x"),
             "bias-inits": ("bias", "context"), "norms": ("width",), "activations": ("width",)}
 
 

@@ -173,15 +173,47 @@ class DataSpec(Spec):
                                   "default [0.7, 0.3] (the notes' 70/30)")
 
 
+TRANSFER_KEYS = ("pretrained", "freeze")  # model keys that are not arguments of the builder
+
+
 class ModelSpec(Section):
-    """``kind`` picks the builder; the other keys are its arguments (sizes come from the data)."""
+    """``kind`` picks the builder; the other keys are its arguments (sizes come from the data).
+
+    Transfer learning adds two keys of its own: ``pretrained: RUN_DIR`` (start from the final
+    weights of another run folder; an output layer whose shape differs is replaced by a fresh
+    one; the folder is checked when the run starts) and ``freeze: [layer names or child
+    indices]`` (those layers are not trained). Both are written into the resolved config only
+    when given.
+    """
 
     model_config = ConfigDict(extra="allow")
     kind: str = "mlp"
 
     @property
     def kwargs(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
+        return {k: v for k, v in (self.model_extra or {}).items() if k not in TRANSFER_KEYS}
+
+    @property
+    def pretrained_dir(self) -> str | None:
+        return (self.model_extra or {}).get("pretrained")
+
+    @property
+    def freeze_layers(self) -> list:
+        value = (self.model_extra or {}).get("freeze")
+        return [] if value is None else list(value) if isinstance(value, list) else [value]
+
+    @model_validator(mode="after")
+    def _check_transfer(self):
+        extra = self.model_extra or {}
+        p = extra.get("pretrained")
+        if p is not None and (not isinstance(p, str) or not p.strip()):
+            raise ValueError(f"@pretrained@must be the path of a run folder (a string), got {short(p)}")
+        f = extra.get("freeze")
+        items = f if isinstance(f, list) else [f] if f is not None else []
+        if any(isinstance(i, bool) or not isinstance(i, (str, int)) for i in items):
+            raise ValueError(f"@freeze@must list layer names (e.g. blocks.0) or indices of the model's children "
+                             f"(0 = first, -1 = last), got {short(f)}")
+        return self
 
     @model_validator(mode="after")
     def _check(self):
@@ -462,7 +494,7 @@ def _technique_table(parents: tuple, key: str):
         return None
     head = parents[0]
     if key == "kind":
-        return (catalog.MODELS, ("in_features", "out_features", "in_shape", "classes"), ("kind",)) \
+        return (catalog.MODELS, ("in_features", "out_features", "in_shape", "classes"), ("kind", *TRANSFER_KEYS)) \
             if parents == ("model",) else None
     if key != "name":
         return None

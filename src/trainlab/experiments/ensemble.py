@@ -57,7 +57,7 @@ def predict_proba(model: nn.Module, X: Tensor, loss: Loss, batch_size: int = 819
     finally:
         model.train(was)
     if loss.name == "cross_entropy":
-        return torch.softmax(z.double(), dim=1)
+        return torch.softmax(z.double(), dim=-1)  # the class axis is last, also for per-step (B, T, K)
     if loss.name == "bce":
         p = torch.sigmoid(z.double().reshape(len(z), -1)[:, :1])
         return torch.cat([1 - p, p], dim=1)
@@ -68,6 +68,8 @@ def score(pred: Tensor, y: Tensor, loss: Loss) -> dict[str, float]:
     """Loss (and accuracy for classification) of averaged predictions ``pred`` against ``y``."""
     if loss.name == "mse":
         return {"loss": float((pred - y.double().reshape(pred.shape)).square().mean())}
+    if pred.dim() == 3:  # one class per time step: score every step
+        pred = pred.reshape(-1, pred.shape[-1])
     y = y.reshape(-1).long()
     p_y = pred.gather(1, y.view(-1, 1)).squeeze(1).clamp_min(1e-300)
     return {"loss": float(-p_y.log().mean()), "accuracy": float((pred.argmax(1) == y).double().mean())}

@@ -146,7 +146,8 @@ def prediction_sections(model, loss, train, val, fig_dir: Path, max_classes: int
                                                      fig_dir / "decision_boundary.png")))
     X, y = val if val is not None else train
     y = y.reshape(-1).long().cpu()
-    pred = proba(X).argmax(dim=1)
+    p = proba(X)
+    pred = p.reshape(-1, p.shape[-1]).argmax(dim=1)  # per-step classes (B, T, K) count every step
     k = max(int(y.max()) + 1 if len(y) else 0, int(pred.max()) + 1 if len(pred) else 0, 2)
     if k <= max_classes:
         counts = torch.zeros(k, k, dtype=torch.long)

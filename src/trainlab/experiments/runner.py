@@ -100,6 +100,8 @@ def build_model(cfg: Config, train: Dataset) -> nn.Module:
     else:
         out = int(train.y[0].numel())
     params = inspect.signature(builder).parameters
+    if kind == "rnn":
+        return _build_sequence_model(builder, kwargs, train, out, head)
     if kind == "cnn" or "in_shape" in params:
         x = train.X
         in_shape = tuple(x.shape[1:]) if x.dim() == 4 else (1, *([int(round(x[0].numel() ** 0.5))] * 2))
@@ -111,23 +113,118 @@ def build_model(cfg: Config, train: Dataset) -> nn.Module:
     return builder(**kwargs)
 
 
-def build_training(cfg: Config, device: torch.device, data: Splits | None = None):
+def _build_sequence_model(builder, kwargs: dict, train: Dataset, out: int, head: str) -> nn.Module:
+    """``model: {kind: rnn}``: inputs (samples, time, features); targets per sequence or per step."""
+    x, y = train.X, train.y
+    if x.dim() != 3:
+        raise ValueError(f"model kind 'rnn' reads sequences of shape (samples, time, features), but the data's "
+                         f"inputs have shape {tuple(x.shape)}; use a sequence set (data.name: adding, copy, "
+                         "noisy_sine) or model kind mlp")
+    pattern = kwargs.get("pattern", "seq2one")
+    per_step = (y.dim() == 2 and train.is_classification) or (y.dim() == 3 and not train.is_classification)
+    if per_step and y.shape[1] != x.shape[1]:
+        raise ValueError(f"per-step targets of length {y.shape[1]} for inputs of length {x.shape[1]}")
+    if pattern == "seq2seq" and not per_step:
+        raise ValueError(f"pattern='seq2seq' needs one target per time step, but {train.name!r} has one per "
+                         "sequence; use pattern seq2one")
+    if pattern == "seq2one" and per_step:
+        raise ValueError(f"pattern='seq2one' gives one output per sequence, but {train.name!r} has a target for "
+                         "every time step; use pattern seq2seq")
+    if per_step and not train.is_classification:
+        out = int(y.shape[-1])
+    kwargs.setdefault("head", head)
+    return builder(int(x.shape[-1]), out_features=out, **kwargs)
+
+
+def build_training(cfg: Config, device: torch.device, data: Splits | None = None, *, pretrained: bool = True):
     """Data, loss, initialized model and optimizer of ``cfg``, in the order that fixes the RNG stream.
 
     The global RNG is seeded with the run's seed and then consumed, in this order, by the data
     loader (if it draws from it), the model's construction and the initializer. Everything that
     must reproduce a run (solo or as a member of a batched sweep) builds it through here.
+    ``pretrained=False`` skips loading ``model.pretrained`` (a resumed run's checkpoint holds
+    every weight, so the source run folder is not needed then).
     """
     torch.manual_seed(cfg.seed)
     data = build_data(cfg) if data is None else data
     loss = Loss(resolve_loss_name(cfg, data.train), label_smoothing=cfg.loss.label_smoothing)
     model = build_model(cfg, data.train)
-    catalog.apply_init(model, cfg.init.weight, cfg.init.bias, cfg.init.kwargs)
+    batch = data.train.X[:catalog.LSUV_SAMPLES] if cfg.init.weight == "lsuv" else None
+    catalog.apply_init(model, cfg.init.weight, cfg.init.bias, cfg.init.kwargs, batch=batch)
+    if cfg.model.pretrained_dir is not None and pretrained:
+        load_pretrained_run(model, cfg.model.pretrained_dir)
+    if cfg.model.freeze_layers:
+        from trainlab.nn.transfer import freeze
+        freeze(model, cfg.model.freeze_layers)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = catalog.build_optimizer(params, cfg.optimizer.name, cfg.optimizer.kwargs,
                                         [(t.name, t.kwargs) for t in cfg.transforms])
     return data, loss, model, optimizer
+
+
+# ---------------------------------------------------------------------------------------------
+# transfer learning: start from another run's weights (model.pretrained), freeze layers
+
+
+class PretrainedRunError(ConfigError):
+    """``model.pretrained`` does not name a finished run folder, or its weights do not fit the model."""
+
+
+def pretrained_problem(path: str) -> str | None:
+    """Why ``path`` cannot be a ``model.pretrained`` run folder (``None`` when it can).
+
+    The path points to another run's folder by design (relative paths from the working folder);
+    only its ``weights.safetensors`` is read, through safetensors, so loading never runs code.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        return "no such folder; give the folder of a finished run (the 'run folder:' line of trainlab run)"
+    if not p.is_dir():
+        return "is a file; give the run folder that holds weights.safetensors"
+    if not (p / "config.yaml").is_file():
+        return "is not a run folder (no config.yaml)"
+    if not (p / "weights.safetensors").is_file():
+        return "has no weights.safetensors: that run did not finish; resume it first (trainlab run --resume)"
+    return None
+
+
+def load_pretrained_run(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
+    """Copy the final weights of the run folder ``path`` into ``model``; a changed output layer is kept fresh.
+
+    Every tensor must match by name and shape, except those of the output layer (the last
+    weight layer): when its shape differs (another class count, the notes' digits → letters)
+    the new, freshly initialized head is kept. Returns ``{"loaded", "replaced"}`` tensor names.
+    Raises :class:`PretrainedRunError` naming the tensors that do not fit.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from trainlab.init import layer_activations
+    from trainlab.nn.transfer import PretrainedMismatchError, load_pretrained
+
+    problem = pretrained_problem(str(path))
+    if problem is not None:
+        raise PretrainedRunError(f"model.pretrained={str(path)!r}: {problem}")
+    file = Path(path).expanduser() / "weights.safetensors"
+    try:
+        state = load_file(str(file))
+    except (SafetensorError, OSError) as err:
+        raise PretrainedRunError(f"model.pretrained={str(path)!r}: {file} is not a safetensors weights file: "
+                                 f"{err}") from None
+    own = model.state_dict()
+    layers = list(layer_activations(model))
+    head = layers[-1] + "." if layers else None
+    replaced = [k for k, v in state.items() if head and k.startswith(head) and k in own
+                and tuple(v.shape) != tuple(own[k].shape)]
+    exclude = (head,) if replaced else ()
+    try:
+        info = load_pretrained(model, state, exclude=exclude)
+    except PretrainedMismatchError as err:
+        raise PretrainedRunError(f"model.pretrained={str(path)!r}: the run's weights do not fit this model "
+                                 f"(same model kind and hidden sizes needed; only the output layer may change): "
+                                 f"{str(err).removeprefix('cannot load pretrained weights: ')}") from None
+    return {"loaded": info["loaded"], "replaced": replaced}
 
 
 def build_callbacks(cfg: Config, run_dir: Path | None) -> list:
@@ -225,8 +322,17 @@ def claim_out_dir(path: str | Path, overwrite: bool) -> Path:
     return path
 
 
-def check_paths(cfg: Config) -> None:
-    """Raise :class:`ConfigError` when a callback's file path would leave the run folder."""
+def check_paths(cfg: Config, *, pretrained: bool = True) -> None:
+    """Raise :class:`ConfigError` when a callback's file path would leave the run folder, or (with
+    ``pretrained``) when ``model.pretrained`` is not a finished run folder (:class:`PretrainedRunError`).
+
+    The pretrained folder is checked here, when a run starts, rather than when the config is read:
+    a finished run's config must still load (``load_run``, reports) after its source run is deleted.
+    """
+    if pretrained and cfg.model.pretrained_dir is not None:
+        problem = pretrained_problem(cfg.model.pretrained_dir)
+        if problem is not None:
+            raise PretrainedRunError(f"model.pretrained={cfg.model.pretrained_dir!r}: {problem}")
     for i, cb in enumerate(cfg.callbacks):
         problem = catalog.callback_path_problem(cb.name, cb.kwargs)
         if problem is not None:
@@ -278,12 +384,12 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
     ``metrics.json`` and the top of the report.
     """
     cfg = parse_config(config)
-    check_paths(cfg)
+    check_paths(cfg, pretrained=resume_from is None)
     if run_dir is not None and write and overwrite is not None:
         check_out_dir(run_dir, overwrite)
     t0 = time.perf_counter()
     device = torch.device(cfg.train.device) if cfg.train.device else default_device()
-    data, loss, model, optimizer = build_training(cfg, device, data)
+    data, loss, model, optimizer = build_training(cfg, device, data, pretrained=resume_from is None)
     # construct once against a folder that is not created, so a bad callback fails here
     build_callbacks(cfg, Path(run_dir) if run_dir is not None else Path("runs") / slug(cfg.name))
     batches_per_epoch = _batches_per_epoch(cfg, len(data.train))

@@ -88,13 +88,14 @@ def _size_argument(loader) -> str | None:
 
 def _dummy_data(cfg: Config, problems: list[str]):
     """A few samples shaped like ``cfg.data`` (``None`` when that cannot be known without the files)."""
-    from trainlab.data import toy
+    from trainlab.data import sequences, toy
     from trainlab.data.dataset import Dataset
 
     spec = cfg.data
     loader = catalog.DATASETS[spec.name]
     kwargs = dict(spec.kwargs)
-    if spec.name not in catalog.OWN_SPLIT and getattr(loader, "__module__", "") != toy.__name__:
+    if spec.name not in catalog.OWN_SPLIT and getattr(loader, "__module__", "") not in (toy.__name__,
+                                                                                       sequences.__name__):
         # the user's own files (CSV, NPZ): their shape is known once they are read, their split now
         _check_split(spec.split, None, problems)
         return None
@@ -102,10 +103,18 @@ def _dummy_data(cfg: Config, problems: list[str]):
         # file-backed sets (MNIST): 28×28 images, ten classes; the loader checks its own files
         flat = kwargs.get("flatten", True)
         x = torch.zeros((10, 784) if flat else (10, 1, 28, 28))
+        kept = kwargs.get("classes")
+        k = len(kept) if isinstance(kept, list) and len(kept) >= 2 else 10
         if spec.split is not None:
             problems.append(f"data.split={short(spec.split)}: {spec.name!r} comes with its own train/validation/"
                             "test split; remove data.split")
-        return Dataset(x, torch.arange(10), spec.name)
+        try:  # the loader's own check of classes, before any file is read
+            from trainlab.data.mnist import _check_classes
+            _check_classes(kept)
+        except ValueError as err:
+            problems.append(_blame("data", {"classes": kept}, err))
+            return None
+        return Dataset(x, torch.arange(10) % k, spec.name)
     size_arg = _size_argument(loader)
     n = kwargs.get(size_arg, inspect.signature(loader).parameters[size_arg].default) if size_arg else None
     if "seed" in inspect.signature(loader).parameters:
@@ -179,6 +188,12 @@ def _check_model(cfg: Config, train, problems: list[str]) -> None:
     except _CHECKED as err:
         problems.append(_blame("model", kwargs, err))
         return
+    if cfg.model.freeze_layers:
+        from trainlab.nn.transfer import _select
+        try:
+            _select(model, cfg.model.freeze_layers)
+        except (ValueError, TypeError, IndexError) as err:
+            problems.append(f"model.freeze={short(cfg.model.freeze_layers)}: {' '.join(str(err).split())}")
     n = sum(p.numel() for p in model.parameters())
     need = 4 * 4 * n  # float32 weights, gradients and two optimizer moments
     if need > memory_bytes():

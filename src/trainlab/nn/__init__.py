@@ -7,8 +7,8 @@ from trainlab.nn.dropout import DropConnect, Dropout
 from trainlab.nn.layers import Maxout, MaxoutPool, Residual
 from trainlab.nn.models import CNN, MLP, Block, ResidualBlock, conv_output_size
 from trainlab.nn.normalization import BatchNorm1d, BatchNorm2d, LayerNorm, WeightNorm, remove_weight_norm, weight_norm
-from trainlab.nn.recurrent import (Bidirectional, ElmanRNN, OutputRecurrentRNN, SequenceToFixed, clip_grad_norm_,
-                                   hidden_gradient_norms)
+from trainlab.nn.recurrent import (GRU, LSTM, RNN, Bidirectional, ElmanRNN, OutputRecurrentRNN, SequenceModel,
+                                   SequenceToFixed, clip_grad_norm_, hidden_gradient_norms, state_gradient_norms)
 from trainlab.nn.transfer import (PretrainedMismatchError, freeze, frozen_parameter_names, load_pretrained,
                                   save_pretrained, trainable_parameters, unfreeze)
 
@@ -20,6 +20,7 @@ __all__ = [
     "Dropout", "DropConnect", "Maxout", "MaxoutPool", "Residual",
     "BatchNorm1d", "BatchNorm2d", "LayerNorm", "WeightNorm", "weight_norm", "remove_weight_norm",
     "ElmanRNN", "OutputRecurrentRNN", "SequenceToFixed", "Bidirectional", "clip_grad_norm_", "hidden_gradient_norms",
+    "RNN", "LSTM", "GRU", "SequenceModel", "state_gradient_norms",
     "freeze", "unfreeze", "trainable_parameters", "frozen_parameter_names", "load_pretrained", "save_pretrained",
     "PretrainedMismatchError",
 ]

@@ -34,6 +34,11 @@ def _batch_norm_keras(width: int) -> nn.Module:
     return BatchNorm1d.keras(width)
 
 
+def _batch_norm_eps_outside(width: int) -> nn.Module:
+    # (z − μ)/(σ + ε), the form of notes 004; PyTorch, Keras and the paper use √(σ² + ε)
+    return BatchNorm1d(width, eps_placement="outside")
+
+
 # name -> factory(**activation_kwargs) for a fresh activation module. A factory with a ``width``
 # parameter also receives the layer's width (per-unit parameters); a module with a ``pieces``
 # attribute (maxout) takes the max over that many linear pieces, so the layer before it is
@@ -60,6 +65,7 @@ ACTIVATIONS: dict[str, Callable[..., nn.Module]] = {
 NORMS: dict[str, Callable] = {
     "batch": BatchNorm1d,
     "batch_keras": _batch_norm_keras,
+    "batch_eps_outside": _batch_norm_eps_outside,
     "layer": LayerNorm,
     "weight": weight_norm,
 }
@@ -207,8 +213,9 @@ class MLP(nn.Module):
         head: ``"linear"`` (regression, pairs with MSE), ``"sigmoid"`` (pairs with BCE) or
             ``"softmax"`` (pairs with cross-entropy). The model returns the pre-activation z;
             the loss applies the output unit stably.
-        norm: ``None`` or a name from :data:`NORMS` (``"batch"``, ``"batch_keras"``, ``"layer"``,
-            ``"weight"``), or one per hidden layer.
+        norm: ``None`` or a name from :data:`NORMS` (``"batch"``, ``"batch_keras"``,
+            ``"batch_eps_outside"`` (ε outside the square root), ``"layer"``, ``"weight"``), or one
+            per hidden layer.
         dropout: drop probability of each hidden layer (0 = none), or one per layer.
         dropout_kind: a name from :data:`DROPOUTS`, or one per layer: ``"dropout"`` (inverted,
             after the activation), ``"classic"`` (the notes' test-time scaling) or

@@ -11,6 +11,11 @@ pattern                                recurrence
 :class:`Bidirectional`                 one net forward in time, one backward, states concatenated
 =====================================  ==============================================================
 
+Gated cells (:class:`LSTM`, :class:`GRU`, and the stacked Elman :class:`RNN`) come with layers
+and directions, and with PyTorch's parameter names and gate order, so ``load_state_dict`` moves
+weights between them and ``torch.nn.LSTM``/``GRU``/``RNN``. :class:`SequenceModel` puts one of
+them under a linear read-out (the ``model: {kind: rnn}`` of configs).
+
 The loops are plain Python over time steps; autograd through the unrolled graph *is*
 back-propagation through time (BPTT). :func:`hidden_gradient_norms` measures ‖∂L/∂h_t‖ along the
 sequence, and :func:`clip_grad_norm_` is the rescaling of Pascanu et al. (2013) that tames the
@@ -28,7 +33,8 @@ from torch import Tensor, nn
 from trainlab.nn.activations import ReLU, Tanh
 
 __all__ = ["ElmanRNN", "OutputRecurrentRNN", "SequenceToFixed", "Bidirectional", "clip_grad_norm_",
-           "hidden_gradient_norms"]
+           "hidden_gradient_norms", "elman_cell", "lstm_cell", "gru_cell", "RNN", "LSTM", "GRU", "SequenceModel",
+           "RECURRENT_CELLS", "state_gradient_norms"]
 
 _NONLINEARITIES = {"tanh": Tanh, "relu": ReLU, "identity": nn.Identity}
 
@@ -281,4 +287,352 @@ def hidden_gradient_norms(rnn: ElmanRNN, x: Tensor, loss_fn=None) -> Tensor:
     states = rnn.unroll(x)
     loss = loss_fn(states[-1]) if loss_fn is not None else states[-1].sum()
     grads = torch.autograd.grad(loss, states)
+    return torch.stack([torch.linalg.vector_norm(g) for g in grads]).detach()
+
+
+# ---------------------------------------------------------------------------------------------
+# gated cells (one time step) and the stacked, bidirectional networks built from them
+
+
+def _input_term(x: Tensor | None, w_ih: Tensor, b_ih: Tensor | None, u: Tensor | None) -> Tensor:
+    # W_ih·x + b_ih does not depend on the state: a network computes it for all steps in one matmul
+    # and hands each step its slice as ``u``
+    return torch.nn.functional.linear(x, w_ih, b_ih) if u is None else u
+
+
+def elman_cell(x: Tensor | None, state: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
+               b_hh: Tensor | None, act=torch.tanh, u: Tensor | None = None) -> Tensor:
+    """One Elman step: h' = f(W_ih·x + b_ih + W_hh·h + b_hh) (``torch.nn.RNN``'s cell).
+
+    ``u``, when given, is W_ih·x + b_ih already computed (``x`` is then not used), as for the
+    other cells."""
+    return act(_input_term(x, w_ih, b_ih, u) + torch.nn.functional.linear(state, w_hh, b_hh))
+
+
+def lstm_cell(x: Tensor | None, state: tuple[Tensor, Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
+              b_hh: Tensor | None, u: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """One LSTM step (Hochreiter & Schmidhuber 1997 with the forget gate of Gers et al. 2000)::
+
+        i  = σ(W_ii·x + b_ii + W_hi·h + b_hi)        input gate
+        f  = σ(W_if·x + b_if + W_hf·h + b_hf)        forget gate
+        g  = tanh(W_ig·x + b_ig + W_hg·h + b_hg)     candidate cell
+        o  = σ(W_io·x + b_io + W_ho·h + b_ho)        output gate
+        c' = f ⊙ c + i ⊙ g                           the cell: an additive path through time
+        h' = o ⊙ tanh(c')
+
+    ``w_ih`` (4H, I) and ``w_hh`` (4H, H) stack the gates in PyTorch's order i, f, g, o;
+    ``state`` is ``(h, c)``, each (B, H). While f ≈ 1, ∂c'/∂c = f passes gradient back unshrunk
+    (notes 002: gated units control what is kept, the remedy for long-term dependencies).
+    ``u``, when given, is W_ih·x + b_ih already computed for this step.
+    """
+    h, c = state
+    gates = _input_term(x, w_ih, b_ih, u) + torch.nn.functional.linear(h, w_hh, b_hh)
+    i, f, g, o = gates.chunk(4, dim=-1)
+    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+    c = f * c + i * g
+    h = o * torch.tanh(c)
+    return h, c
+
+
+def gru_cell(x: Tensor | None, state: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
+             b_hh: Tensor | None, u: Tensor | None = None) -> Tensor:
+    """One GRU step (Cho et al. 2014), in PyTorch's form::
+
+        r  = σ(W_ir·x + b_ir + W_hr·h + b_hr)              reset gate
+        z  = σ(W_iz·x + b_iz + W_hz·h + b_hz)              update gate
+        n  = tanh(W_in·x + b_in + r ⊙ (W_hn·h + b_hn))      candidate
+        h' = (1 − z) ⊙ n + z ⊙ h
+
+    ``w_ih`` (3H, I) and ``w_hh`` (3H, H) stack the gates in the order r, z, n. Note the reset
+    gate multiplies W_hn·h + b_hn (PyTorch, cuDNN); Cho et al. apply it to h before the matrix.
+    While z ≈ 1 the state (and its gradient) is copied through the step. ``u``, when given, is
+    W_ih·x + b_ih already computed for this step.
+    """
+    u = _input_term(x, w_ih, b_ih, u)
+    v = torch.nn.functional.linear(state, w_hh, b_hh)
+    u_r, u_z, u_n = u.chunk(3, dim=-1)
+    v_r, v_z, v_n = v.chunk(3, dim=-1)
+    r = torch.sigmoid(u_r + v_r)
+    z = torch.sigmoid(u_z + v_z)
+    n = torch.tanh(u_n + r * v_n)
+    return (1 - z) * n + z * state
+
+
+class _Stacked(nn.Module):
+    """Layers × directions of one cell, with ``torch.nn.RNN``/``LSTM``/``GRU``'s names and layout.
+
+    Parameters are ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}``
+    (``_reverse`` for the backward direction), initialized U(−1/√H, 1/√H) as PyTorch does.
+    Layer k > 0 reads the outputs of layer k − 1 (both directions concatenated).
+    """
+
+    gates = 1
+    cell_name = "elman"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, bidirectional: bool = False):
+        super().__init__()
+        for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.bidirectional = bias, batch_first, bool(bidirectional)
+        self.directions = 2 if bidirectional else 1
+        G = self.gates * hidden_size
+        for k in range(num_layers):
+            width = input_size if k == 0 else hidden_size * self.directions
+            for suffix in self._suffixes(k):
+                self.register_parameter(f"weight_ih{suffix}", nn.Parameter(torch.empty(G, width)))
+                self.register_parameter(f"weight_hh{suffix}", nn.Parameter(torch.empty(G, hidden_size)))
+                for which in ("ih", "hh"):
+                    self.register_parameter(f"bias_{which}{suffix}", nn.Parameter(torch.empty(G)) if bias else None)
+        self.reset_parameters()
+
+    def _suffixes(self, k: int) -> list[str]:
+        return [f"_l{k}"] + ([f"_l{k}_reverse"] if self.bidirectional else [])
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.uniform_(-bound, bound)
+
+    def _weights(self, suffix: str):
+        return (getattr(self, f"weight_ih{suffix}"), getattr(self, f"weight_hh{suffix}"),
+                getattr(self, f"bias_ih{suffix}"), getattr(self, f"bias_hh{suffix}"))
+
+    # the state of one layer-direction: a tensor (B, H), or (h, c) for the LSTM
+    def _zero_state(self, x: Tensor):
+        return x.new_zeros(x.shape[1], self.hidden_size)
+
+    def _step(self, u: Tensor, state, weights):
+        return elman_cell(None, state, *weights, u=u)
+
+    @staticmethod
+    def _hidden(state) -> Tensor:
+        return state[0] if isinstance(state, tuple) else state
+
+    def unroll(self, x: Tensor, state=None, layer: int = 0, reverse: bool = False) -> list:
+        """The states of one layer and direction over a time-major input (T, B, width), as a list.
+
+        Each entry is a node of the unrolled graph (for the LSTM the pair (h_t, c_t)), so
+        ∂L/∂h_t can be asked of autograd directly (:func:`hidden_gradient_norms`).
+        """
+        suffix = f"_l{layer}" + ("_reverse" if reverse else "")
+        weights = self._weights(suffix)
+        state = self._zero_state(x) if state is None else state
+        # the input term of every step at once (one matmul); the loop does the serial part only
+        # (unbind: its backward stacks the steps' gradients once, where indexing u[t] would
+        # allocate a full-size gradient for every step)
+        u = torch.nn.functional.linear(x, weights[0], weights[2]).unbind(0)
+        steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
+        states = []
+        for t in steps:
+            state = self._step(u[t], state, weights)
+            states.append(state)
+        return states[::-1] if reverse else states
+
+    def forward(self, x: Tensor, h0=None):
+        """``(outputs, h_n)``: outputs (T, B, D·H) ((B, T, D·H) with ``batch_first``) of the last
+        layer, and the final states (L·D, B, H) (for the LSTM the pair ``(h_n, c_n)``), as PyTorch."""
+        xs, unbatched = _time_major(x, self.batch_first, type(self).__name__)
+        if xs.shape[-1] != self.input_size:
+            raise ValueError(f"{type(self).__name__}({self.input_size}, {self.hidden_size}) got inputs of width "
+                             f"{xs.shape[-1]}")
+        if h0 is not None and unbatched:
+            h0 = tuple(h.unsqueeze(1) for h in h0) if isinstance(h0, tuple) else h0.unsqueeze(1)
+        finals = []
+        layer_input = xs
+        for k in range(self.num_layers):
+            outs = []
+            for d in range(self.directions):
+                init = self._initial_state(h0, k, d)
+                states = self.unroll(layer_input, init, layer=k, reverse=d == 1)
+                outs.append(torch.stack([self._hidden(s) for s in states]))
+                finals.append(states[0] if d == 1 else states[-1])
+            layer_input = torch.cat(outs, dim=-1) if self.directions == 2 else outs[0]
+        out = layer_input
+        h_n = self._pack(finals)
+        if unbatched:
+            h_n = tuple(h.squeeze(1) for h in h_n) if isinstance(h_n, tuple) else h_n.squeeze(1)
+            return out.squeeze(1), h_n
+        return (out.transpose(0, 1) if self.batch_first else out), h_n
+
+    def _initial_state(self, h0, k: int, d: int):
+        return None if h0 is None else h0[k * self.directions + d]
+
+    def _pack(self, finals: list):
+        return torch.stack(finals)
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
+                + (", bidirectional=True" if self.bidirectional else ""))
+
+
+class RNN(_Stacked):
+    """Stacked Elman network, ``torch.nn.RNN`` with our loop: h_t^k = f(W_ih·h_t^(k−1) + b_ih + W_hh·h_(t−1)^k + b_hh).
+
+    Args:
+        input_size, hidden_size: widths of x_t and h_t.
+        num_layers: stacked layers (layer k reads layer k − 1's outputs; default 1).
+        nonlinearity: ``"tanh"`` (default) or ``"relu"``.
+        bias, batch_first, bidirectional: as ``torch.nn.RNN``.
+
+    ``forward(x, h0=None)`` returns ``(outputs, h_n)`` as ``torch.nn.RNN``; with the same weights
+    the outputs agree (see tests). :class:`ElmanRNN` is the one-layer form with the notes' other
+    nonlinearities.
+    """
+
+    cell_name = "elman"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
+                 bias: bool = True, batch_first: bool = False, bidirectional: bool = False):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, bidirectional)
+
+    def _step(self, u, state, weights):
+        return elman_cell(None, state, *weights, act=torch.tanh if self.nonlinearity == "tanh" else torch.relu, u=u)
+
+
+class LSTM(_Stacked):
+    """Long short-term memory network (:func:`lstm_cell`), stacked and optionally bidirectional.
+
+    Args:
+        input_size, hidden_size, num_layers, bias, batch_first, bidirectional: as ``torch.nn.LSTM``.
+        forget_bias: added to b_ih's forget slice after the uniform draw (0 = PyTorch's default
+            init; 1 = Gers et al. / Jozefowicz et al., notes 002 "forget gate bias = 1").
+
+    ``forward(x, (h0, c0)=None)`` returns ``(outputs, (h_n, c_n))`` exactly as ``torch.nn.LSTM``
+    (gate order i, f, g, o in the stacked weights), so ``load_state_dict`` moves weights both ways.
+    No projection (``proj_size``) and no inter-layer dropout.
+    """
+
+    gates = 4
+    cell_name = "lstm"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, bidirectional: bool = False, forget_bias: float = 0.0):
+        if not isinstance(forget_bias, (int, float)) or isinstance(forget_bias, bool) or not math.isfinite(forget_bias):
+            raise ValueError(f"forget_bias must be a finite number, got {forget_bias!r}")
+        self.forget_bias = float(forget_bias)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, bidirectional)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if self.bias and self.forget_bias:
+            H = self.hidden_size
+            with torch.no_grad():
+                for name, p in self.named_parameters():
+                    if name.startswith("bias_ih"):
+                        p[H:2 * H] += self.forget_bias
+
+    def _zero_state(self, x):
+        h = x.new_zeros(x.shape[1], self.hidden_size)
+        return h, h.clone()
+
+    def _step(self, u, state, weights):
+        return lstm_cell(None, state, *weights, u=u)
+
+    def _initial_state(self, h0, k, d):
+        if h0 is None:
+            return None
+        h, c = h0
+        return h[k * self.directions + d], c[k * self.directions + d]
+
+    def _pack(self, finals):
+        return torch.stack([h for h, _ in finals]), torch.stack([c for _, c in finals])
+
+
+class GRU(_Stacked):
+    """Gated recurrent unit network (:func:`gru_cell`), stacked and optionally bidirectional.
+
+    Args: as ``torch.nn.GRU`` (``input_size, hidden_size, num_layers, bias, batch_first,
+    bidirectional``); gate order r, z, n in the stacked weights. ``forward(x, h0=None)``
+    returns ``(outputs, h_n)`` exactly as ``torch.nn.GRU``.
+    """
+
+    gates = 3
+    cell_name = "gru"
+
+    def _step(self, u, state, weights):
+        return gru_cell(None, state, *weights, u=u)
+
+
+RECURRENT_CELLS = {"elman": RNN, "lstm": LSTM, "gru": GRU}
+
+
+class SequenceModel(nn.Module):
+    """A recurrent network under a linear read-out: the ``model: {kind: rnn}`` of configs.
+
+        h_1..h_T = cell network(x_1..x_T)            (B, T, D·H), batch first
+        seq2one:  o = W·h_T + c                      one output per sequence (notes 002 "many to one")
+        seq2seq:  o_t = W·h_t + c  for every t       one output per step ("many to many")
+
+    With ``bidirectional`` the read-out of seq2one sees [h→_T ; h←_1], the two directions' final
+    states (each has then read the whole sequence).
+
+    Args:
+        in_features: width of x_t (the data's last axis).
+        out_features: outputs per sequence (seq2one) or per step (seq2seq).
+        cell: ``"elman"``, ``"lstm"`` or ``"gru"``.
+        hidden: H, the state width (default 32).
+        layers: stacked recurrent layers (default 1).
+        pattern: ``"seq2one"`` (default) or ``"seq2seq"``.
+        bidirectional: a second network reads the sequence backward (default False).
+        nonlinearity: the Elman cell's ``"tanh"`` (default) or ``"relu"``.
+        forget_bias: the LSTM's forget-gate bias offset (default 0; 1 is the notes' advice).
+        head: the output unit the loss pairs with (``"linear"``, ``"sigmoid"``, ``"softmax"``).
+
+    Inputs are (B, T, in_features); outputs (B, out) or (B, T, out).
+    """
+
+    def __init__(self, in_features: int, out_features: int = 1, *, cell: str = "lstm", hidden: int = 32,
+                 layers: int = 1, pattern: str = "seq2one", bidirectional: bool = False,
+                 nonlinearity: str = "tanh", forget_bias: float = 0.0, head: str = "linear"):
+        super().__init__()
+        if cell not in RECURRENT_CELLS:
+            raise ValueError(f"cell must be one of {', '.join(RECURRENT_CELLS)}, got {cell!r}")
+        if pattern not in ("seq2one", "seq2seq"):
+            raise ValueError(f"pattern must be 'seq2one' or 'seq2seq', got {pattern!r}")
+        if head not in ("linear", "sigmoid", "softmax"):
+            raise ValueError(f"head must be 'linear', 'sigmoid' or 'softmax', got {head!r}")
+        if nonlinearity != "tanh" and cell != "elman":
+            raise ValueError(f"nonlinearity applies to the elman cell only (the {cell} cell's are fixed)")
+        if forget_bias and cell != "lstm":
+            raise ValueError(f"forget_bias applies to the lstm cell only, not {cell!r}")
+        extra = {"nonlinearity": nonlinearity} if cell == "elman" else {}
+        if cell == "lstm":
+            extra["forget_bias"] = forget_bias
+        self.cell, self.pattern, self.head = cell, pattern, head
+        self.rnn = RECURRENT_CELLS[cell](in_features, hidden, layers, batch_first=True,
+                                         bidirectional=bidirectional, **extra)
+        self.out = nn.Linear(hidden * self.rnn.directions, out_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 3:
+            raise ValueError(f"a sequence model takes inputs (batch, time, features), got shape {tuple(x.shape)}")
+        out, _ = self.rnn(x)
+        if self.pattern == "seq2seq":
+            return self.out(out)
+        H = self.rnn.hidden_size
+        if self.rnn.bidirectional:  # forward direction's last step, backward direction's first
+            summary = torch.cat([out[:, -1, :H], out[:, 0, H:]], dim=-1)
+        else:
+            summary = out[:, -1]
+        return self.out(summary)
+
+
+def state_gradient_norms(rnn: _Stacked, x: Tensor, loss_fn=None) -> Tensor:
+    """‖∂L/∂h_t‖ for t = 1..T through a one-direction first layer of :class:`RNN`/:class:`LSTM`/:class:`GRU`.
+
+    As :func:`hidden_gradient_norms`, for the gated cells: ``x`` is time-major (T, B, I) and
+    ``loss_fn(h_T)`` defaults to the sum of the last hidden state. For the LSTM, h_t's gradient
+    includes what reaches it through the cell path c (via the gates of step t + 1).
+    """
+    states = rnn.unroll(x)
+    hs = [rnn._hidden(s) for s in states]
+    loss = loss_fn(hs[-1]) if loss_fn is not None else hs[-1].sum()
+    grads = torch.autograd.grad(loss, hs)
     return torch.stack([torch.linalg.vector_norm(g) for g in grads]).detach()

@@ -724,3 +724,61 @@ class ReduceLROnPlateau(LearningRateScheduler):
                                threshold_mode=threshold_mode, cooldown=cooldown, min_lr=min_lr,
                                monitor=monitor)
         super().__init__(rule, verbose=verbose)
+
+
+class ReactivateDeadUnits(Callback):
+    """Every ``every`` epochs, bring the ReLU units that are dead on a probe batch back to life.
+
+    A unit is dead when it outputs 0 for every probe sample (notes 004: "always 0, gradient 0,
+    never recovers"; notes 000: reactivating dead neurons). At the start of epochs ``every``,
+    ``2·every``, ... this calls :func:`trainlab.diagnostics.neurons.reactivate_dead_units` on the
+    first ``probe`` training inputs, with the run's optimizer, so a re-drawn unit's momentum and
+    Adam moments start from zero too.
+
+    Args:
+        every: epochs between checks (default 1: before every epoch after the first).
+        probe: training inputs that decide which units are dead (default 256).
+        mode: ``"reinit"`` (default: He-normal incoming weights, bias ``bias``), ``"leaky"`` (a
+            negative slope ``slope`` for the dead units only) or ``"both"``.
+        bias: the bias a re-drawn unit gets (default 0.01, the notes' value against dying ReLUs).
+        slope: the leaky mode's negative slope (default 0.01).
+
+    Logs ``reactivated`` (units revived at the start of the epoch; 0 on epochs without a check)
+    in every epoch's logs, so it appears in ``metrics.csv``; ``self.events`` lists
+    ``(epoch, {layer: units})`` for each check that revived something. Re-drawn weights come from
+    torch's global RNG (seeded by the run), so a run stays reproducible.
+    """
+
+    def __init__(self, every: int = 1, probe: int = 256, mode: str = "reinit", bias: float = 0.01,
+                 slope: float = 0.01):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        if isinstance(probe, bool) or not isinstance(probe, int) or probe < 1:
+            raise ValueError(f"probe must be an integer >= 1, got {probe!r}")
+        if mode not in ("reinit", "leaky", "both"):
+            raise ValueError(f"mode must be 'reinit', 'leaky' or 'both', got {mode!r}")
+        if not (isinstance(slope, (int, float)) and 0 < slope < 1):
+            raise ValueError(f"slope must lie in (0, 1), got {slope!r}")
+        if not (isinstance(bias, (int, float)) and math.isfinite(bias)):
+            raise ValueError(f"bias must be a finite number, got {bias!r}")
+        self.every, self.probe, self.mode, self.bias, self.slope = every, probe, mode, float(bias), float(slope)
+        self.events: list[tuple[int, dict[str, int]]] = []
+
+    def on_epoch_begin(self, epoch: int, logs: Logs) -> None:
+        from trainlab.diagnostics.neurons import reactivate_dead_units
+
+        revived = 0
+        if epoch > 0 and epoch % self.every == 0:
+            x = self.loop.train.data.X[: self.probe]
+            done = reactivate_dead_units(self.loop.model, x, mode=self.mode, bias=self.bias, slope=self.slope,
+                                         optimizer=self.loop.optimizer)
+            revived = sum(done.values())
+            if done:
+                self.events.append((epoch, dict(done)))
+        logs["reactivated"] = revived
+
+    def state_dict(self) -> dict:
+        return {"events": [[e, d] for e, d in self.events]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.events = [(int(e), dict(d)) for e, d in state.get("events", [])]

@@ -77,7 +77,7 @@ def evaluate(model: nn.Module, data, loss: str | Loss = "cross_entropy", *,
             c = _count_correct(loss_fn, z, yb)
             if c is not None:
                 has_acc = True
-                correct += int(c)
+                correct += float(c)  # per-step accuracy of sequences counts fractions
     finally:
         model.train(was_training)
     out = {"loss": total / max(n, 1)}
@@ -175,7 +175,7 @@ class Loop:
                     cbs.on_batch_end(b, {"batch": b, "size": n, "loss": value})
             logs["loss"] = total / max(seen, 1)
             if correct is not None:
-                logs["accuracy"] = int(correct) / max(seen, 1)
+                logs["accuracy"] = float(correct) / max(seen, 1)
             if self.val is not None:
                 v = evaluate(model, self.val, loss_fn, batch_size=self.eval_batch_size)
                 logs.update({f"val_{k}": val for k, val in v.items()})

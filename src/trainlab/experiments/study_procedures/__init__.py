@@ -19,6 +19,7 @@ from trainlab.experiments.study_procedures.mnist import mnist_recipe
 from trainlab.experiments.study_procedures.optimizers import optimizer_grid
 from trainlab.experiments.study_procedures.penalty_paths import penalty_paths, penalty_strength
 from trainlab.experiments.study_procedures.random_matrices import random_matrices
+from trainlab.experiments.study_procedures.recurrent import rnn_long_memory
 from trainlab.experiments.study_procedures.regularization import (early_stopping, generalization_gap, l1_sparsity,
                                                                  weight_decay_forms)
 from trainlab.experiments.study_procedures.worked_examples import cross_entropy_example
@@ -43,5 +44,6 @@ PROCEDURES = {
     "penalty_paths": penalty_paths,
     "penalty_strength": penalty_strength,
     "random_matrices": random_matrices,
+    "rnn_long_memory": rnn_long_memory,
     "weight_decay_forms": weight_decay_forms,
 }
