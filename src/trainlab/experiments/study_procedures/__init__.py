@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from trainlab.experiments.study_procedures.activation_basics import activation_basics
 from trainlab.experiments.study_procedures.activations import activation_comparison
+from trainlab.experiments.study_procedures.batchnorm_claims import batchnorm_claims
 from trainlab.experiments.study_procedures.capacity import capacity_sweep
 from trainlab.experiments.study_procedures.deep_linear import deep_linear
 from trainlab.experiments.study_procedures.descent import gd_variants
@@ -27,6 +28,7 @@ from trainlab.experiments.study_procedures.worked_examples import cross_entropy_
 PROCEDURES = {
     "activation_basics": activation_basics,
     "activation_comparison": activation_comparison,
+    "batchnorm_claims": batchnorm_claims,
     "bn_learning_rate": bn_learning_rate,
     "capacity_sweep": capacity_sweep,
     "cross_entropy_example": cross_entropy_example,
