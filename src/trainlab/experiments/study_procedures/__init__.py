@@ -14,6 +14,7 @@ from trainlab.experiments.study_procedures.deep_linear import deep_linear
 from trainlab.experiments.study_procedures.descent import gd_variants
 from trainlab.experiments.study_procedures.diagnosis import diagnosis_suite
 from trainlab.experiments.study_procedures.dying import dying_relus
+from trainlab.experiments.study_procedures.init_training import init_training
 from trainlab.experiments.study_procedures.initialization import init_depth_profile, init_symmetry
 from trainlab.experiments.study_procedures.normalization import bn_learning_rate
 from trainlab.experiments.study_procedures.mnist import mnist_recipe
@@ -39,6 +40,7 @@ PROCEDURES = {
     "gd_variants": gd_variants,
     "generalization_gap": generalization_gap,
     "init_depth_profile": init_depth_profile,
+    "init_training": init_training,
     "init_symmetry": init_symmetry,
     "l1_sparsity": l1_sparsity,
     "mnist_recipe": mnist_recipe,
