@@ -174,17 +174,28 @@ class DataSpec(Spec):
 
 
 class ModelSpec(Section):
-    """``kind`` picks the builder; the other keys are its arguments (sizes come from the data)."""
+    """``kind`` picks the builder; the other keys are its arguments (sizes come from the data).
+
+    ``sync: true`` (not a builder argument) synchronizes the model's batch norms over the ranks
+    when many processes train it (``trainlab run --nproc N``; see docs/training.md).
+    """
 
     model_config = ConfigDict(extra="allow")
     kind: str = "mlp"
 
     @property
     def kwargs(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
+        return {k: v for k, v in (self.model_extra or {}).items() if k != "sync"}
+
+    @property
+    def sync(self) -> bool:
+        return bool((self.model_extra or {}).get("sync", False))
 
     @model_validator(mode="after")
     def _check(self):
+        if not isinstance((self.model_extra or {}).get("sync", False), bool):
+            raise ValueError(f"@sync@must be true or false (synchronized batch norm), got "
+                             f"{short((self.model_extra or {})['sync'])}")
         if self.kind not in catalog.MODELS:
             raise ValueError(f"unknown model kind {short(self.kind)}; allowed: {', '.join(sorted(catalog.MODELS))}")
         check_kwargs(catalog.MODELS[self.kind], self.kwargs,
