@@ -116,12 +116,12 @@ def init_from_env(device: str | torch.device | None = None) -> Group | None:
     present: this rank then uses ``cuda:LOCAL_RANK``) and gloo otherwise.
     """
     global _OWNED
+    if not launched():
+        return current()
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         return current()
-    if not launched():
-        return None
     if not dist.is_available():
         raise RuntimeError("this PyTorch build has no torch.distributed; it cannot train on many processes")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
