@@ -197,10 +197,7 @@ def launch_nproc(args) -> int:
     that a failure, whichever rank it hits, can remove it.
     """
     from trainlab.experiments.config import ConfigError, apply_overrides, load_yaml, parse_config
-    from trainlab.experiments.launch import launch_run
     from trainlab.experiments.runner import RunDirError, check_out_dir, default_run_dir
-
-    nproc = args.nproc
     if getattr(args, "overwrite", False) and not args.out:
         print("trainlab run: --overwrite applies to the folder --out names; give --out DIR as well", file=sys.stderr)
         return 2
@@ -210,7 +207,7 @@ def launch_nproc(args) -> int:
         if not (Path(args.resume) / "config.yaml").is_file():
             print(f"trainlab run: {args.resume} is not a run folder (no config.yaml)", file=sys.stderr)
             return 2
-        return launch_run(args, nproc, args.resume, give_out=False, fresh=False)
+        return _launch_or_interrupted(args, args.resume, give_out=False, fresh=False)
     try:
         data = load_yaml(args.config) if args.config else dict(QUICKSTART)
         data = apply_overrides(data, _shortcut_overrides(args) + list(args.set or []))
@@ -226,8 +223,25 @@ def launch_nproc(args) -> int:
         print(f"trainlab run: {err}", file=sys.stderr)
         return 2
     if args.out:
-        return launch_run(args, nproc, args.out, give_out=False, fresh=not Path(args.out).exists())
-    return launch_run(args, nproc, str(default_run_dir(cfg)), give_out=True, fresh=True)
+        return _launch_or_interrupted(args, args.out, give_out=False, fresh=not Path(args.out).exists())
+    return _launch_or_interrupted(args, str(default_run_dir(cfg)), give_out=True, fresh=True)
+
+
+def _launch_or_interrupted(args, folder: str, *, give_out: bool, fresh: bool) -> int:
+    """:func:`~trainlab.experiments.launch.launch_run`; Ctrl-C says how to resume on as many processes."""
+    import shutil
+
+    from trainlab.experiments.launch import launch_run
+
+    try:
+        return launch_run(args, args.nproc, folder, give_out=give_out, fresh=fresh)
+    except KeyboardInterrupt:
+        err = run_interrupted(args, folder)
+        if "--resume" in str(err):
+            raise CommandInterrupted(f"{err} --nproc {args.nproc}") from None
+        if fresh:  # nothing to resume from: the folder was this launch's alone
+            shutil.rmtree(folder, ignore_errors=True)
+        raise CommandInterrupted(str(err).replace(" --overwrite", "") if fresh else str(err)) from None
 
 
 class CommandInterrupted(KeyboardInterrupt):

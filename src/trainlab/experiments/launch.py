@@ -152,8 +152,9 @@ def _quiet_launcher_logs(debug: bool) -> None:
     """The elastic agent logs every start and failure; the one line this command prints replaces them."""
     import logging
 
-    if not debug:
-        for name in ("torch.distributed.elastic", "torch.distributed.launcher", "torch.distributed.run"):
+    if not debug:  # each module's logger has its own level, so every one is set
+        names = [n for n in logging.root.manager.loggerDict if n.startswith("torch.distributed")]
+        for name in names + ["torch.distributed.elastic", "torch.distributed.launcher"]:
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
@@ -210,6 +211,7 @@ def launch_run(args, nproc: int, folder: str | None, *, give_out: bool, fresh: b
     closed connection the other ranks saw. Returns the exit status.
     """
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -240,6 +242,8 @@ def launch_run(args, nproc: int, folder: str | None, *, give_out: bool, fresh: b
             _record_failure(args, folder, message)
         print(f"trainlab run: {message}", file=sys.stderr)
         return int(failure.get("status") or 1)
+    except SignalException as err:  # Ctrl-C (or a SIGTERM) reached the launcher: the ranks got it too
+        raise KeyboardInterrupt(str(err)) from None
     finally:
         if env_before is None:
             os.environ.pop(LAUNCHED_BY_TRAINLAB, None)
