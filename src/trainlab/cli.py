@@ -219,12 +219,26 @@ def launch_nproc(args) -> int:
                               "models; drop --nproc (the ensemble's members train as one batched model)")
         if args.out:
             check_out_dir(args.out, bool(args.overwrite))
+        _check_gpus(cfg, args.nproc)
     except (ConfigError, RunDirError) as err:
         print(f"trainlab run: {err}", file=sys.stderr)
         return 2
     if args.out:
         return _launch_or_interrupted(args, args.out, give_out=False, fresh=not Path(args.out).exists())
     return _launch_or_interrupted(args, str(default_run_dir(cfg)), give_out=True, fresh=True)
+
+
+def _check_gpus(cfg, nproc: int) -> None:
+    """Refuse more ranks than GPUs for a CUDA run (each rank takes ``cuda:LOCAL_RANK``; NCCL needs distinct GPUs)."""
+    import torch
+
+    from trainlab.experiments.config import ConfigError
+
+    device = cfg.train.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.device(device).type == "cuda" and torch.cuda.device_count() < nproc:
+        raise ConfigError(f"train.device: {device} with --nproc {nproc}, but this machine has "
+                          f"{torch.cuda.device_count()} GPU(s): one process per GPU, so give --nproc "
+                          f"{max(torch.cuda.device_count(), 1)} or fewer, or train on the CPU (--device cpu)")
 
 
 def _launch_or_interrupted(args, folder: str, *, give_out: bool, fresh: bool) -> int:

@@ -127,6 +127,10 @@ def init_from_env(device: str | torch.device | None = None) -> Group | None:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = _wants_cuda(device)
     if cuda:
+        if local_rank >= torch.cuda.device_count():
+            raise RuntimeError(f"rank {os.environ.get('RANK')} would train on cuda:{local_rank}, but this machine has "
+                               f"{torch.cuda.device_count()} GPU(s): start at most one process per GPU, or train on "
+                               "the CPU (train.device: cpu)")
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend="nccl" if cuda else "gloo",
                             device_id=torch.device("cuda", local_rank) if cuda else None)
