@@ -233,9 +233,13 @@ def launch_run(args, nproc: int, folder: str | None, *, give_out: bool, fresh: b
     except ChildFailedError as err:
         failures = _read_failures(err)
         rank, failure = choose_failure(failures)
+        if 0 in failures and all(f.get("kind") == "nonfinite" for f in failures.values()):
+            rank, failure = 0, failures[0]  # a NaN stop is the run's, on every rank: rank 0 names its folder
+            failures = {0: failure}
         if fresh and folder is not None and failure.get("kind") != "nonfinite":
             shutil.rmtree(folder, ignore_errors=True)  # rank 0 removes it too; this covers a rank 0 that was killed
-        same = len({f.get("message") for f in failures.values()}) == 1 and len(failures) == nproc
+        same = len({f.get("message") for f in failures.values()}) == 1 and (len(failures) == nproc or
+                                                                             failure.get("kind") == "nonfinite")
         message = failure.get("message") or "failed"
         if not same:
             message = f"rank {rank} of {nproc} failed: {message}"

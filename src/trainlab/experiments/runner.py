@@ -378,6 +378,8 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
                 ran = f"the {n} epoch(s) that finished" if n else "no finished epoch (it stopped in the first)"
                 stopped.args = (f"{stopped} The run folder {run_path} holds {ran} and the verdicts "
                                 "(verdicts.json).",)
+            if group is not None:  # every rank stopped at this step; the others wait for rank 0's folder
+                group.barrier()
             raise stopped
         if recording is not None:
             recording.finish(result)
