@@ -217,3 +217,24 @@ def test_fit_inside_torchrun_and_sync_batchnorm_statistics(tmp_path):
         for got, want in zip(records, history.records()):
             assert got["loss"] == pytest.approx(want["loss"], abs=1e-5)
             assert got["val_accuracy"] == pytest.approx(want["val_accuracy"])
+
+
+def test_nproc_refuses_more_ranks_than_gpus_before_starting_any(cli, tmp_path):
+    if torch.cuda.device_count() >= 2:
+        pytest.skip("this machine has the GPUs")
+    r = cli("run", _config(tmp_path, 1), "--nproc", "2", "--device", "cuda", "--out", "gpu-run", timeout=120)
+    # without a GPU the config check refuses cuda already; with one, the launcher refuses the second rank
+    want = "no such CUDA GPU" if torch.cuda.device_count() == 0 else "this machine has 1 GPU(s)"
+    assert r.returncode == 2 and want in r.stderr, r.stderr
+    assert not (tmp_path / "gpu-run").exists()
+
+
+@pytest.mark.slow  # one more launch; the default suite covers the failing rank above
+def test_a_nan_stop_on_two_processes_is_reported_as_in_one(cli, tmp_path):
+    r = cli("run", _config(tmp_path, 2), "--nproc", "2", "--out", "nan-run", "--set", "optimizer.lr=1e30",
+            "--set", "model.activation=relu", timeout=240)
+    assert r.returncode == 1
+    line = [x for x in r.stderr.splitlines() if x.startswith("trainlab run:")]
+    assert len(line) == 1 and "training loss became nan" in line[0] and "rank" not in line[0], r.stderr
+    assert "The run folder nan-run holds" in line[0]
+    assert (tmp_path / "nan-run" / "verdicts.json").is_file()  # rank 0 wrote the folder before the others left
