@@ -38,7 +38,8 @@ from torch import Tensor, nn
 
 from trainlab.data.batches import shard_bounds
 
-__all__ = ["Group", "current", "init_from_env", "is_main_process", "shard_bounds", "launched", "destroy"]
+__all__ = ["Group", "current", "init_from_env", "is_main_process", "shard_bounds", "launched", "destroy",
+           "rank_device", "wrap"]
 
 
 @dataclass(frozen=True)
