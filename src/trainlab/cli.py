@@ -81,6 +81,9 @@ def cmd_run(args) -> int:
     from trainlab.experiments.config import ConfigError, apply_overrides, load_yaml, on_this_machine, parse_config
     from trainlab.experiments.runner import ResumeError, RunDirError, resume_run, run_experiment
 
+    launched = _run_on_many_processes(args)
+    if launched is not None:
+        return launched
     overrides = _shortcut_overrides(args) + list(args.set or [])
     if getattr(args, "overwrite", False) and not args.out:
         print("trainlab run: --overwrite applies to the folder --out names; give --out DIR as well", file=sys.stderr)
@@ -99,13 +102,13 @@ def cmd_run(args) -> int:
             result = resume_run(args.resume, cfg, verbose=not args.quiet,
                                 store=False if args.no_store else (args.store or True))
         except (ConfigError, ResumeError) as err:
-            print(f"trainlab run: {err}", file=sys.stderr)
-            return 2
+            return _run_failed(err, 2)
         except (ValueError, FloatingPointError) as err:
-            print(f"trainlab run: {err}", file=sys.stderr)
-            return 1
+            return _run_failed(err, 1)
         except KeyboardInterrupt:
             raise run_interrupted(args, args.resume) from None
+        if not _rank_zero():
+            return 0
         print(result.run_dir if args.quiet else
               "final: " + "  ".join(f"{k} {v:.4f}" for k, v in result.final.items()))
         return 0
@@ -118,9 +121,8 @@ def cmd_run(args) -> int:
             data = _quickstart_name(data)
         cfg = parse_config(data)
     except ConfigError as err:
-        print(f"trainlab run: {err}", file=sys.stderr)
-        return 2
-    if not args.config and not args.quiet:
+        return _run_failed(err, 2)
+    if not args.config and not args.quiet and _rank_zero():
         print("trainlab quickstart: an MLP on the two-moons data set (embedded, no download)")
     set_threads(args.threads, cfg)
     try:
@@ -135,18 +137,125 @@ def cmd_run(args) -> int:
                                 store=False if args.no_store else (args.store or True),
                                 overwrite=bool(args.overwrite) if args.out else None)
     except (ConfigError, RunDirError) as err:
-        print(f"trainlab run: {err}", file=sys.stderr)
-        return 2
+        return _run_failed(err, 2)
     except (ValueError, FloatingPointError) as err:
-        print(f"trainlab run: {err}", file=sys.stderr)
-        return 1
+        return _run_failed(err, 1)
     except KeyboardInterrupt as err:  # the runner's RunInterrupted knows the folder it had reserved
         raise run_interrupted(args, getattr(err, "run_dir", None)) from None
+    if not _rank_zero():  # the other ranks of a launch stay quiet
+        return 0
     if args.quiet:
         print(result.run_dir)
     else:
         print("final: " + "  ".join(f"{k} {v:.4f}" for k, v in result.final.items()))
     return 0
+
+
+def _run_on_many_processes(args) -> int | None:
+    """``trainlab run`` on many processes: the status, or None to run here as one process.
+
+    On a rank of a launch (``torchrun ... -m trainlab run`` or a worker of ``--nproc``) the run
+    goes through :func:`trainlab.experiments.launch.run_rank`, which records a failure for the
+    launcher; with ``--nproc N`` > 1 this process becomes the launcher of N workers.
+    """
+    from trainlab.experiments.launch import rank_env, run_rank
+
+    if rank_env() is not None and not getattr(args, "in_rank", False):
+        args.in_rank = True
+        return run_rank(cmd_run, args, lambda err: describe_failure(err, args))
+    if rank_env() is None and (getattr(args, "nproc", None) or 1) > 1:
+        return launch_nproc(args)
+    return None
+
+
+def _run_failed(err: BaseException, status: int) -> int:
+    """Print the one line of a failed ``trainlab run``; on a rank of a launch, hand it to the launcher."""
+    if _rank_env_set():
+        from trainlab.experiments.launch import RankFailure, _kind
+        raise RankFailure(str(err), status, _kind(err))
+    print(f"trainlab run: {err}", file=sys.stderr)
+    return status
+
+
+def _rank_env_set() -> bool:
+    from trainlab.experiments.launch import rank_env
+    return rank_env() is not None
+
+
+def _rank_zero() -> bool:
+    """True in one process and on rank 0 of a launch: the process that prints."""
+    from trainlab.experiments.launch import rank_env
+    env = rank_env()
+    return env is None or env[0] == 0
+
+
+def launch_nproc(args) -> int:
+    """``trainlab run ... --nproc N``: check the config here, reserve the run folder, start N ranks.
+
+    The config is parsed (a bad one fails here with its one line, before any process starts),
+    and the folder of a new run is created here and given to the workers with ``--out``, so
+    that a failure, whichever rank it hits, can remove it.
+    """
+    from trainlab.experiments.config import ConfigError, apply_overrides, load_yaml, parse_config
+    from trainlab.experiments.runner import RunDirError, check_out_dir, default_run_dir
+    if getattr(args, "overwrite", False) and not args.out:
+        print("trainlab run: --overwrite applies to the folder --out names; give --out DIR as well", file=sys.stderr)
+        return 2
+    if not os.environ.get("OMP_NUM_THREADS") and args.threads is None:
+        os.environ["OMP_NUM_THREADS"] = "1"  # what torchrun does: N processes must not each take every core
+    if args.resume:
+        if not (Path(args.resume) / "config.yaml").is_file():
+            print(f"trainlab run: {args.resume} is not a run folder (no config.yaml)", file=sys.stderr)
+            return 2
+        return _launch_or_interrupted(args, args.resume, give_out=False, fresh=False)
+    try:
+        data = load_yaml(args.config) if args.config else dict(QUICKSTART)
+        data = apply_overrides(data, _shortcut_overrides(args) + list(args.set or []))
+        if not args.config:
+            data = _quickstart_name(data)
+        cfg = parse_config(data)
+        if cfg.ensemble is not None:
+            raise ConfigError("ensemble: --nproc trains one model on many processes, an ensemble trains many "
+                              "models; drop --nproc (the ensemble's members train as one batched model)")
+        if args.out:
+            check_out_dir(args.out, bool(args.overwrite))
+        _check_gpus(cfg, args.nproc)
+    except (ConfigError, RunDirError) as err:
+        print(f"trainlab run: {err}", file=sys.stderr)
+        return 2
+    if args.out:
+        return _launch_or_interrupted(args, args.out, give_out=False, fresh=not Path(args.out).exists())
+    return _launch_or_interrupted(args, str(default_run_dir(cfg)), give_out=True, fresh=True)
+
+
+def _check_gpus(cfg, nproc: int) -> None:
+    """Refuse more ranks than GPUs for a CUDA run (each rank takes ``cuda:LOCAL_RANK``; NCCL needs distinct GPUs)."""
+    import torch
+
+    from trainlab.experiments.config import ConfigError
+
+    device = cfg.train.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.device(device).type == "cuda" and torch.cuda.device_count() < nproc:
+        raise ConfigError(f"train.device: {device} with --nproc {nproc}, but this machine has "
+                          f"{torch.cuda.device_count()} GPU(s): one process per GPU, so give --nproc "
+                          f"{max(torch.cuda.device_count(), 1)} or fewer, or train on the CPU (--device cpu)")
+
+
+def _launch_or_interrupted(args, folder: str, *, give_out: bool, fresh: bool) -> int:
+    """:func:`~trainlab.experiments.launch.launch_run`; Ctrl-C says how to resume on as many processes."""
+    import shutil
+
+    from trainlab.experiments.launch import launch_run
+
+    try:
+        return launch_run(args, args.nproc, folder, give_out=give_out, fresh=fresh)
+    except KeyboardInterrupt:
+        err = run_interrupted(args, folder)
+        if "--resume" in str(err):
+            raise CommandInterrupted(f"{err} --nproc {args.nproc}") from None
+        if fresh:  # nothing to resume from: the folder was this launch's alone
+            shutil.rmtree(folder, ignore_errors=True)
+        raise CommandInterrupted(str(err).replace(" --overwrite", "") if fresh else str(err)) from None
 
 
 class CommandInterrupted(KeyboardInterrupt):
@@ -326,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the interrupted run in RUN_DIR from its last checkpoint (same config: a "
                         "CONFIG or --set that changes it is refused with the differences)")
+    p.add_argument("--nproc", type=_positive_int, metavar="N",
+                   help="train the run on N local processes (data parallel, PyTorch's elastic launcher: gloo on "
+                        "the CPU, NCCL on GPUs); train.batch_size is the global batch (docs/training.md)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("list", help="list the names configs accept (datasets, optimizers, ...) and their arguments",

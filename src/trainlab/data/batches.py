@@ -27,6 +27,15 @@ def resolve_batch_size(batch_size: int | str, n: int) -> int:
     return batch_size
 
 
+def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """``[lo, hi)`` of rank ``rank``'s contiguous shard of ``n`` items over ``world_size`` ranks.
+
+    lo = ⌊r·n/W⌋, hi = ⌊(r+1)·n/W⌋: the shards tile ``range(n)`` in rank order and their sizes
+    differ by at most one; with n < W some shards are empty.
+    """
+    return (rank * n) // world_size, ((rank + 1) * n) // world_size
+
+
 class Batches:
     """Iterate ``(X_batch, y_batch)`` over a dataset held in memory.
 
@@ -39,21 +48,32 @@ class Batches:
             checkpoint saves to resume mid-run with the same order.
 
     Every sample appears exactly once per epoch (except those dropped by ``drop_last``).
+
+    ``shard=(rank, world_size)`` yields only rank ``rank``'s contiguous part of each batch
+    (:func:`shard_bounds`): the batches, their order and
+    :meth:`global_size` stay those of one process, so W ranks together take exactly the samples
+    a single process takes, step by step.
     """
 
     def __init__(self, data, batch_size: int | str = 32, *, shuffle: bool = True,
-                 drop_last: bool = False, generator: torch.Generator | None = None):
+                 drop_last: bool = False, generator: torch.Generator | None = None,
+                 shard: tuple[int, int] | None = None):
         self.data: Dataset = as_dataset(data)
         self.n = len(self.data)
         self.batch_size = resolve_batch_size(batch_size, self.n)
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.generator = generator if generator is not None else torch.Generator()
+        self.shard = shard
 
     def __len__(self) -> int:
         if self.drop_last:
             return self.n // self.batch_size
         return math.ceil(self.n / self.batch_size)
+
+    def global_size(self, i: int) -> int:
+        """The number of samples in batch ``i`` over all ranks (the last one may be smaller)."""
+        return min(self.batch_size, self.n - i * self.batch_size)
 
     def order(self) -> Tensor | None:
         """The index order of the next epoch (advances the generator), or ``None`` in place order."""
@@ -65,8 +85,12 @@ class Batches:
         X, y, b = self.data.X, self.data.y, self.batch_size
         perm = self.order()
         for i in range(len(self)):
+            start, stop = i * b, min((i + 1) * b, self.n)
+            if self.shard is not None:
+                lo, hi = shard_bounds(stop - start, *self.shard)
+                start, stop = start + lo, start + hi
             if perm is None:  # contiguous views, no copy
-                yield X[i * b : (i + 1) * b], y[i * b : (i + 1) * b]
+                yield X[start:stop], y[start:stop]
             else:
-                idx = perm[i * b : (i + 1) * b]
+                idx = perm[start:stop]
                 yield X.index_select(0, idx), y.index_select(0, idx)

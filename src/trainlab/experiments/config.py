@@ -184,6 +184,8 @@ class ModelSpec(Section):
     one; the folder is checked when the run starts) and ``freeze: [layer names or child
     indices]`` (those layers are not trained). Both are written into the resolved config only
     when given.
+    ``sync: true`` (not a builder argument) synchronizes the model's batch norms over the ranks
+    when many processes train it (``trainlab run --nproc N``; see docs/training.md).
     """
 
     model_config = ConfigDict(extra="allow")
@@ -191,7 +193,11 @@ class ModelSpec(Section):
 
     @property
     def kwargs(self) -> dict[str, Any]:
-        return {k: v for k, v in (self.model_extra or {}).items() if k not in TRANSFER_KEYS}
+        return {k: v for k, v in (self.model_extra or {}).items() if k not in TRANSFER_KEYS and k != "sync"}
+
+    @property
+    def sync(self) -> bool:
+        return bool((self.model_extra or {}).get("sync", False))
 
     @property
     def pretrained_dir(self) -> str | None:
@@ -217,6 +223,9 @@ class ModelSpec(Section):
 
     @model_validator(mode="after")
     def _check(self):
+        if not isinstance((self.model_extra or {}).get("sync", False), bool):
+            raise ValueError(f"@sync@must be true or false (synchronized batch norm), got "
+                             f"{short((self.model_extra or {})['sync'])}")
         if self.kind not in catalog.MODELS:
             raise ValueError(f"unknown model kind {short(self.kind)}; allowed: {', '.join(sorted(catalog.MODELS))}")
         check_kwargs(catalog.MODELS[self.kind], self.kwargs,

@@ -149,6 +149,11 @@ def build_training(cfg: Config, device: torch.device, data: Splits | None = None
     data = build_data(cfg) if data is None else data
     loss = Loss(resolve_loss_name(cfg, data.train), label_smoothing=cfg.loss.label_smoothing)
     model = build_model(cfg, data.train)
+    if cfg.model.sync:
+        from trainlab.nn.normalization import convert_sync_batchnorm
+        if convert_sync_batchnorm(model) == 0:
+            raise ConfigError(f"model.sync: true, but the {cfg.model.kind} has no batch norm layer to synchronize; "
+                              "set model.norm: batch, or remove model.sync")
     batch = data.train.X[:catalog.LSUV_SAMPLES] if cfg.init.weight == "lsuv" else None
     catalog.apply_init(model, cfg.init.weight, cfg.init.bias, cfg.init.kwargs, batch=batch)
     if cfg.model.pretrained_dir is not None and pretrained:
@@ -382,13 +387,28 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
     ``model_checkpoint``), so it can be resumed; with ``cfg.diagnostics`` a
     :class:`~trainlab.diagnostics.DiagnosticsRecorder` records the network and its verdicts go to
     ``metrics.json`` and the top of the report.
+
+    Inside a ``torchrun`` launch (or ``trainlab run --nproc N``) every rank calls this with the
+    same config: the ranks train one model (:mod:`trainlab.train.distributed`), rank 0 alone
+    creates and writes the run folder, the checkpoints and the store row and prints, and the
+    others learn the folder from it. A failure on any rank (not a NaN stop, not Ctrl-C) removes
+    the folder a fresh run had created, so no partial run is left.
     """
+    from trainlab.train import distributed
+
     cfg = parse_config(config)
     check_paths(cfg, pretrained=resume_from is None)
+    group = distributed.init_from_env(cfg.train.device)
+    main = group is None or group.is_main
+    has_folder = write  # every rank builds the callbacks of the run folder...
+    write = write and main  # ...and rank 0 alone writes into it
+    verbose = verbose and main
     if run_dir is not None and write and overwrite is not None:
         check_out_dir(run_dir, overwrite)
     t0 = time.perf_counter()
     device = torch.device(cfg.train.device) if cfg.train.device else default_device()
+    if group is not None:
+        device = distributed.rank_device(group, device)
     data, loss, model, optimizer = build_training(cfg, device, data, pretrained=resume_from is None)
     # construct once against a folder that is not created, so a bad callback fails here
     build_callbacks(cfg, Path(run_dir) if run_dir is not None else Path("runs") / slug(cfg.name))
@@ -400,6 +420,7 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
     augment = catalog.build_augment([(a.name, a.kwargs) for a in cfg.augment])
 
     run_path = None
+    existed = run_dir is not None and Path(run_dir).exists()  # a failure on many ranks removes only what it made
     if write:
         if run_dir is None:
             run_path = default_run_dir(cfg)
@@ -411,6 +432,9 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
         atomic_write_bytes(run_path / "config.yaml", cfg.to_yaml().encode())
     elif run_dir is not None:
         run_path = Path(run_dir)
+    if group is not None and has_folder:  # the folder rank 0 chose, on every rank
+        chosen = group.broadcast(None if run_path is None else str(run_path))
+        run_path = None if chosen is None else Path(chosen)
 
     recording = None
     if store not in (None, False) and write:
@@ -422,7 +446,7 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
         run_callbacks = build_callbacks(cfg, run_path) + list(callbacks)
         if recording is not None:
             run_callbacks.append(_Heartbeat(recording))
-        recorder = _add_run_callbacks(cfg, run_callbacks, run_path if write else None)
+        recorder = _add_run_callbacks(cfg, run_callbacks, run_path if has_folder else None)
         if schedule is not None:
             run_callbacks.insert(0, schedule)
         fit_kwargs = {"augment": augment} if augment is not None else {}
@@ -439,13 +463,15 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
                 resume_from=resume_from, **fit_kwargs)
         except NonFiniteLossError as err:
             stopped = err
-        final = final_metrics(model, data, loss, device)
+        # rank 0 alone reports: the weights are the same on every rank
+        final = final_metrics(model, data, loss, device) if main else {}
         result = RunResult(cfg, model, history, final, time.perf_counter() - t0, run_path)
         result.extras.update(data=data, loss=loss, early_stops=early_stops(run_callbacks))
         if recorder is not None:
             result.extras["diagnostics"] = recorder
-        from trainlab.diagnostics.verdicts import diagnose_run
-        result.extras["verdicts"] = diagnose_run(result, loss, data, stopped=stopped)
+        if main:
+            from trainlab.diagnostics.verdicts import diagnose_run
+            result.extras["verdicts"] = diagnose_run(result, loss, data, stopped=stopped)
         if augment is not None:
             result.extras["augment"] = augment
             result.extras["augment_sample"] = data.train.X[:6].detach().cpu()
@@ -458,12 +484,17 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
                 ran = f"the {n} epoch(s) that finished" if n else "no finished epoch (it stopped in the first)"
                 stopped.args = (f"{stopped} The run folder {run_path} holds {ran} and the verdicts "
                                 "(verdicts.json).",)
+            if group is not None:  # every rank stopped at this step; the others wait for rank 0's folder
+                group.barrier()
             raise stopped
         if recording is not None:
             recording.finish(result)
     except BaseException as err:
         if recording is not None:
             recording.__exit__(type(err), err, err.__traceback__)
+        if group is not None and write and run_path is not None and resume_from is None \
+                and not isinstance(err, (KeyboardInterrupt, NonFiniteLossError)):
+            _remove_partial_run(run_path, existed)
         if isinstance(err, KeyboardInterrupt) and not isinstance(err, RunInterrupted) and write \
                 and run_path is not None:
             last = [cb.last_path for cb in run_callbacks if type(cb).__name__ == "ModelCheckpoint" and cb.save_last]
@@ -474,6 +505,18 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
     if write and run_path is not None and verbose:
         print(f"run folder: {run_path}\nreport:     {run_path / 'report.html'}")
     return result
+
+
+def _remove_partial_run(run_path: Path, existed: bool) -> None:
+    """Remove what a failed run on many ranks wrote: the folder, or its contents if it was there before."""
+    if not existed:
+        shutil.rmtree(run_path, ignore_errors=True)
+        return
+    for child in run_path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def _add_run_callbacks(cfg: Config, callbacks: list, run_path: Path | None):
@@ -545,13 +588,19 @@ def resume_run(run_dir: str | Path, config: Config | dict | None = None, *, verb
     from trainlab.experiments.config import load_yaml, on_this_machine
     from trainlab.train.checkpoint import load_checkpoint
 
+    from trainlab.train import distributed
+
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ResumeError(f"{run_dir} is not a run folder (no config.yaml)")
     saved_data, moved = on_this_machine(load_yaml(run_dir / "config.yaml"))
-    if moved:
-        print(f"resuming {run_dir}: {moved}", file=sys.stderr)
     saved = parse_config(saved_data)
+    # on many ranks every one reads the folder; rank 0 alone speaks and writes
+    group = distributed.init_from_env(saved.train.device)
+    main = group is None or group.is_main
+    verbose = verbose and main
+    if moved and main:
+        print(f"resuming {run_dir}: {moved}", file=sys.stderr)
     target = saved
     extended: list[str] = []
     if config is not None:
@@ -579,7 +628,7 @@ def resume_run(run_dir: str | Path, config: Config | dict | None = None, *, verb
                               f"the checkpoint\n" + "\n".join(config_diff(stored, now)))
     if verbose:
         print(f"resuming {run_dir} after epoch {ckpt.epoch + 1} of {target.train.epochs}")
-    if extended:  # said even with -q: the run becomes longer than the one started
+    if extended and main:  # said even with -q: the run becomes longer than the one started
         print(f"extending {run_dir}:\n" + "\n".join(extended), file=sys.stderr)
     return run_experiment(target, run_dir=run_dir, verbose=verbose, resume_from=ckpt, store=store)
 

@@ -23,7 +23,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "WeightNorm", "weight_norm", "remove_weight_norm"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "WeightNorm", "weight_norm", "remove_weight_norm",
+           "convert_sync_batchnorm"]
 
 
 def _autograd_backward(reference, inputs: tuple, grad: Tensor) -> tuple:
@@ -88,6 +89,71 @@ class _BatchNormTrain(torch.autograd.Function):
             dx = torch.addcmul(g, x_hat, sum_gx / n, value=-1.0).sub_(sum_g / n).mul_(scale)
         dw = sum_gx.view(-1) if weight is not None and ctx.needs_input_grad[1] else None
         db = sum_g.view(-1) if bias is not None and ctx.needs_input_grad[2] else None
+        return dx, dw, db, None, None, None
+
+
+def _sync_group():
+    """The default process group when many processes train (``torch.distributed`` with > 1 rank), else None."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist
+    return None
+
+
+class _SyncBatchNormTrain(torch.autograd.Function):
+    """Batch norm whose statistics are those of the global batch, split over all ranks.
+
+    With shards x⁽ʳ⁾ of n_r values per channel on rank r and N = Σ_r n_r (sums all-reduced, in
+    float64 so the reduction adds no rounding of its own):
+        μ = Σ_r Σ x⁽ʳ⁾ / N,   σ² = Σ_r Σ (x⁽ʳ⁾ − μ)² / N              (two passes, as one process)
+        x̂ = (x − μ)/√(σ² + ε),   y = γ·x̂ + β
+    Backward: the input gradient needs the global sums of g and g·x̂,
+        ∂L/∂x = γ/√(σ² + ε) · (g − (Σ_all g)/N − x̂·(Σ_all g·x̂)/N)
+    while ∂L/∂γ, ∂L/∂β stay this rank's sums, which DistributedDataParallel then averages, as
+    it does every parameter gradient (torch.nn.SyncBatchNorm splits the work the same way).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, dims, shape):
+        dist = _sync_group()
+        c = x.shape[1]
+        n_local = x.numel() // c
+        first = torch.cat([x.sum(dims, dtype=torch.float64), x.new_full((1,), n_local, dtype=torch.float64)])
+        dist.all_reduce(first)
+        n = int(first[-1].item())
+        if n < 2:
+            raise ValueError(f"synchronized batch norm needs more than one value per channel over all ranks to "
+                             f"estimate a variance, got {n}; use a larger batch")
+        mu = (first[:c] / n).to(x.dtype).view(shape)
+        xc = x - mu
+        second = (xc * xc).sum(dims, dtype=torch.float64)
+        dist.all_reduce(second)
+        var = (second / n).to(x.dtype).view(shape)
+        inv_std = (var + eps).rsqrt()
+        x_hat = xc.mul_(inv_std)
+        y = _affine(x_hat, weight, bias, shape)
+        ctx.save_for_backward(weight, x_hat, inv_std)
+        ctx.dims, ctx.shape, ctx.n = dims, shape, n
+        ctx.mark_non_differentiable(mu, var)
+        return y, mu, var, torch.tensor(n)
+
+    @staticmethod
+    def backward(ctx, g, _g_mu, _g_var, _g_n):
+        weight, x_hat, inv_std = ctx.saved_tensors
+        dims, shape, n = ctx.dims, ctx.shape, ctx.n
+        sum_g = g.sum(dims, keepdim=True)
+        sum_gx = (g * x_hat).sum(dims, keepdim=True)
+        both = torch.cat([sum_g.view(-1), sum_gx.view(-1)]).to(torch.float64)
+        _sync_group().all_reduce(both)
+        c = sum_g.numel()
+        all_g, all_gx = (both[:c].to(g.dtype).view(shape), both[c:].to(g.dtype).view(shape))
+        dx = None
+        if ctx.needs_input_grad[0]:
+            scale = inv_std if weight is None else inv_std * weight.view(shape)
+            dx = torch.addcmul(g, x_hat, all_gx / n, value=-1.0).sub_(all_g / n).mul_(scale)
+        dw = sum_gx.view(-1) if weight is not None and ctx.needs_input_grad[1] else None
+        db = sum_g.view(-1) if ctx.needs_input_grad[2] else None
         return dx, dw, db, None, None, None
 
 
@@ -173,6 +239,10 @@ class _BatchNorm(nn.Module):
         eps_placement: ``"inside"`` √(σ² + ε) (the paper, PyTorch, Keras) or ``"outside"``
             √σ² + ε, the form written in notes 004. The fast backward covers ``"inside"``;
             ``"outside"`` is differentiated by autograd.
+        sync: when many processes train one model (``torch.distributed`` initialized with more
+            than one rank), take μ_B and σ²_B over the global batch, all ranks' samples together
+            (``torch.nn.SyncBatchNorm``); without a process group it is plain batch norm. Needs
+            ``eps_placement="inside"``; a graph of the gradient (double backward) is not kept.
 
     The parameter and buffer names (``weight``, ``bias``, ``running_mean``, ``running_var``,
     ``num_batches_tracked``) match ``torch.nn.BatchNorm*``, so state dicts load either way.
@@ -186,7 +256,7 @@ class _BatchNorm(nn.Module):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, *, unbiased_running_var: bool = True,
-                 eps_placement: str = "inside"):
+                 eps_placement: str = "inside", sync: bool = False):
         super().__init__()
         if not isinstance(num_features, int) or num_features < 1:
             raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
@@ -197,6 +267,9 @@ class _BatchNorm(nn.Module):
                              f"or be None for a cumulative average, got {momentum!r}")
         if eps_placement not in ("inside", "outside"):
             raise ValueError(f"eps_placement must be 'inside' or 'outside', got {eps_placement!r}")
+        if sync and eps_placement != "inside":
+            raise ValueError("sync=True needs eps_placement='inside' (the synchronized pass has the fast backward only)")
+        self.sync = bool(sync)
         self.num_features, self.eps, self.momentum = num_features, float(eps), momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         self.unbiased_running_var, self.eps_placement = unbiased_running_var, eps_placement
@@ -253,6 +326,11 @@ class _BatchNorm(nn.Module):
         if not (self.training or not self.track_running_stats):
             return self._normalize_with(x, self.running_mean.view(shape), self.running_var.view(shape), shape)
         n = x.numel() // x.shape[1]
+        if self.sync and self.training and _sync_group() is not None:
+            y, mu, var, total = _SyncBatchNormTrain.apply(x, self.weight, self.bias, self.eps, dims, shape)
+            if self.track_running_stats:  # the global batch's statistics, the same on every rank
+                self._update_running_stats(mu.view(-1), var.view(-1), int(total))
+            return y
         if n < 2 and self.training:
             raise ValueError(f"{type(self).__name__} in training mode needs more than one value per channel to "
                              f"estimate a variance, got input shape {tuple(x.shape)} (a batch of one). Use a "
@@ -300,6 +378,7 @@ class _BatchNorm(nn.Module):
     def extra_repr(self) -> str:
         extra = "" if self.eps_placement == "inside" else ", eps_placement='outside'"
         extra += "" if self.unbiased_running_var else ", unbiased_running_var=False"
+        extra += ", sync=True" if self.sync else ""
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
                 f"track_running_stats={self.track_running_stats}{extra}")
 
@@ -314,6 +393,23 @@ class BatchNorm2d(_BatchNorm):
     __doc__ = _BatchNorm.__doc__.replace("over every axis but the channel axis",
                                          "for (N, C, H, W) inputs, statistics over N, H and W", 1)
     _expected_dims = (4,)
+
+
+def convert_sync_batchnorm(model: nn.Module) -> int:
+    """Make every trainlab batch norm in ``model`` synchronized (``sync=True``); return how many.
+
+    The counterpart of ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` for trainlab's own
+    :class:`BatchNorm1d`/:class:`BatchNorm2d` (in place: parameters and running estimates are
+    kept). torch's own ``nn.BatchNorm*`` layers are converted with torch's function.
+    """
+    count = 0
+    for m in model.modules():
+        if isinstance(m, _BatchNorm):
+            if m.eps_placement != "inside":
+                raise ValueError(f"{type(m).__name__} with eps_placement='outside' cannot be synchronized")
+            m.sync = True
+            count += 1
+    return count
 
 
 class LayerNorm(nn.Module):

@@ -26,10 +26,15 @@ Logs = dict[str, Any]
 
 
 class Callback:
-    """Base class: every hook is a no-op. ``order`` sorts callbacks (default 0; stable)."""
+    """Base class: every hook is a no-op. ``order`` sorts callbacks (default 0; stable).
+
+    ``main_process_only``: a callback whose only effect is output (files, console lines) runs on
+    rank 0 alone when many processes train one model; the others keep its state for checkpoints.
+    """
 
     loop: "Loop"
     order: int = 0
+    main_process_only: bool = False
 
     def set_loop(self, loop: "Loop") -> None:
         self.loop = loop
@@ -64,27 +69,31 @@ class CallbackList:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks must be trainlab Callback instances, got {type(cb).__name__}")
             cb.set_loop(loop)
-        self._batch_begin = [cb for cb in self.callbacks if _overrides(cb, "on_batch_begin")]
-        self._batch_end = [cb for cb in self.callbacks if _overrides(cb, "on_batch_end")]
+        group = getattr(loop, "group", None)
+        # on ranks > 0 the output-only callbacks stay in the list (checkpoints match states by it) but are not called
+        self._active = [cb for cb in self.callbacks
+                        if group is None or group.is_main or not getattr(cb, "main_process_only", False)]
+        self._batch_begin = [cb for cb in self._active if _overrides(cb, "on_batch_begin")]
+        self._batch_end = [cb for cb in self._active if _overrides(cb, "on_batch_end")]
 
     @property
     def has_batch_hooks(self) -> bool:
         return bool(self._batch_begin or self._batch_end)
 
     def on_train_begin(self, logs: Logs) -> None:
-        for cb in self.callbacks:
+        for cb in self._active:
             cb.on_train_begin(logs)
 
     def on_train_end(self, logs: Logs) -> None:
-        for cb in self.callbacks:
+        for cb in self._active:
             cb.on_train_end(logs)
 
     def on_epoch_begin(self, epoch: int, logs: Logs) -> None:
-        for cb in self.callbacks:
+        for cb in self._active:
             cb.on_epoch_begin(epoch, logs)
 
     def on_epoch_end(self, epoch: int, logs: Logs) -> None:
-        for cb in self.callbacks:
+        for cb in self._active:
             cb.on_epoch_end(epoch, logs)
 
     def on_batch_begin(self, batch: int, logs: Logs) -> None:
@@ -162,6 +171,8 @@ class ProgressLogger(Callback):
 
     On an interactive terminal a ``tqdm`` bar also shows the batches of the running epoch.
     """
+
+    main_process_only = True
 
     def __init__(self, stream=None, bar: bool | None = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
@@ -363,6 +374,8 @@ class ModelCheckpoint(Callback):
     :func:`trainlab.train.checkpoint.load_weights` reads the weights out of one.
     """
 
+    main_process_only = True
+
     order = 100
 
     def __init__(self, dirpath: str | Path, *, monitor: str = "val_loss", mode: str = "auto",
@@ -512,6 +525,8 @@ class CSVLogger(Callback):
         append: keep an existing file and add rows to it.
     """
 
+    main_process_only = True
+
     def __init__(self, filename: str | Path, separator: str = ",", append: bool = False):
         if not isinstance(separator, str) or len(separator) != 1:
             raise ValueError(f"separator must be one character, got {separator!r}")
@@ -589,6 +604,8 @@ class TensorBoard(Callback):
         log_dir: the event-file folder (``tensorboard --logdir`` it).
         histogram_freq: epochs between histograms (default 1).
     """
+
+    main_process_only = True
 
     def __init__(self, log_dir: str | Path, histogram_freq: int = 1):
         if not isinstance(histogram_freq, int) or histogram_freq < 0:

@@ -86,6 +86,18 @@ def evaluate(model: nn.Module, data, loss: str | Loss = "cross_entropy", *,
     return out
 
 
+def _evaluate_sharded(model: nn.Module, data: Dataset, loss_fn, batch_size: int, group, device) -> dict[str, float]:
+    """:func:`evaluate` over all ranks: each evaluates its contiguous shard, the sums are reduced."""
+    lo, hi = group.bounds(len(data))
+    n = hi - lo
+    part = evaluate(model, (data.X[lo:hi], data.y[lo:hi]), loss_fn, batch_size=batch_size) if n else {}
+    s = group.sum([part.get("loss", 0.0) * n, round(part.get("accuracy", 0.0) * n), n, float("accuracy" in part)], device)
+    out = {"loss": float(s[0]) / max(float(s[2]), 1.0)}
+    if s[3] > 0:
+        out["accuracy"] = float(s[1]) / max(float(s[2]), 1.0)
+    return out
+
+
 class Loop:
     """The state of one :func:`fit` call, shared with the callbacks as ``callback.loop``.
 
@@ -99,7 +111,7 @@ class Loop:
     def __init__(self, model: nn.Module, train: Batches, val: Dataset | None, *, loss_fn,
                  optimizer: torch.optim.Optimizer, epochs: int, device: torch.device,
                  callbacks: Iterable[Callback], history: History, eval_batch_size: int = 8192,
-                 augment=None, seed: int | None = None):
+                 augment=None, seed: int | None = None, group=None):
         self.model, self.train, self.val = model, train, val
         self.loss_fn, self.optimizer = loss_fn, optimizer
         self.epochs, self.device, self.history = epochs, device, history
@@ -108,6 +120,8 @@ class Loop:
         self.eval_batch_size = eval_batch_size
         self.augment = augment  # a callable x -> x for training inputs only (trainlab.data.augment)
         self.seed = seed  # recorded in checkpoints; a resume with another seed is refused
+        # a trainlab.train.distributed.Group when many processes train this model (None: one)
+        self.group = group
         self.epoch = 0
         self.step = 0
         self.stop_training = False
@@ -120,6 +134,37 @@ class Loop:
         model, optimizer, loss_fn, cbs = self.model, self.optimizer, self.loss_fn, self.callbacks
         batch_hooks = cbs.has_batch_hooks
         stash: dict[str, Tensor] = {}
+        group = self.group
+        if group is not None:
+            from trainlab.train import distributed
+            forward = distributed.wrap(model, group, self.device)
+
+        def sharded_closure(backward: bool = True) -> Tensor:
+            # this rank's part of the global batch; the scale n_r·W/B makes DDP's average of the
+            # ranks' gradients the gradient of the mean over the global batch (distributed.py)
+            if not backward:
+                raise NotImplementedError(f"{type(optimizer).__name__} differentiates the loss twice (Newton's "
+                                          "method), which trainlab does not run on many processes; train it in one")
+            optimizer.zero_grad(set_to_none=True)
+            x, y, total_n = stash["x"], stash["y"], stash["n"]
+            n = len(y)
+            z = forward(x)
+            if n:
+                loss = loss_fn(z, y)
+                (loss * (n * group.world_size / total_n)).backward()
+                local = [float(loss.detach()) * n]
+            else:  # an empty shard (a last batch with fewer samples than ranks) adds a zero gradient
+                loss = z.sum() * 0.0
+                loss.backward()
+                local = [0.0]
+            first = "stats" not in stash
+            if first:  # the first evaluation is the one this step reports: its correct count too
+                c = _count_correct(loss_fn, z.detach(), y)
+                local += [0.0 if c is None else float(c), float(c is not None)]
+            stats = group.sum(local, self.device)
+            if first:
+                stash["stats"] = stats
+            return torch.as_tensor(float(stats[0]) / total_n, dtype=loss.dtype, device=loss.device)
 
         def closure(backward: bool = True) -> Tensor:
             # backward=False returns the loss with its graph (Newton differentiates it twice)
@@ -145,6 +190,8 @@ class Loop:
             self.stop_training = bool(resume.loop.get("stop_training", False))
         for epoch in range(initial_epoch, self.epochs if not self.stop_training else initial_epoch):
             self.epoch = epoch
+            if group is not None:
+                group.epoch_seed(self.seed, epoch)
             logs: dict = {}
             cbs.on_epoch_begin(epoch, logs)
             model.train()
@@ -157,17 +204,20 @@ class Loop:
                 if self.augment is not None:
                     xb = self.augment(xb)
                 stash["x"], stash["y"] = xb, yb
-                loss = optimizer.step(closure)
+                if group is not None:
+                    stash["n"] = self.train.global_size(b)
+                loss = optimizer.step(closure if group is None else sharded_closure)
                 if loss is None:
                     raise TypeError(f"{type(optimizer).__name__}.step(closure) returned None; "
                                     "trainlab's fit needs optimizers that return the closure's loss")
                 value = loss.item()
                 if not math.isfinite(value):
                     raise NonFiniteLossError(value, epoch, b, self.step)
-                n = len(xb)
+                n = len(xb) if group is None else stash["n"]
                 total += value * n
                 seen += n
-                c = _count_correct(loss_fn, stash["z"], yb)
+                c = (_count_correct(loss_fn, stash["z"], yb) if group is None
+                     else int(stash["stats"][1]) if stash["stats"][2] else None)
                 if c is not None:
                     correct = c if correct is None else correct + c
                 self.step += 1
@@ -176,7 +226,10 @@ class Loop:
             logs["loss"] = total / max(seen, 1)
             if correct is not None:
                 logs["accuracy"] = float(correct) / max(seen, 1)
-            if self.val is not None:
+            if self.val is not None and group is not None:
+                v = _evaluate_sharded(model, self.val, loss_fn, self.eval_batch_size, group, self.device)
+                logs.update({f"val_{k}": val for k, val in v.items()})
+            elif self.val is not None:
                 v = evaluate(model, self.val, loss_fn, batch_size=self.eval_batch_size)
                 logs.update({f"val_{k}": val for k, val in v.items()})
             logs["lr"] = float(optimizer.param_groups[0]["lr"])
@@ -226,6 +279,13 @@ def fit(model: nn.Module, train, val=None, *, loss, optimizer: torch.optim.Optim
             checkpoint's epoch. Pass the same model, optimizer and callbacks as the original run;
             on the CPU the result equals the uninterrupted run bit for bit.
 
+    Many processes: inside a ``torchrun`` launch (or ``trainlab run --nproc N``) every rank calls
+    ``fit`` with the same arguments; the process group is joined from the environment (or the
+    one the script initialized is used), the model is wrapped in ``DistributedDataParallel``,
+    ``batch_size`` is the global batch, each rank trains on its shard of every batch, and the
+    epoch metrics are those of the whole epoch on every rank. Only rank 0 prints. The trained
+    weights equal one process's to float32 rounding (:mod:`trainlab.train.distributed`).
+
     Raises:
         NonFiniteLossError: the loss became NaN/Inf; the error names the epoch and step.
     """
@@ -240,17 +300,28 @@ def fit(model: nn.Module, train, val=None, *, loss, optimizer: torch.optim.Optim
         from trainlab.train.checkpoint import Checkpoint, load_checkpoint
         if not isinstance(resume_from, Checkpoint):
             resume_from = load_checkpoint(resume_from)
+    from trainlab.train import distributed
+    group = distributed.init_from_env(device)
     device = torch.device(device) if device is not None else default_device()
+    if group is not None:
+        device = distributed.rank_device(group, device)
+        from torch.nn.parallel import DistributedDataParallel
+        if isinstance(model, DistributedDataParallel):  # the loop wraps the bare module itself
+            model = model.module
     if seed is not None:
         torch.manual_seed(seed)
     if generator is None:
         generator = torch.Generator()
-        generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
+        order_seed = seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+        if group is not None and seed is None:  # the shards are cut from one permutation: rank 0's
+            order_seed = group.broadcast(order_seed)
+        generator.manual_seed(order_seed)
     model.to(device)
     dtype = model_dtype(model)
     train_ds = as_dataset(train, "train", dtype=dtype).to(device)
     val_ds = as_dataset(val, "val", dtype=dtype).to(device) if val is not None else None
-    batches = Batches(train_ds, batch_size, shuffle=shuffle, drop_last=drop_last, generator=generator)
+    shard = (group.rank, group.world_size) if group is not None else None
+    batches = Batches(train_ds, batch_size, shuffle=shuffle, drop_last=drop_last, generator=generator, shard=shard)
     if len(batches) == 0:
         raise ValueError(f"no training batches: {len(train_ds)} samples with batch_size={batch_size} "
                          "and drop_last=True")
@@ -259,7 +330,7 @@ def fit(model: nn.Module, train, val=None, *, loss, optimizer: torch.optim.Optim
     if history is None:
         history = History()
         callbacks.insert(0, history)
-    if verbose and not any(isinstance(cb, ProgressLogger) for cb in callbacks):
+    if verbose and (group is None or group.is_main) and not any(isinstance(cb, ProgressLogger) for cb in callbacks):
         callbacks.append(ProgressLogger())
     if isinstance(augment, (list, tuple)):
         from trainlab.data.augment import Compose
@@ -267,5 +338,5 @@ def fit(model: nn.Module, train, val=None, *, loss, optimizer: torch.optim.Optim
     if augment is not None and not callable(augment):
         raise TypeError(f"augment must be a callable x -> x, got {type(augment).__name__}")
     loop = Loop(model, batches, val_ds, loss_fn=loss_fn, optimizer=optimizer, epochs=epochs,
-                device=device, callbacks=callbacks, history=history, augment=augment, seed=seed)
+                device=device, callbacks=callbacks, history=history, augment=augment, seed=seed, group=group)
     return loop.run(initial_epoch, resume=resume_from)
