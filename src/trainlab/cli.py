@@ -746,6 +746,7 @@ def _compare_figure(args) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from_shell = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -753,7 +754,16 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    return run_command(args)
+    status = run_command(args)
+    if from_shell and status == EXIT_INTERRUPTED:
+        # the process is about to exit after a Ctrl-C: another press during the interpreter's own
+        # clean-up (finalizers of worker pools, atexit hooks) must end it quietly, not print a traceback
+        import signal
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(signal.SIGINT, lambda signum, frame: os._exit(EXIT_INTERRUPTED))
+    return status
 
 
 def run_command(args) -> int:
