@@ -10,7 +10,7 @@ from trainlab.experiments.study_procedures.activations import activation_compari
 from trainlab.experiments.study_procedures.deep_linear import deep_linear
 from trainlab.experiments.study_procedures.descent import gd_variants
 from trainlab.experiments.study_procedures.diagnosis import diagnosis_suite
-from trainlab.experiments.study_procedures.initialization import init_depth_profile, init_symmetry
+from trainlab.experiments.study_procedures.initialization import init_depth_profile, init_symmetry, init_tanh_gain
 from trainlab.experiments.study_procedures.normalization import bn_learning_rate
 from trainlab.experiments.study_procedures.mnist import mnist_recipe
 from trainlab.experiments.study_procedures.optimizers import optimizer_grid
@@ -30,6 +30,7 @@ PROCEDURES = {
     "generalization_gap": generalization_gap,
     "init_depth_profile": init_depth_profile,
     "init_symmetry": init_symmetry,
+    "init_tanh_gain": init_tanh_gain,
     "l1_sparsity": l1_sparsity,
     "mnist_recipe": mnist_recipe,
     "optimizer_grid": optimizer_grid,
