@@ -100,8 +100,8 @@ def line_profile(model: nn.Module, loss_fn: Callable, data, theta0: Tensor, thet
     between consecutive points in [0, 1].
     """
     if alphas is None:
-        alphas = torch.linspace(-0.25, 1.25, 61)
-    alphas = [float(a) for a in alphas]
+        alphas = torch.linspace(-0.25, 1.25, 61, dtype=torch.float64)
+    alphas = [round(float(a), 12) for a in alphas]
     theta0, theta1 = theta0.detach(), theta1.detach()
     if theta0.shape != theta1.shape:
         raise ValueError(f"theta0 and theta1 differ in size: {theta0.numel()} vs {theta1.numel()}")
@@ -167,7 +167,7 @@ def filter_normalized_slice(model: nn.Module, loss_fn: Callable, data, *, steps:
     if directions is None:
         directions = (filter_normalized_direction(model, generator), filter_normalized_direction(model, generator))
     delta, eta = directions
-    grid = [float(v) for v in torch.linspace(-span, span, steps)]
+    grid = [round(float(v), 12) for v in torch.linspace(-span, span, steps, dtype=torch.float64)]
     batches = _batches(data)
     losses = []
     with _evaluating(model), torch.no_grad():
@@ -308,3 +308,25 @@ def gradient_curvature(model: nn.Module, loss_fn: Callable, data) -> dict:
     curvature = gthg / gtg if gtg > 0 else math.nan
     critical = 2 * gtg / gthg if gthg > 0 else math.inf
     return {"gTg": gtg, "gTHg": gthg, "curvature": curvature, "critical_lr": critical}
+
+
+def landscape_summary(model: nn.Module, loss_fn: Callable, data, theta0: Tensor | None = None, *,
+                      line: bool = True, slice: dict | None = None, sharpness: bool = True, iters: int = 30,
+                      seed: int = 0) -> dict:
+    """What a run's ``diagnostics.landscape`` section asks for, at the model's current weights θ₁.
+
+    ``line``: :func:`line_profile` from ``theta0`` to θ₁ (skipped without ``theta0``); ``slice``:
+    ``{steps, span}`` for :func:`filter_normalized_slice` (``None``: none); ``sharpness``:
+    :func:`hessian_top_eigenvalue` by Lanczos with at most ``iters`` products. Random directions
+    and start vectors come from a generator seeded with ``seed``. JSON-able.
+    """
+    g = torch.Generator().manual_seed(seed)
+    out: dict = {}
+    if line and theta0 is not None:
+        out["line"] = line_profile(model, loss_fn, data, theta0, flat_parameters(model))
+    if slice is not None:
+        out["slice"] = filter_normalized_slice(model, loss_fn, data, steps=slice.get("steps", 21),
+                                               span=slice.get("span", 1.0), generator=g)
+    if sharpness:
+        out["sharpness"] = hessian_top_eigenvalue(model, loss_fn, data, iters=iters, tol=1e-6, generator=g)
+    return out
