@@ -13,6 +13,7 @@ from trainlab.experiments.study_procedures.diagnosis import diagnosis_suite
 from trainlab.experiments.study_procedures.initialization import init_depth_profile, init_symmetry, init_tanh_gain
 from trainlab.experiments.study_procedures.normalization import bn_learning_rate
 from trainlab.experiments.study_procedures.mnist import mnist_recipe
+from trainlab.experiments.study_procedures.optimizer_claims import adaptive_claims, dynamics_claims
 from trainlab.experiments.study_procedures.optimizers import optimizer_grid
 from trainlab.experiments.study_procedures.random_matrices import random_matrices
 from trainlab.experiments.study_procedures.regularization import (early_stopping, generalization_gap, l1_sparsity,
@@ -21,10 +22,12 @@ from trainlab.experiments.study_procedures.worked_examples import cross_entropy_
 
 PROCEDURES = {
     "activation_comparison": activation_comparison,
+    "adaptive_claims": adaptive_claims,
     "bn_learning_rate": bn_learning_rate,
     "cross_entropy_example": cross_entropy_example,
     "deep_linear": deep_linear,
     "diagnosis_suite": diagnosis_suite,
+    "dynamics_claims": dynamics_claims,
     "early_stopping": early_stopping,
     "gd_variants": gd_variants,
     "generalization_gap": generalization_gap,
