@@ -32,7 +32,8 @@ def optimizer_grid(ctx: StudyContext, *, datasets: dict, base: dict, optimizers:
         use_datasets: the labels of ``datasets`` to run (default all).
         seeds: every point is trained once per seed; numbers are means over seeds.
 
-    Reported as ``<data>.<factor>.<optimizer>.<value>.val_accuracy`` (final validation accuracy) and
+    Reported as ``<data>.<factor>.<optimizer>.<value>.val_accuracy`` (final validation accuracy),
+    ``.train_accuracy`` and ``.gap`` (train minus validation accuracy at the end: generalization),
     ``.early_val_accuracy`` (a quarter of the way through training), ``.oscillation`` (mean
     relative epoch-to-epoch rise of the training loss) and ``.diverged_runs``, plus per data set,
     factor and optimizer the best value (``.best``), its accuracy (``.best_accuracy``), the mean over
@@ -62,7 +63,7 @@ def optimizer_grid(ctx: StudyContext, *, datasets: dict, base: dict, optimizers:
                     res = run_sweep(sweep, store=store, out_dir=ctx.path(f"sweeps/{dlabel}-{factor}-{olabel}"),
                                     report=False, verbose=False)
                     table = sweep_table(store, res.id)
-                    by_value = {}
+                    by_value, generalization = {}, {}
                     for g in table["groups"]:
                         value = g["values"][axis["path"]] if axis["path"] in g["values"] else next(iter(g["values"].values()))
                         done = [r for r in g["runs"] if r["status"] == "finished"]
@@ -70,6 +71,12 @@ def optimizer_grid(ctx: StudyContext, *, datasets: dict, base: dict, optimizers:
                         # accuracy a quarter of the way through: how fast a setting gets somewhere
                         early = [r["history"][max(len(r["history"]) // 4 - 1, 0)].get("val_accuracy", math.nan)
                                  for r in done if r["history"]]
+                        # generalization: the final training accuracy and its lead over validation's
+                        train_acc = [r["history"][-1].get("accuracy", math.nan) for r in done if r["history"]]
+                        gaps = [r["history"][-1].get("accuracy", math.nan) - r["history"][-1].get("val_accuracy", math.nan)
+                                for r in done if r["history"]]
+                        generalization[str(value)] = (statistics.fmean(train_acc) if train_acc else math.nan,
+                                                      statistics.fmean(gaps) if gaps else math.nan)
                         diverged = sum(r["status"] != "finished" for r in g["runs"])
                         acc = g["mean"] if not math.isnan(g["mean"]) else 0.0
                         by_value[str(value)] = (value, acc, statistics.fmean(osc) if osc else math.inf, diverged,
@@ -81,6 +88,9 @@ def optimizer_grid(ctx: StudyContext, *, datasets: dict, base: dict, optimizers:
                         metrics[f"{key}.early_val_accuracy"] = early_acc
                         metrics[f"{key}.oscillation"] = osc
                         metrics[f"{key}.diverged_runs"] = div
+                        train_acc, gap = generalization.get(str(value), (math.nan, math.nan))
+                        metrics[f"{key}.train_accuracy"] = train_acc
+                        metrics[f"{key}.gap"] = gap
                         rows.append((factor, olabel, str(value), acc, early_acc, osc, div))
                     best = max(ordered, key=lambda t: t[1])
                     if all(isinstance(v, (int, float)) for v, *_ in ordered):
