@@ -88,13 +88,23 @@ def _sparse_features(ctx, p: dict, metrics: dict, rows: list, curves: dict) -> N
                                  seed=ctx.seed)
         err_rare = float(((w[rare] - 1) ** 2).mean().sqrt())
         err_common = float(((w[~rare] - 1) ** 2).mean().sqrt())
+        # the same lr after one epoch: how fast the rare weights start to move
+        w1, _ = _linear_fit(X, y, name, {"lr": lr}, epochs=1, batch_size=p["batch_size"],
+                            g=torch.Generator().manual_seed(ctx.seed))
+        metrics[f"sparse.{name}.rare_error_first_epoch"] = float(((w1[rare] - 1) ** 2).mean().sqrt())
+        metrics[f"sparse.{name}.common_error_first_epoch"] = float(((w1[~rare] - 1) ** 2).mean().sqrt())
         metrics[f"sparse.{name}.rare_error"] = err_rare
         metrics[f"sparse.{name}.common_error"] = err_common
         metrics[f"sparse.{name}.loss"] = losses[-1]
         metrics[f"sparse.{name}.lr"] = lr
         curves[f"sparse {name} (lr {lr:g})"] = (range(1, len(losses) + 1), losses)
-        rows.append(("sparse features", name, lr, losses[-1], f"rare {err_rare:.3g}, common {err_common:.3g}"))
+        rows.append(("sparse features", name, lr, losses[-1],
+                     f"weight RMS error after 1 epoch: rare {metrics[f'sparse.{name}.rare_error_first_epoch']:.3g}, "
+                     f"common {metrics[f'sparse.{name}.common_error_first_epoch']:.3g}; after {p['epochs']}: "
+                     f"rare {err_rare:.3g}, common {err_common:.3g}"))
     metrics["sparse.rare_error_ratio"] = metrics["sparse.adagrad.rare_error"] / metrics["sparse.sgd.rare_error"]
+    metrics["sparse.rare_error_ratio_first_epoch"] = (metrics["sparse.adagrad.rare_error_first_epoch"]
+                                                      / metrics["sparse.sgd.rare_error_first_epoch"])
 
 
 def _feature_scales(ctx, p: dict, metrics: dict, rows: list, curves: dict) -> None:
@@ -188,7 +198,7 @@ def _rprop_toy(ctx, p: dict, metrics: dict, rows: list, curves: dict) -> None:
                 opt.zero_grad()
                 (gb * w).sum().backward()
                 opt.step()
-            path.append(float(w))
+            path.append(float(w.detach()))
         label = f"rprop_toy.{name}{'_full' if full else ''}"
         metrics[f"{label}.drift"] = abs(path[-1])
         curves[f"{name} {'full batch' if full else 'mini-batches'}"] = (range(1, len(path) + 1), path)
