@@ -276,14 +276,13 @@ def _steps_to(f_and_grad_params, opt_factory, tol: float, max_steps: int) -> int
     """Steps until the loss falls below ``tol`` (``max_steps + 1`` when it never does)."""
     loss_fn, w = f_and_grad_params
     opt = opt_factory([w])
-    for t in range(1, max_steps + 1):
+    for t in range(max_steps + 1):
         opt.zero_grad()
         loss = loss_fn(w)
+        if float(loss.detach()) < tol:   # the loss after t steps
+            return t
         loss.backward()
         opt.step()
-        with torch.no_grad():
-            if float(loss_fn(w)) < tol:
-                return t
     return max_steps + 1
 
 
@@ -298,15 +297,22 @@ def _nesterov(ctx, p: dict, metrics: dict, rows: list) -> None:
     g = torch.Generator().manual_seed(ctx.seed + 4)
     n = p["n_samples"]
     X = torch.randn(n, p["features"], generator=g, dtype=torch.float64) * torch.logspace(0, 1, p["features"], dtype=torch.float64)
-    y = (X @ torch.randn(p["features"], generator=g, dtype=torch.float64) + 0.5 * torch.randn(n, generator=g, dtype=torch.float64) > 0).double()
+    # label noise keeps the classes overlapping, so the loss has a finite minimum to converge to
+    y = (X @ torch.randn(p["features"], generator=g, dtype=torch.float64)
+         + p["label_noise"] * torch.randn(n, generator=g, dtype=torch.float64) > 0).double()
     logistic = lambda w: torch.nn.functional.binary_cross_entropy_with_logits(X @ w, y)
     w_star = torch.zeros(p["features"], dtype=torch.float64, requires_grad=True)
-    # the logistic loss's floor, by many steps of a good optimizer, so the tolerance is reachable
-    opt = optim.Adam([w_star], lr=0.05)
-    for _ in range(3000):
+    # the logistic loss's floor (L-BFGS, PyTorch's, as a reference solver), so the tolerance is reachable
+    opt = torch.optim.LBFGS([w_star], lr=1.0, max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-15,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
         opt.zero_grad()
-        logistic(w_star).backward()
-        opt.step()
+        loss = logistic(w_star)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
     with torch.no_grad():
         floor = float(logistic(w_star))
     for beta in p["betas"]:
@@ -456,10 +462,13 @@ def dynamics_claims(ctx: StudyContext, *, nesterov: dict, escape: dict, cost: di
     """
     metrics: dict = {}
     rows_nag, rows, curves_escape, curves_cost = [], [], {}, {}
-    _nesterov(ctx, nesterov, metrics, rows_nag)
-    _noise_escape(ctx, escape, metrics, rows, curves_escape)
-    _batch_cost(ctx, cost, metrics, rows, curves_cost)
-    _sharpness(ctx, sharpness, metrics, rows)
+    for name, run in (("nesterov", lambda: _nesterov(ctx, nesterov, metrics, rows_nag)),
+                      ("escape", lambda: _noise_escape(ctx, escape, metrics, rows, curves_escape)),
+                      ("cost", lambda: _batch_cost(ctx, cost, metrics, rows, curves_cost)),
+                      ("sharpness", lambda: _sharpness(ctx, sharpness, metrics, rows))):
+        t0 = time.perf_counter()
+        run()
+        ctx.log(f"{name}: {time.perf_counter() - t0:.1f} s")
     from trainlab.experiments.plots import plot_panels
 
     fig = plot_panels([
