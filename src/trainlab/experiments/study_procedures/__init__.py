@@ -11,6 +11,7 @@ from trainlab.experiments.study_procedures.deep_linear import deep_linear
 from trainlab.experiments.study_procedures.descent import gd_variants
 from trainlab.experiments.study_procedures.diagnosis import diagnosis_suite
 from trainlab.experiments.study_procedures.initialization import init_depth_profile, init_symmetry, init_tanh_gain
+from trainlab.experiments.study_procedures.landscape import landscape_minima
 from trainlab.experiments.study_procedures.normalization import bn_learning_rate
 from trainlab.experiments.study_procedures.mnist import mnist_recipe
 from trainlab.experiments.study_procedures.optimizer_claims import adaptive_claims, dynamics_claims
@@ -35,6 +36,7 @@ PROCEDURES = {
     "init_symmetry": init_symmetry,
     "init_tanh_gain": init_tanh_gain,
     "l1_sparsity": l1_sparsity,
+    "landscape_minima": landscape_minima,
     "mnist_recipe": mnist_recipe,
     "optimizer_grid": optimizer_grid,
     "random_matrices": random_matrices,
