@@ -8,13 +8,14 @@ import torch
 
 from trainlab.experiments.report import Section
 from trainlab.experiments.studies import Outcome, StudyContext
-from trainlab.experiments.study_procedures._common import train
 
 
 def landscape_minima(ctx: StudyContext, *, data: dict, widths: list[int], seeds: list[int], epochs: int,
                      optimizer: dict, batch_size: int = 32, activation: str = "relu", samples: int = 512,
                      slice_steps: int = 21, slice_span: float = 1.0) -> Outcome:
     """Train a one-hidden-layer MLP of each width from several seeds and look at the landscape.
+
+    ``data``: ``{n_samples, noise, split}`` of two moons; ``optimizer``: ``{lr}`` of Adam.
 
     Per width: the training loss each seed ends at (``minima.w<width>.{mean, spread, rel_spread}``:
     spread = max − min, relative to the loss at initialization), the loss along the line from
@@ -30,22 +31,41 @@ def landscape_minima(ctx: StudyContext, *, data: dict, widths: list[int], seeds:
     metrics: dict = {}
     rows, line_series, between_series = [], {}, {}
     slice_out = None
+    from trainlab.data.dataset import split as split_data
+    from trainlab.data.toy import moons
+    from trainlab.init import init_model
+    from trainlab.losses import cross_entropy
+    from trainlab.nn.models import MLP
+    from trainlab.optim import Adam
+
+    spec = dict(data)
+    train_set, _ = split_data(moons(spec.get("n_samples", 600), spec.get("noise", 0.2), seed=ctx.seed),
+                              spec.get("split", (0.7, 0.3)), seed=ctx.seed)
+    batch = (train_set.X[:samples], train_set.y[:samples])
+    loss_fn = cross_entropy
+
+    def fit_one(width: int, seed: int) -> tuple:
+        """Adam on mini-batches from trainlab's default (``auto``) initialization; returns the model
+        and its line from the initialization to the trained weights."""
+        g = torch.Generator().manual_seed(seed)
+        model = MLP(2, hidden=[width], out_features=2, activation=activation)
+        init_model(model, "auto", "zeros", generator=g)
+        theta0 = flat_parameters(model)
+        opt = Adam(model.parameters(), lr=optimizer.get("lr", 0.01))
+        X, y = train_set.X, train_set.y
+        for _ in range(epochs):
+            order = torch.randperm(len(X), generator=g)
+            for i in range(0, len(X), batch_size):
+                idx = order[i:i + batch_size]
+                opt.zero_grad()
+                loss_fn(model(X[idx]), y[idx]).backward()
+                opt.step()
+        return model, line_profile(model, loss_fn, batch, theta0, flat_parameters(model),
+                                   [i / 20 for i in range(-5, 26)])
+
     for width in widths:
-        runs = []
-        for seed in seeds:
-            cfg = {"name": f"landscape-w{width}-s{seed}", "seed": seed, "data": data,
-                   "model": {"kind": "mlp", "hidden": [width], "activation": activation}, "optimizer": optimizer,
-                   "train": {"epochs": epochs, "batch_size": batch_size},
-                   "diagnostics": {"every": 0, "spectra": False,
-                                   "landscape": {"line": True, "sharpness": False, "samples": samples}}}
-            run = train(cfg)
-            if run.diverged is not None:
-                raise RuntimeError(f"width {width}, seed {seed} diverged: {run.diverged}")
-            runs.append(run)
-        split = runs[0].result.extras["data"].train
-        batch = (split.X[:samples], split.y[:samples])
-        loss_fn = runs[0].result.extras["loss"]
-        lines = [r.result.extras["landscape"]["line"] for r in runs]
+        runs = [fit_one(width, seed) for seed in seeds]
+        lines = [line for _, line in runs]
         finals = [l["loss_end"] for l in lines]
         start = statistics.fmean(l["loss_start"] for l in lines)
         key = f"w{width}"
@@ -57,12 +77,12 @@ def landscape_minima(ctx: StudyContext, *, data: dict, widths: list[int], seeds:
         metrics[f"line.{key}.max_barrier"] = max(l["max_barrier"] for l in lines)
         line_series[f"width {width}"] = (lines[0]["alphas"], lines[0]["losses"])
         barriers = []
-        model = runs[0].model
-        for a, b in zip(runs[:-1], runs[1:]):
-            prof = line_profile(model, loss_fn, batch, flat_parameters(a.model), flat_parameters(b.model),
+        model = runs[0][0]
+        for (a, _), (b, _) in zip(runs[:-1], runs[1:]):
+            prof = line_profile(model, loss_fn, batch, flat_parameters(a), flat_parameters(b),
                                 [i / 20 for i in range(21)])
             barriers.append(prof["max_barrier"])
-            if a is runs[0]:
+            if a is runs[0][0]:
                 between_series[f"width {width}"] = (prof["alphas"], prof["losses"])
         metrics[f"between.{key}.barrier"] = statistics.fmean(barriers)
         metrics[f"between.{key}.min_barrier"] = min(barriers)
@@ -72,7 +92,7 @@ def landscape_minima(ctx: StudyContext, *, data: dict, widths: list[int], seeds:
         ctx.log(f"width {width}: final losses {[round(f, 4) for f in finals]}, between-minima barrier "
                 f"{statistics.fmean(barriers):.3g}")
         if width == widths[-1]:
-            slice_out = filter_normalized_slice(runs[0].model, loss_fn, batch, steps=slice_steps, span=slice_span,
+            slice_out = filter_normalized_slice(runs[0][0], loss_fn, batch, steps=slice_steps, span=slice_span,
                                                 generator=torch.Generator().manual_seed(ctx.seed))
             metrics["slice.center_loss"] = slice_out["center_loss"]
             metrics["slice.min_loss"] = min(min(r) for r in slice_out["losses"])
