@@ -37,7 +37,8 @@ def optimizer_grid(ctx: StudyContext, *, datasets: dict, base: dict, optimizers:
     ``.early_val_accuracy`` (a quarter of the way through training), ``.oscillation`` (mean
     relative epoch-to-epoch rise of the training loss) and ``.diverged_runs``, plus per data set,
     factor and optimizer the best value (``.best``), its accuracy (``.best_accuracy``), the mean over
-    the factor's values (``.mean_accuracy``) and best minus worst (``.spread``: how much tuning matters).
+    the factor's values (``.mean_accuracy``), best minus worst (``.spread``: how much tuning matters)
+    and the largest train-minus-validation gap over the values (``.max_gap``).
     """
     from trainlab.experiments.plots import plot_panels
     from trainlab.experiments.store import Store
@@ -98,6 +99,9 @@ def optimizer_grid(ctx: StudyContext, *, datasets: dict, base: dict, optimizers:
                     metrics[f"{dlabel}.{factor}.{olabel}.mean_accuracy"] = statistics.fmean(t[1] for t in ordered)
                     metrics[f"{dlabel}.{factor}.{olabel}.best_accuracy"] = best[1]
                     metrics[f"{dlabel}.{factor}.{olabel}.spread"] = best[1] - min(t[1] for t in ordered)
+                    gaps = [metrics[f"{dlabel}.{factor}.{olabel}.{t[0]}.gap"] for t in ordered]
+                    metrics[f"{dlabel}.{factor}.{olabel}.max_gap"] = max((x for x in gaps if not math.isnan(x)),
+                                                                         default=math.nan)
                     numeric = all(isinstance(t[0], (int, float)) and not isinstance(t[0], bool) for t in ordered)
                     xs = [t[0] if numeric else list(axis["values"]).index(t[0]) for t in ordered]
                     series[olabel] = (xs, [t[1] for t in ordered])
