@@ -34,6 +34,7 @@ def test_a_run_writes_the_landscape_and_the_curvature_records(tmp_path):
     assert len(land["slice"]["losses"]) == 5 and land["sharpness"] > 0
     assert (tmp_path / "run" / "landscape_line.png").exists() and (tmp_path / "run" / "landscape_slice.png").exists()
     assert "Loss landscape" in (tmp_path / "run" / "report.html").read_text()
+    assert (tmp_path / "run" / "curvature.png").exists()              # the monitor is drawn in the report
     records = json.loads((tmp_path / "run" / "metrics.json").read_text())["diagnostics"]["records"]
     assert all(set(r["curvature"]) == {"gTg", "gTHg", "curvature", "critical_lr"} for r in records)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import inspect
 import io
+import math
 import re
 import shutil
 import sys
@@ -606,6 +607,19 @@ def diagnostics_sections(result: RunResult) -> list[Section]:
             figs.append(("update-to-weight ratio ‖ΔW‖/‖W‖ of the epoch's last step (~1e-3 is typical)",
                          plots.plot_layer_series(ratios, run_dir / "update_ratios.png", ylabel="‖ΔW‖ / ‖W‖",
                                                  log=True, title="Update-to-weight ratio")))
+        curv = [(r["epoch"] + 1, r["curvature"]) for r in rec.all_records() if r.get("curvature")]
+        if curv:  # diagnostics.curvature: the notes' ill-conditioning monitor
+            epochs = [e for e, _ in curv]
+            figs.append(("curvature along the gradient (diagnostics.curvature): gᵀg, gᵀHg and the step size "
+                         "2gᵀg/gᵀHg above which a gradient step raises the loss; gᵀHg growing faster than gᵀg is "
+                         "ill-conditioning",
+                         plots.plot_panels([
+                             {"title": "gᵀg and gᵀHg", "xlabel": "epoch", "ylabel": "log scale", "logy": True,
+                              "series": {"gᵀg": (epochs, [max(c["gTg"], 1e-300) for _, c in curv]),
+                                         "|gᵀHg|": (epochs, [max(abs(c["gTHg"]), 1e-300) for _, c in curv])}},
+                             {"title": "critical step 2gᵀg/gᵀHg", "xlabel": "epoch", "ylabel": "learning rate",
+                              "logy": True, "series": {"critical lr": (epochs, [c["critical_lr"] if math.isfinite(c["critical_lr"]) else float("nan") for _, c in curv])}},
+                         ], run_dir / "curvature.png")))
         out.append(Section("Gradient flow", figures=figs))
         units = plots.plot_unit_health(rec.series("activations", "dead_frac"),
                                        rec.series("activations", "saturated_frac"), run_dir / "units.png")
