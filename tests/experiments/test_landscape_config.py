@@ -44,3 +44,10 @@ def test_recording_curvature_does_not_change_the_run():
     without = run_experiment(BASE, write=False, verbose=False)
     for a, b in zip(with_c.model.parameters(), without.model.parameters()):
         assert torch.equal(a, b)
+
+
+def test_the_cli_refuses_a_bad_slice_in_one_line_before_training(cli):
+    res = cli("run", "--epochs", "1", "--set", "diagnostics.landscape.slice.steps=1", "--no-store")
+    assert res.returncode != 0
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln]
+    assert len(lines) == 1 and "diagnostics.landscape.slice.steps" in lines[0] and "epoch 1" not in res.stdout
