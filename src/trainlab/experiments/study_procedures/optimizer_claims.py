@@ -172,7 +172,8 @@ def _adadelta_vs_adagrad(ctx, p: dict, metrics: dict, rows: list, curves: dict) 
         k = max(1, steps // 10)
         metrics[f"adadelta.{name}.final_distance"] = dist[-1] / c
         metrics[f"adadelta.{name}.step_decay"] = (sum(steps_taken[-2 * k:-k]) / k) / (sum(steps_taken[:k]) / k)
-        curves[f"{name}"] = (range(1, steps + 1), [x / c for x in dist])
+        label = {"adadelta": "Adadelta (Zeiler)", "rmsprop": f"RMSprop γ = {p['rho']:g} (the notes' Adadelta)"}.get(name, name)
+        curves[label] = (range(1, steps + 1), [x / c for x in dist])
         rows.append(("long walk to a distant minimum", name, kw["lr"], dist[-1] / c, "distance left / start"))
     # the weight of the most recent squared gradient in Adadelta's running average: 1 − ρ
     w = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
