@@ -423,9 +423,16 @@ def auto_(tensor: Tensor, activation: str = "linear", param: float | None = None
     relu, leaky_relu, prelu, rectifier          He (fan_in), gain √(2/(1 + α²))
     elu, gelu, silu, maxout                     He-style (fan_in), gain 1/√E[f(z)²]
     selu                                        LeCun (fan_in, gain 1): self-normalization
-    tanh, sigmoid                               Xavier (fan_avg), gain 5/3 resp. 1
+    tanh, sigmoid                               Xavier (fan_avg), gain 1 (Glorot's Var = 2/(n_in+n_out))
     linear / none (output layers), softmax      Xavier (fan_avg), gain 1 (Keras' default)
     ==========================================  =============================================
+
+    Note: for tanh this is *not* PyTorch's ``calculate_gain('tanh') = 5/3``. The study
+    ``init-tanh-gain`` measured both on tanh MLPs of depth 5–50: gain 1 keeps the first/last
+    gradient std within 0.76–1.14 with < 0.5 % saturated units and still trains at depth 50;
+    gain 5/3 puts the net in the chaotic regime (gradient ratio 5 at depth 20, 87 at depth 50,
+    4–7 % saturated) and a depth-50 net does not learn. 5/3 keeps activations from shrinking
+    and trains shallow nets a little faster; pass ``gain=5/3`` to ``xavier_normal`` for that.
 
     Args:
         activation, param: the activation's name and parameter (slope α, ELU α, maxout k).
@@ -443,7 +450,8 @@ def auto_(tensor: Tensor, activation: str = "linear", param: float | None = None
     elif activation == "selu":
         mode, gain, family = "fan_in", 1.0, "lecun"
     elif activation in ("tanh", "sigmoid", "linear", "identity", "softmax", "log_softmax"):
-        mode, gain, family = "fan_avg", calculate_gain(activation), "xavier"
+        # gain 1 for tanh too (Glorot & Bengio 2010, the notes): see the note above and init-tanh-gain
+        mode, gain, family = "fan_avg", 1.0, "xavier"
     else:
         raise ValueError(f"auto_ does not know the activation {activation!r}")
     n = _fan(tensor, mode)

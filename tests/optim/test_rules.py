@@ -103,6 +103,20 @@ def test_adagrad(foreach, placement):
 
 
 @FOREACH
+@pytest.mark.parametrize("placement", ["outside", "inside"])
+def test_adagrad_notes_variant_divides_by_the_earlier_squared_gradients(foreach, placement):
+    # notes 003: θ_t = θ_{t−1} − η g_t / √(α_{t−1} + ε), α_{t−1} = r₀ + Σ_{i<t} g_i²
+    lr, eps, r0 = 0.5, 1e-3, 0.1
+    p, _ = run(O.Adagrad, [G1, G2], foreach, lr=lr, eps=eps, initial_accumulator_value=r0,
+               eps_placement=placement, include_current=False)
+    den = (lambda r: r.sqrt() + eps) if placement == "outside" else (lambda r: (r + eps).sqrt())
+    r0t = torch.full((5,), r0, dtype=torch.float64)
+    p1 = t(P0) - lr * t(G1) / den(r0t)
+    p2 = p1 - lr * t(G2) / den(r0t + t(G1) ** 2)
+    close(p, p2)
+
+
+@FOREACH
 @pytest.mark.parametrize("centered", [False, True])
 @pytest.mark.parametrize("placement", ["outside", "inside"])
 def test_rmsprop(foreach, centered, placement):

@@ -65,19 +65,23 @@ class DiagnosticsRecorder(Callback):
         weight_tol: |w| below this counts as "small" for weight sparsity (default 1e-3).
         saturation_tol: the saturation band as a fraction of the activation's range (0.01).
         seed: seeds the choice of probe samples.
+        curvature: also record ``"curvature": {"gTg", "gTHg", "curvature", "critical_lr"}``, the
+            curvature along the gradient gᵀHg/gᵀg (:func:`~trainlab.diagnostics.landscape.gradient_curvature`);
+            a gradient step longer than ``critical_lr`` raises the loss (ill-conditioning, notes 002).
 
     Differs from Keras/TensorBoard-style histogram logging in measuring on a fixed batch in eval
     mode, so successive records are comparable and free of dropout noise.
     """
 
     def __init__(self, every: int = 1, probe: int | Dataset | tuple = 256, *, spectra: bool = True,
-                 weight_tol: float = 1e-3, saturation_tol: float = 0.01, seed: int = 0):
+                 weight_tol: float = 1e-3, saturation_tol: float = 0.01, seed: int = 0, curvature: bool = False):
         if not isinstance(every, int) or every < 0:
             raise ValueError(f"every must be a non-negative integer, got {every!r}")
         if isinstance(probe, int) and probe < 1:
             raise ValueError(f"probe must be a positive number of samples, got {probe}")
         self.every, self.probe, self.spectra = every, probe, spectra
         self.weight_tol, self.saturation_tol, self.seed = weight_tol, saturation_tol, seed
+        self.curvature = curvature
         self.initial: dict | None = None
         self.records: list[dict] = []
         self.spectrum: dict[str, dict] = {}
@@ -112,6 +116,9 @@ class DiagnosticsRecorder(Callback):
         self._before = None
         out = {"epoch": epoch, "step": self.loop.step, "loss": loss, "layers": layers,
                "activations": probe.stats()}
+        if self.curvature:  # the notes' ill-conditioning monitor: one extra Hessian-vector product
+            from trainlab.diagnostics.landscape import gradient_curvature
+            out["curvature"] = gradient_curvature(model, self.loop.loss_fn, (self._x, self._y))
         val = getattr(self.loop, "val", None)
         if val is not None and len(val) > 1:
             spread = per_sample_spread(model, val, self.loop.loss_fn)

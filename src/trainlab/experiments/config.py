@@ -300,12 +300,49 @@ class TrainSpec(Section):
         return v
 
 
+class SliceSpec(Section):
+    """The 2-D filter-normalized slice of :func:`trainlab.diagnostics.landscape.filter_normalized_slice`:
+    a ``steps × steps`` grid over [−span, span]² around the trained weights."""
+
+    steps: int = Field(default=21, ge=2, le=101)
+    span: float = Field(default=1.0, gt=0)
+
+
+class LandscapeSpec(Section):
+    """The loss landscape after training (:mod:`trainlab.diagnostics.landscape`), written to
+    ``landscape.json`` and the report.
+
+    ``line``: the loss from the initial to the trained weights (Goodfellow et al. 2015);
+    ``slice``: a filter-normalized 2-D slice around the trained weights (Li et al. 2018;
+    ``true`` for the defaults, steps 21 and span 1); ``sharpness``: the top Hessian eigenvalue at
+    the trained weights (Lanczos on Hessian-vector products, at most ``iters`` products);
+    ``samples``: how many training samples the losses are computed on.
+    """
+
+    line: bool = True
+    slice: SliceSpec | None = None
+    sharpness: bool = True
+    samples: int = Field(default=512, ge=1)
+    iters: int = Field(default=30, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bools_for_numbers(cls, data):
+        # `slice: true` asks for the default slice and `slice: false` for none; other booleans are slips
+        if isinstance(data, dict) and isinstance(data.get("slice"), bool):
+            data = {**data, "slice": {} if data["slice"] else None}
+        return Section._no_bools_for_numbers.__func__(cls, data)
+
+
 class DiagnosticsSpec(Section):
     """The diagnostics recorder (:class:`trainlab.diagnostics.DiagnosticsRecorder`) of a run.
 
     ``every``: record after every ``every``-th epoch (0: only before training and at the end);
     ``probe``: probe batch size; ``spectra``: Marchenko–Pastur views of the weights;
-    ``thresholds``: overrides of the verdicts' thresholds (see :func:`trainlab.diagnostics.diagnose`).
+    ``thresholds``: overrides of the verdicts' thresholds (see :func:`trainlab.diagnostics.diagnose`);
+    ``curvature``: also record gᵀg, gᵀHg and gᵀHg/gᵀg on the probe batch (the ill-conditioning
+    monitor, :func:`trainlab.diagnostics.landscape.gradient_curvature`); ``landscape``: line,
+    slice and sharpness after training (:class:`LandscapeSpec`).
     Set the whole section to ``null`` to switch diagnostics off.
     """
 
@@ -313,6 +350,8 @@ class DiagnosticsSpec(Section):
     probe: int = Field(default=256, ge=1)
     spectra: bool = True
     thresholds: dict[str, float] = Field(default_factory=dict)
+    curvature: bool = False
+    landscape: LandscapeSpec | None = None
 
     @field_validator("thresholds")
     @classmethod

@@ -847,3 +847,47 @@ def _plot_record_evidence(mark: dict, verdict, path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_line_profile(alphas: Sequence[float], losses: Sequence[float], path: str | Path, title: str = "",
+                      series: dict | None = None) -> Path:
+    """The loss along θ(α) = (1 − α)θ₀ + αθ₁ (Goodfellow et al. 2015); α = 0 and 1 marked.
+    ``series`` adds more lines ({label: (alphas, losses)})."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    lines = {"loss": (alphas, losses)} if series is None else series
+    for label, (xs, ys) in lines.items():
+        ax.plot(list(xs), list(ys), label=str(label), linewidth=1.4)
+    for x in (0.0, 1.0):
+        ax.axvline(x, color="gray", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("α (0: initial weights, 1: trained weights)")
+    ax.set_ylabel("loss")
+    ax.set_title(title or "loss along the line from initialization to the trained weights", fontsize=10)
+    ax.grid(alpha=0.3)
+    if len(lines) > 1:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_loss_contour(a: Sequence[float], b: Sequence[float], losses: Sequence[Sequence[float]], path: str | Path,
+                      title: str = "", levels: int = 25) -> Path:
+    """Contours of a 2-D loss slice (rows follow ``b``, columns ``a``; Li et al. 2018), log-spaced
+    levels when the losses span more than a decade, the centre marked."""
+    import numpy as np
+
+    z = np.asarray(losses, dtype=float)
+    z = np.where(np.isfinite(z), z, np.nanmax(np.where(np.isfinite(z), z, np.nan)))
+    fig, ax = plt.subplots(figsize=(5.0, 4.2))
+    lo, hi = float(z.min()), float(z.max())
+    if lo > 0 and hi / lo > 10:
+        lv = np.geomspace(lo, hi, levels)
+    else:
+        lv = np.linspace(lo, hi if hi > lo else lo + 1e-12, levels)
+    cs = ax.contour(list(a), list(b), z, levels=lv, cmap="viridis", linewidths=0.8)
+    fig.colorbar(cs, ax=ax, label="loss")
+    ax.plot([0], [0], marker="*", color="red", markersize=9)
+    ax.set_xlabel("a (direction δ)")
+    ax.set_ylabel("b (direction η)")
+    ax.set_title(title or "filter-normalized 2-D slice around the trained weights", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import inspect
 import io
+import math
 import re
 import shutil
 import sys
@@ -456,6 +457,9 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
             history = History()
             run_callbacks.insert(0, history)
         stopped = None
+        landscape = cfg.diagnostics.landscape if cfg.diagnostics is not None else None
+        # the initialization is reproducible from the config, so on resume too this is where training began
+        theta0 = _flat_parameters(model) if landscape is not None else None
         try:
             fit(model, data.train, data.val, loss=loss, optimizer=optimizer, epochs=cfg.train.epochs,
                 batch_size=cfg.train.batch_size, callbacks=run_callbacks, device=device, seed=cfg.seed,
@@ -469,6 +473,8 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
         result.extras.update(data=data, loss=loss, early_stops=early_stops(run_callbacks))
         if recorder is not None:
             result.extras["diagnostics"] = recorder
+        if landscape is not None and stopped is None and main:
+            result.extras["landscape"] = _landscape(cfg, model, loss, data, theta0)
         if main:
             from trainlab.diagnostics.verdicts import diagnose_run
             result.extras["verdicts"] = diagnose_run(result, loss, data, stopped=stopped)
@@ -527,7 +533,8 @@ def _add_run_callbacks(cfg: Config, callbacks: list, run_path: Path | None):
     recorder = None
     if cfg.diagnostics is not None:
         d = cfg.diagnostics
-        recorder = DiagnosticsRecorder(every=d.every, probe=d.probe, spectra=d.spectra, seed=cfg.seed)
+        recorder = DiagnosticsRecorder(every=d.every, probe=d.probe, spectra=d.spectra, seed=cfg.seed,
+                                       curvature=d.curvature)
         callbacks.append(recorder)
     checkpoints = [cb for cb in callbacks if isinstance(cb, ModelCheckpoint)]
     if run_path is not None and not checkpoints:
@@ -536,6 +543,23 @@ def _add_run_callbacks(cfg: Config, callbacks: list, run_path: Path | None):
     for cb in checkpoints:  # resuming compares the config in the checkpoint with the one given
         cb.metadata.setdefault("config", cfg.to_dict())
     return recorder
+
+
+def _flat_parameters(model):
+    from trainlab.diagnostics.landscape import flat_parameters
+    return flat_parameters(model)
+
+
+def _landscape(cfg: Config, model, loss, data, theta0) -> dict:
+    """``diagnostics.landscape`` after training, on the first ``samples`` training samples."""
+    from trainlab.diagnostics.landscape import landscape_summary
+
+    spec = cfg.diagnostics.landscape
+    n = min(spec.samples, len(data.train))
+    batch = (data.train.X[:n], data.train.y[:n])
+    return landscape_summary(model, loss, batch, theta0, line=spec.line,
+                             slice=spec.slice.model_dump() if spec.slice is not None else None,
+                             sharpness=spec.sharpness, iters=spec.iters, seed=cfg.seed)
 
 
 class ResumeError(ValueError):
@@ -738,6 +762,19 @@ def diagnostics_sections(result: RunResult) -> list[Section]:
             figs.append(("update-to-weight ratio ‖ΔW‖/‖W‖ of the epoch's last step (~1e-3 is typical)",
                          plots.plot_layer_series(ratios, run_dir / "update_ratios.png", ylabel="‖ΔW‖ / ‖W‖",
                                                  log=True, title="Update-to-weight ratio")))
+        curv = [(r["epoch"] + 1, r["curvature"]) for r in rec.all_records() if r.get("curvature")]
+        if curv:  # diagnostics.curvature: the notes' ill-conditioning monitor
+            epochs = [e for e, _ in curv]
+            figs.append(("curvature along the gradient (diagnostics.curvature): gᵀg, gᵀHg and the step size "
+                         "2gᵀg/gᵀHg above which a gradient step raises the loss; gᵀHg growing faster than gᵀg is "
+                         "ill-conditioning",
+                         plots.plot_panels([
+                             {"title": "gᵀg and gᵀHg", "xlabel": "epoch", "ylabel": "log scale", "logy": True,
+                              "series": {"gᵀg": (epochs, [max(c["gTg"], 1e-300) for _, c in curv]),
+                                         "|gᵀHg|": (epochs, [max(abs(c["gTHg"]), 1e-300) for _, c in curv])}},
+                             {"title": "critical step 2gᵀg/gᵀHg", "xlabel": "epoch", "ylabel": "learning rate",
+                              "logy": True, "series": {"critical lr": (epochs, [c["critical_lr"] if math.isfinite(c["critical_lr"]) else float("nan") for _, c in curv])}},
+                         ], run_dir / "curvature.png")))
         out.append(Section("Gradient flow", figures=figs))
         units = plots.plot_unit_health(rec.series("activations", "dead_frac"),
                                        rec.series("activations", "saturated_frac"), run_dir / "units.png")
@@ -755,6 +792,7 @@ def diagnostics_sections(result: RunResult) -> list[Section]:
                 "structure learned from the data."],
                 figures=[("singular values vs Marchenko–Pastur",
                           plots.plot_spectra(rec.spectrum, run_dir / "spectra.png"))]))
+    out.extend(landscape_sections(result))
     augment = result.extras.get("augment")
     grid = getattr(plots, "plot_augmented_grid", None)
     if augment is not None and grid is not None:
@@ -765,6 +803,34 @@ def diagnostics_sections(result: RunResult) -> list[Section]:
         except (TypeError, ValueError) as err:  # e.g. data that are not images
             out.append(Section("Augmented samples", text=[f"not drawn: {err}"]))
     return out
+
+
+def landscape_sections(result: RunResult) -> list[Section]:
+    """The ``diagnostics.landscape`` results: line profile, 2-D slice, sharpness."""
+    from trainlab.experiments import plots
+
+    land = result.extras.get("landscape")
+    if not land or result.run_dir is None:
+        return []
+    text, figs = [], []
+    if "sharpness" in land:
+        text.append(f"Sharpness (top Hessian eigenvalue at the trained weights, Lanczos on Hessian-vector "
+                    f"products): {land['sharpness']:.4g}. Plain gradient descent is stable at this point only "
+                    f"for learning rates below 2/λ_max = {2 / land['sharpness']:.4g}." if land["sharpness"] > 0 else
+                    f"Sharpness (top Hessian eigenvalue): {land['sharpness']:.4g} (not a minimum).")
+    if "line" in land:
+        line = land["line"]
+        text.append(f"Along the line from the initial to the trained weights the loss goes from "
+                    f"{line['loss_start']:.4g} to {line['loss_end']:.4g}; "
+                    + ("it falls monotonically" if line["monotone"] else "it does not fall monotonically")
+                    + f" (largest rise above the chord: {line['max_barrier']:.3g}).")
+        figs.append(("loss along θ(α) = (1 − α)θ₀ + αθ₁ (Goodfellow, Vinyals & Saxe 2015)",
+                     plots.plot_line_profile(line["alphas"], line["losses"], result.run_dir / "landscape_line.png")))
+    if "slice" in land:
+        sl = land["slice"]
+        figs.append(("filter-normalized random 2-D slice around the trained weights (Li et al. 2018)",
+                     plots.plot_loss_contour(sl["a"], sl["b"], sl["losses"], result.run_dir / "landscape_slice.png")))
+    return [Section("Loss landscape", text=text, figures=figs)]
 
 
 def write_run_folder(result: RunResult) -> Path:
@@ -784,6 +850,8 @@ def write_run_folder(result: RunResult) -> Path:
         summary["records"] = [{**r, "epoch": r["epoch"] + 1} if "epoch" in r else r for r in summary["records"]]
         metrics["diagnostics"] = summary
     atomic_write_json(run_dir / "metrics.json", metrics)
+    if "landscape" in result.extras:
+        atomic_write_json(run_dir / "landscape.json", result.extras["landscape"])
     if "verdicts" in result.extras:
         atomic_write_json(run_dir / "verdicts.json", result.extras["verdicts"].to_dict())
     save_weights(result.model, run_dir / "weights.safetensors", metadata={"name": result.config.name})

@@ -32,7 +32,9 @@ class Adagrad(ChainOptimizer):
     Args: ``lr`` (1e-2), ``lr_decay`` (0), ``weight_decay`` λ (0), ``initial_accumulator_value``
     r₀ (0; Keras uses 0.1), ``eps`` ε (1e-10), ``foreach``, ``maximize``, ``eps_placement``:
     ``"outside"`` √r + ε (PyTorch, Goodfellow Alg. 8.4 with δ = 1e-7, notes 002) or ``"inside"``
-    √(r + ε) (Keras, notes 003/004).
+    √(r + ε) (Keras, notes 003/004); ``include_current`` (True): False is notes 003's variant
+    θ ← θ − η g_t/(√r_{t−1} + ε), dividing by the squared gradients *before* this step (neither
+    Duchi et al. nor PyTorch; its first step is η·g/√ε, huge unless r₀ > 0 or ε is large).
 
     Reference: Duchi, Hazan & Singer, JMLR 2011. Because r only grows, the effective rate
     lr/√r decays like 1/√t — "Adagrad's step dies" (notes 001/004), which the trajectories show.
@@ -42,7 +44,7 @@ class Adagrad(ChainOptimizer):
     def __init__(self, params, lr: float = 1e-2, lr_decay: float = 0, weight_decay: float = 0,
                  initial_accumulator_value: float = 0, eps: float = 1e-10,
                  foreach: bool | None = None, *, maximize: bool = False,
-                 eps_placement: str = "outside"):
+                 eps_placement: str = "outside", include_current: bool = True):
         check_lr(lr)
         check_range("lr_decay", lr_decay, 0.0, math.inf, hi_open=False)
         check_range("weight_decay", weight_decay, 0.0, math.inf, hi_open=False)
@@ -51,11 +53,13 @@ class Adagrad(ChainOptimizer):
         check_choice("eps_placement", eps_placement, EPS_PLACEMENTS)
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value, eps=eps,
-                                      foreach=foreach, maximize=maximize, eps_placement=eps_placement))
+                                      foreach=foreach, maximize=maximize, eps_placement=eps_placement,
+                                      include_current=include_current))
 
     def transforms(self, group):
         return _head(group) + [
-            ScaleByAdagrad(group["eps"], group["initial_accumulator_value"], group["eps_placement"]),
+            ScaleByAdagrad(group["eps"], group["initial_accumulator_value"], group["eps_placement"],
+                           group.get("include_current", True)),
             ScaleByLearningRate(group["lr_decay"]),
         ]
 

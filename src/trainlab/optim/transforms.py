@@ -342,16 +342,19 @@ class ScaleByAdagrad(Transform):
     Goodfellow et al. Alg. 8.4; Duchi, Hazan & Singer 2011. ``initial_accumulator_value`` r₀
     (PyTorch 0, Keras 0.1) keeps the first steps from being ±lr for every coordinate.
     ``eps_placement="inside"`` uses √(r + ε) as Keras and notes 003/004 do.
+    ``include_current=False`` is notes 003's variant: the step divides by the sum of the *earlier*
+    squared gradients, u_t = g_t / (√r_{t−1} + ε), r_{t−1} = Σ_{i<t} g_i², and only then adds g_t².
     """
 
     State = AdagradState
 
     def __init__(self, eps: float = 1e-10, initial_accumulator_value: float = 0.0,
-                 eps_placement: str = "outside"):
+                 eps_placement: str = "outside", include_current: bool = True):
         check_range("epsilon", eps, 0.0, math.inf, hi_open=False)
         check_range("initial_accumulator_value", initial_accumulator_value, 0.0, math.inf, hi_open=False)
         check_choice("eps_placement", eps_placement, EPS_PLACEMENTS)
         self.eps, self.initial_accumulator_value, self.eps_placement = eps, initial_accumulator_value, eps_placement
+        self.include_current = bool(include_current)
 
     def init(self, p):
         return AdagradState(torch.full_like(p, self.initial_accumulator_value,
@@ -359,10 +362,15 @@ class ScaleByAdagrad(Transform):
 
     def update(self, g, s, p, info):
         r = s.sum + g * g
-        return g / _denominator(r, self.eps, self.eps_placement), AdagradState(r)
+        seen = r if self.include_current else s.sum     # notes 003: r_{t−1}, without g_t²
+        return g / _denominator(seen, self.eps, self.eps_placement), AdagradState(r)
 
     def update_many(self, d, s, params, info):
         gs = d.materialize()
+        if not self.include_current:  # the denominator from r_{t−1}, taken before g_t² is added
+            den = _denominator_many(s.sum, self.eps, self.eps_placement)
+            torch._foreach_addcmul_(s.sum, gs, gs)
+            return Direction(gs, den)
         torch._foreach_addcmul_(s.sum, gs, gs)
         return Direction(gs, _denominator_many(s.sum, self.eps, self.eps_placement))
 

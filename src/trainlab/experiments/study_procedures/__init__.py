@@ -15,9 +15,11 @@ from trainlab.experiments.study_procedures.descent import gd_variants
 from trainlab.experiments.study_procedures.diagnosis import diagnosis_suite
 from trainlab.experiments.study_procedures.dying import dying_relus
 from trainlab.experiments.study_procedures.init_training import init_training
-from trainlab.experiments.study_procedures.initialization import init_depth_profile, init_symmetry
+from trainlab.experiments.study_procedures.initialization import init_depth_profile, init_symmetry, init_tanh_gain
+from trainlab.experiments.study_procedures.landscape import landscape_minima
 from trainlab.experiments.study_procedures.normalization import bn_learning_rate
 from trainlab.experiments.study_procedures.mnist import mnist_recipe
+from trainlab.experiments.study_procedures.optimizer_claims import adaptive_claims, dynamics_claims
 from trainlab.experiments.study_procedures.optimizers import optimizer_grid
 from trainlab.experiments.study_procedures.penalty_paths import penalty_paths, penalty_strength
 from trainlab.experiments.study_procedures.random_matrices import random_matrices
@@ -30,19 +32,23 @@ PROCEDURES = {
     "activation_basics": activation_basics,
     "activation_comparison": activation_comparison,
     "batchnorm_claims": batchnorm_claims,
+    "adaptive_claims": adaptive_claims,
     "bn_learning_rate": bn_learning_rate,
     "capacity_sweep": capacity_sweep,
     "cross_entropy_example": cross_entropy_example,
     "deep_linear": deep_linear,
     "diagnosis_suite": diagnosis_suite,
     "dying_relus": dying_relus,
+    "dynamics_claims": dynamics_claims,
     "early_stopping": early_stopping,
     "gd_variants": gd_variants,
     "generalization_gap": generalization_gap,
     "init_depth_profile": init_depth_profile,
     "init_training": init_training,
     "init_symmetry": init_symmetry,
+    "init_tanh_gain": init_tanh_gain,
     "l1_sparsity": l1_sparsity,
+    "landscape_minima": landscape_minima,
     "mnist_recipe": mnist_recipe,
     "optimizer_grid": optimizer_grid,
     "penalty_paths": penalty_paths,

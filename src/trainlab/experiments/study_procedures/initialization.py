@@ -160,3 +160,108 @@ def init_depth_profile(ctx: StudyContext, *, depth: int, width: int, n_samples: 
                 "grad std layer 1", f"grad std layer {depth}", "saturated frac"), rows),
         figures=[("activations and gradients over depth", fig)])
     return Outcome(metrics, [section])
+
+
+def _teacher_task(width: int, n: int, classes: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """x ~ N(0, I_width), labels argmax(x W_t) of a random linear teacher: learnable by any depth."""
+    teacher = torch.randn(width, classes, generator=g)
+    x = torch.randn(n, width, generator=g)
+    return x, (x @ teacher).argmax(1)
+
+
+def _train_loss(model: MLP, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
+                momentum: float, g: torch.Generator) -> float:
+    """Mini-batch SGD with momentum for ``epochs``; returns the training cross-entropy after it
+    (``inf`` when the loss became non-finite)."""
+    from trainlab.losses import cross_entropy
+    from trainlab.optim import SGD
+
+    opt = SGD(model.parameters(), lr=lr, momentum=momentum)
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), batch_size):
+            idx = order[i:i + batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = cross_entropy(model(x[idx]), y[idx])
+            if not torch.isfinite(loss):
+                return math.inf
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        return float(cross_entropy(model(x), y))
+
+
+def init_tanh_gain(ctx: StudyContext, *, depths: list[int], width: int, n_samples: int, cases: dict,
+                   epochs: int, batch_size: int = 64, lr: float = 0.01, momentum: float = 0.9,
+                   classes: int = 10, saturation_tol: float = 0.01, repeats: int = 1) -> Outcome:
+    """Which gain suits tanh: signals at initialization and the loss after training, over depth.
+
+    For each depth in ``depths`` and each case (``{init: {init_model args}}``; the activation is
+    tanh) a ``depth × width`` tanh MLP is measured at initialization on x ~ N(0, I) with random
+    labels, exactly as :func:`init_depth_profile` does (``grad_ratio``: first/last layer gradient
+    std; ``saturated_frac``: mean fraction of units within ``saturation_tol`` of ±1; ``act_ratio``:
+    last/first activation std), and then trained from that initialization for ``epochs`` of SGD
+    (``lr``, ``momentum``, ``batch_size``) on a linear-teacher task of ``n_samples`` points;
+    ``loss`` is the training cross-entropy after it. Metrics are named ``<case>.d<depth>.<what>``
+    and averaged over ``repeats`` seeds (geometric mean for ratios, arithmetic for the rest).
+    """
+    metrics: dict[str, float] = {}
+    rows = []
+    series = {key: {label: ([], []) for label in cases} for key in ("grad", "sat", "loss", "act")}
+    for depth in depths:
+        for label, case in cases.items():
+            logs = {"grad": [], "sat": [], "loss": [], "act": []}
+            for r in range(repeats):
+                g = torch.Generator().manual_seed(ctx.seed * 1000 + 17 * r + depth)
+                model = MLP(width, hidden=[width] * depth, out_features=classes, activation="tanh")
+                _init(model, case["init"], g)
+                xr = torch.randn(n_samples, width, generator=g)
+                yr = torch.randint(0, classes, (n_samples,), generator=g)
+                p = _depth_profile(model, xr, yr, saturation_tol)
+                logs["grad"].append(math.log(max(p["grad_std"][0] / p["grad_std"][-1], 1e-300)))
+                logs["act"].append(math.log(max(p["act_std"][-1] / p["act_std"][0], 1e-300)))
+                logs["sat"].append(sum(p["saturated"]) / len(p["saturated"]))
+                x, y = _teacher_task(width, n_samples, classes, g)
+                model.zero_grad(set_to_none=True)
+                logs["loss"].append(_train_loss(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr,
+                                                momentum=momentum, g=g))
+            grad = math.exp(sum(logs["grad"]) / repeats)
+            act = math.exp(sum(logs["act"]) / repeats)
+            sat = sum(logs["sat"]) / repeats
+            loss = sum(logs["loss"]) / repeats
+            key = f"{label}.d{depth}"
+            metrics[f"{key}.grad_ratio"] = grad
+            metrics[f"{key}.log10_grad_ratio_abs"] = abs(math.log10(grad))
+            metrics[f"{key}.act_ratio"] = act
+            metrics[f"{key}.saturated_frac"] = sat
+            metrics[f"{key}.loss"] = loss
+            for k, v in (("grad", grad), ("sat", sat), ("loss", loss), ("act", act)):
+                series[k][label][0].append(depth)
+                series[k][label][1].append(v)
+            rows.append((label, depth, str(case["init"]), grad, act, sat, loss))
+            ctx.log(f"{label} depth {depth}: grad ratio {grad:.3g}, act ratio {act:.3g}, saturated {sat:.3g}, "
+                    f"loss {loss:.4g}")
+    for label in cases:
+        metrics[f"{label}.max_log10_grad_ratio_abs"] = max(metrics[f"{label}.d{d}.log10_grad_ratio_abs"] for d in depths)
+        metrics[f"{label}.max_saturated_frac"] = max(metrics[f"{label}.d{d}.saturated_frac"] for d in depths)
+        metrics[f"{label}.mean_loss"] = sum(metrics[f"{label}.d{d}.loss"] for d in depths) / len(depths)
+    from trainlab.experiments.plots import plot_panels
+
+    fig = plot_panels([
+        {"title": "first/last layer gradient std at init", "xlabel": "depth", "ylabel": "ratio (log)",
+         "logy": True, "series": series["grad"], "markers": True, "hline": 1.0},
+        {"title": "last/first layer activation std at init", "xlabel": "depth", "ylabel": "ratio (log)",
+         "logy": True, "series": series["act"], "markers": True, "hline": 1.0},
+        {"title": "saturated fraction at init", "xlabel": "depth", "ylabel": "fraction",
+         "series": series["sat"], "markers": True},
+        {"title": f"training loss after {epochs} epochs", "xlabel": "depth", "ylabel": "cross-entropy",
+         "series": series["loss"], "markers": True},
+    ], ctx.path("tanh_gain.png"), ncols=2)
+    section = Section("tanh: gain 1 vs 5/3 vs He over depth", text=[
+        f"tanh MLPs of {width} units per hidden layer, depths {depths}; at initialization on x ~ N(0, I) with "
+        f"random labels ({n_samples} samples), then {epochs} epochs of SGD (lr {lr}, momentum {momentum}, "
+        f"batch {batch_size}) on a linear-teacher task; mean over {repeats} seed(s)."],
+        table=(("case", "depth", "init", "grad std first/last", "act std last/first", "saturated frac",
+                f"loss after {epochs} epochs"), rows),
+        figures=[("gradient balance, saturation and trained loss over depth", fig)])
+    return Outcome(metrics, [section])

@@ -32,11 +32,13 @@ def optimizer_grid(ctx: StudyContext, *, datasets: dict, base: dict, optimizers:
         use_datasets: the labels of ``datasets`` to run (default all).
         seeds: every point is trained once per seed; numbers are means over seeds.
 
-    Reported as ``<data>.<factor>.<optimizer>.<value>.val_accuracy`` (final validation accuracy) and
+    Reported as ``<data>.<factor>.<optimizer>.<value>.val_accuracy`` (final validation accuracy),
+    ``.train_accuracy`` and ``.gap`` (train minus validation accuracy at the end: generalization),
     ``.early_val_accuracy`` (a quarter of the way through training), ``.oscillation`` (mean
     relative epoch-to-epoch rise of the training loss) and ``.diverged_runs``, plus per data set,
     factor and optimizer the best value (``.best``), its accuracy (``.best_accuracy``), the mean over
-    the factor's values (``.mean_accuracy``) and best minus worst (``.spread``: how much tuning matters).
+    the factor's values (``.mean_accuracy``), best minus worst (``.spread``: how much tuning matters)
+    and the largest train-minus-validation gap over the values (``.max_gap``).
     """
     from trainlab.experiments.plots import plot_panels
     from trainlab.experiments.store import Store
@@ -62,7 +64,7 @@ def optimizer_grid(ctx: StudyContext, *, datasets: dict, base: dict, optimizers:
                     res = run_sweep(sweep, store=store, out_dir=ctx.path(f"sweeps/{dlabel}-{factor}-{olabel}"),
                                     report=False, verbose=False)
                     table = sweep_table(store, res.id)
-                    by_value = {}
+                    by_value, generalization = {}, {}
                     for g in table["groups"]:
                         value = g["values"][axis["path"]] if axis["path"] in g["values"] else next(iter(g["values"].values()))
                         done = [r for r in g["runs"] if r["status"] == "finished"]
@@ -70,6 +72,12 @@ def optimizer_grid(ctx: StudyContext, *, datasets: dict, base: dict, optimizers:
                         # accuracy a quarter of the way through: how fast a setting gets somewhere
                         early = [r["history"][max(len(r["history"]) // 4 - 1, 0)].get("val_accuracy", math.nan)
                                  for r in done if r["history"]]
+                        # generalization: the final training accuracy and its lead over validation's
+                        train_acc = [r["history"][-1].get("accuracy", math.nan) for r in done if r["history"]]
+                        gaps = [r["history"][-1].get("accuracy", math.nan) - r["history"][-1].get("val_accuracy", math.nan)
+                                for r in done if r["history"]]
+                        generalization[str(value)] = (statistics.fmean(train_acc) if train_acc else math.nan,
+                                                      statistics.fmean(gaps) if gaps else math.nan)
                         diverged = sum(r["status"] != "finished" for r in g["runs"])
                         acc = g["mean"] if not math.isnan(g["mean"]) else 0.0
                         by_value[str(value)] = (value, acc, statistics.fmean(osc) if osc else math.inf, diverged,
@@ -81,6 +89,9 @@ def optimizer_grid(ctx: StudyContext, *, datasets: dict, base: dict, optimizers:
                         metrics[f"{key}.early_val_accuracy"] = early_acc
                         metrics[f"{key}.oscillation"] = osc
                         metrics[f"{key}.diverged_runs"] = div
+                        train_acc, gap = generalization.get(str(value), (math.nan, math.nan))
+                        metrics[f"{key}.train_accuracy"] = train_acc
+                        metrics[f"{key}.gap"] = gap
                         rows.append((factor, olabel, str(value), acc, early_acc, osc, div))
                     best = max(ordered, key=lambda t: t[1])
                     if all(isinstance(v, (int, float)) for v, *_ in ordered):
@@ -88,6 +99,9 @@ def optimizer_grid(ctx: StudyContext, *, datasets: dict, base: dict, optimizers:
                     metrics[f"{dlabel}.{factor}.{olabel}.mean_accuracy"] = statistics.fmean(t[1] for t in ordered)
                     metrics[f"{dlabel}.{factor}.{olabel}.best_accuracy"] = best[1]
                     metrics[f"{dlabel}.{factor}.{olabel}.spread"] = best[1] - min(t[1] for t in ordered)
+                    gaps = [metrics[f"{dlabel}.{factor}.{olabel}.{t[0]}.gap"] for t in ordered]
+                    metrics[f"{dlabel}.{factor}.{olabel}.max_gap"] = max((x for x in gaps if not math.isnan(x)),
+                                                                         default=math.nan)
                     numeric = all(isinstance(t[0], (int, float)) and not isinstance(t[0], bool) for t in ordered)
                     xs = [t[0] if numeric else list(axis["values"]).index(t[0]) for t in ordered]
                     series[olabel] = (xs, [t[1] for t in ordered])
