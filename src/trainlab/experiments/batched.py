@@ -928,6 +928,7 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
 
 BATCHABLE_CALLBACKS = frozenset({"early_stopping"})  # epoch-end callbacks on the member's own loop
 MAX_BATCH_BYTES = 2 << 30  # estimated memory of one batched model (data, state, activations)
+EVAL_CHUNK_BYTES = 1 << 28  # activations of one batched evaluation chunk, all members together
 
 
 def _bn_forward(self, x: Tensor) -> Tensor:
@@ -1253,27 +1254,30 @@ def _train_vmapped(batch: list[Member], mode: str, family: str | None) -> list[M
     alive = [True] * M
     frozen = [False] * M  # stopped early: its own model holds its final state
     global_step = 0
-    val_X = _Stack([m.data.val.X for m in batch]) if first.data.val is not None else None
-    val_Y = _Stack([m.data.val.y for m in batch]) if first.data.val is not None else None
+    # evaluation in chunks whose activations stay within EVAL_CHUNK_BYTES for all members together
+    per_sample = max(_trace(base, first.data.train.X[:1].expand(2, *first.data.train.X.shape[1:])) // 2, 1)
+    eval_chunk = int(max(1, min(8192, EVAL_CHUNK_BYTES // (M * per_sample))))
 
-    def evaluate_val() -> list[dict]:
+    def evaluate_split(which: str, p: dict, bufs: dict) -> list[dict]:
+        """:func:`trainlab.evaluate` of every member on its split ``which`` (eval mode, batched)."""
+        sets = [getattr(m.data, which) for m in batch]
+        xs, ys = _Stack([d.X for d in sets]).full(M), _Stack([d.y for d in sets]).full(M)
+        nv = len(sets[0])
         base.eval()
         try:
             with torch.no_grad():
-                nv, total, correct, acc = len(first.data.val), [], [], False
-                xs, ys = val_X.full(M), val_Y.full(M)
-                for i in range(0, nv, 8192):
-                    z = batched_forward(params(), buffers, xs[:, i:i + 8192], [])
-                    total.append(member_losses(loss, z, ys[:, i:i + 8192]).double() * z.shape[1])
-                    c = member_correct(loss, z, ys[:, i:i + 8192])
+                total, correct = [], []
+                for i in range(0, nv, eval_chunk):
+                    z = batched_forward(p, bufs, xs[:, i:i + eval_chunk], [])
+                    total.append(member_losses(loss, z, ys[:, i:i + eval_chunk]).double() * z.shape[1])
+                    c = member_correct(loss, z, ys[:, i:i + eval_chunk])
                     if c is not None:
-                        acc = True
                         correct.append(c)
                 tot = torch.stack(total).sum(0).cpu()
-                cor = torch.stack(correct).sum(0).cpu() if acc else None
+                cor = torch.stack(correct).sum(0).cpu() if correct else None
         finally:
             base.train()
-        return [{"loss": float(tot[k]) / max(nv, 1), **({"accuracy": int(cor[k]) / max(nv, 1)} if acc else {})}
+        return [{"loss": float(tot[k]) / max(nv, 1), **({"accuracy": int(cor[k]) / max(nv, 1)} if cor is not None else {})}
                 for k in range(M)]
 
     base.train()
@@ -1338,7 +1342,7 @@ def _train_vmapped(batch: list[Member], mode: str, family: str | None) -> list[M
                 batch[k].error = NonFiniteLossError(float(L[bad, k]), epoch, bad, global_step - steps + bad)
         if not any(alive):
             break
-        val = evaluate_val() if val_X is not None else None
+        val = evaluate_split("val", params(), buffers) if first.data.val is not None else None
         seen = sum(counts)
         elapsed = (time.perf_counter() - t0) / max(sum(alive), 1)
         for k, m in enumerate(batch):
@@ -1373,6 +1377,15 @@ def _train_vmapped(batch: list[Member], mode: str, family: str | None) -> list[M
                 cb.on_train_end({})
             if m.recorder is not None:
                 m.recorder.on_train_end({})
+    # the final numbers of every member at once, from the members' own models as training left
+    # them (an early stop's restored best weights included): runner.final_metrics, batched
+    with torch.no_grad():
+        final_p, final_b = stack_module_state(models)
+    finals: list[dict] = [{} for _ in range(M)]
+    for which in ("train", "val", "test"):
+        if getattr(first.data, which) is not None:
+            for k, row in enumerate(evaluate_split(which, final_p, final_b)):
+                finals[k].update({f"{which}_{key}": v for key, v in row.items()})
     wall = (time.perf_counter() - t_start) / M
     peak = _peak_memory(device)
     out = []
@@ -1381,7 +1394,7 @@ def _train_vmapped(batch: list[Member], mode: str, family: str | None) -> list[M
         if m.error is not None:
             out.append(MemberOutcome(m.config, None, m.error, {**info, "wall_time": wall}))
             continue
-        final = final_metrics(m.model, m.data, m.loss, device)
+        final = finals[k]
         result = RunResult(m.config, m.model, m.history, final, wall)
         from trainlab.experiments.runner import early_stops
         result.extras.update(data=m.data, loss=m.loss, early_stops=early_stops(callbacks[k]))
