@@ -182,7 +182,7 @@ def _compare_cnn(args) -> int:
     except MnistUnavailableError as err:
         print(f"skipped: {str(err).splitlines()[0]}")
         return 0
-    outcomes, t_b, c_b = timed(lambda: train_group(cfgs))
+    outcomes, t_b, c_b = timed(lambda: train_group(cfgs, batch_convs_on_cpu=True))
     failed = [o for o in outcomes if o.error is not None]
     if failed:
         print(f"batched: {len(failed)} runs failed: {failed[0].error}", file=sys.stderr)

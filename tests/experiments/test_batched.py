@@ -291,7 +291,7 @@ MODELS = {
 def test_any_model_batches_and_members_equal_their_solo_runs(name):
     model, data = MODELS[name]
     cfgs = [vcfg(s, model, data) for s in range(3)]
-    outcomes = train_group(cfgs)  # 20 steps each
+    outcomes = train_group(cfgs, batch_convs_on_cpu=True)  # 20 steps each
     assert all(o.info.get("engine") == "vmap" and o.info["batched"] == 3 for o in outcomes), outcomes[0].info
     assert all(o.info["peak_memory_bytes"] > 0 for o in outcomes)
     for c, o in zip(cfgs, outcomes):
@@ -363,3 +363,9 @@ def test_models_that_do_not_run_under_vmap_train_alone():
             return self.lin(x) * float(x.abs().max())
 
     assert "does not run under vmap" in why_not_batchable(Odd(), torch.randn(4, 2))
+
+
+def test_cnns_on_the_cpu_train_alone_unless_asked():
+    model, data = MODELS["cnn"]
+    outcomes = train_group([vcfg(s, model, data, epochs=1) for s in range(2)])
+    assert all(o.info["batched"] == 1 and "convolutions on the CPU" in o.info["reason"] for o in outcomes)
