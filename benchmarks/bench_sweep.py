@@ -144,13 +144,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     parser.add_argument("--skip-fit", action="store_true", help="leave out the trainlab-fit column")
-    parser.add_argument("--workload", choices=["moons", "cnn", "all"], default="all")
+    parser.add_argument("--workload", choices=["moons", "cnn", "all"], default=None,
+                        help="default: all (with --quick: moons, which needs no MNIST)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: where every column runs")
     parser.add_argument("--cnn-images", type=int, default=2000, help="MNIST training images of the CNN workload")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads for every column (default 1: these matrices are too "
                              "small to split, and spare threads spin against other processes)")
     args = parser.parse_args(argv)
+    if args.workload is None:
+        args.workload = "moons" if args.quick else "all"
     threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     tuned = keep_freed_memory()  # as `trainlab sweep` does; one process, so every column runs with it
