@@ -541,7 +541,7 @@ def member_losses(loss: Loss, z: Tensor, y: Tensor) -> Tensor:
     """
     m, b = z.shape[:2]
     if loss.name == "cross_entropy":
-        log_p = z - z.logsumexp(dim=-1, keepdim=True)
+        log_p = torch.log_softmax(z, dim=-1)  # the fused kernel trainlab's loss uses
         if not y.dtype.is_floating_point:
             nll = -log_p.gather(-1, y.long().unsqueeze(-1)).squeeze(-1)
             if loss.label_smoothing == 0.0:
@@ -767,7 +767,8 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     loss = first.loss
-    acts = [b.act for b in first.model.blocks]
+    # trainlab's activations in plain ops where one exists (the same numbers, no autograd.Function call)
+    acts = [_activation_forward(b.act) or b.act for b in first.model.blocks]
     layers = [_linears(m.model) for m in batch]
     shapes = [(lin.out_features, lin.in_features) for lin in layers[0]]
 
@@ -777,6 +778,7 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
             W = [torch.stack([ls[j].weight for ls in layers]).requires_grad_() for j in range(len(shapes))]
             B = [torch.stack([ls[j].bias for ls in layers]).unsqueeze(1).requires_grad_() for j in range(len(shapes))]
         leaves = [t for pair in zip(W, B) for t in pair]
+        detached = [p.detach() for p in leaves]  # the rule updates these views of the leaves in place
         rule = _FUSED_RULES[family]([m.optimizer.param_groups[0] for m in batch], W[0])
 
         def params() -> tuple[list[Tensor], list[Tensor]]:
@@ -840,16 +842,8 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
             losses = member_losses(loss, z, yb)
             losses.sum().backward()  # member k's parameters only see member k's loss
             values = losses.detach()
-            if not bool(torch.isfinite(values).all()):
-                finite = torch.isfinite(values)
-                for k in range(M):
-                    if alive[k] and not bool(finite[k]):
-                        alive[k] = False
-                        batch[k].error = NonFiniteLossError(float(values[k]), epoch, b, global_step)
-                if not any(alive):
-                    break
             if mode == "fused":
-                rule.step([p.detach() for p in leaves], [p.grad for p in leaves])
+                rule.step(detached, [p.grad for p in leaves])
             else:
                 for k, m in enumerate(batch):
                     if alive[k]:
@@ -860,13 +854,22 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
             if c is not None:
                 step_correct.append(c)
             global_step += 1
+        # the epoch's one read: a member whose loss turned non-finite fails as its solo run would,
+        # at the first such step (the NaN check of fit, made once per epoch)
+        L = torch.stack(step_losses)
+        finite = torch.isfinite(L).cpu()
+        for k in range(M):
+            if alive[k] and not bool(finite[:, k].all()):
+                bad = int((~finite[:, k]).nonzero()[0, 0])
+                alive[k] = False
+                batch[k].error = NonFiniteLossError(float(L[bad, k]), epoch, bad, global_step - steps + bad)
         if not any(alive):
             break
         ws, bs = params()
         val = val_sets.evaluate(ws, bs, acts) if val_sets is not None else None
         # fit sums loss·batch size in float64 (Python floats) and divides by the samples seen
         seen = sum(counts)
-        total = (torch.stack(step_losses).double().cpu() * torch.tensor(counts, dtype=torch.float64).view(-1, 1)).sum(0)
+        total = (L.double().cpu() * torch.tensor(counts, dtype=torch.float64).view(-1, 1)).sum(0)
         correct = torch.stack(step_correct).sum(0).cpu() if step_correct else None
         elapsed = (time.perf_counter() - t0) / M
         for k, m in enumerate(batch):
