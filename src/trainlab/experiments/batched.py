@@ -1,11 +1,21 @@
-"""Train M MLPs of one architecture as one batched model, each computing what it computes alone.
+"""Train M models of one architecture as one batched model, each computing what it computes alone.
 
 A sweep over learning rates or seeds trains many small networks of the same shape. One at a time,
-each step is a handful of tiny matrix products and the time goes to Python and kernel-launch
-overhead. Stacked, member k's layer-l weights are ``W[l][k]`` of a tensor of shape ``(M, out, in)``
-and one batched matrix product per layer serves all members::
+each step is a handful of tiny kernels and the time goes to Python and kernel-launch overhead.
+Batched, one kernel per layer serves all members. Two engines do it:
 
-    h[l+1] = act(baddbmm(b[l], h[l], W[l]^T))      h: (M, B, width), b: (M, 1, out)
+``vmap`` (any model the builders make: CNNs, batch/layer norm, dropout, residual blocks)
+    ``torch.func``: the members' solo-built models are stacked (``stack_module_state``: every
+    parameter and buffer becomes one ``(M, ...)`` tensor) and a base copy of the architecture on
+    the ``meta`` device runs them all, ``vmap(functional_call(base, (params, buffers), x))``.
+    Batch norm keeps per-member running statistics (its buffers are stacked and updated in place
+    row by row under ``vmap``); dropout masks are drawn per member from a generator in the state
+    of that member's solo run (see the section "any model" below for what is exact where).
+``stack`` (plain MLPs without schedules or callbacks: the fastest path)
+    Member k's layer-l weights are ``W[l][k]`` of a tensor of shape ``(M, out, in)`` and one
+    batched matrix product per layer serves all members::
+
+        h[l+1] = act(baddbmm(b[l], h[l], W[l]^T))      h: (M, B, width), b: (M, 1, out)
 
 Each member keeps its own everything:
 
@@ -17,32 +27,42 @@ Each member keeps its own everything:
   its own ``torch.Generator`` seeded as :func:`trainlab.fit` seeds it, drawing one
   ``randperm`` per epoch exactly as :class:`~trainlab.data.batches.Batches` does.
 - **hyperparameters**: read from its own optimizer (built by the catalog from its config), held as
-  ``(M, 1)`` columns that broadcast over the members' rows.
+  ``(M, 1, 1)`` columns that broadcast over the members' rows; a schedule (the config's
+  ``schedule``, built as the runner builds it) drives each member's own optimizer, and the lr
+  column follows it (re-read after the schedule's hooks whenever one is set).
+- **callbacks**: early stopping runs on each member's own loop at every epoch end; a member that
+  stops keeps its state from then on (its own model holds it; its row of the batch is ignored).
 - **loss**: the objective is the sum of the members' mean losses; member k's parameters appear only
   in its own term, so its gradient is exactly the gradient of its own loss.
 
 Two ways to update (chosen per batch, ``mode="auto"``):
 
 ``fused``
-    All parameters of all members live in one ``(M, P)`` tensor and one update rule steps them
-    together (:class:`BatchedSGD`, :class:`BatchedAdam`: the formulas of ``torch.optim.SGD`` /
-    ``Adam`` / ``AdamW`` with per-member hyperparameters). Used only when a probe shows that the
-    rule reproduces the catalog's optimizer for every member's settings (a few steps in float64 on
-    random gradients, see :func:`fused_rule_for`), so a new or changed optimizer can never be
-    silently replaced by a different formula.
+    All members' parameters are stepped together by one update rule (:class:`BatchedSGD`,
+    :class:`BatchedAdam`: the formulas of ``torch.optim.SGD`` / ``Adam`` / ``AdamW`` with
+    per-member hyperparameters). Used only when a probe shows that the rule reproduces the
+    catalog's optimizer for every member's settings (a few steps in float64 on random gradients,
+    see :func:`probe_optimizer`), so a new or changed optimizer can never be silently replaced by
+    a different formula.
 ``per_member``
     The forward and backward passes are batched, and each member's own optimizer (any
     ``torch.optim.Optimizer``, with gradient transformations) steps its own parameters. Works for
     every optimizer that evaluates the closure once per step.
 
-Runs that cannot be batched (see :func:`why_not_batchable`) train alone through
-:func:`run_experiment`, so :func:`train_group` always returns one result per config.
+Runs that cannot be batched (see :func:`why_not_batchable_config` and :func:`why_not_batchable`:
+augmentation, file-writing callbacks, DropConnect, weight norm, layers that do not run under
+``vmap``; on the CPU, CNNs unless ``batch_convs_on_cpu``) train alone through
+:func:`run_experiment`, so :func:`train_group` always returns one result per config, and its
+``info`` says how it was trained and why. Members are chunked so that one batched model stays
+within a memory budget (:func:`member_bytes`); ``info["peak_memory_bytes"]`` reports the peak.
+
+Nothing in a step reads from the device: the step losses stay device tensors and are read once
+per epoch, which is also when a member whose loss became NaN/Inf is found (it fails with the
+epoch and step of its first non-finite loss, as its solo run does).
 
 Differences from training alone: floating-point rounding (a batched product sums in another order),
 so parameters agree to ~1e-6 after tens of steps rather than bit for bit; the ``time`` of an epoch
-is the batch's epoch time divided by the number of members; hyperparameters are read once at the
-start (no schedules), and runs with callbacks, schedules, augmentation, dropout or normalization
-layers are trained alone.
+is the batch's epoch time divided by the number of members still training.
 """
 from __future__ import annotations
 
