@@ -369,3 +369,19 @@ def test_cnns_on_the_cpu_train_alone_unless_asked():
     model, data = MODELS["cnn"]
     outcomes = train_group([vcfg(s, model, data, epochs=1) for s in range(2)])
     assert all(o.info["batched"] == 1 and "convolutions on the CPU" in o.info["reason"] for o in outcomes)
+
+
+def test_diagnostics_of_vmapped_members_equal_those_of_solo_runs():
+    cfgs = [vcfg(s, {"hidden": [16, 16], "norm": "batch", "dropout": 0.2}, diagnostics={"every": 1, "probe": 64})
+            for s in (0, 1)]
+    outcomes = train_group(cfgs)
+    assert outcomes[1].info["engine"] == "vmap"
+    solo = assert_equals_solo(cfgs[1], outcomes[1])
+    a, b = solo.extras["diagnostics"].all_records(), outcomes[1].result.extras["diagnostics"].all_records()
+    assert [(r["epoch"], r["step"]) for r in a] == [(r["epoch"], r["step"]) for r in b] == [(-1, 0), (0, 10), (1, 20)]
+    for ra, rb in zip(a, b):
+        for layer, row in ra["layers"].items():
+            for key, v in row.items():
+                if isinstance(v, float) and math.isfinite(v):
+                    assert rb["layers"][layer][key] == pytest.approx(v, rel=1e-4, abs=1e-7), (layer, key)
+    assert [v.kind for v in solo.extras["verdicts"]] == [v.kind for v in outcomes[1].result.extras["verdicts"]]
