@@ -12,10 +12,10 @@ Batched, one kernel per layer serves all members. Two engines do it:
     row by row under ``vmap``); dropout masks are drawn per member from a generator in the state
     of that member's solo run (see the section "any model" below for what is exact where).
 ``stack`` (plain MLPs without schedules or callbacks: the fastest path)
-    Member k's layer-l weights are ``W[l][k]`` of a tensor of shape ``(M, out, in)`` and one
-    batched matrix product per layer serves all members::
+    Member k's layer-l weights, transposed, are ``Wt[l][k]`` of a tensor of shape ``(M, in, out)``
+    and one batched matrix product per layer serves all members::
 
-        h[l+1] = act(baddbmm(b[l], h[l], W[l]^T))      h: (M, B, width), b: (M, 1, out)
+        h[l+1] = act(baddbmm(b[l], h[l], Wt[l]))      h: (M, B, width), b: (M, 1, out)
 
 Each member keeps its own everything:
 
@@ -545,10 +545,14 @@ class _Stack:
 
 
 def _forward(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], acts: Sequence[nn.Module]) -> Tensor:
-    """(M, B, in) → (M, B, out): one ``baddbmm`` per layer, activations between."""
+    """(M, B, in) → (M, B, out): one ``baddbmm`` per layer, activations between.
+
+    ``weights`` are the members' Wᵀ, stacked: (M, in, out) each, contiguous, so every product
+    reads its right operand in the layout the batched GEMM wants (a transposed view is ~20% slower).
+    """
     h = x.flatten(2)
     for i, (w, b) in enumerate(zip(weights, biases)):
-        h = torch.baddbmm(b, h, w.transpose(1, 2))   # nn.Linear's x·Wᵀ + b, per member
+        h = torch.baddbmm(b, h, w)   # nn.Linear's x·Wᵀ + b, per member
         if i < len(acts):
             h = acts[i](h)
     return h
@@ -610,7 +614,7 @@ class _EvalSets:
                 x, y = self.X.full(M)[:, i:i + chunk], self.Y.full(M)[:, i:i + chunk]
             # the forward pass in slices whose activations stay in cache (~512 KB: a (32, 64, 64)
             # block), then the loss of the whole chunk at once, reduced exactly as evaluate() does
-            width = max(w.shape[1] for w in weights)
+            width = max(max(w.shape[1:]) for w in weights)
             step = max(16, (1 << 17) // (M * width))
             z = torch.cat([_forward(x[:, j:j + step], weights, biases, acts) for j in range(0, x.shape[1], step)], 1)
             total += member_losses(self.loss, z, y).double().cpu() * x.shape[1]
@@ -795,7 +799,7 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
     if mode == "fused":
         # each layer's weights stacked into one (M, out, in) leaf, its biases into one (M, 1, out) leaf
         with torch.no_grad():
-            W = [torch.stack([ls[j].weight for ls in layers]).requires_grad_() for j in range(len(shapes))]
+            W = [torch.stack([ls[j].weight.t() for ls in layers]).requires_grad_() for j in range(len(shapes))]
             B = [torch.stack([ls[j].bias for ls in layers]).unsqueeze(1).requires_grad_() for j in range(len(shapes))]
         leaves = [t for pair in zip(W, B) for t in pair]
         detached = [p.detach() for p in leaves]  # the rule updates these views of the leaves in place
@@ -807,7 +811,7 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
         leaves = [p for ls in layers for lin in ls for p in (lin.weight, lin.bias)]
 
         def params() -> tuple[list[Tensor], list[Tensor]]:
-            ws = [torch.stack([ls[j].weight for ls in layers]) for j in range(len(shapes))]
+            ws = [torch.stack([ls[j].weight.t() for ls in layers]) for j in range(len(shapes))]
             bs = [torch.stack([ls[j].bias for ls in layers]).unsqueeze(1) for j in range(len(shapes))]
             return ws, bs
 
@@ -828,7 +832,7 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
         with torch.no_grad():
             for k in recording:
                 for j, lin in enumerate(layers[k]):
-                    lin.weight.copy_(W[j][k])
+                    lin.weight.copy_(W[j][k].t())
                     lin.bias.copy_(B[j][k, 0])
 
     for k in recording:
@@ -914,7 +918,7 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
         with torch.no_grad():
             for k, ls in enumerate(layers):
                 for j, lin in enumerate(ls):
-                    lin.weight.copy_(W[j][k])
+                    lin.weight.copy_(W[j][k].t())
                     lin.bias.copy_(B[j][k, 0])
     for k in recording:
         if alive[k]:
