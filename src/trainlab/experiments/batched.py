@@ -1297,6 +1297,21 @@ def _train_vmapped(batch: list[Member], mode: str, family: str | None) -> list[M
     scheduled = mode == "fused" and any(callbacks)  # lrs are read back every step only then
     alive = [True] * M
     frozen = [False] * M  # stopped early: its own model holds its final state
+    active = torch.ones(M, dtype=torch.bool, device=device)  # members still training
+    zero = torch.zeros((), device=device)
+
+    masked = list(alive)
+
+    def mask_out() -> None:
+        """Members that stopped or failed drop out of the objective (zero gradient) and, with a
+        fused rule, get lr 0, so their rows of the batch stay as they were."""
+        if masked == alive:
+            return
+        masked[:] = alive
+        active.copy_(torch.tensor(alive, device=device))
+        if mode == "fused":
+            rule.rule.set_lr([lr if a else 0.0 for lr, a in zip(lrs, alive)])
+
     global_step = 0
     # evaluation in chunks whose activations stay within EVAL_CHUNK_BYTES for all members together
     per_sample = max(_trace(base, first.data.train.X[:1].expand(2, *first.data.train.X.shape[1:])) // 2, 1)
@@ -1355,12 +1370,13 @@ def _train_vmapped(batch: list[Member], mode: str, family: str | None) -> list[M
                 now = [float(m.optimizer.param_groups[0]["lr"]) for m in batch]
                 if now != lrs:  # a schedule moved some member's lr: the rule's lr column follows
                     lrs = now
-                    rule.rule.set_lr(lrs)
+                    rule.rule.set_lr([lr if a else 0.0 for lr, a in zip(lrs, alive)])
             for p in leaves:
                 p.grad = None
             z = batched_forward(params(), buffers, xb, draw_masks(xb.shape[1], xb))
             losses = member_losses(loss, z, yb)
-            losses.sum().backward()  # member k's parameters only see member k's loss
+            # member k's parameters only see member k's loss; stopped members see none
+            torch.where(active, losses, zero).sum().backward()
             values = losses.detach()
             if mode == "fused":
                 rule.step()
@@ -1386,6 +1402,7 @@ def _train_vmapped(batch: list[Member], mode: str, family: str | None) -> list[M
                 batch[k].error = NonFiniteLossError(float(L[bad, k]), epoch, bad, global_step - steps + bad)
         if not any(alive):
             break
+        mask_out()
         val = evaluate_split("val", params(), buffers) if first.data.val is not None else None
         seen = sum(counts)
         elapsed = (time.perf_counter() - t0) / max(sum(alive), 1)
@@ -1411,6 +1428,7 @@ def _train_vmapped(batch: list[Member], mode: str, family: str | None) -> list[M
                 alive[k], frozen[k] = False, True
         if not any(alive):
             break
+        mask_out()
 
     for k in range(M):
         if alive[k]:
