@@ -200,38 +200,35 @@ class Loop:
             model.train()
             t0 = time.perf_counter()
             losses, corrects, sizes = [], [], []  # device tensors, read once at the epoch end
-            try:
-                for b, (xb, yb) in enumerate(self.train):
-                    if batch_hooks:
-                        cbs.on_batch_begin(b, {"batch": b, "size": len(xb)})
-                    stash.clear()
-                    if self.augment is not None:
-                        xb = self.augment(xb)
-                    stash["x"], stash["y"] = xb, yb
+            for b, (xb, yb) in enumerate(self.train):
+                if batch_hooks:
+                    cbs.on_batch_begin(b, {"batch": b, "size": len(xb)})
+                stash.clear()
+                if self.augment is not None:
+                    xb = self.augment(xb)
+                stash["x"], stash["y"] = xb, yb
+                try:
                     loss = optimizer.step(closure)
-                    if loss is None:
-                        raise TypeError(f"{type(optimizer).__name__}.step(closure) returned None; "
-                                        "trainlab's fit needs optimizers that return the closure's loss")
-                    n = len(xb)
-                    losses.append(loss.detach() if isinstance(loss, Tensor) else torch.tensor(float(loss)))
-                    sizes.append(n)
-                    if count is not None:
-                        corrects.append(count(stash["z"], yb))
-                    self.step += 1
-                    if batch_end:
-                        batch_logs = {"batch": b, "size": n}
-                        if reads_loss:  # the one per-step read, only for callbacks that want the number
-                            value = losses[-1].item()
-                            if not math.isfinite(value):
-                                raise NonFiniteLossError(value, epoch, b, self.step - 1)
-                            batch_logs["loss"] = value
-                        cbs.on_batch_end(b, batch_logs)
-            except NonFiniteLossError:
-                raise
-            except Exception as err:
-                # a step that fails after a NaN (a solver on NaN weights) reports the NaN
-                _check_finite(losses, epoch, self.step - len(losses), from_error=err)
-                raise
+                except Exception as err:  # a step that fails after a NaN (a solver on NaN weights) reports the NaN
+                    _check_finite(losses, epoch, self.step - len(losses), from_error=err)
+                    raise
+                if loss is None:
+                    raise TypeError(f"{type(optimizer).__name__}.step(closure) returned None; "
+                                    "trainlab's fit needs optimizers that return the closure's loss")
+                n = len(xb)
+                losses.append(loss.detach() if isinstance(loss, Tensor) else torch.tensor(float(loss)))
+                sizes.append(n)
+                if count is not None:
+                    corrects.append(count(stash["z"], yb))
+                self.step += 1
+                if batch_end:
+                    batch_logs = {"batch": b, "size": n}
+                    if reads_loss:  # the one per-step read, only for callbacks that want the number
+                        value = losses[-1].item()
+                        if not math.isfinite(value):
+                            raise NonFiniteLossError(value, epoch, b, self.step - 1)
+                        batch_logs["loss"] = value
+                    cbs.on_batch_end(b, batch_logs)
             total, correct = _check_finite(losses, epoch, self.step - len(losses), sizes, corrects)
             seen = sum(sizes)
             logs["loss"] = total / max(seen, 1)
