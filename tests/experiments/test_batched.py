@@ -367,7 +367,9 @@ def test_models_that_do_not_run_under_vmap_train_alone():
 
 def test_cnns_on_the_cpu_train_alone_unless_asked():
     model, data = MODELS["cnn"]
-    outcomes = train_group([vcfg(s, model, data, epochs=1) for s in range(2)])
+    cfgs = [vcfg(s, model, data, epochs=1) for s in range(2)]
+    assert batch_key(cfgs[0]) is None  # a sweep's executor gives each its own task (its own worker)
+    outcomes = train_group(cfgs)
     assert all(o.info["batched"] == 1 and "convolutions on the CPU" in o.info["reason"] for o in outcomes)
 
 

@@ -119,7 +119,7 @@ def keep_freed_memory() -> bool:
 # which runs can be batched
 
 
-def batch_key(cfg: Config) -> str | None:
+def batch_key(cfg: Config, *, batch_convs_on_cpu: bool = False) -> str | None:
     """A key shared by configs that may train as one batch, or ``None`` when ``cfg`` cannot.
 
     The key holds what members must share: the model spec, loss, training settings (epochs, batch
@@ -127,7 +127,7 @@ def batch_key(cfg: Config) -> str | None:
     split. What may differ: seed, initializer, optimizer hyperparameters, data arguments (noise,
     ...). Members whose data or parameters still differ in shape are split apart later.
     """
-    if why_not_batchable_config(cfg) is not None:
+    if why_not_batchable_config(cfg, batch_convs_on_cpu=batch_convs_on_cpu) is not None:
         return None
     key = {"model": cfg.model.model_dump(mode="json"), "loss": cfg.loss.model_dump(mode="json"),
            "train": cfg.train.model_dump(mode="json"), "optimizer": cfg.optimizer.name,
@@ -136,13 +136,25 @@ def batch_key(cfg: Config) -> str | None:
     return canonical_json(key)
 
 
-def why_not_batchable_config(cfg: Config) -> str | None:
+CONVS_ON_CPU = ("convolutions on the CPU: vmap's grouped convolutions are slower than one model at a "
+                "time (batch_convs_on_cpu=True batches them anyway)")
+
+
+def why_not_batchable_config(cfg: Config, *, batch_convs_on_cpu: bool = False) -> str | None:
     """Why the config alone rules out batching (``None``: it may batch; the model is checked later).
 
     Any model the builders make may batch (CNNs, batch/layer norm, dropout, residual blocks), with
     a schedule and epoch-end callbacks (early stopping); the model itself must then run under
-    ``vmap`` (:func:`why_not_batchable`).
+    ``vmap`` (:func:`why_not_batchable`). A CNN on the CPU trains alone unless
+    ``batch_convs_on_cpu`` (see :func:`train_group`), so a sweep's workers share such runs out.
     """
+    from trainlab.nn.models import CNN
+
+    builder = catalog.MODELS.get(cfg.model.kind)
+    device = torch.device(cfg.train.device) if cfg.train.device else default_device()
+    if (not batch_convs_on_cpu and device.type == "cpu" and isinstance(builder, type)
+            and issubclass(builder, CNN)):
+        return CONVS_ON_CPU
     other = [c.name for c in cfg.callbacks if c.name not in BATCHABLE_CALLBACKS]
     if other:
         return f"callback {other[0]!r} acts on one run's loop (batched: {', '.join(sorted(BATCHABLE_CALLBACKS))})"
@@ -694,7 +706,7 @@ def train_group(configs: Sequence[Config | dict], *, mode: str = "auto", solo: C
     members: dict[int, Member] = {}
     groups: dict[tuple, list[int]] = {}
     for i, cfg in enumerate(cfgs):
-        reason = why_not_batchable_config(cfg)
+        reason = why_not_batchable_config(cfg, batch_convs_on_cpu=batch_convs_on_cpu)
         member = None
         if reason is None:
             try:
@@ -711,7 +723,7 @@ def train_group(configs: Sequence[Config | dict], *, mode: str = "auto", solo: C
         # the hand-stacked MLP path: plain MLPs whose hyperparameters never change during training
         engine = "stack" if (why_not_stackable(member.model) is None and cfg.schedule is None
                              and not cfg.callbacks) else "vmap"
-        key = (batch_key(cfg), _signature(member), engine)
+        key = (batch_key(cfg, batch_convs_on_cpu=batch_convs_on_cpu), _signature(member), engine)
         groups.setdefault(key, []).append(i)
 
     for key, idx in groups.items():
@@ -724,8 +736,7 @@ def train_group(configs: Sequence[Config | dict], *, mode: str = "auto", solo: C
             first = members[idx[0]]
             reason = why_not_vmappable(first.model, first.data.train.X)
             if reason is None and not batch_convs_on_cpu and first.device.type == "cpu" and _has_conv(first.model):
-                reason = ("convolutions on the CPU: vmap's grouped convolutions are slower than one model at a "
-                          "time (batch_convs_on_cpu=True batches them anyway)")
+                reason = CONVS_ON_CPU
             if reason is not None:
                 for i in idx:
                     members.pop(i)
