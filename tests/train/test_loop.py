@@ -205,6 +205,14 @@ def test_batch_loss_is_read_only_for_callbacks_that_read_it():
 
     reads, counts = Reads(), Counts()
     h1, h2 = run(reads), run(counts)
+    import trainlab.train.loop as loop_module
+
+    try:  # the deferred (GPU) path gives the same history
+        loop_module.READ_CPU_LOSS_EACH_STEP = False
+        h3 = run(Counts())
+    finally:
+        loop_module.READ_CPU_LOSS_EACH_STEP = True
+    assert h3["loss"] == pytest.approx(h1["loss"], rel=1e-12) and h3["accuracy"] == h1["accuracy"]
     assert len(reads.losses) == 4 and all(type(v) is float for v in reads.losses)
     assert counts.logs == [{"batch": b, "size": 20} for b in (0, 1)] * 2
     # the epoch loss is the size-weighted mean of the batch losses, read once per epoch
@@ -212,8 +220,13 @@ def test_batch_loss_is_read_only_for_callbacks_that_read_it():
     assert h1["loss"][0] == pytest.approx(sum(reads.losses[:2]) / 2, rel=1e-12)
 
 
-def test_nan_found_at_the_epoch_end_names_the_step_where_it_appeared():
-    # without a callback reading batch losses the check is made once per epoch: same epoch and step
+@pytest.mark.parametrize("each_step", [True, False])
+def test_nan_is_reported_at_the_step_where_it_appeared(each_step, monkeypatch):
+    # each_step=False is the GPU's way, run on the CPU: the losses stay tensors and are checked
+    # once at the epoch end, which names the same epoch and step
+    import trainlab.train.loop as loop_module
+
+    monkeypatch.setattr(loop_module, "READ_CPU_LOSS_EACH_STEP", each_step)
     X = torch.randn(64, 2)
     y = torch.randint(0, 2, (64,))
     X[17] = float("inf")

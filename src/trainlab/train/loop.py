@@ -5,13 +5,15 @@ computes the loss and back-propagates. Plain optimizers call it once; optimizers
 re-evaluate the loss (L-BFGS, Newton, conjugate gradients, Nesterov's true lookahead) call it as
 often as their algorithm needs, so every ``torch.optim.Optimizer`` works here unchanged.
 
-Nothing in a step waits for the device: each step's loss and correct count stay device tensors
-and are summed once at the end of the epoch (one read per epoch). The NaN check reads them then
-too, so a non-finite loss is reported at the end of its epoch with the epoch and step where it
+Nothing in a step waits for the device: on a GPU each step's loss and correct count stay device
+tensors and are summed once at the end of the epoch (one read per epoch). The NaN check reads them
+then too, so a non-finite loss is reported at the end of its epoch with the epoch and step where it
 first appeared (the steps after it ran on NaN weights and changed nothing that is kept: the
 error stops the run before any callback sees that epoch end). A callback that reads the batch
 loss (one that overrides ``on_batch_end`` and keeps ``Callback.reads_batch_loss``) gets it as a
-Python float every step, and then the check is made every step as well.
+Python float every step, and then the check is made every step as well. On the CPU reading a
+number waits for nothing, so the loss is read and checked at every step (cheaper there than the
+tensor sums); the correct counts are summed once per epoch either way.
 """
 from __future__ import annotations
 
@@ -26,6 +28,11 @@ from trainlab.data.batches import Batches
 from trainlab.data.dataset import Dataset, as_dataset
 from trainlab.losses import Loss, resolve_loss
 from trainlab.train.callbacks import Callback, CallbackList, History, ProgressLogger
+
+
+# on the CPU a step's loss is read (and checked) at once; False keeps it on the device until the
+# epoch ends, as on a GPU (the tests run that path on the CPU this way)
+READ_CPU_LOSS_EACH_STEP = True
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -76,8 +83,11 @@ def _check_finite(losses: list[Tensor], epoch: int, first_step: int, sizes: list
     The sum is in float64, as a Python float sum of ``loss.item() * n`` would be. With
     ``from_error`` (a step raised) only the check is made.
     """
-    if not losses:
-        return 0.0, None
+    if not losses:  # every loss was read at once (CPU): only the correct counts are left
+        if not corrects or from_error is not None:
+            return 0.0, None
+        total = torch.stack([c.reshape(()) for c in corrects]).sum()
+        return 0.0, int(total) if not total.is_floating_point() else float(total)
     step_losses = torch.stack(losses)
     finite = torch.isfinite(step_losses)
     if from_error is not None or sizes is None:
@@ -119,15 +129,24 @@ def evaluate(model: nn.Module, data, loss: str | Loss = "cross_entropy", *,
         for i in range(0, n, batch_size):
             xb, yb = ds.X[i : i + batch_size], ds.y[i : i + batch_size]
             z = model(xb)
-            totals.append(loss_fn(z, yb).detach().double().reshape(()) * len(xb))
+            value = loss_fn(z, yb).detach()
             c = _count_correct(loss_fn, z, yb)
+            if value.device.type == "cpu":  # reading waits for nothing there: plain numbers
+                totals.append(float(value) * len(xb))
+                if c is not None:
+                    corrects.append(float(c))
+                continue
+            totals.append(value.double().reshape(()) * len(xb))
             if c is not None:
                 corrects.append(c.reshape(()).double())
     finally:
         model.train(was_training)
     if not totals:
         return {"loss": 0.0}
-    read = torch.stack([torch.stack(totals).sum()] + ([torch.stack(corrects).sum()] if corrects else [])).tolist()
+    if isinstance(totals[0], float):
+        read = [sum(totals)] + ([sum(corrects)] if corrects else [])
+    else:
+        read = torch.stack([torch.stack(totals).sum()] + ([torch.stack(corrects).sum()] if corrects else [])).tolist()
     out = {"loss": read[0] / max(n, 1)}
     if corrects:
         out["accuracy"] = int(read[1]) / max(n, 1)
@@ -200,6 +219,7 @@ class Loop:
             model.train()
             t0 = time.perf_counter()
             losses, corrects, sizes = [], [], []  # device tensors, read once at the epoch end
+            host_total = 0.0  # Σ loss·batch size of the steps read at once (CPU)
             for b, (xb, yb) in enumerate(self.train):
                 if batch_hooks:
                     cbs.on_batch_begin(b, {"batch": b, "size": len(xb)})
@@ -216,20 +236,29 @@ class Loop:
                     raise TypeError(f"{type(optimizer).__name__}.step(closure) returned None; "
                                     "trainlab's fit needs optimizers that return the closure's loss")
                 n = len(xb)
-                losses.append(loss.detach() if isinstance(loss, Tensor) else torch.tensor(float(loss)))
                 sizes.append(n)
                 if count is not None:
                     corrects.append(count(stash["z"], yb))
+                value = None
+                if not isinstance(loss, Tensor) or (loss.device.type == "cpu" and READ_CPU_LOSS_EACH_STEP):
+                    # on the CPU reading a number waits for nothing: read and check it at once
+                    value = loss.item() if isinstance(loss, Tensor) else float(loss)
+                    if not math.isfinite(value):
+                        raise NonFiniteLossError(value, epoch, b, self.step)
+                    host_total += value * n
+                else:
+                    losses.append(loss.detach())
                 self.step += 1
                 if batch_end:
                     batch_logs = {"batch": b, "size": n}
                     if reads_loss:  # the one per-step read, only for callbacks that want the number
-                        value = losses[-1].item()
+                        value = losses[-1].item() if value is None else value
                         if not math.isfinite(value):
                             raise NonFiniteLossError(value, epoch, b, self.step - 1)
                         batch_logs["loss"] = value
                     cbs.on_batch_end(b, batch_logs)
             total, correct = _check_finite(losses, epoch, self.step - len(losses), sizes, corrects)
+            total += host_total
             seen = sum(sizes)
             logs["loss"] = total / max(seen, 1)
             if correct is not None:
