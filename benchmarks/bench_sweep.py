@@ -2,11 +2,13 @@
 
 The workload (the sweep issue's goal): 32 MLPs 2-64-64-2 on two moons (1000 samples, 70/30 split),
 50 epochs, batch size 64, SGD with momentum 0.9 at four learning rates {0.001, 0.01, 0.05, 0.1}
-(the notes' grid) times eight seeds. Three ways, side by side in one process:
+(the notes' grid) times eight seeds. Four ways, side by side in one process:
 
 plain loop   a minimal hand-written PyTorch loop per model (nn.Sequential, torch.optim.SGD,
              randperm + index_select batches, F.cross_entropy), one model after another: the peer
 trainlab fit the runner's ``run_experiment`` per model, one after another (for reference)
+fit loop     the plain loop's model, optimizer and loss trained by :func:`trainlab.fit`: the
+             loop's own cost (goal <= 1.05x the plain loop)
 batched      :func:`trainlab.experiments.batched.train_group`: all 32 as one stacked model
 
 It prints the seconds of each, the speed-up of batched over the plain loop (goal: >= 10x), and
@@ -99,6 +101,24 @@ def plain_loop(cfg) -> float:
 
 
 DEVICE = torch.device("cpu")
+
+
+def fit_loop_only(cfg) -> float:
+    """The plain loop's model, ``torch.optim.SGD`` and ``F.cross_entropy`` trained by
+    :func:`trainlab.fit`: what the fit loop itself costs over the plain loop (same work, same data
+    order); returns the final validation accuracy."""
+    from trainlab.train import fit
+
+    torch.manual_seed(cfg.seed)
+    data = build_data(cfg)
+    device = torch.device(cfg.train.device)
+    model = nn.Sequential(nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2)).to(device)
+    kw = cfg.optimizer.kwargs
+    opt = (torch.optim.SGD(model.parameters(), lr=kw["lr"], momentum=kw["momentum"]) if cfg.optimizer.name == "sgd"
+           else torch.optim.Adam(model.parameters(), lr=kw["lr"]))
+    hist = fit(model, data.train, data.val, loss=F.cross_entropy, optimizer=opt, epochs=cfg.train.epochs,
+               batch_size=cfg.train.batch_size, seed=cfg.seed, device=device, verbose=False)
+    return hist["val_accuracy"][-1]
 
 
 def timed(fn):
@@ -217,6 +237,8 @@ def _compare(args, tuned: bool) -> int:
         fit_acc, t_fit, c_fit = timed(lambda: [run_experiment(c, write=False, verbose=False).final["val_accuracy"]
                                                for c in cfgs])
         rows.append(("trainlab fit, one after another", t_fit, c_fit, fit_acc))
+        loop_acc, t_loop, c_loop = timed(lambda: [fit_loop_only(c) for c in cfgs])
+        rows.append(("fit loop only (torch model, SGD, loss)", t_loop, c_loop, loop_acc))
     outcomes, t_batched, c_batched = timed(lambda: train_group(cfgs))
     failed = [o for o in outcomes if o.error is not None]
     if failed:
@@ -238,6 +260,9 @@ def _compare(args, tuned: bool) -> int:
         print(f"speed-up batched vs trainlab fit: {t_fit / t_batched:.1f}x wall, {c_fit / c_batched:.1f}x CPU")
         print(f"trainlab fit / plain loop: {c_fit / c_plain:.3f} CPU, {t_fit / t_plain:.3f} wall (goal <= 1.05)")
         ratio_line("sweep.moons32_fit_vs_plain", c_fit / c_plain, "<=", 1.05)
+        print(f"fit loop only / plain loop: {c_loop / c_plain:.3f} CPU, {t_loop / t_plain:.3f} wall (goal <= 1.05: "
+              "the loop's own per-step cost)")
+        ratio_line("sweep.moons32_fit_loop_only_vs_plain", c_loop / c_plain, "<=", 1.05)
         diff = max(abs(a - b) for a, b in zip(fit_acc, batched_acc))
         print(f"largest |val acc batched - val acc fit| over the {n} runs: {diff:.4f}")
     return 0
