@@ -15,3 +15,7 @@ def test_sweep_benchmark_quick(load_benchmark, capsys):
     assert re.search(r"speed-up batched vs plain loop: [0-9.]+x wall, [0-9.]+x CPU \(goal >= 10x\)", out)
     diff = float(re.search(r"largest \|val acc batched - val acc fit\| over the 4 runs: ([0-9.]+)", out).group(1))
     assert diff <= 0.01  # the batched members are the solo runs
+    ratios = re.findall(r"^RATIO (\S+) [0-9.]+ (\S+) (\S+)$", out, re.M)
+    assert ratios == [("sweep.moons32_batched_vs_plain", ">=", "10"), ("sweep.moons32_fit_vs_plain", "<=", "1.05"),
+                      ("sweep.moons32_fit_loop_only_vs_plain", "<=", "1.05")]
+    assert "device: cpu" in out and "peak memory" in out

@@ -30,6 +30,9 @@ def cfg(seed=0, epochs=1, activation="tanh", diagnostics=None, **opt):
                          "train": {"epochs": epochs, "batch_size": 32}, "diagnostics": diagnostics})
 
 
+BLOBS = {"name": "blobs", "n_samples": 457, "n_features": 16, "centers": 3}  # 16 features: 1×4×4 images
+
+
 def max_param_diff(a, b) -> float:
     return max((p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters()))
 
@@ -205,12 +208,13 @@ def test_optimizers_that_reevaluate_the_loss_train_alone(monkeypatch):
 
 
 def test_runs_that_cannot_be_batched_train_alone_with_a_reason():
-    drop = parse_config({**cfg().to_dict(), "model": {"hidden": [16, 16], "dropout": 0.2}})
-    assert batch_key(drop) is None
+    aug = parse_config({**cfg().to_dict(), "data": BLOBS, "model": {"hidden": [16]},
+                        "augment": [{"name": "noise", "std": 0.1}]})
+    assert batch_key(aug) is None
     cnn_like = parse_config({**cfg().to_dict(), "callbacks": []})
     assert batch_key(cnn_like) == batch_key(cfg(seed=5, lr=0.3))  # seed and lr may differ in a batch
-    outcomes = train_group([drop, cfg(seed=1)])
-    assert outcomes[0].info["batched"] == 1 and "dropout" in outcomes[0].info["reason"]
+    outcomes = train_group([aug, cfg(seed=1)])
+    assert outcomes[0].info["batched"] == 1 and "augmentation" in outcomes[0].info["reason"]
     assert outcomes[1].info["batched"] == 1 and "no other run" in outcomes[1].info["reason"]
     assert all(o.error is None for o in outcomes)
 
@@ -234,6 +238,147 @@ def test_diagnostics_of_members_equal_those_of_solo_runs():
     cfgs = [cfg(seed=s, epochs=2, lr=0.1, momentum=0.9, diagnostics={"every": 1, "probe": 64}) for s in (0, 1)]
     outcomes = train_group(cfgs)
     solo = run_experiment(cfgs[1], write=False, verbose=False)
+    a, b = solo.extras["diagnostics"].all_records(), outcomes[1].result.extras["diagnostics"].all_records()
+    assert [(r["epoch"], r["step"]) for r in a] == [(r["epoch"], r["step"]) for r in b] == [(-1, 0), (0, 10), (1, 20)]
+    for ra, rb in zip(a, b):
+        for layer, row in ra["layers"].items():
+            for key, v in row.items():
+                if isinstance(v, float) and math.isfinite(v):
+                    assert rb["layers"][layer][key] == pytest.approx(v, rel=1e-4, abs=1e-7), (layer, key)
+    assert [v.kind for v in solo.extras["verdicts"]] == [v.kind for v in outcomes[1].result.extras["verdicts"]]
+
+
+# --- any model, through torch.func ------------------------------------------------------------
+
+def vcfg(seed, model, data=None, epochs=2, **extra):
+    # 320 training samples -> 10 steps of 32 per epoch
+    return parse_config({"seed": seed, "data": data or {"name": "moons", "n_samples": 457, "noise": 0.2},
+                         "model": model, "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
+                         "train": {"epochs": epochs, "batch_size": 32}, "diagnostics": None, **extra})
+
+
+def assert_equals_solo(c, o, tol=1e-6):
+    """Parameters, buffers (running statistics), history and final numbers of a member equal
+    those of its solo run to ``tol`` (relative to the value where it exceeds 1)."""
+    assert o.error is None, o.error
+    solo = run_experiment(c, write=False, verbose=False)
+    a, b = solo.model.state_dict(), o.result.model.state_dict()
+    assert list(a) == list(b)
+    for k in a:
+        assert torch.allclose(a[k].double(), b[k].double(), rtol=tol, atol=tol), (k, (a[k] - b[k]).abs().max())
+    ha, hb = solo.history.records(), o.result.history.records()
+    assert len(ha) == len(hb)
+    for ra, rb in zip(ha, hb):
+        assert set(ra) == set(rb)
+        for key in ra:
+            if key != "time":
+                assert rb[key] == pytest.approx(ra[key], rel=1e-5, abs=1e-6), key
+    for k, v in solo.final.items():
+        assert o.result.final[k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
+    return solo
+
+
+MODELS = {
+    "batch_norm": ({"hidden": [16, 16], "norm": "batch"}, None),
+    "layer_norm": ({"hidden": [16, 16], "norm": "layer", "activation": "tanh"}, None),
+    "residual": ({"hidden": [16, 16], "residual": True, "activation": "gelu"}, None),
+    "dropout": ({"hidden": [16, 16], "dropout": 0.3}, None),
+    "cnn": ({"kind": "cnn", "channels": [4], "hidden": 8, "norm": "batch", "dropout": 0.2}, BLOBS),
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_any_model_batches_and_members_equal_their_solo_runs(name):
+    model, data = MODELS[name]
+    cfgs = [vcfg(s, model, data) for s in range(3)]
+    outcomes = train_group(cfgs, batch_convs_on_cpu=True)  # 20 steps each
+    assert all(o.info.get("engine") == "vmap" and o.info["batched"] == 3 for o in outcomes), outcomes[0].info
+    assert all(o.info["peak_memory_bytes"] > 0 for o in outcomes)
+    for c, o in zip(cfgs, outcomes):
+        assert_equals_solo(c, o)
+    if name == "batch_norm":  # each member has its own running statistics
+        rm = [o.result.model.blocks[0].norm.running_mean for o in outcomes]
+        assert not torch.equal(rm[0], rm[1])
+
+
+def test_per_member_schedules_and_optimizers():
+    cfgs = [vcfg(0, {"hidden": [16]}, schedule={"name": "cosine", "unit": "step"}),
+            vcfg(1, {"hidden": [16]}, schedule={"name": "cosine", "unit": "step", "min_lr": 0.01}),
+            vcfg(2, {"hidden": [16]}, schedule={"name": "step", "step_size": 1, "gamma": 0.5})]
+    cfgs[2] = parse_config({**cfgs[2].to_dict(), "optimizer": {"name": "sgd", "lr": 0.3, "momentum": 0.5}})
+    outcomes = train_group(cfgs)
+    assert {o.info["mode"] for o in outcomes} == {"fused"} and outcomes[0].info["batched"] == 3
+    for c, o in zip(cfgs, outcomes):
+        solo = assert_equals_solo(c, o)
+        assert solo.history["lr"] == pytest.approx(o.result.history["lr"], abs=0)
+    adam = [vcfg(s, {"hidden": [16], "norm": "layer"}, optimizer={"name": "adam", "lr": 0.01 * (s + 1)},
+                 schedule={"name": "step", "step_size": 1, "gamma": 0.5}) for s in range(2)]
+    for c, o in zip(adam, train_group(adam)):
+        assert_equals_solo(c, o)
+
+
+def test_early_stopping_per_member_freezes_the_stopped_ones():
+    es = {"name": "early_stopping", "patience": 1}
+    cfgs = [vcfg(0, {"hidden": [16]}, epochs=8, callbacks=[{**es, "restore_best_weights": True}]),
+            vcfg(1, {"hidden": [16]}, epochs=8, callbacks=[es]),
+            vcfg(2, {"hidden": [16], "norm": "batch"}, epochs=8, callbacks=[es])]
+    cfgs = [parse_config({**c.to_dict(), "optimizer": {"name": "sgd", "lr": lr}}) for c, lr in zip(cfgs, (0.5, 0.01, 3.0))]
+    cfgs[2] = parse_config({**cfgs[2].to_dict(), "model": {"hidden": [16]}})
+    outcomes = train_group(cfgs)
+    assert outcomes[0].info["batched"] == 3
+    lengths = []
+    for c, o in zip(cfgs, outcomes):
+        solo = assert_equals_solo(c, o)
+        lengths.append(len(o.result.history.epoch))
+        stops_a, stops_b = solo.extras["early_stops"], o.result.extras["early_stops"]
+        assert [(s["stopped_epoch"], s["best_epoch"]) for s in stops_a] == [(s["stopped_epoch"], s["best_epoch"]) for s in stops_b]
+    assert min(lengths) < 8  # some member stopped early while the others went on
+
+
+def test_per_member_mode_and_memory_chunks():
+    cfgs = [vcfg(s, {"hidden": [16], "norm": "batch"}) for s in range(3)]
+    data, train = batched.member_bytes(batched.prepare_member(cfgs[0]))
+    outcomes = train_group(cfgs, mode="per_member", memory_budget=2 * (data + train))  # two members per batch
+    assert [o.info["batched"] for o in outcomes] == [2, 2, 1] or [o.info["batched"] for o in outcomes][:2] == [2, 2]
+    assert [o.info["mode"] for o in outcomes][:2] == ["per_member"] * 2
+    for c, o in zip(cfgs, outcomes):
+        assert_equals_solo(c, o)
+
+
+def test_models_that_do_not_run_under_vmap_train_alone():
+    from trainlab.experiments.batched import why_not_batchable
+    from trainlab.nn import MLP
+
+    assert why_not_batchable(MLP(2, (8,), 2)) is None
+    assert why_not_batchable(MLP(2, (8,), 2, norm="batch", dropout=0.5, residual=True)) is None
+    assert "DropConnect" in why_not_batchable(MLP(2, (8,), 2, dropout=0.5, dropout_kind="dropconnect"))
+    assert "reparametrized" in why_not_batchable(MLP(2, (8,), 2, norm="weight"))
+
+    class Odd(torch.nn.Module):  # a forward that reads one member's numbers on the host
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 2)
+
+        def forward(self, x):
+            return self.lin(x) * float(x.abs().max())
+
+    assert "does not run under vmap" in why_not_batchable(Odd(), torch.randn(4, 2))
+
+
+def test_cnns_on_the_cpu_train_alone_unless_asked():
+    model, data = MODELS["cnn"]
+    cfgs = [vcfg(s, model, data, epochs=1) for s in range(2)]
+    assert batch_key(cfgs[0]) is None  # a sweep's executor gives each its own task (its own worker)
+    outcomes = train_group(cfgs)
+    assert all(o.info["batched"] == 1 and "convolutions on the CPU" in o.info["reason"] for o in outcomes)
+
+
+def test_diagnostics_of_vmapped_members_equal_those_of_solo_runs():
+    cfgs = [vcfg(s, {"hidden": [16, 16], "norm": "batch", "dropout": 0.2}, diagnostics={"every": 1, "probe": 64})
+            for s in (0, 1)]
+    outcomes = train_group(cfgs)
+    assert outcomes[1].info["engine"] == "vmap"
+    solo = assert_equals_solo(cfgs[1], outcomes[1])
     a, b = solo.extras["diagnostics"].all_records(), outcomes[1].result.extras["diagnostics"].all_records()
     assert [(r["epoch"], r["step"]) for r in a] == [(r["epoch"], r["step"]) for r in b] == [(-1, 0), (0, 10), (1, 20)]
     for ra, rb in zip(a, b):

@@ -177,3 +177,62 @@ def test_fit_and_evaluate_take_numpy_arrays_like_scikit_learn_and_keras():
     with pytest.raises(TypeError, match="LabelEncoder"):
         fit(model, (X, np.array(["a", "b"] * 60)), loss="cross_entropy",
             optimizer=torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, verbose=False)
+
+
+def test_batch_loss_is_read_only_for_callbacks_that_read_it():
+    class Reads(Callback):
+        def __init__(self):
+            self.losses = []
+
+        def on_batch_end(self, batch, logs):
+            self.losses.append(logs["loss"])
+
+    class Counts(Callback):
+        reads_batch_loss = False  # the loop then reads nothing from the device per step
+
+        def __init__(self):
+            self.logs = []
+
+        def on_batch_end(self, batch, logs):
+            self.logs.append(dict(logs))
+
+    def run(cb):
+        torch.manual_seed(0)
+        model = _moons_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        return fit(model, moons(40), loss="cross_entropy", optimizer=opt, epochs=2, batch_size=20, seed=0,
+                   callbacks=[cb], verbose=False)
+
+    reads, counts = Reads(), Counts()
+    h1, h2 = run(reads), run(counts)
+    import trainlab.train.loop as loop_module
+
+    try:  # the deferred (GPU) path gives the same history
+        loop_module.READ_CPU_LOSS_EACH_STEP = False
+        h3 = run(Counts())
+    finally:
+        loop_module.READ_CPU_LOSS_EACH_STEP = True
+    assert h3["loss"] == pytest.approx(h1["loss"], rel=1e-12) and h3["accuracy"] == h1["accuracy"]
+    assert len(reads.losses) == 4 and all(type(v) is float for v in reads.losses)
+    assert counts.logs == [{"batch": b, "size": 20} for b in (0, 1)] * 2
+    # the epoch loss is the size-weighted mean of the batch losses, read once per epoch
+    assert h1["loss"] == h2["loss"]
+    assert h1["loss"][0] == pytest.approx(sum(reads.losses[:2]) / 2, rel=1e-12)
+
+
+@pytest.mark.parametrize("each_step", [True, False])
+def test_nan_is_reported_at_the_step_where_it_appeared(each_step, monkeypatch):
+    # each_step=False is the GPU's way, run on the CPU: the losses stay tensors and are checked
+    # once at the epoch end, which names the same epoch and step
+    import trainlab.train.loop as loop_module
+
+    monkeypatch.setattr(loop_module, "READ_CPU_LOSS_EACH_STEP", each_step)
+    X = torch.randn(64, 2)
+    y = torch.randint(0, 2, (64,))
+    X[17] = float("inf")
+    model = _moons_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(NonFiniteLossError) as info:
+        fit(model, (X, y), loss="cross_entropy", optimizer=opt, epochs=2, batch_size=8, shuffle=False,
+            callbacks=[ProgressLogger(stream=io.StringIO(), bar=False)])
+    assert (info.value.epoch, info.value.step, info.value.global_step) == (0, 2, 2)

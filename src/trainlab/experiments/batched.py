@@ -1,11 +1,21 @@
-"""Train M MLPs of one architecture as one batched model, each computing what it computes alone.
+"""Train M models of one architecture as one batched model, each computing what it computes alone.
 
 A sweep over learning rates or seeds trains many small networks of the same shape. One at a time,
-each step is a handful of tiny matrix products and the time goes to Python and kernel-launch
-overhead. Stacked, member k's layer-l weights are ``W[l][k]`` of a tensor of shape ``(M, out, in)``
-and one batched matrix product per layer serves all members::
+each step is a handful of tiny kernels and the time goes to Python and kernel-launch overhead.
+Batched, one kernel per layer serves all members. Two engines do it:
 
-    h[l+1] = act(baddbmm(b[l], h[l], W[l]^T))      h: (M, B, width), b: (M, 1, out)
+``vmap`` (any model the builders make: CNNs, batch/layer norm, dropout, residual blocks)
+    ``torch.func``: the members' solo-built models are stacked (``stack_module_state``: every
+    parameter and buffer becomes one ``(M, ...)`` tensor) and a base copy of the architecture on
+    the ``meta`` device runs them all, ``vmap(functional_call(base, (params, buffers), x))``.
+    Batch norm keeps per-member running statistics (its buffers are stacked and updated in place
+    row by row under ``vmap``); dropout masks are drawn per member from a generator in the state
+    of that member's solo run (see the section "any model" below for what is exact where).
+``stack`` (plain MLPs without schedules or callbacks: the fastest path)
+    Member k's layer-l weights, transposed, are ``Wt[l][k]`` of a tensor of shape ``(M, in, out)``
+    and one batched matrix product per layer serves all members::
+
+        h[l+1] = act(baddbmm(b[l], h[l], Wt[l]))      h: (M, B, width), b: (M, 1, out)
 
 Each member keeps its own everything:
 
@@ -17,32 +27,42 @@ Each member keeps its own everything:
   its own ``torch.Generator`` seeded as :func:`trainlab.fit` seeds it, drawing one
   ``randperm`` per epoch exactly as :class:`~trainlab.data.batches.Batches` does.
 - **hyperparameters**: read from its own optimizer (built by the catalog from its config), held as
-  ``(M, 1)`` columns that broadcast over the members' rows.
+  ``(M, 1, 1)`` columns that broadcast over the members' rows; a schedule (the config's
+  ``schedule``, built as the runner builds it) drives each member's own optimizer, and the lr
+  column follows it (re-read after the schedule's hooks whenever one is set).
+- **callbacks**: early stopping runs on each member's own loop at every epoch end; a member that
+  stops keeps its state from then on (its own model holds it; its row of the batch is ignored).
 - **loss**: the objective is the sum of the members' mean losses; member k's parameters appear only
   in its own term, so its gradient is exactly the gradient of its own loss.
 
 Two ways to update (chosen per batch, ``mode="auto"``):
 
 ``fused``
-    All parameters of all members live in one ``(M, P)`` tensor and one update rule steps them
-    together (:class:`BatchedSGD`, :class:`BatchedAdam`: the formulas of ``torch.optim.SGD`` /
-    ``Adam`` / ``AdamW`` with per-member hyperparameters). Used only when a probe shows that the
-    rule reproduces the catalog's optimizer for every member's settings (a few steps in float64 on
-    random gradients, see :func:`fused_rule_for`), so a new or changed optimizer can never be
-    silently replaced by a different formula.
+    All members' parameters are stepped together by one update rule (:class:`BatchedSGD`,
+    :class:`BatchedAdam`: the formulas of ``torch.optim.SGD`` / ``Adam`` / ``AdamW`` with
+    per-member hyperparameters). Used only when a probe shows that the rule reproduces the
+    catalog's optimizer for every member's settings (a few steps in float64 on random gradients,
+    see :func:`probe_optimizer`), so a new or changed optimizer can never be silently replaced by
+    a different formula.
 ``per_member``
     The forward and backward passes are batched, and each member's own optimizer (any
     ``torch.optim.Optimizer``, with gradient transformations) steps its own parameters. Works for
     every optimizer that evaluates the closure once per step.
 
-Runs that cannot be batched (see :func:`why_not_batchable`) train alone through
-:func:`run_experiment`, so :func:`train_group` always returns one result per config.
+Runs that cannot be batched (see :func:`why_not_batchable_config` and :func:`why_not_batchable`:
+augmentation, file-writing callbacks, DropConnect, weight norm, layers that do not run under
+``vmap``; on the CPU, CNNs unless ``batch_convs_on_cpu``) train alone through
+:func:`run_experiment`, so :func:`train_group` always returns one result per config, and its
+``info`` says how it was trained and why. Members are chunked so that one batched model stays
+within a memory budget (:func:`member_bytes`); ``info["peak_memory_bytes"]`` reports the peak.
+
+Nothing in a step reads from the device: the step losses stay device tensors and are read once
+per epoch, which is also when a member whose loss became NaN/Inf is found (it fails with the
+epoch and step of its first non-finite loss, as its solo run does).
 
 Differences from training alone: floating-point rounding (a batched product sums in another order),
 so parameters agree to ~1e-6 after tens of steps rather than bit for bit; the ``time`` of an epoch
-is the batch's epoch time divided by the number of members; hyperparameters are read once at the
-start (no schedules), and runs with callbacks, schedules, augmentation, dropout or normalization
-layers are trained alone.
+is the batch's epoch time divided by the number of members still training.
 """
 from __future__ import annotations
 
@@ -59,7 +79,7 @@ from trainlab.experiments.config import Config, parse_config
 from trainlab.experiments.runner import RunResult, Splits, build_training, final_metrics
 from trainlab.experiments.store import canonical_json
 from trainlab.losses import Loss
-from trainlab.nn.models import MLP
+from trainlab.nn.models import MLP, Block
 from trainlab.train.callbacks import History
 from trainlab.train.loop import NonFiniteLossError, default_device
 
@@ -99,7 +119,7 @@ def keep_freed_memory() -> bool:
 # which runs can be batched
 
 
-def batch_key(cfg: Config) -> str | None:
+def batch_key(cfg: Config, *, batch_convs_on_cpu: bool = False) -> str | None:
     """A key shared by configs that may train as one batch, or ``None`` when ``cfg`` cannot.
 
     The key holds what members must share: the model spec, loss, training settings (epochs, batch
@@ -107,7 +127,7 @@ def batch_key(cfg: Config) -> str | None:
     split. What may differ: seed, initializer, optimizer hyperparameters, data arguments (noise,
     ...). Members whose data or parameters still differ in shape are split apart later.
     """
-    if why_not_batchable_config(cfg) is not None:
+    if why_not_batchable_config(cfg, batch_convs_on_cpu=batch_convs_on_cpu) is not None:
         return None
     key = {"model": cfg.model.model_dump(mode="json"), "loss": cfg.loss.model_dump(mode="json"),
            "train": cfg.train.model_dump(mode="json"), "optimizer": cfg.optimizer.name,
@@ -116,21 +136,34 @@ def batch_key(cfg: Config) -> str | None:
     return canonical_json(key)
 
 
-def why_not_batchable_config(cfg: Config) -> str | None:
-    """Why the config alone rules out batching (``None``: it may batch; the model is checked later)."""
-    if cfg.model.kind != "mlp" or catalog.MODELS.get("mlp") is not MLP:
-        return f"model kind {cfg.model.kind!r} (only trainlab's MLP is batched)"
+CONVS_ON_CPU = ("convolutions on the CPU: vmap's grouped convolutions are slower than one model at a "
+                "time (batch_convs_on_cpu=True batches them anyway)")
+
+
+def why_not_batchable_config(cfg: Config, *, batch_convs_on_cpu: bool = False) -> str | None:
+    """Why the config alone rules out batching (``None``: it may batch; the model is checked later).
+
+    Any model the builders make may batch (CNNs, batch/layer norm, dropout, residual blocks), with
+    a schedule and epoch-end callbacks (early stopping); the model itself must then run under
+    ``vmap`` (:func:`why_not_batchable`). A CNN on the CPU trains alone unless
+    ``batch_convs_on_cpu`` (see :func:`train_group`), so a sweep's workers share such runs out.
+    """
+    from trainlab.nn.models import CNN
+
+    builder = catalog.MODELS.get(cfg.model.kind)
+    device = torch.device(cfg.train.device) if cfg.train.device else default_device()
+    if (not batch_convs_on_cpu and device.type == "cpu" and isinstance(builder, type)
+            and issubclass(builder, CNN)):
+        return CONVS_ON_CPU
+    if cfg.model.kind == "rnn":
+        return "model kind 'rnn' (recurrent models train alone)"
     if cfg.model.pretrained_dir is not None or cfg.model.freeze_layers:
         return "model.pretrained / model.freeze is set (transfer learning loads and freezes one run's model)"
-    kw = cfg.model.kwargs
-    for arg in ("norm", "dropout"):
-        value = kw.get(arg)
-        if value and (not isinstance(value, (list, tuple)) or any(value)):
-            return f"model.{arg} is set (per-member {arg} layers are not batched)"
-    if cfg.schedule is not None:
-        return "a schedule changes hyperparameters during training"
-    if cfg.callbacks:
-        return "callbacks act on one run's loop"
+    if cfg.model.sync:
+        return "model.sync is set (synchronized batch norm is for many processes)"
+    other = [c.name for c in cfg.callbacks if c.name not in BATCHABLE_CALLBACKS]
+    if other:
+        return f"callback {other[0]!r} acts on one run's loop (batched: {', '.join(sorted(BATCHABLE_CALLBACKS))})"
     if cfg.augment:
         return "augmentation draws from the global RNG"
     # sections added to configs later are batched only once this module knows them: any other
@@ -167,16 +200,17 @@ def _is_elementwise(act: nn.Module) -> bool:
     return a.shape == x.shape and torch.equal(a, b) and torch.equal(a, c)
 
 
-def why_not_batchable(model: nn.Module) -> str | None:
-    """Why this built model cannot be stacked (``None``: it can)."""
+def why_not_stackable(model: nn.Module) -> str | None:
+    """Why this built model cannot take the hand-stacked MLP path (``None``: it can): plain
+    ``Linear → activation`` blocks only, one ``baddbmm`` per layer (see the module docstring)."""
     if type(model) is not MLP:
         return f"{type(model).__name__} is not trainlab's MLP"
     from torch.nn.utils import parametrize
 
     for i, block in enumerate(model.blocks):
         names = [n for n, _ in block.named_children()]
-        if names != ["linear", "act"]:
-            return f"block {i} has {names} (only linear + activation are batched)"
+        if names != ["linear", "act"] or type(block) is not Block:
+            return f"block {i} has {names} (only linear + activation are stacked by hand)"
         if not _is_elementwise(block.act):
             return f"activation {block.act!r} is not a parameter-free elementwise function"
     for i, lin in enumerate(_linears(model)):
@@ -185,6 +219,23 @@ def why_not_batchable(model: nn.Module) -> str | None:
         if type(lin) is not nn.Linear or parametrize.is_parametrized(lin) or lin.bias is None:
             return f"layer {i} is {type(lin).__name__}{' without bias' if lin.bias is None else ''}, not a plain Linear"
     return None
+
+
+def why_not_batchable(model: nn.Module, example: Tensor | None = None) -> str | None:
+    """Why this built model cannot be trained batched (``None``: it can).
+
+    A plain MLP takes the hand-stacked path; any other model must run under ``vmap``
+    (:func:`why_not_vmappable`, checked on ``example`` inputs: default zeros of the model's
+    ``in_features`` or ``in_shape``).
+    """
+    if why_not_stackable(model) is None:
+        return None
+    if example is None:
+        shape = getattr(model, "in_shape", None) or ((model.in_features,) if hasattr(model, "in_features") else None)
+        if shape is None:
+            return f"{type(model).__name__}: no example input to check it under vmap"
+        example = torch.zeros(4, *shape, dtype=next(model.parameters()).dtype)
+    return why_not_vmappable(model, example)
 
 
 def _linears(model: MLP) -> list[nn.Linear]:
@@ -237,6 +288,11 @@ class BatchedSGD:
         self.no_dampening = bool((self.one_minus_dampening == 1).all())
         self.neg_lr = -self.lr
         self.buf: list[Tensor] | None = None
+
+    def set_lr(self, lrs: Sequence[float]) -> None:
+        """New per-member learning rates (a schedule moved them); the momentum buffers are kept."""
+        self.lr = _column(lrs, self.lr)
+        self.neg_lr = -self.lr
 
     @torch.no_grad()
     def step(self, params: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
@@ -297,6 +353,7 @@ class BatchedAdam:
         self.weight_decay = _column([g.get("weight_decay", 0.0) for g in groups], like)
         self.decay_factor = (1 - self.lr64 * _column([g.get("weight_decay", 0.0) for g in groups], like, f64)
                              ).to(like.dtype)
+        self.wd64 = _column([g.get("weight_decay", 0.0) for g in groups], like, f64)
         self.any_decay = bool((self.weight_decay != 0).any())
         amsgrad = {bool(g.get("amsgrad", False)) for g in groups}
         if len(amsgrad) > 1:
@@ -306,6 +363,11 @@ class BatchedAdam:
         self.m: list[Tensor] = []
         self.v: list[Tensor] = []
         self.v_max: list[Tensor] = []
+
+    def set_lr(self, lrs: Sequence[float]) -> None:
+        """New per-member learning rates (a schedule moved them); the moments are kept."""
+        self.lr64 = _column(lrs, self.lr64)
+        self.decay_factor = (1 - self.lr64 * self.wd64).to(self.eps.dtype)
 
     @torch.no_grad()
     def step(self, params: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
@@ -501,10 +563,14 @@ class _Stack:
 
 
 def _forward(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], acts: Sequence[nn.Module]) -> Tensor:
-    """(M, B, in) → (M, B, out): one ``baddbmm`` per layer, activations between."""
+    """(M, B, in) → (M, B, out): one ``baddbmm`` per layer, activations between.
+
+    ``weights`` are the members' Wᵀ, stacked: (M, in, out) each, contiguous, so every product
+    reads its right operand in the layout the batched GEMM wants (a transposed view is ~20% slower).
+    """
     h = x.flatten(2)
     for i, (w, b) in enumerate(zip(weights, biases)):
-        h = torch.baddbmm(b, h, w.transpose(1, 2))   # nn.Linear's x·Wᵀ + b, per member
+        h = torch.baddbmm(b, h, w)   # nn.Linear's x·Wᵀ + b, per member
         if i < len(acts):
             h = acts[i](h)
     return h
@@ -517,7 +583,7 @@ def member_losses(loss: Loss, z: Tensor, y: Tensor) -> Tensor:
     """
     m, b = z.shape[:2]
     if loss.name == "cross_entropy":
-        log_p = z - z.logsumexp(dim=-1, keepdim=True)
+        log_p = torch.log_softmax(z, dim=-1)  # the fused kernel trainlab's loss uses
         if not y.dtype.is_floating_point:
             nll = -log_p.gather(-1, y.long().unsqueeze(-1)).squeeze(-1)
             if loss.label_smoothing == 0.0:
@@ -566,7 +632,7 @@ class _EvalSets:
                 x, y = self.X.full(M)[:, i:i + chunk], self.Y.full(M)[:, i:i + chunk]
             # the forward pass in slices whose activations stay in cache (~512 KB: a (32, 64, 64)
             # block), then the loss of the whole chunk at once, reduced exactly as evaluate() does
-            width = max(w.shape[1] for w in weights)
+            width = max(max(w.shape[1:]) for w in weights)
             step = max(16, (1 << 17) // (M * width))
             z = torch.cat([_forward(x[:, j:j + step], weights, biases, acts) for j in range(0, x.shape[1], step)], 1)
             total += member_losses(self.loss, z, y).double().cpu() * x.shape[1]
@@ -598,7 +664,8 @@ class MemberOutcome:
 
 
 def train_group(configs: Sequence[Config | dict], *, mode: str = "auto", solo: Callable | None = None,
-                progress: Callable[[MemberOutcome], None] | None = None) -> list[MemberOutcome]:
+                progress: Callable[[MemberOutcome], None] | None = None,
+                memory_budget: int | None = None, batch_convs_on_cpu: bool = False) -> list[MemberOutcome]:
     """Train every config; those that can share a batched model do, the rest train alone.
 
     Args:
@@ -608,6 +675,13 @@ def train_group(configs: Sequence[Config | dict], *, mode: str = "auto", solo: C
         solo: trains one config alone, ``solo(config) -> RunResult`` (default: the runner's
             ``run_experiment`` without writing a run folder).
         progress: called with each outcome as soon as it exists.
+        memory_budget: bytes one batched model may take (estimated by :func:`member_bytes`);
+            members beyond it form further batches. Default :data:`MAX_BATCH_BYTES`.
+        batch_convs_on_cpu: batch models with convolutions on the CPU too. Off by default: at one
+            thread ``vmap`` runs M convolutions as one grouped convolution, which oneDNN computes
+            1.5-2x slower than M separate ones, so a CPU sweep of CNNs trains them one at a time.
+            On a GPU they are always batched (there the per-step launch overhead is what M small
+            models pay).
 
     Returns:
         one :class:`MemberOutcome` per config, in order. ``info`` says how it was trained
@@ -638,12 +712,11 @@ def train_group(configs: Sequence[Config | dict], *, mode: str = "auto", solo: C
     members: dict[int, Member] = {}
     groups: dict[tuple, list[int]] = {}
     for i, cfg in enumerate(cfgs):
-        reason = why_not_batchable_config(cfg)
+        reason = why_not_batchable_config(cfg, batch_convs_on_cpu=batch_convs_on_cpu)
         member = None
         if reason is None:
             try:
                 member = prepare_member(cfg)
-                reason = why_not_batchable(member.model)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as err:
@@ -653,15 +726,29 @@ def train_group(configs: Sequence[Config | dict], *, mode: str = "auto", solo: C
             run_alone(i, reason)
             continue
         members[i] = member
-        key = (batch_key(cfg), _signature(member))
+        # the hand-stacked MLP path: plain MLPs whose hyperparameters never change during training
+        engine = "stack" if (why_not_stackable(member.model) is None and cfg.schedule is None
+                             and not cfg.callbacks) else "vmap"
+        key = (batch_key(cfg, batch_convs_on_cpu=batch_convs_on_cpu), _signature(member), engine)
         groups.setdefault(key, []).append(i)
 
-    for idx in groups.values():
+    for key, idx in groups.items():
         if len(idx) == 1:
             members.pop(idx[0])
             run_alone(idx[0], "no other run shares its architecture and data")
             continue
-        for chunk in _chunks_by_memory([members[i] for i in idx], idx):
+        engine = key[-1]
+        if engine == "vmap":
+            first = members[idx[0]]
+            reason = why_not_vmappable(first.model, first.data.train.X)
+            if reason is None and not batch_convs_on_cpu and first.device.type == "cpu" and _has_conv(first.model):
+                reason = CONVS_ON_CPU
+            if reason is not None:
+                for i in idx:
+                    members.pop(i)
+                    run_alone(i, reason)
+                continue
+        for chunk in _chunks_by_memory([members[i] for i in idx], idx, memory_budget):
             batch = [members.pop(i) for i in chunk]
             family, calls = probe_optimizer(batch[0].config)
             chosen = mode
@@ -675,7 +762,8 @@ def train_group(configs: Sequence[Config | dict], *, mode: str = "auto", solo: C
                     run_alone(i, f"optimizer {batch[0].config.optimizer.name!r} evaluates the closure "
                                  f"{calls if calls > 0 else 'an unknown number of'} times per step")
                 continue
-            for i, outcome in zip(chunk, _train_batch(batch, chosen, family)):
+            train = _train_batch if engine == "stack" else _train_vmapped
+            for i, outcome in zip(chunk, train(batch, chosen, family)):
                 emit(i, outcome)
     return [o for o in outcomes if o is not None]
 
@@ -685,10 +773,29 @@ def _run_solo(cfg: Config) -> RunResult:
     return run_experiment(cfg, write=False, verbose=False)
 
 
-def _chunks_by_memory(batch: list[Member], idx: list[int]) -> list[list[int]]:
-    per_member = sum(d.X.numel() * d.X.element_size() + d.y.numel() * d.y.element_size()
-                     for d in (batch[0].data.train, batch[0].data.val, batch[0].data.test) if d is not None)
-    size = max(1, MAX_STACKED_DATA_BYTES // max(per_member, 1))
+def member_bytes(member: Member) -> tuple[int, int]:
+    """``(data bytes, training bytes)`` one member adds to a batched model: its stacked data, and
+    its parameters four times over (weights, gradients, two optimizer states) plus twice the
+    activations of one training batch (the forward's outputs and their gradients), traced on ``meta``."""
+    data = sum(d.X.numel() * d.X.element_size() + d.y.numel() * d.y.element_size()
+               for d in (member.data.train, member.data.val, member.data.test) if d is not None)
+    params = sum(p.numel() * p.element_size() for p in member.model.parameters())
+    from trainlab.data.batches import resolve_batch_size
+    bsz = min(resolve_batch_size(member.config.train.batch_size, len(member.data.train)), len(member.data.train))
+    try:
+        base, _ = _vmap_base(member.model)
+        acts = _trace(base, member.data.train.X[:1].expand(bsz, *member.data.train.X.shape[1:]))
+    except Exception:  # noqa: BLE001 - a model that cannot be traced on meta: count its parameters only
+        acts = 0
+    return data, 4 * params + 2 * acts
+
+
+def _chunks_by_memory(batch: list[Member], idx: list[int], budget: int | None = None) -> list[list[int]]:
+    """Split ``idx`` into batched models that each fit ``budget`` bytes (default
+    :data:`MAX_BATCH_BYTES`; the stacked data alone within :data:`MAX_STACKED_DATA_BYTES`)."""
+    data, train = member_bytes(batch[0])
+    budget = MAX_BATCH_BYTES if budget is None else budget
+    size = max(1, min(MAX_STACKED_DATA_BYTES // max(data, 1), budget // max(data + train, 1)))
     return [idx[i:i + size] for i in range(0, len(idx), size)]
 
 
@@ -698,17 +805,21 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
     M = len(batch)
     first = batch[0]
     cfg, device = first.config, first.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     loss = first.loss
-    acts = [b.act for b in first.model.blocks]
+    # trainlab's activations in plain ops where one exists (the same numbers, no autograd.Function call)
+    acts = [_activation_forward(b.act) or b.act for b in first.model.blocks]
     layers = [_linears(m.model) for m in batch]
     shapes = [(lin.out_features, lin.in_features) for lin in layers[0]]
 
     if mode == "fused":
         # each layer's weights stacked into one (M, out, in) leaf, its biases into one (M, 1, out) leaf
         with torch.no_grad():
-            W = [torch.stack([ls[j].weight for ls in layers]).requires_grad_() for j in range(len(shapes))]
+            W = [torch.stack([ls[j].weight.t() for ls in layers]).requires_grad_() for j in range(len(shapes))]
             B = [torch.stack([ls[j].bias for ls in layers]).unsqueeze(1).requires_grad_() for j in range(len(shapes))]
         leaves = [t for pair in zip(W, B) for t in pair]
+        detached = [p.detach() for p in leaves]  # the rule updates these views of the leaves in place
         rule = _FUSED_RULES[family]([m.optimizer.param_groups[0] for m in batch], W[0])
 
         def params() -> tuple[list[Tensor], list[Tensor]]:
@@ -717,7 +828,7 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
         leaves = [p for ls in layers for lin in ls for p in (lin.weight, lin.bias)]
 
         def params() -> tuple[list[Tensor], list[Tensor]]:
-            ws = [torch.stack([ls[j].weight for ls in layers]) for j in range(len(shapes))]
+            ws = [torch.stack([ls[j].weight.t() for ls in layers]) for j in range(len(shapes))]
             bs = [torch.stack([ls[j].bias for ls in layers]).unsqueeze(1) for j in range(len(shapes))]
             return ws, bs
 
@@ -738,7 +849,7 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
         with torch.no_grad():
             for k in recording:
                 for j, lin in enumerate(layers[k]):
-                    lin.weight.copy_(W[j][k])
+                    lin.weight.copy_(W[j][k].t())
                     lin.bias.copy_(B[j][k, 0])
 
     for k in recording:
@@ -772,16 +883,8 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
             losses = member_losses(loss, z, yb)
             losses.sum().backward()  # member k's parameters only see member k's loss
             values = losses.detach()
-            if not bool(torch.isfinite(values).all()):
-                finite = torch.isfinite(values)
-                for k in range(M):
-                    if alive[k] and not bool(finite[k]):
-                        alive[k] = False
-                        batch[k].error = NonFiniteLossError(float(values[k]), epoch, b, global_step)
-                if not any(alive):
-                    break
             if mode == "fused":
-                rule.step([p.detach() for p in leaves], [p.grad for p in leaves])
+                rule.step(detached, [p.grad for p in leaves])
             else:
                 for k, m in enumerate(batch):
                     if alive[k]:
@@ -792,13 +895,22 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
             if c is not None:
                 step_correct.append(c)
             global_step += 1
+        # the epoch's one read: a member whose loss turned non-finite fails as its solo run would,
+        # at the first such step (the NaN check of fit, made once per epoch)
+        L = torch.stack(step_losses)
+        finite = torch.isfinite(L).cpu()
+        for k in range(M):
+            if alive[k] and not bool(finite[:, k].all()):
+                bad = int((~finite[:, k]).nonzero()[0, 0])
+                alive[k] = False
+                batch[k].error = NonFiniteLossError(float(L[bad, k]), epoch, bad, global_step - steps + bad)
         if not any(alive):
             break
         ws, bs = params()
         val = val_sets.evaluate(ws, bs, acts) if val_sets is not None else None
         # fit sums loss·batch size in float64 (Python floats) and divides by the samples seen
         seen = sum(counts)
-        total = (torch.stack(step_losses).double().cpu() * torch.tensor(counts, dtype=torch.float64).view(-1, 1)).sum(0)
+        total = (L.double().cpu() * torch.tensor(counts, dtype=torch.float64).view(-1, 1)).sum(0)
         correct = torch.stack(step_correct).sum(0).cpu() if step_correct else None
         elapsed = (time.perf_counter() - t0) / M
         for k, m in enumerate(batch):
@@ -823,21 +935,549 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
         with torch.no_grad():
             for k, ls in enumerate(layers):
                 for j, lin in enumerate(ls):
-                    lin.weight.copy_(W[j][k])
+                    lin.weight.copy_(W[j][k].t())
                     lin.bias.copy_(B[j][k, 0])
     for k in recording:
         if alive[k]:
             batch[k].recorder.on_train_end({})
     wall = (time.perf_counter() - t_start) / M
+    peak = _peak_memory(device)
     out = []
     for k, m in enumerate(batch):
-        info = {"batched": M, "mode": mode}
+        info = {"batched": M, "mode": mode, "engine": "stack", "peak_memory_bytes": peak}
         if m.error is not None:
             out.append(MemberOutcome(m.config, None, m.error, {**info, "wall_time": wall}))
             continue
         final = final_metrics(m.model, m.data, m.loss, device)
         result = RunResult(m.config, m.model, m.history, final, wall)
         if m.recorder is not None:  # what run_experiment puts there
+            result.extras["diagnostics"] = m.recorder
+        from trainlab.diagnostics.verdicts import diagnose_run
+        result.extras["verdicts"] = diagnose_run(result, m.loss, m.data)
+        out.append(MemberOutcome(m.config, result, None, info))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# any model: torch.func (stack_module_state, functional_call, vmap)
+#
+# The members' solo-built models are stacked (``stack_module_state``: every parameter and buffer
+# becomes one (M, ...) tensor) and one base copy of the architecture on the ``meta`` device runs
+# them all: ``vmap(functional_call(base, (params, buffers), x))`` over the member axis. Three
+# kinds of layer need a forward written for ``vmap`` (the same formula in plain tensor ops, set
+# on the base copy only, never on the members' models):
+#
+# - batch norm: trainlab's training-mode batch norm is an ``autograd.Function`` with a hand-written
+#   backward, which ``vmap`` cannot batch; the base runs ``_normalize_reference`` (the readable
+#   formula the fast backward is tested against) and updates its running statistics in place.
+#   In place on a buffer under ``vmap`` writes member k's row of the stacked buffer, so every
+#   member keeps its own running mean and variance, updated from its own batch.
+# - layer norm: the same (its fast path is an ``autograd.Function`` too).
+# - dropout: a solo run draws each mask from torch's global RNG, seeded by the run's seed, layer
+#   after layer in forward order. Each member gets a ``torch.Generator`` seeded as that RNG is at
+#   the start of its solo run and draws the same masks in the same order, outside ``vmap``; the
+#   stacked (M, ...) masks go in as an input. On the CPU the masks are those of the solo run,
+#   exactly (tested). On a GPU the generators are GPU generators seeded as ``torch.manual_seed``
+#   seeds the solo run's, so the masks should be the solo run's there too (not tested on a GPU).
+
+
+BATCHABLE_CALLBACKS = frozenset({"early_stopping"})  # epoch-end callbacks on the member's own loop
+MAX_BATCH_BYTES = 2 << 30  # estimated memory of one batched model (data, state, activations)
+EVAL_CHUNK_BYTES = 1 << 28  # activations of one batched evaluation chunk, all members together
+
+
+def _bn_forward(self, x: Tensor) -> Tensor:
+    """:class:`trainlab.nn.BatchNorm1d`/``2d``'s forward in plain ops (see the section comment)."""
+    from trainlab.nn.normalization import _normalize_reference, _view
+
+    dims, shape = self._axes(x.dim())
+    if not (self.training or not self.track_running_stats):
+        return self._normalize_with(x, self.running_mean.view(shape), self.running_var.view(shape), shape)
+    n = x.numel() // x.shape[1]
+    y = _normalize_reference(x, _view(self.weight, shape), _view(self.bias, shape), dims, self.eps,
+                             self.eps_placement == "inside")
+    if self.training and self.track_running_stats:
+        with torch.no_grad():
+            xd = x.detach()
+            mu = xd.mean(dims, keepdim=True)
+            var = (xd - mu).square().mean(dims)
+            self.num_batches_tracked.add_(1)
+            m = self.momentum if self.momentum is not None else 1.0 / self.num_batches_tracked.to(x.dtype)
+            correction = n / (n - 1) if self.unbiased_running_var else 1.0
+            self.running_mean.mul_(1.0 - m).add_(mu.view(-1) * m)          # (1 − m)·running + m·μ_B
+            self.running_var.mul_(1.0 - m).add_(var.view(-1) * (m * correction))
+    return y
+
+
+def _ln_forward(self, x: Tensor) -> Tensor:
+    """:class:`trainlab.nn.LayerNorm`'s forward in plain ops."""
+    from trainlab.nn.normalization import _normalize_reference
+
+    k = len(self.normalized_shape)
+    return _normalize_reference(x, self.weight, self.bias, tuple(range(x.dim() - k, x.dim())), self.eps)
+
+
+def _dropout_forward(self, x: Tensor) -> Tensor:
+    """:class:`trainlab.nn.Dropout` with the mask given as ``self._vmask`` (drawn per member)."""
+    p = self.p
+    if not self.training:
+        return x * (1.0 - p) if self.mode == "classic" and p > 0 else x
+    if p == 0.0:
+        return x
+    if p == 1.0:
+        return x * 0.0
+    if self._vmask is None:  # tracing the shapes: no mask yet
+        self._vshape = tuple(x.shape)
+        return x
+    return x * self._vmask
+
+
+def _activation_forward(mod: nn.Module):
+    """A plain-ops forward for trainlab's activation modules (theirs are ``autograd.Function``s with
+    hand-written backwards, which ``vmap`` cannot batch), or ``None`` for modules that need none."""
+    import torch.nn.functional as F
+
+    from trainlab.nn import activations as A
+
+    kind = type(mod)
+    if kind is A.ReLU:
+        return torch.relu                           # relu'(0) = 0, as trainlab's
+    if kind is A.Tanh:
+        return torch.tanh
+    if kind is A.Sigmoid:
+        return torch.sigmoid
+    if kind in (A.GeneralizedRectifier, A.LeakyReLU):
+        return torch.relu if mod.alpha == 0.0 else None  # other slopes are plain ops already
+    if kind is A.PReLU:
+        return lambda z: z.clamp_min(0) + A._broadcast_slope(mod.weight, z, 1 if z.dim() > 1 else 0) * z.clamp_max(0)
+    if kind in (A.ELU, A.SELU):
+        alpha, scale = (mod.alpha, 1.0) if kind is A.ELU else (A.SELU_ALPHA, A.SELU_SCALE)
+        return lambda z: torch.add(torch.expm1(z.clamp_max(0)) * (scale * alpha), z.clamp_min(0), alpha=scale)
+    if kind is A.GELU:
+        return lambda z: F.gelu(z, approximate=mod.approximate)
+    if kind is A.SiLU:
+        return F.silu
+    if kind is A.LogSoftmax:
+        return lambda z: torch.log_softmax(z, mod.dim)
+    if kind is A.Softmax:
+        return lambda z: torch.softmax(z, mod.dim)
+    return None
+
+
+def _vmap_base(model: nn.Module) -> tuple[nn.Module, list[nn.Module]]:
+    """A copy of ``model`` on ``meta`` with the forwards above; returns it and its dropout layers
+    that draw masks (in forward order, as registered)."""
+    import copy
+    import types
+
+    from trainlab.nn.dropout import Dropout
+    from trainlab.nn.normalization import LayerNorm, _BatchNorm
+
+    base = copy.deepcopy(model).to("meta")
+    drops = []
+    for mod in base.modules():
+        if isinstance(mod, _BatchNorm):
+            mod.forward = types.MethodType(_bn_forward, mod)
+        elif isinstance(mod, LayerNorm):
+            mod.forward = types.MethodType(_ln_forward, mod)
+        elif _activation_forward(mod) is not None:
+            mod.forward = _activation_forward(mod)
+        elif type(mod) is Dropout:
+            mod.forward = types.MethodType(_dropout_forward, mod)
+            mod._vmask, mod._vshape = None, None
+            if 0.0 < mod.p < 1.0:
+                drops.append(mod)
+    return base, drops
+
+
+def _trace(base: nn.Module, x: Tensor) -> tuple[dict, int]:
+    """Run ``base`` on a meta batch like ``x``: records each dropout layer's input shape and returns
+    the bytes of all module outputs (about what a backward pass keeps)."""
+    sizes = []
+    hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(o.numel() * o.element_size())
+                                     if isinstance(o, Tensor) else None) for m in base.modules()]
+    try:
+        base.train()
+        with torch.no_grad():
+            base(torch.empty(x.shape, dtype=x.dtype, device="meta"))
+    finally:
+        for h in hooks:
+            h.remove()
+    return sum(sizes)
+
+
+def why_not_vmappable(model: nn.Module, example: Tensor) -> str | None:
+    """Why ``model`` cannot run under ``vmap`` as the batched trainer runs it (``None``: it can).
+
+    The check runs it: two copies of the model, stacked, forward and backward on two rows of
+    ``example`` under ``vmap`` (with per-member dropout masks), against each copy run alone with
+    the same masks; outputs and gradients must agree to 1e-4. Parametrized layers (weight norm),
+    DropConnect, frozen parameters and models without parameters are refused first.
+    """
+    from torch.func import functional_call, stack_module_state, vmap
+    from torch.nn.utils import parametrize
+
+    from trainlab.nn.dropout import DropConnect
+
+    params = list(model.parameters())
+    if not params:
+        return "the model has no parameters"
+    if not all(p.requires_grad for p in params):
+        return "some parameters are frozen"
+    for name, mod in model.named_modules():
+        if isinstance(mod, DropConnect):
+            return f"{name} is DropConnect (its weight masks are not batched)"
+        if parametrize.is_parametrized(mod):
+            return f"{name} is reparametrized (weight norm)"
+    import copy
+
+    try:
+        copies = [copy.deepcopy(model).cpu().double() for _ in range(2)]
+        base, drops = _vmap_base(copies[0])
+        x = example[:4].detach().cpu().double()
+        _trace(base, x)
+        g = torch.Generator().manual_seed(0)
+        masks = [torch.stack([(torch.rand(d._vshape, generator=g, dtype=x.dtype) > 0.5).double()
+                              for _ in range(2)]) for d in drops]
+        p, b = stack_module_state(copies)
+        p = {k: v.detach().requires_grad_() for k, v in p.items()}
+
+        def one(pp, bb, xx, mm):
+            for d, m in zip(drops, mm):
+                d._vmask = m
+            return functional_call(base, (pp, bb), (xx,))
+
+        z = vmap(one)(p, b, torch.stack([x, x.flip(0)]), masks)
+        z.square().sum().backward()
+        # the plain-ops forwards compute what the model's own do (in eval mode: no masks drawn)
+        import copy as _copy
+        own, plain = _copy.deepcopy(copies[0]).eval(), _copy.deepcopy(copies[0]).eval()
+        plain_base, _ = _vmap_base(plain)
+        plain_base = plain_base.to_empty(device="cpu")
+        plain_base.load_state_dict(plain.state_dict())
+        plain_base.eval()
+        za, zb = own(x), plain_base(x)
+        za.square().sum().backward()
+        zb.square().sum().backward()
+        if not torch.allclose(za, zb, rtol=1e-6, atol=1e-9):
+            return "a layer's forward has no plain-ops form that computes the same numbers"
+        for (name, q), r in zip(own.named_parameters(), plain_base.parameters()):
+            if (q.grad is None) != (r.grad is None) or (q.grad is not None and not torch.allclose(q.grad, r.grad, rtol=1e-6, atol=1e-9)):
+                return f"a layer's plain-ops gradient differs from its own ({name})"
+        # each copy alone: the same forwards (a base per copy, on the CPU), the same masks
+        for k, c in enumerate(copies):
+            solo, solo_drops = _vmap_base(c)
+            solo = solo.to_empty(device="cpu")
+            solo.load_state_dict(c.state_dict())
+            for d, m in zip(solo_drops, masks):
+                d._vmask = m[k]
+            zk = solo(x if k == 0 else x.flip(0))
+            zk.square().sum().backward()
+            if not torch.allclose(zk, z[k].detach(), rtol=1e-4, atol=1e-6):
+                return "under vmap the model computes other outputs than alone"
+            for name, q in solo.named_parameters():
+                if q.grad is None or not torch.allclose(q.grad, p[name].grad[k], rtol=1e-4, atol=1e-6):
+                    return f"under vmap the gradient of {name} differs from the model's own"
+    except Exception as err:  # noqa: BLE001 - any failure means: train it alone
+        return f"the model does not run under vmap ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+    return None
+
+
+class _RowRule:
+    """A fused rule over stacked parameters of any shape: each (M, ...) tensor is seen as an
+    (M, 1, n) view (the rules' hyperparameters are (M, 1, 1) columns)."""
+
+    def __init__(self, rule, leaves: Sequence[Tensor]):
+        self.rule, self.leaves = rule, list(leaves)
+        self.views = [p.detach().view(p.shape[0], 1, -1) for p in self.leaves]
+
+    def step(self) -> None:
+        self.rule.step(self.views, [p.grad.reshape(p.shape[0], 1, -1) for p in self.leaves])
+
+
+def _member_callbacks(member: Member, steps: int) -> list:
+    """The schedule and the epoch-end callbacks a solo run of ``member`` would have, in its order."""
+    cfg = member.config
+    cbs = []
+    if cfg.schedule is not None:
+        cbs.append(catalog.build_schedule(member.optimizer, cfg.schedule.name, cfg.schedule.kwargs,
+                                          steps_per_epoch=steps, epochs=cfg.train.epochs))
+    cbs += [catalog.build_callback(c.name, c.kwargs, run_dir=None) for c in cfg.callbacks]
+    return sorted(cbs, key=lambda cb: getattr(cb, "order", 0))
+
+
+def _peak_memory(device: torch.device) -> int:
+    """Peak memory so far: the GPU's allocator peak, or the process's peak resident size on the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        import resource
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    except (ImportError, OSError):
+        return 0
+
+
+def _has_conv(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+
+
+def _train_vmapped(batch: list[Member], mode: str, family: str | None) -> list[MemberOutcome]:
+    """Train members of any architecture as one ``vmap``-ed model; returns their outcomes in order."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    from trainlab.data.batches import resolve_batch_size
+    from trainlab.train.callbacks import _overrides
+
+    t_start = time.perf_counter()
+    M = len(batch)
+    first = batch[0]
+    cfg, device, loss = first.config, first.device, first.loss
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    n = len(first.data.train)
+    bsz = resolve_batch_size(cfg.train.batch_size, n)
+    steps = n // bsz if cfg.train.drop_last else math.ceil(n / bsz)
+    if steps == 0:
+        err = ValueError(f"no training batches: {n} samples with batch_size={cfg.train.batch_size} and drop_last=True")
+        return [MemberOutcome(m.config, None, err, {"batched": M, "mode": mode}) for m in batch]
+    models = [m.model for m in batch]
+    base, drops = _vmap_base(first.model)
+    names = [name for name, _ in first.model.named_parameters()]
+    own = [dict(m.named_parameters()) for m in models]
+    with torch.no_grad():
+        _, buffers = stack_module_state(models)
+    if mode == "fused":
+        stacked, _ = stack_module_state(models)  # (M, ...) leaves
+        leaves = [stacked[k] for k in names]
+        rule = _RowRule(_FUSED_RULES[family]([m.optimizer.param_groups[0] for m in batch],
+                                             leaves[0].detach().view(M, 1, -1)), leaves)
+
+        def params() -> dict:
+            return stacked
+    else:
+        leaves = [p for d in own for p in d.values()]
+
+        def params() -> dict:  # stacked in the graph: gradients flow to each member's own parameters
+            return {k: torch.stack([d[k] for d in own]) for k in names}
+
+    def one(p, b, x, masks):
+        for d, m in zip(drops, masks):
+            d._vmask = m
+        return functional_call(base, (p, b), (x,))
+
+    batched_forward = vmap(one)
+    drop_gens = []
+    if drops:  # each member's dropout masks from a generator in the state of its solo run's global RNG
+        # on the members' device, so that on a GPU the masks come from a GPU generator as a solo
+        # run's do, without a host-to-device copy per step
+        drop_gens = [torch.Generator(device=device).manual_seed(m.config.seed) for m in batch]
+    mask_shapes: dict[int, list] = {}
+
+    def draw_masks(B: int, like: Tensor) -> list[Tensor]:
+        if not drops:
+            return []
+        if B not in mask_shapes:
+            for d in drops:
+                d._vmask = None
+            _trace(base, torch.empty((B, *first.data.train.X.shape[1:]), dtype=like.dtype, device="meta"))
+            mask_shapes[B] = [d._vshape for d in drops]
+        out = []
+        for d, shape in zip(drops, mask_shapes[B]):
+            scale = 1.0 / (1.0 - d.p) if d.mode == "inverted" else 1.0
+            rows = [torch.rand(shape, generator=g, dtype=like.dtype, device=like.device).ge_(d.p) for g in drop_gens]
+            mask = torch.stack(rows)
+            out.append(mask.mul_(scale) if scale != 1.0 else mask)
+        return out
+
+    def sync(k: int) -> None:  # member k's own model gets its row of the stack
+        with torch.no_grad():
+            if mode == "fused":
+                for name in names:
+                    own[k][name].copy_(stacked[name][k])
+            for name, buf in models[k].named_buffers():
+                buf.copy_(buffers[name][k])
+
+    X = _Stack([m.data.train.X for m in batch])
+    Y = _Stack([m.data.train.y for m in batch])
+    callbacks = [_member_callbacks(m, steps) for m in batch]
+    per_batch = [[cb for cb in cbs if _overrides(cb, "on_batch_begin")] for cbs in callbacks]
+    for k, m in enumerate(batch):
+        m.loop = _MemberLoop(m, steps)
+        for cb in callbacks[k] + ([m.recorder] if m.recorder is not None else []):
+            cb.set_loop(m.loop)
+            cb.on_train_begin({})
+    recording = [k for k, m in enumerate(batch) if m.recorder is not None]
+    observed = [k for k in range(M) if callbacks[k] or batch[k].recorder is not None]
+    lrs = [float(m.optimizer.param_groups[0]["lr"]) for m in batch]
+    if mode == "fused":  # on_train_begin may have set a first lr (a rule's lr at step 0)
+        rule.rule.set_lr(lrs)
+    scheduled = mode == "fused" and any(callbacks)  # lrs are read back every step only then
+    alive = [True] * M
+    frozen = [False] * M  # stopped early: its own model holds its final state
+    active = torch.ones(M, dtype=torch.bool, device=device)  # members still training
+    zero = torch.zeros((), device=device)
+
+    masked = list(alive)
+
+    def mask_out() -> None:
+        """Members that stopped or failed drop out of the objective (zero gradient) and, with a
+        fused rule, get lr 0, so their rows of the batch stay as they were."""
+        if masked == alive:
+            return
+        masked[:] = alive
+        active.copy_(torch.tensor(alive, device=device))
+        if mode == "fused":
+            rule.rule.set_lr([lr if a else 0.0 for lr, a in zip(lrs, alive)])
+
+    global_step = 0
+    # evaluation in chunks whose activations stay within EVAL_CHUNK_BYTES for all members together
+    per_sample = max(_trace(base, first.data.train.X[:1].expand(2, *first.data.train.X.shape[1:])) // 2, 1)
+    eval_chunk = int(max(1, min(8192, EVAL_CHUNK_BYTES // (M * per_sample))))
+
+    def evaluate_split(which: str, p: dict, bufs: dict) -> list[dict]:
+        """:func:`trainlab.evaluate` of every member on its split ``which`` (eval mode, batched)."""
+        sets = [getattr(m.data, which) for m in batch]
+        xs, ys = _Stack([d.X for d in sets]).full(M), _Stack([d.y for d in sets]).full(M)
+        nv = len(sets[0])
+        base.eval()
+        try:
+            with torch.no_grad():
+                total, correct = [], []
+                for i in range(0, nv, eval_chunk):
+                    z = batched_forward(p, bufs, xs[:, i:i + eval_chunk], [])
+                    total.append(member_losses(loss, z, ys[:, i:i + eval_chunk]).double() * z.shape[1])
+                    c = member_correct(loss, z, ys[:, i:i + eval_chunk])
+                    if c is not None:
+                        correct.append(c)
+                tot = torch.stack(total).sum(0).cpu()
+                cor = torch.stack(correct).sum(0).cpu() if correct else None
+        finally:
+            base.train()
+        return [{"loss": float(tot[k]) / max(nv, 1), **({"accuracy": int(cor[k]) / max(nv, 1)} if cor is not None else {})}
+                for k in range(M)]
+
+    base.train()
+    for epoch in range(cfg.train.epochs):
+        t0 = time.perf_counter()
+        for k in range(M):
+            if alive[k]:
+                batch[k].loop.epoch = epoch
+                for cb in callbacks[k]:
+                    cb.on_epoch_begin(epoch, {})
+        if cfg.train.shuffle:  # each member's own generator, one randperm per epoch (as Batches)
+            order = torch.stack([torch.randperm(n, generator=m.generator) for m in batch]).to(device)
+            X_epoch, Y_epoch = X.take(order), Y.take(order)
+        else:
+            X_epoch, Y_epoch = X.full(M), Y.full(M)
+        step_losses, step_correct, counts = [], [], []
+        for b in range(steps):
+            xb, yb = X_epoch[:, b * bsz:(b + 1) * bsz], Y_epoch[:, b * bsz:(b + 1) * bsz]
+            for k in range(M):
+                if per_batch[k] and alive[k]:
+                    batch[k].loop.step = global_step
+                    for cb in per_batch[k]:
+                        cb.on_batch_begin(b, {"batch": b, "size": xb.shape[1]})
+            if recording and b == steps - 1:  # the recorder snapshots weights before an epoch's last step
+                for k in recording:
+                    if alive[k]:
+                        sync(k)
+                        batch[k].loop.epoch, batch[k].loop.step = epoch, global_step
+                        batch[k].recorder.on_batch_begin(b, {"batch": b, "size": xb.shape[1]})
+            if scheduled:
+                now = [float(m.optimizer.param_groups[0]["lr"]) for m in batch]
+                if now != lrs:  # a schedule moved some member's lr: the rule's lr column follows
+                    lrs = now
+                    rule.rule.set_lr([lr if a else 0.0 for lr, a in zip(lrs, alive)])
+            for p in leaves:
+                p.grad = None
+            z = batched_forward(params(), buffers, xb, draw_masks(xb.shape[1], xb))
+            losses = member_losses(loss, z, yb)
+            # member k's parameters only see member k's loss; stopped members see none
+            torch.where(active, losses, zero).sum().backward()
+            values = losses.detach()
+            if mode == "fused":
+                rule.step()
+            else:
+                for k, m in enumerate(batch):
+                    if alive[k]:
+                        m.optimizer.step(lambda k=k: values[k])
+            step_losses.append(values)
+            counts.append(xb.shape[1])
+            c = member_correct(loss, z.detach(), yb)
+            if c is not None:
+                step_correct.append(c)
+            global_step += 1
+        # the epoch's one read: the NaN check and the sums (fit's float64 sum of loss·batch size)
+        L = torch.stack(step_losses)
+        finite = torch.isfinite(L).cpu()
+        total = (L.double() * torch.tensor(counts, dtype=torch.float64, device=L.device).view(-1, 1)).sum(0).cpu()
+        correct = torch.stack(step_correct).sum(0).cpu() if step_correct else None
+        for k in range(M):
+            if alive[k] and not bool(finite[:, k].all()):
+                bad = int((~finite[:, k]).nonzero()[0, 0])
+                alive[k] = False
+                batch[k].error = NonFiniteLossError(float(L[bad, k]), epoch, bad, global_step - steps + bad)
+        if not any(alive):
+            break
+        mask_out()
+        val = evaluate_split("val", params(), buffers) if first.data.val is not None else None
+        seen = sum(counts)
+        elapsed = (time.perf_counter() - t0) / max(sum(alive), 1)
+        for k, m in enumerate(batch):
+            if not alive[k]:
+                continue
+            logs = {"loss": float(total[k]) / max(seen, 1)}
+            if correct is not None:
+                logs["accuracy"] = int(correct[k]) / max(seen, 1)
+            if val is not None:
+                logs.update({f"val_{key}": v for key, v in val[k].items()})
+            logs["lr"] = float(m.optimizer.param_groups[0]["lr"])
+            logs["time"] = elapsed
+            m.loop.epoch, m.loop.step = epoch, global_step
+            if k in observed:
+                sync(k)
+            m.history.on_epoch_end(epoch, logs)
+            for cb in callbacks[k]:
+                cb.on_epoch_end(epoch, logs)
+            if m.recorder is not None:
+                m.recorder.on_epoch_end(epoch, dict(m.history.records()[-1]))
+            if m.loop.stop_training:  # stopped early: masked out from here on, its state frozen
+                alive[k], frozen[k] = False, True
+        if not any(alive):
+            break
+        mask_out()
+
+    for k in range(M):
+        if alive[k]:
+            sync(k)
+    for k, m in enumerate(batch):
+        if m.error is None:
+            for cb in callbacks[k]:
+                cb.on_train_end({})
+            if m.recorder is not None:
+                m.recorder.on_train_end({})
+    # the final numbers of every member at once, from the members' own models as training left
+    # them (an early stop's restored best weights included): runner.final_metrics, batched
+    with torch.no_grad():
+        final_p, final_b = stack_module_state(models)
+    finals: list[dict] = [{} for _ in range(M)]
+    for which in ("train", "val", "test"):
+        if getattr(first.data, which) is not None:
+            for k, row in enumerate(evaluate_split(which, final_p, final_b)):
+                finals[k].update({f"{which}_{key}": v for key, v in row.items()})
+    wall = (time.perf_counter() - t_start) / M
+    peak = _peak_memory(device)
+    out = []
+    for k, m in enumerate(batch):
+        info = {"batched": M, "mode": mode, "engine": "vmap", "peak_memory_bytes": peak}
+        if m.error is not None:
+            out.append(MemberOutcome(m.config, None, m.error, {**info, "wall_time": wall}))
+            continue
+        final = finals[k]
+        result = RunResult(m.config, m.model, m.history, final, wall)
+        from trainlab.experiments.runner import early_stops
+        result.extras.update(data=m.data, loss=m.loss, early_stops=early_stops(callbacks[k]))
+        if m.recorder is not None:
             result.extras["diagnostics"] = m.recorder
         from trainlab.diagnostics.verdicts import diagnose_run
         result.extras["verdicts"] = diagnose_run(result, m.loss, m.data)

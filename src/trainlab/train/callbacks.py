@@ -35,6 +35,9 @@ class Callback:
     loop: "Loop"
     order: int = 0
     main_process_only: bool = False
+    # whether ``on_batch_end`` reads ``logs["loss"]``: the loop reads the batch loss from the
+    # device every step only when a callback that overrides ``on_batch_end`` says so
+    reads_batch_loss: bool = True
 
     def set_loop(self, loop: "Loop") -> None:
         self.loop = loop
@@ -79,6 +82,15 @@ class CallbackList:
     @property
     def has_batch_hooks(self) -> bool:
         return bool(self._batch_begin or self._batch_end)
+
+    @property
+    def has_batch_end(self) -> bool:
+        return bool(self._batch_end)
+
+    @property
+    def reads_batch_loss(self) -> bool:
+        """Whether a callback's ``on_batch_end`` needs ``logs["loss"]`` (a per-step device read)."""
+        return any(getattr(cb, "reads_batch_loss", True) for cb in self._batch_end)
 
     def on_train_begin(self, logs: Logs) -> None:
         for cb in self._active:
@@ -173,6 +185,7 @@ class ProgressLogger(Callback):
     """
 
     main_process_only = True
+    reads_batch_loss = False  # the bar counts batches; it shows no batch loss
 
     def __init__(self, stream=None, bar: bool | None = None) -> None:
         self.stream = stream if stream is not None else sys.stderr

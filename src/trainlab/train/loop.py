@@ -4,6 +4,16 @@ Every optimizer step goes through a closure that zeroes gradients, runs the forw
 computes the loss and back-propagates. Plain optimizers call it once; optimizers that need to
 re-evaluate the loss (L-BFGS, Newton, conjugate gradients, Nesterov's true lookahead) call it as
 often as their algorithm needs, so every ``torch.optim.Optimizer`` works here unchanged.
+
+Nothing in a step waits for the device: on a GPU each step's loss and correct count stay device
+tensors and are summed once at the end of the epoch (one read per epoch). The NaN check reads them
+then too, so a non-finite loss is reported at the end of its epoch with the epoch and step where it
+first appeared (the steps after it ran on NaN weights and changed nothing that is kept: the
+error stops the run before any callback sees that epoch end). A callback that reads the batch
+loss (one that overrides ``on_batch_end`` and keeps ``Callback.reads_batch_loss``) gets it as a
+Python float every step, and then the check is made every step as well. On the CPU reading a
+number waits for nothing, so the loss is read and checked at every step (cheaper there than the
+tensor sums); the correct counts are summed once per epoch either way.
 """
 from __future__ import annotations
 
@@ -18,6 +28,11 @@ from trainlab.data.batches import Batches
 from trainlab.data.dataset import Dataset, as_dataset
 from trainlab.losses import Loss, resolve_loss
 from trainlab.train.callbacks import Callback, CallbackList, History, ProgressLogger
+
+
+# on the CPU a step's loss is read (and checked) at once; False keeps it on the device until the
+# epoch ends, as on a GPU (the tests run that path on the CPU this way)
+READ_CPU_LOSS_EACH_STEP = True
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -53,6 +68,47 @@ def _count_correct(loss_fn, z: Tensor, y: Tensor) -> Tensor | None:
     return None
 
 
+def _correct_counter(loss_fn):
+    """``(z, y) -> correct count`` (a device tensor) for ``loss_fn``, or ``None`` when it has no accuracy."""
+    if isinstance(loss_fn, Loss):
+        return loss_fn.correct if loss_fn.is_classification else None
+    return lambda z, y: _count_correct(loss_fn, z, y)
+
+
+def _check_finite(losses: list[Tensor], epoch: int, first_step: int, sizes: list[int] | None = None,
+                  corrects: list | None = None, from_error: BaseException | None = None):
+    """Read an epoch's step losses once: raise :class:`NonFiniteLossError` at the first non-finite
+    one, else return ``(Σ loss·batch size, Σ correct or None)``.
+
+    The sum is in float64, as a Python float sum of ``loss.item() * n`` would be. With
+    ``from_error`` (a step raised) only the check is made.
+    """
+    if not losses:  # every loss was read at once (CPU): only the correct counts are left
+        if not corrects or from_error is not None:
+            return 0.0, None
+        total = torch.stack([c.reshape(()) for c in corrects]).sum()
+        return 0.0, int(total) if not total.is_floating_point() else float(total)
+    step_losses = torch.stack(losses)
+    finite = torch.isfinite(step_losses)
+    if from_error is not None or sizes is None:
+        if not bool(finite.all()):
+            b = int((~finite).nonzero()[0, 0])
+            raise NonFiniteLossError(float(step_losses[b]), epoch, b, first_step + b) from from_error
+        return 0.0, None
+    weights = torch.tensor(sizes, dtype=torch.float64, device=step_losses.device)
+    parts = [(step_losses.double() * weights).sum(), finite.all().double()]
+    if corrects:
+        parts.append(torch.stack([c.reshape(()) for c in corrects]).sum().double())
+    read = torch.stack(parts).tolist()  # the epoch's one read from the device
+    if not read[1]:
+        b = int((~finite).nonzero()[0, 0])
+        raise NonFiniteLossError(float(step_losses[b]), epoch, b, first_step + b)
+    correct = None
+    if corrects:
+        correct = int(read[2]) if not any(c.is_floating_point() for c in corrects) else read[2]
+    return read[0], correct
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data, loss: str | Loss = "cross_entropy", *,
              batch_size: int = 8192, device: torch.device | str | None = None) -> dict[str, float]:
@@ -67,22 +123,33 @@ def evaluate(model: nn.Module, data, loss: str | Loss = "cross_entropy", *,
         ds = ds.to(device)
     was_training = model.training
     model.eval()
-    total, correct, n = 0.0, 0, len(ds)
-    has_acc = False
+    n = len(ds)
+    totals, corrects = [], []  # device tensors, read once at the end
     try:
         for i in range(0, n, batch_size):
             xb, yb = ds.X[i : i + batch_size], ds.y[i : i + batch_size]
             z = model(xb)
-            total += float(loss_fn(z, yb)) * len(xb)
+            value = loss_fn(z, yb).detach()
             c = _count_correct(loss_fn, z, yb)
+            if value.device.type == "cpu":  # reading waits for nothing there: plain numbers
+                totals.append(float(value) * len(xb))
+                if c is not None:
+                    corrects.append(float(c))
+                continue
+            totals.append(value.double().reshape(()) * len(xb))
             if c is not None:
-                has_acc = True
-                correct += float(c)  # per-step accuracy of sequences counts fractions
+                corrects.append(c.reshape(()).double())  # sequences' per-step accuracy counts fractions
     finally:
         model.train(was_training)
-    out = {"loss": total / max(n, 1)}
-    if has_acc:
-        out["accuracy"] = correct / max(n, 1)
+    if not totals:
+        return {"loss": 0.0}
+    if isinstance(totals[0], float):
+        read = [sum(totals)] + ([sum(corrects)] if corrects else [])
+    else:
+        read = torch.stack([torch.stack(totals).sum()] + ([torch.stack(corrects).sum()] if corrects else [])).tolist()
+    out = {"loss": read[0] / max(n, 1)}
+    if corrects:
+        out["accuracy"] = read[1] / max(n, 1)
     return out
 
 
@@ -133,6 +200,8 @@ class Loop:
         callback runs and its state is put in after ``on_train_begin``."""
         model, optimizer, loss_fn, cbs = self.model, self.optimizer, self.loss_fn, self.callbacks
         batch_hooks = cbs.has_batch_hooks
+        batch_end, reads_loss = cbs.has_batch_end, cbs.reads_batch_loss
+        count = _correct_counter(loss_fn)
         stash: dict[str, Tensor] = {}
         group = self.group
         if group is not None:
@@ -196,7 +265,9 @@ class Loop:
             cbs.on_epoch_begin(epoch, logs)
             model.train()
             t0 = time.perf_counter()
-            total, correct, seen = 0.0, None, 0
+            losses, corrects, sizes = [], [], []  # device tensors, read once at the epoch end
+            host_total = 0.0  # Σ loss·batch size of the steps read at once (CPU, many processes)
+            host_correct = None  # the ranks' summed correct counts (many processes)
             for b, (xb, yb) in enumerate(self.train):
                 if batch_hooks:
                     cbs.on_batch_begin(b, {"batch": b, "size": len(xb)})
@@ -206,23 +277,50 @@ class Loop:
                 stash["x"], stash["y"] = xb, yb
                 if group is not None:
                     stash["n"] = self.train.global_size(b)
-                loss = optimizer.step(closure if group is None else sharded_closure)
+                try:
+                    loss = optimizer.step(closure if group is None else sharded_closure)
+                except Exception as err:  # a step that fails after a NaN (a solver on NaN weights) reports the NaN
+                    _check_finite(losses, epoch, self.step - len(losses), from_error=err)
+                    raise
                 if loss is None:
                     raise TypeError(f"{type(optimizer).__name__}.step(closure) returned None; "
                                     "trainlab's fit needs optimizers that return the closure's loss")
-                value = loss.item()
-                if not math.isfinite(value):
-                    raise NonFiniteLossError(value, epoch, b, self.step)
                 n = len(xb) if group is None else stash["n"]
-                total += value * n
-                seen += n
-                c = (_count_correct(loss_fn, stash["z"], yb) if group is None
-                     else int(stash["stats"][1]) if stash["stats"][2] else None)
-                if c is not None:
-                    correct = c if correct is None else correct + c
+                sizes.append(n)
+                value = None
+                if group is not None:
+                    # the ranks' sums came back as numbers inside the closure (distributed.py): use them
+                    value = float(loss)
+                    if not math.isfinite(value):
+                        raise NonFiniteLossError(value, epoch, b, self.step)
+                    host_total += value * n
+                    if stash["stats"][2]:
+                        host_correct = float(stash["stats"][1]) + (host_correct or 0.0)
+                else:
+                    if count is not None:
+                        corrects.append(count(stash["z"], yb))
+                    if not isinstance(loss, Tensor) or (loss.device.type == "cpu" and READ_CPU_LOSS_EACH_STEP):
+                        # on the CPU reading a number waits for nothing: read and check it at once
+                        value = loss.item() if isinstance(loss, Tensor) else float(loss)
+                        if not math.isfinite(value):
+                            raise NonFiniteLossError(value, epoch, b, self.step)
+                        host_total += value * n
+                    else:
+                        losses.append(loss.detach())
                 self.step += 1
-                if batch_hooks:
-                    cbs.on_batch_end(b, {"batch": b, "size": n, "loss": value})
+                if batch_end:
+                    batch_logs = {"batch": b, "size": n}
+                    if reads_loss:  # the one per-step read, only for callbacks that want the number
+                        value = losses[-1].item() if value is None else value
+                        if not math.isfinite(value):
+                            raise NonFiniteLossError(value, epoch, b, self.step - 1)
+                        batch_logs["loss"] = value
+                    cbs.on_batch_end(b, batch_logs)
+            total, correct = _check_finite(losses, epoch, self.step - len(losses), sizes, corrects)
+            total += host_total
+            if host_correct is not None:
+                correct = host_correct if correct is None else correct + host_correct
+            seen = sum(sizes)
             logs["loss"] = total / max(seen, 1)
             if correct is not None:
                 logs["accuracy"] = float(correct) / max(seen, 1)
