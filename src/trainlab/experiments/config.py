@@ -171,6 +171,17 @@ class DataSpec(Spec):
     split: list[float] | None = Field(
         default=None, description="train/val[/test] fractions for sets without their own split; "
                                   "default [0.7, 0.3] (the notes' 70/30)")
+    input_features: list[str] | None = Field(
+        default=None, description="input columns computed from the raw inputs (trainlab.data.features), e.g. "
+                                  "[x1, x2, x1^2, x2^2, x1*x2, sin(x1)]; default: the raw inputs")
+
+    @field_validator("input_features")
+    @classmethod
+    def _known_features(cls, v):
+        if v is not None:
+            from trainlab.data.features import check_feature_names
+            check_feature_names(v)
+        return v
 
 
 class ModelSpec(Section):
