@@ -90,7 +90,7 @@ def create_app(runs_root: str | Path = "runs", upload_dir: str | Path | None = N
         pending = {"frames": 0}
 
         def push(msg: dict) -> None:
-            if msg.get("type") == "frame":
+            if msg.get("type") == "frame" and "points" not in msg:
                 if pending["frames"] >= MAX_QUEUED_FRAMES:
                     return
                 pending["frames"] += 1
@@ -104,7 +104,7 @@ def create_app(runs_root: str | Path = "runs", upload_dir: str | Path | None = N
         async def sender():
             while True:
                 msg = await queue.get()
-                if msg.get("type") == "frame":
+                if msg.get("type") == "frame" and "points" not in msg:
                     pending["frames"] -= 1
                 await websocket.send_text(json.dumps(msg, allow_nan=False, default=str))
 

@@ -471,6 +471,7 @@ class Session:
             self.stopped: NonFiniteLossError | None = None
             self.init_checksum = _checksum(model)
             self.verdict_time = 0.0
+            self._sent_points = False
         except Exception as err:  # noqa: BLE001 (a build failure is told to the page)
             self.state = "error"
             self.emit({"type": "error", "message": _one_line(err)})
@@ -705,6 +706,9 @@ class Session:
     def _publish(self, force: bool = False) -> None:
         frame = self._frame()
         frame["state"] = self.state
+        if not self._sent_points:  # the data and the plot's bounds travel once per build
+            frame["points"], frame["bounds"] = self.points, self.bounds
+            self._sent_points = True
         self.last_frame = frame
         self.emit(frame)
 
@@ -712,7 +716,11 @@ class Session:
         from trainlab.diagnostics.verdicts import diagnose_run
         from trainlab.experiments.runner import RunResult
 
-        result = RunResult(self.cfg, self.model, self.history, {}, 0.0)
+        cfg = self.cfg
+        if self.state not in ("done", "diverged"):  # a run in progress has not stopped early
+            cfg = cfg.model_copy(deep=True)
+            cfg.train.epochs = max(1, self.epochs_done)
+        result = RunResult(cfg, self.model, self.history, {}, 0.0)
         result.extras["diagnostics"] = self.recorder
         try:
             diagnosis = diagnose_run(result, self.loss, self.data, stopped=self.stopped)
