@@ -120,7 +120,7 @@ def config_from_settings(settings: dict, uploads: dict[str, Path] | None = None)
     name = s["data"]
     if name not in DATASETS:
         raise SettingsError(f"data: unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
-    n = _number(s, "n", int, 10, 5000)
+    n = _number(s, "n", int, 4, 5000)
     noise = _number(s, "noise", float, 0.0, 5.0)
     if name in ("moons", "circles", "spirals", "xor", "sine", "ripple"):
         data = {"name": name, "n_samples": n, "noise": noise}
