@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
 from trainlab.playground.session import DEFAULTS, MAX_LAYERS, MAX_UNITS, Session
 
@@ -120,7 +120,7 @@ def create_app(runs_root: str | Path = "runs", upload_dir: str | Path | None = N
                     push({"type": "error", "message": "a message must be a JSON object"})
                     continue
                 await asyncio.to_thread(session.handle, msg)
-        except WebSocketDisconnect:
+        except (WebSocketDisconnect, WebSocketDisconnected):  # the page closed or reloaded
             pass
         finally:
             send_task.cancel()

@@ -351,7 +351,7 @@ class Session:
             elif kind == "reset":
                 s = dict(self.settings)
                 s["seed"] = int(s.get("seed", 0)) + 1
-                self.build(s, keep_running=False)
+                self.build(s, keep_running=False, reset=True)
             elif kind == "config":
                 self.emit({"type": "config", "yaml": self.config_yaml()})
             elif kind == "save":
@@ -364,7 +364,7 @@ class Session:
         except (SettingsError, ConfigError, ValueError, TypeError, OSError) as err:
             self.emit({"type": "error", "message": _one_line(err)})
 
-    def build(self, settings: dict, keep_running: bool | None = None) -> None:
+    def build(self, settings: dict, keep_running: bool | None = None, reset: bool = False) -> None:
         """(Re)build the run from ``settings``; nothing changes when they do not validate."""
         settings = normalize(settings)
         cfg = parse_config(config_from_settings(settings, self.uploads))
@@ -378,7 +378,7 @@ class Session:
                                        name="trainlab-playground")
         self.thread.start()
         ready.wait(30)
-        self.emit({"type": "settings", "settings": self.settings})
+        self.emit({"type": "settings", "settings": self.settings, "reset": reset})
 
     def update(self, settings: dict) -> None:
         """Apply new settings: live ones between two steps, others by rebuilding."""

@@ -86,8 +86,9 @@ function onMessage(which, m) {
   } else if (m.type === "settings") {
     if (which === "a") {
       showError("");
-      if (!m.live) {  // a rebuild (or a reset with its new seed): the page shows what the server uses
-        settings = Object.assign({}, settings, m.settings);
+      // the server changes one setting itself: reset draws the next seed (later local edits are kept)
+      if (!m.live && String(m.settings.seed) !== String(settings.seed) && m.reset) {
+        settings.seed = m.settings.seed;
         fillInputs();
         writeUrl();
       }
