@@ -41,7 +41,7 @@ MAX_LAYERS, MAX_UNITS = 8, 64
 GRID = 64          # the decision boundary is a GRID × GRID image (one batched forward pass)
 UNIT_GRID = 32     # each hidden unit's heatmap: every second grid point
 CURVE_POINTS = 200  # a 1-D regression curve
-FRAME_INTERVAL = 1 / 30  # at most ~30 frames per second while playing
+FRAME_INTERVAL = 1 / 40  # at most ~40 frames per second while playing (the goal: 30 at the page)
 VERDICT_INTERVAL = 0.5   # seconds between live diagnoses
 
 DATASETS = ("moons", "circles", "spirals", "xor", "blobs", "line", "sine", "ripple", "csv")
@@ -464,7 +464,10 @@ class Session:
             self.steps_per_epoch = _batches_per_epoch(cfg, len(data.train))
             self.schedule = _ScheduleSlot(self._make_schedule(cfg))
             d = cfg.diagnostics
-            self.recorder = DiagnosticsRecorder(every=d.every, probe=d.probe, spectra=d.spectra, seed=cfg.seed)
+            # recorded at most every ~100 steps here: the records feed the live verdicts, and a
+            # record costs several training steps (the copied config keeps its own `every`)
+            every = max(d.every, math.ceil(100 / self.steps_per_epoch)) if d.every else 0
+            self.recorder = DiagnosticsRecorder(every=every, probe=d.probe, spectra=d.spectra, seed=cfg.seed)
             self.watch = _Watch(self)
             self._prepare_grid()
             self.step_count, self.epochs_done = 0, 0
@@ -648,47 +651,54 @@ class Session:
         if z.shape[1] == 1:
             p = torch.sigmoid(z[:, 0]) if head == "sigmoid" else z[:, 0].clamp(0, 1)
             return {"grid": _b64(torch.nan_to_num(p, 0.5))}
+        if z.shape[1] == 2:  # softmax's class-1 probability is σ(z₁ − z₀)
+            return {"grid": _b64(torch.nan_to_num(torch.sigmoid(z[:, 1] - z[:, 0]), 0.5))}
         probs = torch.nan_to_num(torch.softmax(z, 1), 0.5)
-        if z.shape[1] == 2:
-            return {"grid": _b64(probs[:, 1])}
         conf, cls = probs.max(1)
         return {"grid": _b64(conf), "grid_class": _b64(cls.float() / 255)}
 
     def _frame(self) -> dict:
-        model = self.model
-        acts, z = self._hidden_and_output(self.grid)
+        """Everything the page draws, from one batched forward pass in eval mode (no gradients)
+        over the grid, the training inputs and the test inputs together."""
+        model, data = self.model, self.data
+        parts = [self.grid, data.train.X] + ([data.val.X] if data.val is not None else [])
+        acts, z = self._hidden_and_output(torch.cat(parts))
+        n_grid, n_train = len(self.grid), len(data.train)
         frame = {"type": "frame", "step": self.step_count, "epoch": self.epochs_done, "state": self.state,
                  "lr": float(self.optimizer.param_groups[0]["lr"]), "checksum": _checksum(model)}
-        frame.update(self._field(z))
-        tr = evaluate(model, self.data.train, self.loss)
-        frame["train_loss"], frame["train_acc"] = _finite(tr["loss"]), tr.get("accuracy")
-        if self.data.val is not None:
-            te = evaluate(model, self.data.val, self.loss)
-            frame["test_loss"], frame["test_acc"] = _finite(te["loss"]), te.get("accuracy")
-        # per-unit heatmaps over the grid, scaled by each layer's largest magnitude
+        frame.update(self._field(z[:n_grid]))
+        with torch.no_grad():
+            for name, ds, zz in (("train", data.train, z[n_grid:n_grid + n_train]),
+                                 ("test", data.val, z[n_grid + n_train:])):
+                if ds is None:
+                    continue
+                frame[f"{name}_loss"] = _finite(self.loss(zz, ds.y))
+                correct = self.loss.correct(zz, ds.y) if self.loss.is_classification else None
+                frame[f"{name}_acc"] = None if correct is None else int(correct) / max(len(ds), 1)
+        # per-unit heatmaps over the grid, each layer scaled by its largest magnitude
         units = []
         for a in acts:
             if self.one_d:
                 units.append([])
                 continue
-            img = a.reshape(GRID, GRID, -1)[::2, ::2].permute(2, 0, 1)  # (units, 32, 32)
-            scale = float(torch.nan_to_num(img).abs().max()) or 1.0
-            units.append([_b64((torch.nan_to_num(u) / scale + 1) / 2) for u in img])
+            img = a[:n_grid].reshape(GRID, GRID, -1)[::2, ::2].permute(2, 0, 1).reshape(a.shape[1], -1)
+            img = torch.nan_to_num(img)
+            scale = float(img.abs().max()) or 1.0
+            q = (((img / scale + 1) / 2).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            units.append([base64.b64encode(row.tobytes()).decode() for row in q])
         frame["units"] = units
-        layers = [b.linear for b in model.blocks] + [model.out]
-        frame["weights"] = [torch.nan_to_num(_layer_weight(l)).round(decimals=3).tolist() for l in layers]
+        frame["weights"] = [torch.nan_to_num(_layer_weight(l)).round(decimals=3).tolist() for l in _layers(model)]
         frame["grad_norms"] = [_grad_norm(b) for b in model.blocks] + [_grad_norm(model.out)]
         frame["update_ratios"] = self.watch.ratios
-        frame.update(self._unit_health())
-        frame["widths"] = [self.data.train.n_features] + [len(w) for w in frame["weights"]]
+        frame.update(self._unit_health([a[n_grid:n_grid + n_train] for a in acts]))
+        frame["widths"] = [data.train.n_features] + [len(w) for w in frame["weights"]]
         return frame
 
-    def _unit_health(self) -> dict:
+    def _unit_health(self, acts: list[Tensor]) -> dict:
         """Dead units (ReLU-like: zero on every training input) and saturated ones (sigmoid/tanh:
-        in the flat 1 % band on most inputs), as in :mod:`trainlab.diagnostics.neurons`."""
+        in the flat 1 % band on most training inputs), as in :mod:`trainlab.diagnostics.neurons`."""
         from trainlab.diagnostics.layers import BOUNDS, activation_kind
 
-        acts, _ = self._hidden_and_output(self.data.train.X)
         dead, saturated = [], []
         for block, a in zip(self.model.blocks, acts):
             kind = activation_kind(block.act)
