@@ -155,8 +155,9 @@ def test_screenshot_for_the_docs(page, server):
     if not target:
         pytest.skip("set TRAINLAB_SCREENSHOT=docs/images/playground.png to refresh the README's screenshot")
     open_page(page, "data=spirals&classes=2&noise=0.02&n=500&hidden=16,16&activation=tanh&optimizer=adam&lr=0.03")
+    page.set_default_timeout(180_000)  # a picture of a run that has learned: some thousand steps
     page.click(tid("play"))
-    wait_steps(page, 5000)
+    wait_steps(page, 4000)
     page.click(tid("play"))
     page.wait_for_function(f"document.querySelector('{tid('state')}').textContent === 'paused'")
     Path(target).parent.mkdir(parents=True, exist_ok=True)

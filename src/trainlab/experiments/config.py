@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PydanticSchemaGenerationError, TypeAdapter, ValidationError,
-                      field_validator, model_validator)
+                      field_validator, model_serializer, model_validator)
 
 from trainlab.experiments import catalog, yamlio
 from trainlab.experiments.yamlio import short
@@ -182,6 +182,15 @@ class DataSpec(Spec):
             from trainlab.data.features import check_feature_names
             check_feature_names(v)
         return v
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_features(self, handler):
+        # without input features the resolved config stays as it was before the field existed,
+        # so older run folders still resume and compare equal
+        out = handler(self)
+        if isinstance(out, dict) and out.get("input_features") is None:
+            out.pop("input_features", None)
+        return out
 
 
 class ModelSpec(Section):
