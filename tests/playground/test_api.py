@@ -164,3 +164,14 @@ def test_config_matches_the_session_model():
     torch.manual_seed(0)
     cfg = parse_config(config_from_settings({**DEFAULTS, "features": "x1,x2,x1*x2"}))
     assert cfg.data.input_features == ["x1", "x2", "x1*x2"]
+
+
+def test_the_cli_names_the_extra_when_the_server_packages_are_missing(monkeypatch, capsys):
+    import sys
+
+    from trainlab import cli
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn now raises ModuleNotFoundError
+    assert cli.main(["playground", "--no-browser"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "trainlab playground: the playground needs uvicorn: pip install 'trainlab[playground]'"

@@ -162,3 +162,24 @@ def test_screenshot_for_the_docs(page, server):
     page.wait_for_function(f"document.querySelector('{tid('state')}').textContent === 'paused'")
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=target, full_page=True)
+
+
+def test_race_mode_trains_two_runs_from_one_initialization(page):
+    open_page(page, FAST + "&race=1&b_optimizer=adam&b_lr=0.01")
+    page.wait_for_function(f"document.querySelector('{tid('train-loss-b')}').textContent !== '–'")
+    a0, b0 = page.inner_text(tid("train-loss")), page.inner_text(tid("train-loss-b"))
+    assert a0 == b0  # the same data and initial weights: the same loss before the first step
+    for _ in range(3):
+        page.click(tid("step"))
+    wait_steps(page, 3)
+    page.wait_for_function(f"document.querySelector('{tid('train-loss-b')}').textContent !== '{b0}'")
+
+
+def test_trajectory_mode_draws_the_optimizers_paths(page):
+    open_page(page, FAST + "&mode=trajectory")
+    assert page.is_visible(tid("t-canvas")) and not page.is_visible(tid("boundary"))
+    page.fill(tid("t-optimizers"), "gd\nadam:lr=0.05")
+    page.fill(tid("t-steps"), "300")
+    page.click(tid("t-run"))
+    page.wait_for_function(f"document.querySelectorAll('{tid('t-table')} tr').length === 3")
+    assert "adam:lr=0.05" in page.inner_text(tid("t-table"))
