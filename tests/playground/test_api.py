@@ -175,3 +175,17 @@ def test_the_cli_names_the_extra_when_the_server_packages_are_missing(monkeypatc
     assert cli.main(["playground", "--no-browser"]) == 1
     err = capsys.readouterr().err.strip()
     assert err == "trainlab playground: the playground needs uvicorn: pip install 'trainlab[playground]'"
+
+
+def test_a_failing_build_is_told_and_the_page_can_go_on(client):
+    rows = "x1,x2,label\n" + "".join(f"{i / 40},{i % 3 / 3},{i % 2}\n" for i in range(40))
+    up = client.post("/api/upload", content=rows.encode()).json()
+    path = client.root / "uploads" / f"{up['id']}.csv"
+    path.unlink()  # the file went away after the upload: the worker's build fails
+    settings = {**FAST, "data": "csv", "csv": up["id"]}
+    with client.websocket_connect("/ws") as ws:
+        ws.send_json({"type": "init", "settings": settings})
+        assert "a.csv" not in until(ws, lambda m: m["type"] == "error")["message"]
+        path.write_text(rows)
+        ws.send_json({"type": "settings", "settings": {**settings, "lr": 0.2}})  # after a failed build: rebuilt
+        assert until(ws, lambda m: frame(m) and "points" in m)["step"] == 0

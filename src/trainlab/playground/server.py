@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import tempfile
 import threading
 from pathlib import Path
@@ -41,6 +42,24 @@ def _options() -> dict:
             "bias_inits": sorted(catalog.BIAS_INITS), "optimizers": list(catalog.OPTIMIZERS),
             "schedules": list(catalog.SCHEDULES), "features": list(FEATURES),
             "functions": list(FUNCTIONS), "presets": list(PRESETS)}
+
+
+def _finite(value):
+    """``value`` with every NaN/Inf float replaced by ``None`` (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _dumps(msg: dict) -> str:
+    try:
+        return json.dumps(msg, allow_nan=False, default=str)
+    except ValueError:  # a NaN somewhere (a diverged run): sent as null rather than not at all
+        return json.dumps(_finite(msg), allow_nan=False, default=str)
 
 
 def create_app(runs_root: str | Path = "runs", upload_dir: str | Path | None = None) -> Starlette:
@@ -106,7 +125,7 @@ def create_app(runs_root: str | Path = "runs", upload_dir: str | Path | None = N
                 msg = await queue.get()
                 if msg.get("type") == "frame" and "points" not in msg:
                     pending["frames"] -= 1
-                await websocket.send_text(json.dumps(msg, allow_nan=False, default=str))
+                await websocket.send_text(_dumps(msg))
 
         send_task = asyncio.create_task(sender())
         try:

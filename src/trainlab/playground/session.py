@@ -363,6 +363,8 @@ class Session:
                 raise SettingsError(f"unknown command {kind!r}")
         except (SettingsError, ConfigError, ValueError, TypeError, OSError) as err:
             self.emit({"type": "error", "message": _one_line(err)})
+        except Exception as err:  # noqa: BLE001 (whatever a command meets, the page hears of it and the server goes on)
+            self.emit({"type": "error", "message": f"{kind}: {_one_line(err)}"})
 
     def build(self, settings: dict, keep_running: bool | None = None, reset: bool = False) -> None:
         """(Re)build the run from ``settings``; nothing changes when they do not validate."""
@@ -383,7 +385,7 @@ class Session:
     def update(self, settings: dict) -> None:
         """Apply new settings: live ones between two steps, others by rebuilding."""
         new = normalize(settings)
-        if self.cfg is None or not live_only(self.settings, new) or self.state == "diverged":
+        if self.cfg is None or not live_only(self.settings, new) or self.state in ("diverged", "error"):
             self.build(new)
             return
         cfg = parse_config(config_from_settings(new, self.uploads))  # refuse before anything changes
