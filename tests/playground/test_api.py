@@ -189,3 +189,17 @@ def test_a_failing_build_is_told_and_the_page_can_go_on(client):
         path.write_text(rows)
         ws.send_json({"type": "settings", "settings": {**settings, "lr": 0.2}})  # after a failed build: rebuilt
         assert until(ws, lambda m: frame(m) and "points" in m)["step"] == 0
+
+
+def test_a_schedule_switched_on_live_scales_the_configured_lr_at_the_runs_present_epoch(client):
+    settings = {**FAST, "epochs": 50, "lr": 0.2}
+    with client.websocket_connect("/ws") as ws:
+        ws.send_json({"type": "init", "settings": settings})
+        ws.send_json({"type": "step", "n": 18})  # 6 steps an epoch (120 · 0.7 / 20): into the 4th epoch
+        until(ws, lambda m: frame(m) and m["step"] == 18)
+        ws.send_json({"type": "settings", "settings": {**settings, "schedule": "exponential",
+                                                       "schedule_options": "gamma: 0.5"}})
+        ws.send_json({"type": "step"})
+        f = until(ws, lambda m: frame(m) and m["step"] == 19)
+    # set when the schedule came in (epoch index 3), before the next epoch begins: lr · γ³
+    assert f["lr"] == pytest.approx(0.2 * 0.5 ** 3)

@@ -571,6 +571,10 @@ class Session:
                             or old.optimizer.kwargs.get("lr") != cfg.optimizer.kwargs.get("lr")
                             or old.train.epochs != cfg.train.epochs)
         if schedule_changed and (old.schedule is not None or cfg.schedule is not None):
+            # a schedule scales from the configured lr (not from where the old one had decayed it)
+            # and, reading the loop's epoch and step, goes on at the run's present point
+            for g in self.optimizer.param_groups:
+                g["lr"] = float(cfg.optimizer.kwargs["lr"])
             self.schedule.replace(self._make_schedule(cfg))
         loop = self.watch.loop
         loop.train.batch_size = resolve_batch_size(cfg.train.batch_size, loop.train.n)  # from the next epoch
