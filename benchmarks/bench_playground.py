@@ -77,7 +77,7 @@ def measure_fit(steps: int) -> float:
     """Steps per second of ``fit`` alone on the same net, data and batch size."""
     from trainlab.experiments.config import parse_config
     from trainlab.experiments.runner import build_training
-    from trainlab.playground.session import config_from_settings
+    from trainlab.playground.live import config_from_settings
     from trainlab.train.loop import fit
 
     cfg = parse_config(config_from_settings({**SETTINGS, "epochs": 1}))

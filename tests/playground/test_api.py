@@ -1,4 +1,4 @@
-"""The playground's server and session without a browser (Starlette's TestClient over the real app)."""
+"""The playground's server and live runs without a browser (Starlette's TestClient over the real app)."""
 from __future__ import annotations
 
 import json
@@ -19,7 +19,7 @@ with warnings.catch_warnings():  # starlette 1.10 asks for httpx2; the test clie
 from trainlab.experiments.config import parse_config  # noqa: E402
 from trainlab.experiments.runner import run_experiment  # noqa: E402
 from trainlab.playground.server import create_app  # noqa: E402
-from trainlab.playground.session import DEFAULTS, SettingsError, config_from_settings  # noqa: E402
+from trainlab.playground.live import DEFAULTS, SettingsError, config_from_settings  # noqa: E402
 
 FAST = {"n": 120, "epochs": 3, "batch_size": "20"}
 
@@ -156,11 +156,11 @@ def test_trajectory_mode_runs_the_trajectories_functions(client):
 def test_only_its_own_assets_are_served(client):
     assert client.get("/").status_code == 200
     assert client.get("/static/app.js").status_code == 200
-    assert client.get("/static/../session.py").status_code == 404
+    assert client.get("/static/../live.py").status_code == 404
     assert client.get("/etc/passwd").status_code == 404
 
 
-def test_config_matches_the_session_model():
+def test_page_features_become_data_input_features():
     torch.manual_seed(0)
     cfg = parse_config(config_from_settings({**DEFAULTS, "features": "x1,x2,x1*x2"}))
     assert cfg.data.input_features == ["x1", "x2", "x1*x2"]

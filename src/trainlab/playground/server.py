@@ -3,7 +3,7 @@
 ``GET /`` serves the page, ``/static/*`` its assets (shipped in the package: no build step),
 ``POST /api/upload`` takes a CSV (validated by :func:`trainlab.data.files.load_csv`), and the
 WebSocket ``/ws`` carries the page's commands in and the frames out. Training runs in each
-session's worker thread, never on the event loop, so the server answers while a run trains.
+page's own worker thread, never on the event loop, so the server answers while a run trains.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
-from trainlab.playground.session import DEFAULTS, MAX_LAYERS, MAX_UNITS, Session
+from trainlab.playground.live import DEFAULTS, MAX_LAYERS, MAX_UNITS, LiveRun
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 5 * 2**20
@@ -118,7 +118,7 @@ def create_app(runs_root: str | Path = "runs", upload_dir: str | Path | None = N
         def emit(msg: dict) -> None:  # from the worker threads
             loop.call_soon_threadsafe(push, msg)
 
-        session = Session(emit, uploads, runs_root)
+        run = LiveRun(emit, uploads, runs_root)
 
         async def sender():
             while True:
@@ -138,12 +138,12 @@ def create_app(runs_root: str | Path = "runs", upload_dir: str | Path | None = N
                 if not isinstance(msg, dict):
                     push({"type": "error", "message": "a message must be a JSON object"})
                     continue
-                await asyncio.to_thread(session.handle, msg)
+                await asyncio.to_thread(run.handle, msg)
         except (WebSocketDisconnect, WebSocketDisconnected):  # the page closed or reloaded
             pass
         finally:
             send_task.cancel()
-            await asyncio.to_thread(session.close)
+            await asyncio.to_thread(run.close)
 
     routes = [Route("/", index), Route("/api/options", options), Route("/api/upload", upload, methods=["POST"]),
               WebSocketRoute("/ws", ws), Mount("/static", StaticFiles(directory=STATIC), name="static")]

@@ -10,7 +10,7 @@ import math
 import torch
 
 from trainlab.experiments import trajectories
-from trainlab.playground.session import SettingsError, _b64
+from trainlab.playground.live import SettingsError, _b64
 
 MAX_PATHS, MAX_STEPS = 6, 5000
 CONTOUR = 96

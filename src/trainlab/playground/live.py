@@ -2,7 +2,7 @@
 
 A page's settings are a flat mapping (what the URL carries); :func:`config_from_settings` turns
 them into a config dict, which :func:`~trainlab.experiments.config.parse_config` validates like
-any config file. The session then builds data, model and optimizer with the runner's
+any config file. The live run then builds data, model and optimizer with the runner's
 :func:`~trainlab.experiments.runner.build_training` and trains with
 :func:`~trainlab.train.loop.fit` in a worker thread; a callback at every batch boundary pauses,
 steps, applies live changes and publishes frames (decision boundary, losses, weights, gradient
@@ -302,10 +302,10 @@ def _layer_weight(layer: nn.Module) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# the session
+# the live run
 
 
-class Session:
+class LiveRun:
     """A live run: build it from settings, then play / pause / step / rewind / reset / change it.
 
     ``emit(message)`` is called (from any thread) with the JSON-able messages for the page:
@@ -773,8 +773,8 @@ class Session:
 class _Watch(Callback):
     """The playground's hook into the fit loop: gate each step, count, publish frames and verdicts."""
 
-    def __init__(self, session: Session):
-        self.s = session
+    def __init__(self, live: LiveRun):
+        self.s = live
         self.last = 0.0
         self.ratios: list[float | None] = []
         self._before: list[Tensor] | None = None
