@@ -156,6 +156,10 @@ def serve(host: str = "127.0.0.1", port: int = 8765, open_browser: bool = True, 
 
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
     print(f"trainlab playground: {url}  (Ctrl-C stops it)")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        import sys
+        print(f"trainlab playground: listening on {host}: anyone who can reach this machine can train on it "
+              "and write run folders here", file=sys.stderr)
     if open_browser:
         import webbrowser
         threading.Timer(1.0, webbrowser.open, (url,)).start()
