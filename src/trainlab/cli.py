@@ -531,6 +531,7 @@ def cmd_playground(args) -> int:
     try:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
+        import websockets  # noqa: F401  (uvicorn's WebSocket protocol)
     except ModuleNotFoundError as err:
         # a plain ImportError: describe_failure prints its message as it is, one line
         raise ImportError(f"the playground needs {err.name}: pip install 'trainlab[playground]'") from None
