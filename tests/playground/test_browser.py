@@ -166,7 +166,8 @@ def test_screenshot_for_the_docs(page, server):
 
 def test_race_mode_trains_two_runs_from_one_initialization(page):
     open_page(page, FAST + "&race=1&b_optimizer=adam&b_lr=0.01")
-    page.wait_for_function(f"document.querySelector('{tid('train-loss-b')}').textContent !== '–'")
+    for name in ("train-loss", "train-loss-b"):  # A's and B's first frames arrive in either order
+        page.wait_for_function(f"document.querySelector('{tid(name)}').textContent !== '–'")
     a0, b0 = page.inner_text(tid("train-loss")), page.inner_text(tid("train-loss-b"))
     assert a0 == b0  # the same data and initial weights: the same loss before the first step
     for _ in range(3):
