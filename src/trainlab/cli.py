@@ -467,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_study)
     _add_results_commands(sub)
     _add_trajectories_command(sub)
+    _add_playground_command(sub)
     _add_export_command(sub)
     _add_diagnose_command(sub)
     for command in sub.choices.values():  # `trainlab run ... --debug` works as well as `trainlab --debug run`
@@ -621,6 +622,34 @@ def _add_trajectories_command(sub) -> None:
 def cmd_trajectories(args) -> int:
     from trainlab.experiments.trajectories import cli_trajectories
     return cli_trajectories(args)
+
+
+def _add_playground_command(sub) -> None:
+    """``playground``: the local web page that trains trainlab models live."""
+    p = sub.add_parser(
+        "playground", help="a local web page that trains real trainlab models live and shows why they learn or fail",
+        description="Start the playground: a local web server (127.0.0.1 by default) whose page trains trainlab "
+                    "models live (decision boundary, hidden units, weights, gradient norms, verdicts), with every "
+                    "setting in the URL, 'copy as config' for 'trainlab run' and 'save run' for a run folder. "
+                    "Needs the extra: pip install 'trainlab[playground]'.")
+    p.add_argument("--port", type=_positive_int, default=8765, help="port (default 8765)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--no-browser", action="store_true", help="do not open the page in a browser")
+    p.add_argument("--runs", default="runs", metavar="DIR", help="where 'save run' writes run folders (default: runs)")
+    p.set_defaults(func=cmd_playground)
+
+
+def cmd_playground(args) -> int:
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+        import websockets  # noqa: F401  (uvicorn's WebSocket protocol)
+    except ModuleNotFoundError as err:
+        # a plain ImportError: describe_failure prints its message as it is, one line
+        raise ImportError(f"the playground needs {err.name}: pip install 'trainlab[playground]'") from None
+    from trainlab.playground.server import serve
+    serve(args.host, args.port, open_browser=not args.no_browser, runs_root=args.runs)
+    return 0
 
 
 def _add_results_commands(sub) -> None:

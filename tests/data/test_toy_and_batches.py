@@ -110,3 +110,31 @@ def test_batch_size_validation():
     for bad in (0, -1, "half", 2.5, True):
         with pytest.raises(ValueError, match="batch_size"):
             Batches(ds, bad)
+
+
+def test_input_features_are_the_formulas_of_the_raw_inputs():
+    from trainlab.data.features import expand_features
+    from trainlab.data.toy import circles, ripple, sine
+
+    ds = circles(50, seed=1)
+    out = expand_features(ds, ["x1", "x2^2", "x1*x2", "sin(x1)", "cos(x2)"])
+    x1, x2 = ds.X[:, 0], ds.X[:, 1]
+    expected = torch.stack([x1, x2 ** 2, x1 * x2, torch.sin(x1), torch.cos(x2)], 1)
+    assert torch.equal(out.X, expected) and torch.equal(out.y, ds.y)
+    with pytest.raises(ValueError, match="need 2 input columns"):
+        expand_features(sine(20), ["x2"])
+    with pytest.raises(ValueError, match="unknown feature"):
+        expand_features(ds, ["x3"])
+    r = ripple(30, noise=0.0, seed=2)
+    assert torch.allclose(r.y[:, 0], torch.sin(math.pi * r.X[:, 0]) * torch.cos(math.pi * r.X[:, 1]))
+    s = sine(30, noise=0.0)
+    assert torch.allclose(s.y, torch.sin(s.X)) and s.X.abs().max() <= math.pi
+
+
+def test_config_input_features_reach_the_model_and_are_absent_otherwise():
+    from trainlab.experiments.config import parse_config
+    from trainlab.experiments.runner import build_data
+
+    cfg = parse_config({"data": {"name": "circles", "n_samples": 40, "input_features": ["x1^2", "x2^2"]}})
+    assert build_data(cfg).train.X.shape[1] == 2 and (build_data(cfg).train.X >= 0).all()
+    assert "input_features" not in parse_config({}).to_dict()["data"]  # older resolved configs stay equal

@@ -118,3 +118,25 @@ def line(n_points: int = 6, slope: float = 2.0, noise: float = 0.0, seed: int = 
     if noise > 0:
         y = y + noise * torch.randn(y.shape, generator=g, dtype=y.dtype)
     return Dataset(x.float(), y.float(), "line")
+
+
+def sine(n_samples: int = 200, noise: float = 0.1, seed: int = 0) -> Dataset:
+    """A 1-D regression set: x uniform in [−π, π], y = sin x + noise; float32 ``X (n, 1)``, ``y (n, 1)``."""
+    _check(n_samples, noise)
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(n_samples, 1, generator=g, dtype=torch.float64) * 2 - 1) * math.pi
+    y = torch.sin(x)
+    if noise > 0:
+        y = y + noise * torch.randn(y.shape, generator=g, dtype=y.dtype)
+    return Dataset(x.float(), y.float(), "sine")
+
+
+def ripple(n_samples: int = 500, noise: float = 0.05, seed: int = 0) -> Dataset:
+    """A 2-D regression set: X uniform in [−1, 1]², y = sin(π x₁)·cos(π x₂) + noise; ``y (n, 1)``."""
+    _check(n_samples, noise)
+    g = torch.Generator().manual_seed(seed)
+    X = torch.rand(n_samples, 2, generator=g, dtype=torch.float64) * 2 - 1
+    y = (torch.sin(math.pi * X[:, 0]) * torch.cos(math.pi * X[:, 1])).unsqueeze(1)
+    if noise > 0:
+        y = y + noise * torch.randn(y.shape, generator=g, dtype=y.dtype)
+    return Dataset(X.float(), y.float(), "ripple")

@@ -22,6 +22,8 @@ DATASETS = {
     "xor": toy.xor,
     "blobs": toy.blobs,
     "line": toy.line,
+    "sine": toy.sine,
+    "ripple": toy.ripple,
     "mnist": mnist.load_mnist,
     "fashion_mnist": mnist.load_fashion_mnist,
     "csv": files.load_csv,

@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PydanticSchemaGenerationError, TypeAdapter, ValidationError,
-                      field_validator, model_validator)
+                      field_validator, model_serializer, model_validator)
 
 from trainlab.experiments import catalog, yamlio
 from trainlab.experiments.yamlio import short
@@ -171,6 +171,26 @@ class DataSpec(Spec):
     split: list[float] | None = Field(
         default=None, description="train/val[/test] fractions for sets without their own split; "
                                   "default [0.7, 0.3] (the notes' 70/30)")
+    input_features: list[str] | None = Field(
+        default=None, description="input columns computed from the raw inputs (trainlab.data.features), e.g. "
+                                  "[x1, x2, x1^2, x2^2, x1*x2, sin(x1)]; default: the raw inputs")
+
+    @field_validator("input_features")
+    @classmethod
+    def _known_features(cls, v):
+        if v is not None:
+            from trainlab.data.features import check_feature_names
+            check_feature_names(v)
+        return v
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_features(self, handler):
+        # without input features the resolved config stays as it was before the field existed,
+        # so older run folders still resume and compare equal
+        out = handler(self)
+        if isinstance(out, dict) and out.get("input_features") is None:
+            out.pop("input_features", None)
+        return out
 
 
 TRANSFER_KEYS = ("pretrained", "freeze")  # model keys that are not arguments of the builder

@@ -71,6 +71,10 @@ def build_data(cfg: Config) -> Splits:
     if "seed" in inspect.signature(loader).parameters:
         kwargs["seed"] = cfg.seed
     data = loader(**kwargs)
+    if spec.input_features is not None:  # columns computed from the raw inputs, before the split
+        from trainlab.data.features import expand_features
+        data = (expand_features(data, spec.input_features) if isinstance(data, Dataset)
+                else tuple(expand_features(d, spec.input_features) for d in data))
     if isinstance(data, Dataset):
         fractions = spec.split if spec.split is not None else [0.7, 0.3]
         if len(fractions) == 1:
