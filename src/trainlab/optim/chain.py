@@ -362,8 +362,7 @@ class ChainOptimizer(torch.optim.Optimizer):
             flats[id(group)] = fg
         fused = self._fused_rule(group, chain)
         fg.gather_grads(params)
-        if fused is not None:
-            fused(fg, info)
+        if fused is not None and fused(fg, info):
             return True
         flat_state = [dict(fg.flat)]
         self._run(chain, [fg.param], flat_state, info, grads=[fg.grad])
@@ -371,8 +370,16 @@ class ChainOptimizer(torch.optim.Optimizer):
         return True
 
     def _fused_rule(self, group: dict, chain: list[Transform]):
-        """A compiled one-kernel rule for the flat buffers (``fused=True``), or None."""
-        return None
+        """The compiled one-kernel rule for the flat buffers when the group asks for ``fused``
+        and :func:`trainlab.optim.fused.fused_rule` covers its chain, else None."""
+        if not group.get("fused"):
+            return None
+        cache = self.__dict__.setdefault("_fused", {})
+        hit = cache.get(id(group))
+        if hit is None or hit[0] is not chain:
+            from trainlab.optim.fused import fused_rule
+            hit = cache[id(group)] = (chain, fused_rule(chain))
+        return hit[1]
 
     @property
     def flat_buffers(self) -> dict:
