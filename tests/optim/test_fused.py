@@ -61,3 +61,12 @@ def test_fused_without_a_cxx_compiler_says_so_in_one_line(monkeypatch):
     with pytest.raises(CompilerMissingError, match="needs a C\\+\\+ compiler.*no-such-compiler\\+\\+") as e:
         O.Adam([torch.nn.Parameter(torch.ones(2))], fused=True)
     assert "\n" not in str(e.value) and "apt-get install g++" in str(e.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cls,kwargs", CASES, ids=IDS)
+def test_fused_rules_compute_what_the_flat_path_computes(cls, kwargs):
+    # the same operations in the same order; a compiler's fused multiply-add may move the last bit
+    fused = trajectory(lambda p: cls(p, fused=True, **kwargs), torch.float32, 40)
+    flat = trajectory(lambda p: cls(p, **kwargs), torch.float32, 40)
+    assert maxdiff(fused, flat) <= 4 * torch.finfo(torch.float32).eps * fused.abs().max().item()

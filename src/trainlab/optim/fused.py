@@ -2,16 +2,17 @@
 
 The flat path (:class:`trainlab.optim.chain._FlatGroup`) already runs a step as a few
 whole-buffer ops; each op reads and writes its buffers once, so a step moves several times the
-bytes the rule needs. ``fused=True`` goes one further: the rule below — written exactly as the
-optimizer's readable per-tensor rule (``ScaleByAdam.update``, ``Momentum.update``) — is compiled by
+bytes the rule needs. ``fused=True`` goes one further: the rule below — the optimizer's own rule,
+line for line as its ``update_many`` fast path (``ScaleByAdam``, ``Momentum``) — is compiled by
 ``torch.compile`` into a single loop that reads θ, g and the state once and writes θ and the state
 once. The numbers that change every step (lr, the bias corrections) enter as 0-d tensors of the
 parameters' dtype, so the kernel is compiled once, not once per step.
 
-Numerics: the same operations in the same order as the readable rule; the compiler may contract
-a·b + c into a fused multiply-add, so the result may differ from the readable rule in the last
-bits (the tests bound it: 1e-6 in float32 and 1e-12 in float64 after many steps, the tolerance the
-per-tensor fast path is held to).
+Numerics: the operations of the ``update_many`` fast path (Adam's corrections folded into one
+scalar, m̂/(√v̂ + ε) = (√c₂/c₁)·m/(√v + ε√c₂), the moving average as a lerp), in its order, so the
+kernel computes what the flat path computes; the compiler may still contract a·b + c into a fused
+multiply-add, so the tests hold it to the fast path's tolerance against the readable rule (1e-6 in
+float32, 1e-12 in float64 over the trajectory) and report the difference to the flat path.
 """
 from __future__ import annotations
 
@@ -31,10 +32,11 @@ _COMPILED: dict = {}
 
 
 def _adam_rule(p: Tensor, g: Tensor, m: Tensor, v: Tensor, v_max: Tensor | None, scalars: Tensor, *,
-               b1: float, b2: float, eps: float, eps_mode: str, negate: bool, coupled: float,
+               b1: float, b2: float, eps_mode: str, negate: bool, coupled: float,
                decoupled: float) -> None:
-    # scalars: lr, 1 − β₁ᵗ, 1 − β₂ᵗ, √(1 − β₂ᵗ)/(1 − β₁ᵗ), 1 − lr·λ (computed in float64 outside)
-    lr, c1, c2, hat, shrink = scalars[0], scalars[1], scalars[2], scalars[3], scalars[4]
+    # scalars (float64 arithmetic outside, as the fast path does it): the step −lr·√c₂/c₁, the ε
+    # term of the denominator, and 1 − lr·λ
+    step, eps_term, shrink = scalars[0], scalars[1], scalars[2]
     theta = p
     if negate:
         g = -g                                       # Negate
@@ -42,34 +44,32 @@ def _adam_rule(p: Tensor, g: Tensor, m: Tensor, v: Tensor, v_max: Tensor | None,
         g = g + coupled * theta                      # AddWeightDecay: u ← u + λθ
     if decoupled:
         theta = theta * shrink                       # DecoupledWeightDecay: θ ← θ(1 − lr·λ)
-    m_new = b1 * m + (1 - b1) * g                    # ScaleByAdam.update, line by line
-    v_new = b2 * v + (1 - b2) * g * g
+    m_new = torch.lerp(m, g, 1 - b1)                 # m ← β₁m + (1 − β₁)g
+    v_new = v * b2 + (1 - b2) * g * g                # v ← β₂v + (1 − β₂)g²
     v_used = v_new
     if v_max is not None:
-        v_used = torch.maximum(v_max, v_new)
+        v_used = torch.maximum(v_max, v_new)         # AMSGrad
         v_max.copy_(v_used)
-    if eps_mode == "hat":
-        u = hat * m_new / (v_used.sqrt() + eps)
-    elif eps_mode == "inside":
-        u = (m_new / c1) / (v_used / c2 + eps).sqrt()
+    if eps_mode == "inside":
+        den = (v_used + eps_term).sqrt()             # √(v + ε·c₂)
     else:
-        u = (m_new / c1) / ((v_used / c2).sqrt() + eps)
+        den = v_used.sqrt() + eps_term               # √v + ε·√c₂ ("outside"), √v + ε̂ ("hat")
     m.copy_(m_new)
     v.copy_(v_new)
-    p.copy_(theta + -lr * u)                         # ScaleByLearningRate, then θ ← θ + u
+    p.copy_(theta + step * (m_new / den))            # θ ← θ − lr·(√c₂/c₁)·m/den
 
 
 def _sgd_rule(p: Tensor, g: Tensor, buf: Tensor, scalars: Tensor, *, momentum: float,
               dampening: float, nesterov: bool, negate: bool, coupled: float) -> None:
-    lr = scalars[0]
+    step = scalars[0]                                # −lr
     if negate:
         g = -g
     if coupled:
-        g = g + coupled * p
-    buf_new = momentum * buf + (1 - dampening) * g   # Momentum.update, pytorch form
+        g = g + coupled * p                          # AddWeightDecay
+    buf_new = buf * momentum + (1 - dampening) * g   # buf ← μ·buf + (1 − d)·g (Momentum, pytorch form)
     u = g + momentum * buf_new if nesterov else buf_new
     buf.copy_(buf_new)
-    p.copy_(p + -lr * u)
+    p.copy_(p + step * u)                            # θ ← θ − lr·u
 
 
 def _compiled(rule, like: Tensor, **config):
@@ -111,13 +111,15 @@ def fused_rule(chain):
     if (len(rest) == 2 and type(rest[0]) is ScaleByAdam and type(rest[1]) is ScaleByLearningRate
             and rest[1].decay == 0 and rest[0].bias_correction in (True, False)):
         adam = rest[0]
-        config = dict(b1=adam.b1, b2=adam.b2, eps=adam.eps, eps_mode=adam.eps_mode, **head)
+        config = dict(b1=adam.b1, b2=adam.b2, eps_mode=adam.eps_mode, **head)
+        eps = adam.eps
 
         def step(fg, info) -> bool:
             fn = _compiled(_adam_rule, fg.param, **config)
             c1, c2 = adam._corrections(info.t)
-            shrink = 1 - info.lr * head["decoupled"]
-            scalars = torch.tensor([info.lr, c1, c2, math.sqrt(c2) / c1, shrink],
+            eps_term = {"outside": eps * math.sqrt(c2), "inside": eps * c2, "hat": eps}[adam.eps_mode]
+            scalars = torch.tensor([(math.sqrt(c2) / c1) * -info.lr, eps_term,
+                                    1 - info.lr * head["decoupled"]],
                                    dtype=fg.param.dtype, device=fg.param.device)
             fn(fg.param, fg.grad, fg.flat[adam.prefix + "exp_avg"], fg.flat[adam.prefix + "exp_avg_sq"],
                fg.flat.get(adam.prefix + "max_exp_avg_sq"), scalars)
@@ -135,7 +137,7 @@ def fused_rule(chain):
                 return False  # the buffer starts as the first gradient: the flat path makes it
             fn = _compiled(_sgd_rule, fg.param, **config)
             fn(fg.param, fg.grad, fg.flat[key],
-               torch.tensor([info.lr], dtype=fg.param.dtype, device=fg.param.device))
+               torch.tensor([-info.lr], dtype=fg.param.dtype, device=fg.param.device))
             return True
         return step
     return None
