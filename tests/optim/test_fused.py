@@ -53,12 +53,12 @@ def test_fused_without_foreach_is_refused():
         O.Adam([torch.nn.Parameter(torch.ones(2))], fused=True, foreach=False)
 
 
-def test_fused_without_a_cxx_compiler_says_so_in_one_line(monkeypatch):
+def test_fused_without_a_cxx_compiler_says_so_in_one_line():
     from torch._inductor import config as inductor_config
 
     from trainlab.train.compile import CompilerMissingError
-    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, "no-such-compiler++"))
-    with pytest.raises(CompilerMissingError, match="needs a C\\+\\+ compiler.*no-such-compiler\\+\\+") as e:
+    with inductor_config.patch({"cpp.cxx": (None, "no-such-compiler++")}), \
+            pytest.raises(CompilerMissingError, match="needs a C\\+\\+ compiler.*no-such-compiler\\+\\+") as e:
         O.Adam([torch.nn.Parameter(torch.ones(2))], fused=True)
     assert "\n" not in str(e.value) and "apt-get install g++" in str(e.value)
 
