@@ -65,5 +65,6 @@ def compile_model(model: nn.Module, device: torch.device | str = "cpu") -> nn.Mo
     unaffected). The first steps pay for compiling; later steps run the generated kernels.
     Raises :class:`CompilerMissingError` when no compiler is present."""
     require_compiler(device)
-    model.compile()
+    if getattr(model, "_compiled_call_impl", None) is None:  # compiled once, not per fit call
+        model.compile()
     return model
