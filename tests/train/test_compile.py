@@ -44,6 +44,9 @@ def test_train_compile_is_validated_in_the_config(no_cxx):
     with pytest.raises(ConfigError, match="train.compile"):
         parse_config({"train": {"compile": "often"}})
     assert parse_config({}).train.compile is False
+    with pytest.raises(ConfigError) as e:
+        parse_config({"optimizer": {"name": "adam", "fused": True}})
+    assert "optimizer.fused=True" in str(e.value) and "needs a C++ compiler" in str(e.value)
 
 
 @pytest.mark.slow

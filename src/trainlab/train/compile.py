@@ -18,8 +18,11 @@ from torch import nn
 __all__ = ["CompilerMissingError", "compiler_problem", "require_compiler", "compile_model"]
 
 
-class CompilerMissingError(RuntimeError):
-    """``torch.compile`` was asked for but the compiler it needs is not installed."""
+class CompilerMissingError(RuntimeError, ValueError):
+    """``torch.compile`` was asked for but the compiler it needs is not installed.
+
+    Also a ``ValueError``: for this machine, ``compile=True`` / ``fused=True`` is a value it cannot
+    take, and the config check reports it as such (naming the field) before anything is built."""
 
 
 def _cxx_candidates() -> list[str]:
