@@ -8,6 +8,14 @@ from optim_helpers import TOL, maxdiff, problem, roundtrip, trajectory
 from test_fast_paths import CASES, IDS
 
 
+def _flat(make):
+    def build(params):
+        opt = make(params)
+        opt.flat_min_tensors = 2  # the test problem has 4 tensors: take the flat path anyway
+        return opt
+    return build
+
+
 def _no_flat(make):
     def build(params):
         opt = make(params)
@@ -21,7 +29,7 @@ def _no_flat(make):
 @pytest.mark.parametrize("cls,kwargs", CASES, ids=IDS)
 def test_flat_path_is_bit_identical_to_the_per_tensor_fast_path(cls, kwargs, dtype):
     make = lambda p: cls(p, foreach=True, **kwargs)  # noqa: E731
-    flat, flat_path = trajectory(make, dtype, 30, record=True)
+    flat, flat_path = trajectory(_flat(make), dtype, 30, record=True)
     per_tensor, per_tensor_path = trajectory(_no_flat(make), dtype, 30, record=True)
     for a, b in zip(flat_path, per_tensor_path):
         assert torch.equal(a, b)
@@ -30,6 +38,7 @@ def test_flat_path_is_bit_identical_to_the_per_tensor_fast_path(cls, kwargs, dty
 def test_flat_path_is_taken_and_the_tensors_are_views():
     model, X, y = problem()
     opt = O.Adam(model.parameters(), lr=0.01)
+    opt.flat_min_tensors = 2
     assert opt.flat_buffers == {}
     trajectory(None, steps=2, model=model, opt=opt)
     bufs = opt.flat_buffers[0]
@@ -40,13 +49,22 @@ def test_flat_path_is_taken_and_the_tensors_are_views():
         assert opt.state[p]["exp_avg"].untyped_storage().data_ptr() == bufs["exp_avg"].untyped_storage().data_ptr()
 
 
+def test_groups_of_few_tensors_take_the_per_tensor_path_unless_fused():
+    model, X, y = problem()
+    opt = O.Adam(model.parameters(), lr=0.01)  # 4 tensors < flat_min_tensors
+    trajectory(None, steps=2, model=model, opt=opt)
+    assert opt.flat_buffers == {}
+
+
 def test_not_elementwise_chains_and_missing_grads_take_the_per_tensor_path():
     model, X, y = problem()
     opt = O.Adam(model.parameters(), lr=0.01).add_transforms(O.ClipByGlobalNorm(1.0))
+    opt.flat_min_tensors = 2
     trajectory(None, steps=2, model=model, opt=opt)
     assert opt.flat_buffers == {}
     model, X, y = problem()
     opt = O.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    opt.flat_min_tensors = 2
     ps = list(model.parameters())
     for p in ps:
         p.grad = torch.ones_like(p)
@@ -59,7 +77,7 @@ def test_not_elementwise_chains_and_missing_grads_take_the_per_tensor_path():
 
 
 def test_state_dict_round_trip_and_resume_match_an_uninterrupted_run():
-    make = lambda p: O.Adam(p, lr=0.01, amsgrad=True)  # noqa: E731
+    make = _flat(lambda p: O.Adam(p, lr=0.01, amsgrad=True))
     straight = trajectory(make, torch.float64, 20)
     model, X, y = problem(torch.float64)
     opt = make(model.parameters())
@@ -80,6 +98,7 @@ def test_state_dict_round_trip_and_resume_match_an_uninterrupted_run():
 def test_add_param_group_and_model_to_rebuild_the_flat_buffers():
     model, X, y = problem(torch.float64)
     opt = O.SGD(list(model.parameters())[:2], lr=0.1, momentum=0.9)
+    opt.flat_min_tensors = 2
     trajectory(None, torch.float64, 3, model=model, opt=opt)
     opt.add_param_group({"params": list(model.parameters())[2:]})
     trajectory(None, torch.float64, 3, model=model, opt=opt, start=3)
@@ -99,6 +118,6 @@ def test_flat_path_matches_the_readable_rule():
     # the per-tensor fast path agrees with the readable rule to TOL (test_fast_paths: lerp for the
     # moving averages, the bias corrections folded into one scalar); the flat path inherits it
     for cls, kwargs in CASES[:3] + CASES[7:9]:
-        fast = trajectory(lambda p: cls(p, **kwargs), torch.float64, 30)
+        fast = trajectory(_flat(lambda p: cls(p, **kwargs)), torch.float64, 30)
         slow = trajectory(lambda p: cls(p, foreach=False, **kwargs), torch.float64, 30)
         assert maxdiff(fast, slow) < TOL[torch.float64]

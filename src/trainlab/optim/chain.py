@@ -181,6 +181,10 @@ class ChainOptimizer(torch.optim.Optimizer):
 
     #: set by optimizers that cannot take a step without a closure
     needs_closure: ClassVar[bool] = False
+    #: the flat path copies the gradients into one buffer each step (one pass more); it pays off
+    #: when it saves per-tensor kernel launches, i.e. for groups of many tensors (``fused=True``
+    #: needs the flat buffers and takes them whatever the count)
+    flat_min_tensors: int = 8
 
     def __init__(self, params, defaults: dict):
         self._extra_pre: list[Transform] = []
@@ -340,8 +344,9 @@ class ChainOptimizer(torch.optim.Optimizer):
                    states: list[dict], info: StepInfo) -> bool:
         """Run the step on one flat buffer per state instead of one tensor per parameter.
 
-        Taken when ``group["flat"]`` is not False, every transform is elementwise, and every
-        parameter of the group has a gradient (same dtype and device, contiguous). The first such
+        Taken when ``group["flat"]`` is not False, the group has at least ``flat_min_tensors``
+        tensors (or asks for ``fused``), every transform is elementwise, and every parameter of
+        the group has a gradient (same dtype and device, contiguous). The first such
         step moves the group's parameters and states into flat buffers (see :class:`_FlatGroup`);
         after that a step is one gradient copy plus the chain's ``update_many`` over one-element
         lists — the same kernels as the per-tensor fast path on the same numbers, so the result
@@ -349,6 +354,8 @@ class ChainOptimizer(torch.optim.Optimizer):
         Returns False (nothing done) when the group does not qualify.
         """
         if group.get("flat") is False or len(params) < 2 or len(params) != len(group["params"]):
+            return False
+        if len(params) < self.flat_min_tensors and not group.get("fused"):
             return False
         if not all(tr.elementwise for tr in chain):
             return False
