@@ -309,6 +309,8 @@ def _main(args) -> dict:
             print(f"  {row_name:28s}{row['s_per_epoch']:8.3f} s/epoch  accuracy {row['accuracy']:.4f}  "
                   f"× loop {row['ratio_to_loop']:.2f}  ({row['optimizer']})")
         print(f"  time ratio trainlab / DataLoader loop: {ep['ratio']:.2f} (goal ≤ 0.6)")
+        if fused:
+            print("  (the fused and compiled rows trained one epoch more: their compiling first epoch, untimed)")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return result
