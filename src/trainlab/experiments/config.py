@@ -311,6 +311,8 @@ class TrainSpec(Section):
     shuffle: bool = True
     drop_last: bool = False
     device: str | None = Field(default=None, description="cpu, cuda, cuda:1 ...; default: cuda if present")
+    compile: bool = Field(default=False, description="compile the model with torch.compile (needs a "
+                          "C++ compiler on the CPU, Triton on a GPU)")
 
     @field_validator("batch_size")
     @classmethod

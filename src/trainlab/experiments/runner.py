@@ -455,6 +455,8 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
         if schedule is not None:
             run_callbacks.insert(0, schedule)
         fit_kwargs = {"augment": augment} if augment is not None else {}
+        if cfg.train.compile:
+            fit_kwargs["compile"] = True
         # held here (the one fit would use), so a run that stops on NaN still has the epochs that ran
         history = next((cb for cb in run_callbacks if isinstance(cb, History)), None)
         if history is None:

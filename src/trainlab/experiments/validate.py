@@ -284,6 +284,12 @@ def check_config(cfg: Config) -> None:
     device_problem = check_device(cfg.train.device)
     if device_problem:
         problems.append(device_problem)
+    if cfg.train.compile and not device_problem:
+        from trainlab.train.compile import compiler_problem
+        from trainlab.train.loop import default_device
+        compile_problem = compiler_problem(cfg.train.device or default_device())
+        if compile_problem:
+            problems.append(f"train.compile=true: {compile_problem}")
     state = torch.get_rng_state()
     try:
         def data_and_model(out):

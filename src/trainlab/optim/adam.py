@@ -19,6 +19,15 @@ def _check_betas(betas) -> tuple[float, float]:
     return float(betas[0]), float(betas[1])
 
 
+def _check_fused(fused, foreach) -> None:
+    if fused:
+        if foreach is False:
+            raise ValueError("fused=True and foreach=False contradict each other: the fused rule is "
+                             "a fast path; foreach=False asks for the readable per-tensor rule")
+        from trainlab.train.compile import require_compiler
+        require_compiler("cpu")
+
+
 def _decay(group: dict, decoupled: bool) -> list:
     chain = []
     if group["maximize"]:
@@ -44,28 +53,33 @@ class Adam(ChainOptimizer):
     Args: ``lr`` (1e-3), ``betas`` (β₁, β₂) = (0.9, 0.999), ``eps`` ε (1e-8; Keras 1e-7),
     ``weight_decay`` λ (0), ``amsgrad`` (False), ``foreach``, ``maximize``,
     ``decoupled_weight_decay`` (False; True is AdamW), ``bias_correction`` (True; False shows what
-    the correction fixes), ``eps_mode``: ``"outside"`` (PyTorch, the paper's Alg. 1), ``"hat"``
+    the correction fixes), ``fused`` (False; True compiles the rule into one kernel over the flat
+    buffers with ``torch.compile`` — see :mod:`trainlab.optim.fused`; needs a C++ compiler on the
+    CPU), ``eps_mode``: ``"outside"`` (PyTorch, the paper's Alg. 1), ``"hat"``
     (the ε̂ form of Keras, TensorFlow and scikit-learn: lrₜ = lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ),
     θ ← θ − lrₜ·m/(√v + ε̂)) or ``"inside"`` (√(v̂ + ε), notes 003).
 
     Reference: Kingma & Ba, ICLR 2015, Alg. 1; Goodfellow et al. Alg. 8.7 (notes 003: Alg. 8.6);
     Reddi et al. 2018 (AMSGrad). Differences from PyTorch: ``bias_correction`` and ``eps_mode``;
-    tensor betas, ``capturable``, ``fused`` and ``differentiable`` are not offered.
+    tensor betas, ``capturable`` and ``differentiable`` are not offered; ``fused`` compiles our
+    rule (torch's fused kernels are not used).
     """
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, amsgrad: bool = False, *, foreach: bool | None = None,
                  maximize: bool = False, decoupled_weight_decay: bool = False,
-                 bias_correction: bool = True, eps_mode: str = "outside"):
+                 bias_correction: bool = True, eps_mode: str = "outside", fused: bool | None = None):
         check_lr(lr)
         betas = _check_betas(betas)
         check_range("epsilon", eps, 0.0, math.inf, hi_open=False)
         check_range("weight_decay", weight_decay, 0.0, math.inf, hi_open=False)
         check_choice("eps_mode", eps_mode, ADAM_EPS_MODES)
+        _check_fused(fused, foreach)
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, foreach=foreach, maximize=maximize,
                                       decoupled_weight_decay=decoupled_weight_decay,
-                                      bias_correction=bias_correction, eps_mode=eps_mode))
+                                      bias_correction=bias_correction, eps_mode=eps_mode,
+                                      fused=fused))
 
     def transforms(self, group):
         b1, b2 = group["betas"]
@@ -86,10 +100,11 @@ class AdamW(Adam):
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
-                 foreach: bool | None = None, bias_correction: bool = True, eps_mode: str = "outside"):
+                 foreach: bool | None = None, bias_correction: bool = True, eps_mode: str = "outside",
+                 fused: bool | None = None):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
                          maximize=maximize, decoupled_weight_decay=True,
-                         bias_correction=bias_correction, eps_mode=eps_mode)
+                         bias_correction=bias_correction, eps_mode=eps_mode, fused=fused)
 
     def __setstate__(self, state):
         super().__setstate__(state)

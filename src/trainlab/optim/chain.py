@@ -112,6 +112,9 @@ class Transform:
     # on the first step): the shell then writes the lists back into optimizer.state — unless the
     # transform sets ``self.dirty = False`` to say that this step it only updated in place
     replaces_state: ClassVar[bool] = False
+    # set True when the rule acts on every coordinate on its own (no norms, shapes or random
+    # draws): then the shell may run ``update_many`` on one flat buffer per group (see _FlatGroup)
+    elementwise: ClassVar[bool] = False
     prefix: str = ""
 
     def init(self, p: Tensor):
@@ -178,6 +181,10 @@ class ChainOptimizer(torch.optim.Optimizer):
 
     #: set by optimizers that cannot take a step without a closure
     needs_closure: ClassVar[bool] = False
+    #: the flat path copies the gradients into one buffer each step (one pass more); it pays off
+    #: when it saves per-tensor kernel launches, i.e. for groups of many tensors (``fused=True``
+    #: needs the flat buffers and takes them whatever the count)
+    flat_min_tensors: int = 8
 
     def __init__(self, params, defaults: dict):
         self._extra_pre: list[Transform] = []
@@ -288,7 +295,10 @@ class ChainOptimizer(torch.optim.Optimizer):
         lr = _lr_value(group["lr"])
         foreach = self._foreach(group)
         if uniform:
-            self._run(chain, params, states, StepInfo(t0, lr, group, foreach))
+            info = StepInfo(t0, lr, group, foreach)
+            if foreach and self._step_flat(group, chain, params, states, info):
+                return
+            self._run(chain, params, states, info)
             return
         # parameters that missed steps (no grad) are at different t: run each cohort separately
         for t in sorted(set(steps)):
@@ -297,8 +307,9 @@ class ChainOptimizer(torch.optim.Optimizer):
                       StepInfo(t, lr, group, foreach))
 
     def _run(self, chain: list[Transform], params: list[Tensor], states: list[dict],
-             info: StepInfo) -> None:
-        grads = [p.grad for p in params]
+             info: StepInfo, grads: list[Tensor] | None = None) -> None:
+        if grads is None:
+            grads = [p.grad for p in params]
         if info.foreach:
             d = Direction(grads)
             for tr in chain:
@@ -327,6 +338,70 @@ class ChainOptimizer(torch.optim.Optimizer):
                 else:
                     self._each(tr, [None] * len(params), params, states, info)
 
+
+    # -- the flat path ---------------------------------------------------------------------------
+    def _step_flat(self, group: dict, chain: list[Transform], params: list[Tensor],
+                   states: list[dict], info: StepInfo) -> bool:
+        """Run the step on one flat buffer per state instead of one tensor per parameter.
+
+        Taken when ``group["flat"]`` is not False, the group has at least ``flat_min_tensors``
+        tensors (or asks for ``fused``), every transform is elementwise, and every parameter of
+        the group has a gradient (same dtype and device, contiguous). The first such
+        step moves the group's parameters and states into flat buffers (see :class:`_FlatGroup`);
+        after that a step is one gradient copy plus the chain's ``update_many`` over one-element
+        lists — the same kernels as the per-tensor fast path on the same numbers, so the result
+        is bit-identical, at a few whole-buffer ops per step instead of a few per tensor.
+        Returns False (nothing done) when the group does not qualify.
+        """
+        if group.get("flat") is False or len(params) < 2 or len(params) != len(group["params"]):
+            return False
+        if len(params) < self.flat_min_tensors and not group.get("fused"):
+            return False
+        if not all(tr.elementwise for tr in chain):
+            return False
+        flats = self.__dict__.setdefault("_flat", {})
+        fg = flats.get(id(group))
+        if fg is None or not fg.still_holds(params, states):
+            fg = _FlatGroup.build(params, states, chain)
+            if fg is None:
+                flats.pop(id(group), None)
+                return False
+            flats[id(group)] = fg
+        fused = self._fused_rule(group, chain)
+        fg.gather_grads(params)
+        if fused is not None and fused(fg, info):
+            return True
+        flat_state = [dict(fg.flat)]
+        self._run(chain, [fg.param], flat_state, info, grads=[fg.grad])
+        fg.scatter_state(flat_state[0], states)
+        return True
+
+    def _fused_rule(self, group: dict, chain: list[Transform]):
+        """The compiled one-kernel rule for the flat buffers when the group asks for ``fused``
+        and :func:`trainlab.optim.fused.fused_rule` covers its chain, else None."""
+        if not group.get("fused"):
+            return None
+        cache = self.__dict__.setdefault("_fused", {})
+        hit = cache.get(id(group))
+        if hit is None or hit[0] is not chain:
+            from trainlab.optim.fused import fused_rule
+            hit = cache[id(group)] = (chain, fused_rule(chain))
+        return hit[1]
+
+    @property
+    def flat_buffers(self) -> dict:
+        """For each param group (by index) on the flat path: ``{"param": …, "grad": …, <state
+        key>: …}``, the flat buffers the group's tensors are views into (empty before the first
+        step, or when no group qualifies)."""
+        flats = self.__dict__.get("_flat", {})
+        out = {}
+        for i, group in enumerate(self.param_groups):
+            fg = flats.get(id(group))
+            if fg is not None:
+                out[i] = {"param": fg.param, "grad": fg.grad,
+                          **{k: v for k, v in fg.flat.items() if isinstance(v, Tensor)}}
+        return out
+
     @staticmethod
     def _many(tr: Transform, d: Direction | None, params, states, info) -> Direction:
         if tr.State is None:
@@ -354,6 +429,103 @@ class ChainOptimizer(torch.optim.Optimizer):
                 st[k] = v
             out.append(u)
         return out
+
+
+class _FlatGroup:
+    """A param group whose parameters and per-parameter states are views into flat buffers.
+
+    Built at the first flat step: the parameters' values are copied into one contiguous buffer
+    and each ``p.data`` is re-pointed to its slice (as apex's flat master weights); each state
+    (``exp_avg``, …) gets one buffer likewise, and ``optimizer.state[p][key]`` becomes a view of
+    it. Everything torch users rely on keeps working — the ``Parameter`` objects, ``state_dict``
+    (it holds the views; saved and loaded values are the same), ``load_state_dict`` and
+    ``add_param_group`` (the next step sees the tensors are no longer the views and rebuilds).
+    What changes: a tensor taken from ``p.data`` *before* the first step no longer follows the
+    parameter, and ``torch.save`` of one parameter writes the whole flat buffer (views share it).
+    """
+
+    __slots__ = ("params", "ptrs", "param", "grad", "sizes", "flat", "views")
+
+    @classmethod
+    def build(cls, params: list[Tensor], states: list[dict], chain: list[Transform]):
+        p0 = params[0]
+        for p in params:
+            if (p.dtype != p0.dtype or p.device != p0.device or not p.is_contiguous()
+                    or p.grad.is_sparse or p.grad.dtype != p.dtype or p.grad.device != p.device):
+                return None
+        keys = [k for tr in chain if tr.State is not None for k in tr.keys]
+        flat, views = {}, {}
+        for k in keys:
+            values = [st[k] for st in states]
+            if all(isinstance(v, Tensor) for v in values):
+                if any(v.shape != p.shape or v.dtype != p.dtype or v.device != p.device
+                       for v, p in zip(values, params)):
+                    return None
+            elif all(v is None for v in values):
+                flat[k] = None
+                continue
+            elif not any(isinstance(v, Tensor) for v in values) and all(v == values[0] for v in values):
+                flat[k] = values[0]  # a number shared by the group (NAdam's mu_product)
+                continue
+            else:
+                return None
+        self = cls()
+        self.params, self.sizes = list(params), [p.numel() for p in params]
+        self.flat, self.views = flat, views
+        with torch.no_grad():
+            self.param = torch.cat([p.detach().reshape(-1) for p in params])
+            for p, v in zip(params, self._split(self.param, params)):
+                p.data = v
+            self.grad = torch.empty_like(self.param)
+            for k in keys:
+                if k in flat:
+                    continue
+                buf = torch.cat([st[k].detach().reshape(-1) for st in states])
+                self._adopt(k, buf, states)
+        self.ptrs = [p.data_ptr() for p in params]
+        return self
+
+    def _split(self, buf: Tensor, like: list[Tensor]) -> list[Tensor]:
+        return [v.view(p.shape) for v, p in zip(buf.split(self.sizes), like)]
+
+    def _adopt(self, key: str, buf: Tensor, states: list[dict]) -> None:
+        self.flat[key] = buf
+        self.views[key] = vs = self._split(buf, self.params)
+        for st, v in zip(states, vs):
+            st[key] = v
+
+    def still_holds(self, params: list[Tensor], states: list[dict]) -> bool:
+        """Whether the parameters and states are still the views (nothing re-assigned them)."""
+        if len(params) != len(self.params):
+            return False
+        for p, q, ptr in zip(params, self.params, self.ptrs):
+            if p is not q or p.data_ptr() != ptr:
+                return False
+        for k, v in self.flat.items():
+            if isinstance(v, Tensor):
+                for st, view in zip(states, self.views[k]):
+                    if st.get(k) is not view:
+                        return False
+            else:
+                for st in states:
+                    if st.get(k, v) is not v and st.get(k) != v:
+                        return False
+        return True
+
+    def gather_grads(self, params: list[Tensor]) -> None:
+        torch.cat([p.grad.reshape(-1) for p in params], out=self.grad)
+
+    def scatter_state(self, flat_state: dict, states: list[dict]) -> None:
+        """Write back what the chain replaced (a buffer created at the first step, a number)."""
+        for k, v in flat_state.items():
+            if v is self.flat.get(k):
+                continue
+            if isinstance(v, Tensor):
+                self._adopt(k, v, states)
+            else:
+                self.flat[k] = v
+                for st in states:
+                    st[k] = v
 
 
 def _check_param(p: Tensor, who: str) -> None:

@@ -45,14 +45,18 @@ class SGD(ChainOptimizer):
             closure, evaluates it at θ̃, and so the loss it returns is the loss at θ̃.
 
     Reference: Robbins & Monro 1951; Polyak 1964 (momentum); Nesterov 1983; Sutskever et al. 2013.
-    Differences from PyTorch: the two ``*_form`` options; no ``fused`` / ``differentiable``.
+        fused: compile the momentum rule into one kernel over the flat buffers (``torch.compile``,
+            :mod:`trainlab.optim.fused`; PyTorch-form momentum; needs a C++ compiler on the CPU).
+
+    Differences from PyTorch: the two ``*_form`` options; no ``differentiable``; ``fused``
+    compiles our rule (torch's fused kernels are not used).
     With ``nesterov_form="lookahead"`` weight decay uses θ, not θ̃.
     """
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
                  weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
                  foreach: bool | None = None, momentum_form: str = "pytorch",
-                 nesterov_form: str = "pytorch"):
+                 nesterov_form: str = "pytorch", fused: bool | None = None):
         check_lr(lr)
         check_range("momentum", momentum, 0.0, 1.0)
         check_range("dampening", dampening, 0.0, 1.0, hi_open=False)
@@ -63,9 +67,11 @@ class SGD(ChainOptimizer):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         if momentum_form != "pytorch" and dampening != 0:
             raise ValueError("dampening applies to momentum_form='pytorch' only")
+        from trainlab.optim.adam import _check_fused
+        _check_fused(fused, foreach)
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize, foreach=foreach,
-                        momentum_form=momentum_form, nesterov_form=nesterov_form)
+                        momentum_form=momentum_form, nesterov_form=nesterov_form, fused=fused)
         super().__init__(params, defaults)
 
     @property

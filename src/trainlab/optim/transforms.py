@@ -59,6 +59,8 @@ def _skip(p: Tensor, skip_1d: bool) -> bool:
 class Negate(Transform):
     """u ← −u. Put first in a chain to *maximize* the objective (torch.optim's ``maximize=True``)."""
 
+    elementwise = True
+
     def update(self, u, state, p, info):
         return -u, None
 
@@ -72,6 +74,8 @@ class ScaleByLearningRate(Transform):
     ``lr`` is read from the param group every step (schedules change it there). ``decay`` is
     Adagrad's built-in inverse-time decay (torch's ``lr_decay``); 0 keeps ηₜ = lr.
     """
+
+    elementwise = True
 
     def __init__(self, decay: float = 0.0):
         check_range("lr_decay", decay, 0.0, math.inf, hi_open=False)
@@ -95,6 +99,8 @@ class AddWeightDecay(Transform):
     2019 show why that differs from true decay — see :class:`DecoupledWeightDecay`).
     """
 
+    elementwise = True
+
     def __init__(self, weight_decay: float):
         check_range("weight_decay", weight_decay, 0.0, math.inf, hi_open=False)
         self.weight_decay = weight_decay
@@ -113,6 +119,8 @@ class DecoupledWeightDecay(Transform):
     PyTorch the decay is multiplied by the current lr (the paper scales it by the schedule
     multiplier ηₜ only). Leaves ``u`` unchanged.
     """
+
+    elementwise = True
 
     def __init__(self, weight_decay: float):
         check_range("weight_decay", weight_decay, 0.0, math.inf, hi_open=False)
@@ -237,6 +245,8 @@ class Momentum(Transform):
     ``form``.
     """
 
+    elementwise = True
+
     State = MomentumState
     replaces_state = True
 
@@ -346,6 +356,8 @@ class ScaleByAdagrad(Transform):
     squared gradients, u_t = g_t / (√r_{t−1} + ε), r_{t−1} = Σ_{i<t} g_i², and only then adds g_t².
     """
 
+    elementwise = True
+
     State = AdagradState
 
     def __init__(self, eps: float = 1e-10, initial_accumulator_value: float = 0.0,
@@ -393,6 +405,8 @@ class ScaleByRms(Transform):
     ``eps`` ε, ``centered``, ``eps_placement``.
     """
 
+    elementwise = True
+
     def __init__(self, alpha: float = 0.99, eps: float = 1e-8, centered: bool = False,
                  eps_placement: str = "outside"):
         check_range("alpha", alpha, 0.0, 1.0, hi_open=False)
@@ -437,6 +451,8 @@ class ScaleByAdadelta(Transform):
     E[Δ²] ← ρ·E[Δ²] + (1 − ρ)·Δ²;  u = Δ. The paper applies θ ← θ − Δ; PyTorch (and we) still
     multiply by lr (default 1.0, which is the paper's rule).
     """
+
+    elementwise = True
 
     State = AdadeltaState
 
@@ -505,6 +521,8 @@ class ScaleByAdam(Transform):
       TensorFlow and scikit-learn (ε̂ is not rescaled by the correction); ``"inside"`` √(v̂ + ε)
       (notes 003's slide).
     """
+
+    elementwise = True
 
     def __init__(self, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, amsgrad: bool = False,
                  bias_correction: bool = True, eps_mode: str = "outside"):
@@ -577,6 +595,8 @@ class ScaleByAdamax(Transform):
     The paper has max(β₂·u∞, |g|); PyTorch adds ε inside the max to avoid 0/0, as we do.
     """
 
+    elementwise = True
+
     State = AdamaxState
 
     def __init__(self, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
@@ -621,6 +641,8 @@ class ScaleByNadam(Transform):
     As in PyTorch. Difference: Πₜ (``mu_product``) is kept as a Python float (float64) rather than a
     float32 tensor, so it is more precise than torch's in float32.
     """
+
+    elementwise = True
 
     State = NadamState
     replaces_state = True  # mu_product is a float: the shell writes the list back

@@ -343,7 +343,8 @@ def fit(model: nn.Module, train, val=None, *, loss, optimizer: torch.optim.Optim
         batch_size: int | str = 32, callbacks: Iterable[Callback] = (),
         device: torch.device | str | None = None, seed: int | None = None, verbose: bool = True,
         shuffle: bool = True, drop_last: bool = False, initial_epoch: int = 0,
-        generator: torch.Generator | None = None, resume_from=None, augment=None) -> History:
+        generator: torch.Generator | None = None, resume_from=None, augment=None,
+        compile: bool = False) -> History:
     """Train ``model`` on ``train`` and return its :class:`History`.
 
     Args:
@@ -376,6 +377,10 @@ def fit(model: nn.Module, train, val=None, *, loss, optimizer: torch.optim.Optim
             callbacks, RNG and data order are restored and training continues after the
             checkpoint's epoch. Pass the same model, optimizer and callbacks as the original run;
             on the CPU the result equals the uninterrupted run bit for bit.
+        compile: compile the model's forward (and so its backward) with ``torch.compile``
+            (:func:`trainlab.train.compile.compile_model`; the model stays compiled after ``fit``).
+            The first steps pay for compiling. Needs a C++ compiler on the CPU (Triton on a GPU);
+            without one, :class:`~trainlab.train.compile.CompilerMissingError` says so in one line.
 
     Many processes: inside a ``torchrun`` launch (or ``trainlab run --nproc N``) every rank calls
     ``fit`` with the same arguments; the process group is joined from the environment (or the
@@ -415,6 +420,9 @@ def fit(model: nn.Module, train, val=None, *, loss, optimizer: torch.optim.Optim
             order_seed = group.broadcast(order_seed)
         generator.manual_seed(order_seed)
     model.to(device)
+    if compile:
+        from trainlab.train.compile import compile_model
+        compile_model(model, device)
     dtype = model_dtype(model)
     train_ds = as_dataset(train, "train", dtype=dtype).to(device)
     val_ds = as_dataset(val, "val", dtype=dtype).to(device) if val is not None else None
