@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/trainlab run
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=40
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
