@@ -332,7 +332,7 @@ def test_a_two_node_cluster_survives_losing_a_node_mid_sweep(tmp_path, two_nodes
     # 16 runs alone (16 tasks over two one-CPU nodes), each long enough to be caught mid-training
     data = sweep(optimizer={"name": "sgd", "lr": [0.02, 0.05, 0.1, 0.2]}, sweep={"seeds": [0, 1, 2, 3]},
                  data={"name": "moons", "n_samples": 600, "noise": 0.2, "split": [0.7, 0.3]},
-                 train={"epochs": 30, "batch_size": 8})
+                 train={"epochs": 300, "batch_size": 8})  # ~1 s each on an idle core: the kill lands mid-run
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
     plan = expand_sweep(data)
     assert len(plan.points) == 16
@@ -343,7 +343,7 @@ def test_a_two_node_cluster_survives_losing_a_node_mid_sweep(tmp_path, two_nodes
     driver = subprocess.Popen(ray_cli, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
     try:
-        deadline, done, rows = time.monotonic() + 300, 0, []
+        deadline, done, rows, seen = time.monotonic() + 300, 0, [], None
         while time.monotonic() < deadline and driver.poll() is None:  # kill the worker node after a few runs
             if store.exists():
                 try:
@@ -352,10 +352,14 @@ def test_a_two_node_cluster_survives_losing_a_node_mid_sweep(tmp_path, two_nodes
                     done = len(rows)
                 except sqlite3.Error:
                     rows, done = [], 0
-                # both nodes have trained runs: the worker node, which always has a task while runs
-                # wait, is killed in the middle of one
-                if done >= 3 and len({yaml.safe_load(r[0]).get("ray_node") for r in rows}) == 2:
+                # both nodes have trained runs, and the worker node has just started another (a new
+                # name in its log since the last look, a fraction of a run's time ago): it is killed
+                # while training that one
+                started = _started_tasks(two_nodes["worker"].temp)
+                if (done >= 3 and len({yaml.safe_load(r[0]).get("ray_node") for r in rows}) == 2
+                        and seen is not None and started - seen):
                     break
+                seen = started
             time.sleep(0.2)
         assert driver.poll() is None and 3 <= done < 16, f"the sweep was not mid-way ({done} done)"
         two_nodes["worker"].kill()
