@@ -303,6 +303,8 @@ def run(args) -> dict:
         time_ok, acc_ok = r["ratio"] <= 0.6, abs(gap) <= 0.5
         print(f"vs {r['name']}: time ratio {r['ratio']:.2f} (goal <= 0.6: {'met' if time_ok else 'NOT met'}), "
               f"accuracy gap {gap:+.2f} points (goal within 0.5: {'met' if acc_ok else 'NOT met'})")
+        slug = "".join(c if c.isalnum() else "_" for c in r["name"].lower()).strip("_")
+        print(f"RATIO mnist_mlp.epoch_vs_{slug} {r['ratio']:.3f} <= 0.6")  # for make bench's table
     if args.quick:
         print("(quick mode: a smoke test; the numbers mean nothing)")
     result = {"epochs": epochs, "source": source, "quick": args.quick, "rows": rows}

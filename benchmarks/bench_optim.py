@@ -203,6 +203,10 @@ def step_table(blocks: int, steps: int, device, fused: bool, sets: list[str]) ->
                 print(f"    {name:30s}{1e6 * s:10.1f}{s / ref:17.2f}{s / floor:10.2f}")
             for label, (r, g) in goals.items():
                 print(f"    {label}: {_verdict(r, g)}")
+                # for make bench's table (benchmarks/run_all.py): optim.<kind>.<set>.<contestant>.t<threads>
+                who = "fused_vs_torch_fused" if "fused" in label else "default_vs_torch_foreach"
+                where = set_name.lower().replace(" ", "_")
+                print(f"RATIO optim.{kind}.{where}.{who}.t{torch.get_num_threads()} {r:.3f} <= {g}")
     return out
 
 
@@ -309,6 +313,7 @@ def _main(args) -> dict:
             print(f"  {row_name:28s}{row['s_per_epoch']:8.3f} s/epoch  accuracy {row['accuracy']:.4f}  "
                   f"× loop {row['ratio_to_loop']:.2f}  ({row['optimizer']})")
         print(f"  time ratio trainlab / DataLoader loop: {ep['ratio']:.2f} (goal ≤ 0.6)")
+        print(f"RATIO optim.mnist_epoch_fit_vs_dataloader {ep['ratio']:.3f} <= 0.6")
         if fused:
             print("  (the fused and compiled rows trained one epoch more: their compiling first epoch, untimed)")
     if args.json:
