@@ -162,6 +162,9 @@ def main(argv=None) -> dict:
             verdict = "met" if (r["median_ratio"] if table is step_rows else r["ratio"]) <= GOAL else "NOT met"
             print(f"{name:28s}{r['ours_us']:13.1f}{r['torch_us']:11.1f}{r['ratio']:7.2f}x{r['median_ratio']:7.2f}x"
                   f"   {verdict}")
+            measured = r["median_ratio"] if table is step_rows else r["ratio"]
+            slug = "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+            print(f"RATIO layers.{title.replace(' ', '_')}.{slug}.t{torch.get_num_threads()} {measured:.3f} <= {GOAL}")
         print()
     rows.update(step_rows)
     if args.quick:
