@@ -518,7 +518,8 @@ def prepare_member(cfg: Config) -> Member:
     torch.manual_seed(cfg.seed)  # as fit does before training (leaves the global RNG where a solo run has it)
     generator = torch.Generator()
     generator.manual_seed(cfg.seed)
-    data = Splits(*(d.to(device) if d is not None else None for d in (data.train, data.val, data.test)))
+    data = Splits(*(d.to(device) if d is not None else None
+                    for d in (data.train, data.val, data.test, data.shifted_test)))
     recorder = None
     if getattr(cfg, "diagnostics", None) is not None:  # as the runner builds it
         from trainlab.diagnostics import DiagnosticsRecorder

@@ -175,6 +175,11 @@ class DataSpec(Spec):
         default=None, description="input columns computed from the raw inputs (trainlab.data.features), e.g. "
                                   "[x1, x2, x1^2, x2^2, x1*x2, sin(x1)]; default: the raw inputs")
 
+    test_shift: list["AugmentSpec"] | None = Field(
+        default=None, description="augmentations applied once, seeded, to a copy of the test split: a "
+                                  "covariate shift (production data drawn unlike the training data); its "
+                                  "numbers are reported as shifted_test_*, beside the unshifted test_*")
+
     @field_validator("input_features")
     @classmethod
     def _known_features(cls, v):
@@ -190,6 +195,8 @@ class DataSpec(Spec):
         out = handler(self)
         if isinstance(out, dict) and out.get("input_features") is None:
             out.pop("input_features", None)
+        if isinstance(out, dict) and not out.get("test_shift"):  # the same for runs without a shifted test set
+            out.pop("test_shift", None)
         return out
 
 
@@ -302,6 +309,9 @@ class CallbackSpec(Spec):
 
 class AugmentSpec(Spec):
     table: ClassVar[str] = "AUGMENTATIONS"
+
+
+DataSpec.model_rebuild()  # data.test_shift names AugmentSpec, defined after DataSpec
 
 
 class TrainSpec(Section):

@@ -44,6 +44,7 @@ class Splits:
     train: Dataset
     val: Dataset | None = None
     test: Dataset | None = None
+    shifted_test: Dataset | None = None  # the test split under data.test_shift (a covariate shift)
 
 
 @dataclass
@@ -86,6 +87,32 @@ def build_data(cfg: Config) -> Splits:
         raise ValueError(f"data.split: {spec.name!r} comes with its own train/validation/test split; "
                          "remove data.split")
     return Splits(*data)
+
+
+TEST_SHIFT_SEED = 104729  # added to the run's seed: the shift's draws never coincide with training's
+
+
+def shift_test_split(cfg: Config, data: Splits) -> Splits:
+    """``data`` with ``shifted_test``: the test split under ``cfg.data.test_shift``, drawn once.
+
+    A covariate shift: p(x) differs between training and production while p(y | x) does not,
+    so the labels are kept and only the inputs move (notes 003, 004: "covariate shift"). The
+    augmentations of ``data.test_shift`` are applied to a copy of the test inputs with a generator
+    seeded ``seed + TEST_SHIFT_SEED``, so every run of a config sees the same shifted set; the
+    unshifted test split stays as it is, so a run reports both (``test_*`` and ``shifted_test_*``).
+    """
+    specs = cfg.data.test_shift
+    if not specs:
+        return data
+    if data.test is None:
+        raise ConfigError(f"data.test_shift: the data {cfg.data.name!r} has no test split to shift; give "
+                          "data.split three fractions (train, validation, test), e.g. [0.6, 0.2, 0.2]")
+    shift = catalog.build_augment([(a.name, a.kwargs) for a in specs])
+    g = torch.Generator().manual_seed(cfg.seed + TEST_SHIFT_SEED)
+    with torch.no_grad():
+        x = shift(data.test.X.clone(), generator=g)
+    shifted = Dataset(x, data.test.y, f"{data.test.name} (shifted)")
+    return Splits(data.train, data.val, data.test, shifted)
 
 
 def resolve_loss_name(cfg: Config, train: Dataset) -> str:
@@ -152,6 +179,7 @@ def build_training(cfg: Config, device: torch.device, data: Splits | None = None
     """
     torch.manual_seed(cfg.seed)
     data = build_data(cfg) if data is None else data
+    data = shift_test_split(cfg, data)
     loss = Loss(resolve_loss_name(cfg, data.train), label_smoothing=cfg.loss.label_smoothing)
     model = build_model(cfg, data.train)
     if cfg.model.sync:
@@ -678,7 +706,8 @@ def _batches_per_epoch(cfg: Config, n: int) -> int:
 
 def final_metrics(model: nn.Module, data: Splits, loss: Loss, device) -> dict[str, float]:
     out: dict[str, float] = {}
-    for name, ds in (("train", data.train), ("val", data.val), ("test", data.test)):
+    for name, ds in (("train", data.train), ("val", data.val), ("test", data.test),
+                     ("shifted_test", getattr(data, "shifted_test", None))):
         if ds is not None:
             for k, v in evaluate(model, ds, loss, device=device).items():
                 out[f"{name}_{k}"] = v

@@ -165,6 +165,41 @@ def _check_split(split, n: int | None, problems: list[str]) -> None:
             problems.append(f"data.split={short(fractions)}: {n} samples leave an empty part; use more samples")
 
 
+def _check_test_shift(cfg: Config, tiny, problems: list[str]) -> None:
+    """``data.test_shift``: each augmentation builds, their chain runs on a few samples shaped like the
+    data, and the data has a test split to shift."""
+    specs = cfg.data.test_shift or []
+    if not specs:
+        return
+    built = []
+    for i, a in enumerate(specs):
+        try:
+            built.append(catalog.AUGMENTATIONS[a.name](**a.kwargs))
+        except _CHECKED as err:
+            problems.append(_blame(f"data.test_shift.{i}", a.kwargs, err))
+    if len(built) < len(specs):
+        return
+    spec = cfg.data
+    split = spec.split if spec.split is not None else [0.7, 0.3]
+    if spec.name not in catalog.OWN_SPLIT and len(split) != 3 and not _loads_own_split(spec.name):
+        problems.append(f"data.test_shift: data.split={short(split)} has no test part to shift; give three "
+                        "fractions (train, validation, test), e.g. data.split=[0.6,0.2,0.2]")
+    if tiny is not None:
+        from trainlab.data.augment import Compose
+        try:
+            Compose(built)(tiny.X[:2].clone(), generator=torch.Generator().manual_seed(0))
+        except _CHECKED as err:
+            problems.append(f"data.test_shift: {err} (the data's inputs have shape {tuple(tiny.X.shape[1:])}; "
+                            "the geometric augmentations need images)")
+
+
+def _loads_own_split(name: str) -> bool:
+    # the user's own files (CSV, NPZ) may hold their own test part: known once they are read
+    from trainlab.data import sequences, toy
+
+    return getattr(catalog.DATASETS[name], "__module__", "") not in (toy.__name__, sequences.__name__)
+
+
 def _check_model(cfg: Config, train, problems: list[str]) -> None:
     from trainlab.experiments.runner import build_model
 
@@ -296,6 +331,7 @@ def check_config(cfg: Config) -> None:
             train = _dummy_data(cfg, out)
             if train is not None:
                 _check_model(cfg, train, out)
+            _check_test_shift(cfg, train, out)
 
         problems += _memo(["model", d["seed"], d["data"], d["model"], d["init"], d["loss"]], data_and_model)
         problems += _memo(["optimization", d["optimizer"], d["transforms"], d["schedule"], d["train"]["epochs"]],
