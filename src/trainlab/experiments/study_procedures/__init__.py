@@ -21,6 +21,7 @@ from trainlab.experiments.study_procedures.normalization import bn_learning_rate
 from trainlab.experiments.study_procedures.mnist import mnist_recipe
 from trainlab.experiments.study_procedures.optimizer_claims import adaptive_claims, dynamics_claims
 from trainlab.experiments.study_procedures.optimizers import optimizer_grid
+from trainlab.experiments.study_procedures.overfitting import covariate_shift, epochs_budget, overfitting_remedies
 from trainlab.experiments.study_procedures.penalty_paths import penalty_paths, penalty_strength
 from trainlab.experiments.study_procedures.random_matrices import random_matrices
 from trainlab.experiments.study_procedures.recurrent import rnn_long_memory
@@ -51,6 +52,9 @@ PROCEDURES = {
     "landscape_minima": landscape_minima,
     "mnist_recipe": mnist_recipe,
     "optimizer_grid": optimizer_grid,
+    "overfitting_remedies": overfitting_remedies,
+    "epochs_budget": epochs_budget,
+    "covariate_shift": covariate_shift,
     "penalty_paths": penalty_paths,
     "penalty_strength": penalty_strength,
     "random_matrices": random_matrices,
