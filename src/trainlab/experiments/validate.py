@@ -190,7 +190,7 @@ def _check_test_shift(cfg: Config, tiny, problems: list[str]) -> None:
             Compose(built)(tiny.X[:2].clone(), generator=torch.Generator().manual_seed(0))
         except _CHECKED as err:
             problems.append(f"data.test_shift: {err} (the data's inputs have shape {tuple(tiny.X.shape[1:])}; "
-                            "the geometric augmentations need images)")
+                            "data.test_shift acts on images, such as mnist or fashion_mnist)")
 
 
 def _loads_own_split(name: str) -> bool:
