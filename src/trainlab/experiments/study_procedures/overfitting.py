@@ -4,6 +4,7 @@ against one early-stopped run) and covariate shift (notes 002, 003, 004)."""
 from __future__ import annotations
 
 import math
+import statistics
 
 from trainlab.experiments.report import Section
 from trainlab.experiments.studies import Outcome, StudyContext
@@ -30,12 +31,18 @@ def _gap_run(ctx: StudyContext, label: str, base: dict, data: dict, override: di
 
 
 def _gap_group(ctx: StudyContext, title: str, prefix: str, base: dict, data: dict, variants: dict,
-               text: str) -> tuple[dict, Section]:
+               text: str, seeds: int = 1) -> tuple[dict, Section]:
+    """Each variant trained with ``seeds`` seeds (data subset, initialization and order change
+    together); the numbers are means over the seeds."""
     metrics, rows = {}, []
     for label, override in variants.items():
-        _, n = _gap_run(ctx, f"{prefix}-{label}", base, data, override, ctx.seed)
+        per_seed = [_gap_run(ctx, f"{prefix}-{label}-seed-{ctx.seed + i}", base, data, override, ctx.seed + i)[1]
+                    for i in range(seeds)]
+        n = {k: statistics.fmean(r[k] for r in per_seed) for k in per_seed[0]}
         for k, v in n.items():
             metrics[f"{prefix}.{label}.{k}"] = v
+        metrics[f"{prefix}.{label}.loss_gap_min"] = min(r["loss_gap"] for r in per_seed)
+        metrics[f"{prefix}.{label}.loss_gap_max"] = max(r["loss_gap"] for r in per_seed)
         rows.append((label, str(override or "(none)"), n["n_train"], n["epochs"], n["train_loss"], n["val_loss"],
                      n["loss_gap"], n["train_accuracy"], n["val_accuracy"], n["accuracy_gap"]))
     section = Section(title, text=[text], table=(
@@ -45,14 +52,15 @@ def _gap_group(ctx: StudyContext, title: str, prefix: str, base: dict, data: dic
 
 
 def overfitting_remedies(ctx: StudyContext, *, data: dict, base: dict, remedies: dict, maxout: dict,
-                         depth: dict) -> Outcome:
+                         depth: dict, seeds: int = 1) -> Outcome:
     """Three measurements on overfitting setups.
 
     1. ``remedies``: label → override of one overfitting net (``base`` on ``data``); the first label
        is the unregularized baseline. An override's ``data`` key changes the data (``{data: {n_train:
        8000}}``: more data), the rest is a config override (a smaller net, early stopping, L1/L2,
        dropout, augmentation). Reported per run, measured after training in eval mode: the loss gap
-       val − train and the accuracy gap train − val, and validation accuracy.
+       val − train and the accuracy gap train − val, and validation accuracy, each the mean over
+       ``seeds`` seeds.
     2. ``maxout``: the same, for ReLU against maxout at equal width (``maxout.base`` overrides
        ``base``; ``maxout.variants`` label → override).
     3. ``depth``: ``depth.depths`` hidden layers of ``depth.width`` units on ``depth.data`` with
@@ -66,7 +74,7 @@ def overfitting_remedies(ctx: StudyContext, *, data: dict, base: dict, remedies:
                       f"One overfitting setup ({base.get('model')}, {base.get('train', {}).get('epochs')} epochs "
                       f"on {data.get('n_train')} training images) and each remedy of the notes (004) alone. "
                       "Gaps are measured after training, in eval mode, on the whole sets; the early-stopped run "
-                      "is measured on its restored best weights.")
+                      f"is measured on its restored best weights. Means over {seeds} seed(s).", seeds)
     metrics.update(m)
     sections.append(s)
     first = next(iter(remedies))
@@ -78,7 +86,7 @@ def overfitting_remedies(ctx: StudyContext, *, data: dict, base: dict, remedies:
                       maxout["variants"],
                       "Maxout at the same number of units as ReLU: each unit is the max of k linear pieces, so "
                       "the layer before it has k times the weights (notes 002: maxout needs more "
-                      "regularization, dropout or more data).")
+                      f"regularization, dropout or more data). Means over {seeds} seed(s).", seeds)
     metrics.update(m)
     sections.append(s)
 
@@ -89,41 +97,52 @@ def overfitting_remedies(ctx: StudyContext, *, data: dict, base: dict, remedies:
 
 
 def _depth_sweep(ctx: StudyContext, depth: dict) -> tuple[dict, Section]:
-    cfg_data, splits = resolve_data(depth["data"], ctx.seed)
-    metrics, rows, first_over = {}, [], None
-    for d in depth["depths"]:
-        cfg = merged(dict(depth["base"], name=f"depth-{d}", seed=ctx.seed, data=cfg_data),
-                     {"model": {"hidden": [depth["width"]] * d}})
-        run = train(cfg, data=splits)
-        if run.diverged is not None:
-            raise RuntimeError(f"depth {d}: training diverged ({run.diverged})")
-        verdicts = run.result.extras["verdicts"]
-        over = [v for v in verdicts if v.kind == "overfitting"]
-        f = run.final
-        metrics[f"depth{d}.overfitting"] = float(bool(over))
-        metrics[f"depth{d}.val_accuracy"] = f["val_accuracy"]
-        metrics[f"depth{d}.accuracy_gap"] = f["train_accuracy"] - f["val_accuracy"]
-        rules = ", ".join(str(v.evidence.get("rule")) for v in over) or "-"
-        rows.append((d, f["train_accuracy"], f["val_accuracy"], metrics[f"depth{d}.accuracy_gap"],
-                     ", ".join(verdicts.kinds()), rules))
-        ctx.log(f"depth {d}: val acc {f['val_accuracy']:.3f}, verdicts {verdicts.kinds()}")
-        if over and first_over is None:
-            first_over = d
-    depths = depth["depths"]
-    # the depth before the first overfitting one (the shallowest if even it overfits; the deepest if none does)
-    chosen = depths[-1] if first_over is None else max([d for d in depths if d < first_over], default=depths[0])
-    metrics.update({"depth.first_overfitting": first_over if first_over is not None else math.nan,
-                    "depth.chosen": chosen, "depth.chosen_val_accuracy": metrics[f"depth{chosen}.val_accuracy"],
+    depths, seeds = depth["depths"], depth.get("seeds", 1)
+    metrics, rows = {}, []
+    over_runs = {d: [] for d in depths}
+    val_acc = {d: [] for d in depths}
+    chosen_acc, chosen_depths = [], []
+    for i in range(seeds):
+        seed = ctx.seed + i
+        cfg_data, splits = resolve_data(depth["data"], seed)
+        first_over = None
+        for d in depths:
+            cfg = merged(dict(depth["base"], name=f"depth-{d}-seed-{seed}", seed=seed, data=cfg_data),
+                         {"model": {"hidden": [depth["width"]] * d}})
+            run = train(cfg, data=splits)
+            if run.diverged is not None:
+                raise RuntimeError(f"depth {d}: training diverged ({run.diverged})")
+            verdicts = run.result.extras["verdicts"]
+            over = [v for v in verdicts if v.kind == "overfitting"]
+            f = run.final
+            over_runs[d].append(float(bool(over)))
+            val_acc[d].append(f["val_accuracy"])
+            rules = ", ".join(str(v.evidence.get("rule")) for v in over) or "-"
+            rows.append((seed, d, f["train_accuracy"], f["val_accuracy"], f["train_accuracy"] - f["val_accuracy"],
+                         ", ".join(verdicts.kinds()), rules))
+            ctx.log(f"seed {seed} depth {d}: val acc {f['val_accuracy']:.3f}, verdicts {verdicts.kinds()}")
+            if over and first_over is None:
+                first_over = d
+        # the depth before the first overfitting one (the shallowest if even it overfits; the deepest if none does)
+        chosen = depths[-1] if first_over is None else max([d for d in depths if d < first_over], default=depths[0])
+        chosen_depths.append(chosen)
+        chosen_acc.append(val_acc[chosen][-1])
+    for d in depths:
+        metrics[f"depth{d}.overfitting"] = statistics.fmean(over_runs[d])  # the fraction of seeds diagnosed
+        metrics[f"depth{d}.val_accuracy"] = statistics.fmean(val_acc[d])
+    metrics.update({"depth.chosen_mean": statistics.fmean(chosen_depths),
+                    "depth.chosen_val_accuracy": statistics.fmean(chosen_acc),
                     "depth.deepest_val_accuracy": metrics[f"depth{depths[-1]}.val_accuracy"],
                     "depth.best_val_accuracy": max(metrics[f"depth{d}.val_accuracy"] for d in depths),
                     "depth.shallowest_overfitting": metrics[f"depth{depths[0]}.overfitting"],
                     "depth.deepest_overfitting": metrics[f"depth{depths[-1]}.overfitting"]})
     section = Section("Stop adding hidden layers once the model overfits", text=[
-        f"{depth['width']} units per hidden layer on {depth['data']}, each depth trained alike; the verdicts "
-        f"are the ones a run folder gets. The first depth diagnosed as overfitting is {first_over}; the rule "
-        f"(notes 004) keeps depth {chosen}, validation accuracy {metrics['depth.chosen_val_accuracy']:.3f} "
-        f"(the deepest net: {metrics['depth.deepest_val_accuracy']:.3f})."],
-        table=(("hidden layers", "train acc", "val acc", "accuracy gap", "verdicts", "overfitting rules"), rows))
+        f"{depth['width']} units per hidden layer on {depth['data']}, each depth trained alike, {seeds} seed(s); the "
+        "verdicts are the ones a run folder gets (verdicts.json). The rule (notes 004) keeps the depth before the "
+        f"first one diagnosed as overfitting: depth {', '.join(map(str, chosen_depths))} (per seed), mean validation "
+        f"accuracy {metrics['depth.chosen_val_accuracy']:.3f} against {metrics['depth.deepest_val_accuracy']:.3f} for "
+        f"the deepest net."],
+        table=(("seed", "hidden layers", "train acc", "val acc", "accuracy gap", "verdicts", "overfitting rules"), rows))
     return metrics, section
 
 
