@@ -115,14 +115,18 @@ _MNIST_CACHE: dict = {}
 
 
 def mnist_subset(n_train: int | None = None, n_val: int | None = None, n_test: int | None = None, *,
-                 seed: int = 0, flatten: bool = True):
+                 seed: int = 0, flatten: bool = True, dataset: str = "mnist", **source):
     """MNIST ``(train, val, test)`` from :func:`trainlab.data.mnist.load_mnist`, each cut to a seeded
-    random subset of the given size (``None`` keeps the whole part: 50,000 / 10,000 / 10,000)."""
-    from trainlab.data.mnist import load_mnist
+    random subset of the given size (``None`` keeps the whole part: 50,000 / 10,000 / 10,000).
 
-    key = ("mnist", flatten)
+    ``dataset="fashion_mnist"`` cuts Fashion-MNIST (:func:`~trainlab.data.mnist.load_fashion_mnist`)
+    the same way; ``source`` (``source=``, ``root=``) says where the loader finds the files."""
+    from trainlab.data.mnist import load_fashion_mnist, load_mnist
+
+    key = ("mnist", flatten) if dataset == "mnist" and not source else (dataset, flatten, tuple(sorted(source.items())))
     if key not in _MNIST_CACHE:
-        _MNIST_CACHE[key] = load_mnist(flatten=flatten)
+        loader = load_mnist if dataset == "mnist" else load_fashion_mnist
+        _MNIST_CACHE[key] = loader(flatten=flatten, **source)
     parts = []
     for i, (part, n) in enumerate(zip(_MNIST_CACHE[key], (n_train, n_val, n_test))):
         if n is None or n >= len(part):
@@ -135,11 +139,17 @@ def mnist_subset(n_train: int | None = None, n_val: int | None = None, n_test: i
 
 def resolve_data(spec: dict, seed: int = 0):
     """A study's data section: ``{name: mnist, n_train, n_val, n_test, flatten}`` gives a seeded MNIST
-    subset in memory; anything else is a runner data section. Returns ``(config data section,
-    splits or None)`` for :func:`train`."""
+    subset in memory (``name: fashion_mnist``, with optional ``source``/``root``: a Fashion-MNIST
+    one); anything else is a runner data section. Returns ``(config data section, splits or None)``
+    for :func:`train`."""
     spec = dict(spec)
     if spec.get("name") == "mnist" and any(k in spec for k in ("n_train", "n_val", "n_test", "flatten")):
         splits = mnist_subset(spec.pop("n_train", None), spec.pop("n_val", None), spec.pop("n_test", None),
                               seed=seed, flatten=spec.pop("flatten", True))
         return {"name": "mnist"}, splits
+    if spec.get("name") == "fashion_mnist" and any(k in spec for k in ("n_train", "n_val", "n_test")):
+        source = {k: spec.pop(k) for k in ("source", "root") if k in spec}
+        splits = mnist_subset(spec.pop("n_train", None), spec.pop("n_val", None), spec.pop("n_test", None),
+                              seed=seed, flatten=spec.pop("flatten", True), dataset="fashion_mnist", **source)
+        return {"name": "fashion_mnist"}, splits
     return spec, None
