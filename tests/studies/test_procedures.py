@@ -76,3 +76,27 @@ def test_step_losses_counts_updates_per_epoch():
         cb.on_epoch_end(epoch, {})
     assert cb.steps_per_epoch == [3, 2] and cb.losses == [0.0, 1.0, 2.0, 0.0, 1.0]
     assert not math.isnan(sum(cb.losses))
+
+
+def test_a_fashion_mnist_data_section_gives_seeded_subsets_from_the_named_files(monkeypatch):
+    from trainlab.data import mnist
+    from trainlab.data.dataset import Dataset
+    from trainlab.experiments.study_procedures import _common
+
+    seen = []
+
+    def fake_loader(**kwargs):
+        seen.append(kwargs)
+        return tuple(Dataset(torch.full((n, 784), float(i)), torch.arange(n) % 10, "fashion_mnist")
+                     for i, n in enumerate((50, 20, 30)))
+
+    monkeypatch.setattr(mnist, "load_fashion_mnist", fake_loader)
+    monkeypatch.setattr(_common, "_MNIST_CACHE", {})
+    spec = {"name": "fashion_mnist", "source": "idx", "root": "files", "n_train": 10, "n_val": 5, "n_test": 7}
+    cfg, (train, val, test) = _common.resolve_data(spec, seed=3)
+    assert cfg == {"name": "fashion_mnist"}
+    assert (len(train), len(val), len(test)) == (10, 5, 7)
+    assert float(train.X.max()) == 0.0 and float(test.X.min()) == 2.0  # each part cut from its own part
+    assert seen == [{"flatten": True, "source": "idx", "root": "files"}]
+    _, (again, _, _) = _common.resolve_data(spec, seed=3)
+    assert torch.equal(again.y, train.y) and len(seen) == 1  # seeded, and loaded once
