@@ -127,6 +127,17 @@ def _build_sequence_model(builder, kwargs: dict, train: Dataset, out: int, head:
                          "noisy_sine) or model kind mlp")
     pattern = kwargs.get("pattern", "seq2one")
     per_step = (y.dim() == 2 and train.is_classification) or (y.dim() == 3 and not train.is_classification)
+    if pattern == "one2many":  # one input per sequence, a target for each generated step
+        if not per_step:
+            raise ValueError(f"pattern='one2many' generates a sequence, but {train.name!r} has one target per "
+                             "sequence; use pattern seq2one")
+        if x.shape[1] != 1:
+            raise ValueError(f"pattern='one2many' reads one input per sequence, but {train.name!r} has inputs of "
+                             f"length {x.shape[1]}; use pattern seq2seq (or data.name: sine_generation)")
+        kwargs.setdefault("steps", int(y.shape[1]))
+        kwargs.setdefault("head", head)
+        return builder(int(x.shape[-1]), out_features=out if train.is_classification else int(y.shape[-1]),
+                       **kwargs)
     if per_step and y.shape[1] != x.shape[1]:
         raise ValueError(f"per-step targets of length {y.shape[1]} for inputs of length {x.shape[1]}")
     if pattern == "seq2seq" and not per_step:

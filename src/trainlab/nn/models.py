@@ -5,7 +5,7 @@ The layer kinds a spec may name live in the tables below: adding a kind is one l
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -139,11 +139,16 @@ def _masks_connections(kind: str) -> bool:
     return isinstance(factory, type) and issubclass(factory, nn.Linear)
 
 
+NORM_POSITIONS = ("before", "after")
+
+
 class Block(nn.Sequential):
     """One hidden layer: ``linear → [norm] → activation → [dropout]`` (named children).
 
-    Normalization sits between the affine map and the nonlinearity, as in Ioffe & Szegedy (2015)
-    and the notes' batch-norm algorithm.
+    Normalization sits between the affine map and the nonlinearity by default, as in Ioffe &
+    Szegedy (2015) and the notes' batch-norm algorithm; ``norm_position="after"`` puts it after
+    the nonlinearity instead (``linear → activation → norm → [dropout]``), the other placement
+    notes 004 allow ("right before (or right after) the non-linearity").
 
     Args:
         in_features, out_features: widths.
@@ -156,12 +161,19 @@ class Block(nn.Sequential):
             (masking this block's incoming connections) and adds no layer after the activation.
         bias: whether the linear layer has a bias.
         activation_kwargs: options for the activation factory (e.g. ``{"negative_slope": 0.3}``).
+        norm_position: ``"before"`` (default) or ``"after"`` the activation. A norm after a
+            maxout activation normalizes its ``out_features`` outputs, not the pieces.
     """
 
     def __init__(self, in_features: int, out_features: int, activation, norm: str | None,
                  dropout: float | tuple[str, float] | None, bias: bool = True, *,
-                 activation_kwargs: dict | None = None):
+                 activation_kwargs: dict | None = None, norm_position: str = "before"):
         super().__init__()
+        if norm_position not in NORM_POSITIONS:
+            raise ValueError(f"norm_position must be 'before' or 'after' (the activation), got {norm_position!r}")
+        if norm_position == "after" and norm in LINEAR_REPARAMETRIZATIONS:
+            raise ValueError(f"norm {norm!r} reparametrizes the linear layer and has no position; "
+                             "use norm_position 'before' (the default) with it")
         kind, p = ("dropout", dropout) if not isinstance(dropout, (tuple, list)) else dropout
         if p and kind not in DROPOUTS:
             raise ValueError(f"unknown dropout kind {kind!r}; choose one of {sorted(DROPOUTS)}")
@@ -175,9 +187,11 @@ class Block(nn.Sequential):
                 raise ValueError(f"unknown norm {norm!r}; choose one of {sorted(NORMS)} or null")
             if norm in LINEAR_REPARAMETRIZATIONS:
                 NORMS[norm](self.linear)
-            else:
+            elif norm_position == "before":
                 self.add_module("norm", NORMS[norm](width))
         self.add_module("act", act)
+        if norm is not None and norm_position == "after" and norm not in LINEAR_REPARAMETRIZATIONS:
+            self.add_module("norm", NORMS[norm](out_features))
         if p and not connect:
             self.add_module("dropout", DROPOUTS[kind](float(p)))
 
@@ -224,6 +238,8 @@ class MLP(nn.Module):
             projection where the width changes), or one flag per layer.
         activation_kwargs: options for the activation factory, e.g. ``{"negative_slope": 0.3}``
             for Keras' leaky ReLU or ``{"k": 3}`` for maxout with three pieces.
+        norm_position: ``"before"`` (default: ``linear → norm → activation``) or ``"after"``
+            (``linear → activation → norm``) the nonlinearity, for every hidden layer.
 
     Attributes ``blocks`` (a ``ModuleList`` of :class:`Block`; :class:`ResidualBlock` where
     ``residual``) and ``out`` (the output linear layer) are what diagnostics and initializers
@@ -232,7 +248,8 @@ class MLP(nn.Module):
 
     def __init__(self, in_features: int, hidden: Sequence[int] = (64,), out_features: int = 2, *,
                  activation="relu", head: str = "softmax", norm=None, dropout=0.0, dropout_kind="dropout",
-                 residual=False, activation_kwargs: dict | None = None):
+                 residual=False, activation_kwargs: dict | None = None,
+                 norm_position: Literal["before", "after"] = "before"):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
@@ -257,7 +274,8 @@ class MLP(nn.Module):
         widths = [in_features] + hidden
         self.blocks = nn.ModuleList(
             (ResidualBlock if skips[i] else Block)(widths[i], widths[i + 1], acts[i], norms[i], (kinds[i], drops[i]),
-                                                   activation_kwargs=activation_kwargs)
+                                                   activation_kwargs=activation_kwargs,
+                                                   norm_position=norm_position)
             for i in range(len(hidden)))
         self.out = nn.Linear(widths[-1], out_features)
 
@@ -283,28 +301,37 @@ class CNN(nn.Module):
             the MLP only.
         norm: None or ``"batch"`` (:class:`BatchNorm2d` after each convolution, which then has
             no bias: β takes its place).
+        norm_position: ``"before"`` (default: ``conv → norm → act → pool``) or ``"after"``
+            (``conv → act → norm → pool``; the convolution keeps its bias, since β now comes
+            after the nonlinearity and cannot shift its input).
     """
 
     def __init__(self, in_shape: Sequence[int] = (1, 28, 28), channels: Sequence[int] = (32, 64), *,
                  kernel: int = 3, padding: int = 1, pool: int = 2, hidden: int = 128, classes: int = 10,
-                 activation="relu", norm: str | None = None, dropout: float = 0.0):
+                 activation="relu", norm: str | None = None, dropout: float = 0.0,
+                 norm_position: Literal["before", "after"] = "before"):
         super().__init__()
+        if norm_position not in NORM_POSITIONS:
+            raise ValueError(f"norm_position must be 'before' or 'after' (the activation), got {norm_position!r}")
+        after = norm_position == "after"
         self.head = "softmax"
         self.in_shape = tuple(in_shape)
         c, h, w = in_shape
         layers: list[nn.Module] = []
         for out_c in channels:
-            layers.append(nn.Conv2d(c, out_c, kernel, padding=padding, bias=norm is None))
+            layers.append(nn.Conv2d(c, out_c, kernel, padding=padding, bias=norm is None or after))
             h, w = conv_output_size(h, kernel, 1, padding), conv_output_size(w, kernel, 1, padding)
-            if norm == "batch":
-                layers.append(BatchNorm2d(out_c))
-            elif norm is not None:
+            if norm is not None and norm != "batch":
                 raise ValueError(f"CNN norm must be None or 'batch', got {norm!r}")
+            if norm == "batch" and not after:
+                layers.append(BatchNorm2d(out_c))
             act = make_activation(activation, out_c)
             if getattr(act, "pieces", 1) != 1:
                 raise ValueError(f"activation {activation!r} pools over features and is not available in the "
                                  "CNN's convolution stages; use it in an MLP")
             layers.append(act)
+            if norm == "batch" and after:
+                layers.append(BatchNorm2d(out_c))
             layers.append(nn.MaxPool2d(pool))
             h, w = conv_output_size(h, pool, pool), conv_output_size(w, pool, pool)
             c = out_c

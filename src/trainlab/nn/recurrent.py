@@ -34,7 +34,8 @@ from trainlab.nn.activations import ReLU, Tanh
 
 __all__ = ["ElmanRNN", "OutputRecurrentRNN", "SequenceToFixed", "Bidirectional", "clip_grad_norm_",
            "hidden_gradient_norms", "elman_cell", "lstm_cell", "gru_cell", "RNN", "LSTM", "GRU", "SequenceModel",
-           "RECURRENT_CELLS", "state_gradient_norms"]
+           "RECURRENT_CELLS", "state_gradient_norms", "lyapunov_exponent", "perturbation_divergence",
+           "state_participation_ratio"]
 
 _NONLINEARITIES = {"tanh": Tanh, "relu": ReLU, "identity": nn.Identity}
 
@@ -569,6 +570,8 @@ class SequenceModel(nn.Module):
         h_1..h_T = cell network(x_1..x_T)            (B, T, D·H), batch first
         seq2one:  o = W·h_T + c                      one output per sequence (notes 002 "many to one")
         seq2seq:  o_t = W·h_t + c  for every t       one output per step ("many to many")
+        one2many: x_t = x for t = 1..steps,          a sequence from one input ("one to many"):
+                  o_t = W·h_t + c                    the single input is fed at every step
 
     With ``bidirectional`` the read-out of seq2one sees [h→_T ; h←_1], the two directions' final
     states (each has then read the whole sequence).
@@ -579,23 +582,32 @@ class SequenceModel(nn.Module):
         cell: ``"elman"``, ``"lstm"`` or ``"gru"``.
         hidden: H, the state width (default 32).
         layers: stacked recurrent layers (default 1).
-        pattern: ``"seq2one"`` (default) or ``"seq2seq"``.
+        pattern: ``"seq2one"`` (default), ``"seq2seq"`` or ``"one2many"``.
+        steps: the length of the generated sequence for ``"one2many"`` (the runner takes it from
+            the targets); not used by the other patterns.
         bidirectional: a second network reads the sequence backward (default False).
         nonlinearity: the Elman cell's ``"tanh"`` (default) or ``"relu"``.
         forget_bias: the LSTM's forget-gate bias offset (default 0; 1 is the notes' advice).
         head: the output unit the loss pairs with (``"linear"``, ``"sigmoid"``, ``"softmax"``).
 
-    Inputs are (B, T, in_features); outputs (B, out) or (B, T, out).
+    Inputs are (B, T, in_features) ((B, 1, in_features) or (B, in_features) for one2many);
+    outputs (B, out) or (B, T, out). For one2many the input is repeated as the input of every
+    step, as in Goodfellow et al. (2016) §10.2.4 (an image caption's RNN sees the image at each
+    step); the recurrence is what makes step t differ from step t − 1.
     """
 
     def __init__(self, in_features: int, out_features: int = 1, *, cell: str = "lstm", hidden: int = 32,
                  layers: int = 1, pattern: str = "seq2one", bidirectional: bool = False,
-                 nonlinearity: str = "tanh", forget_bias: float = 0.0, head: str = "linear"):
+                 nonlinearity: str = "tanh", forget_bias: float = 0.0, head: str = "linear",
+                 steps: int | None = None):
         super().__init__()
         if cell not in RECURRENT_CELLS:
             raise ValueError(f"cell must be one of {', '.join(RECURRENT_CELLS)}, got {cell!r}")
-        if pattern not in ("seq2one", "seq2seq"):
-            raise ValueError(f"pattern must be 'seq2one' or 'seq2seq', got {pattern!r}")
+        if pattern not in ("seq2one", "seq2seq", "one2many"):
+            raise ValueError(f"pattern must be 'seq2one', 'seq2seq' or 'one2many', got {pattern!r}")
+        if pattern == "one2many" and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise ValueError(f"pattern 'one2many' needs steps, the length of the sequence to generate (an "
+                             f"integer >= 1), got {steps!r}")
         if head not in ("linear", "sigmoid", "softmax"):
             raise ValueError(f"head must be 'linear', 'sigmoid' or 'softmax', got {head!r}")
         if nonlinearity != "tanh" and cell != "elman":
@@ -605,16 +617,21 @@ class SequenceModel(nn.Module):
         extra = {"nonlinearity": nonlinearity} if cell == "elman" else {}
         if cell == "lstm":
             extra["forget_bias"] = forget_bias
-        self.cell, self.pattern, self.head = cell, pattern, head
+        self.cell, self.pattern, self.head, self.steps = cell, pattern, head, steps
         self.rnn = RECURRENT_CELLS[cell](in_features, hidden, layers, batch_first=True,
                                          bidirectional=bidirectional, **extra)
         self.out = nn.Linear(hidden * self.rnn.directions, out_features)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.pattern == "one2many":
+            if x.dim() == 3 and x.shape[1] != 1:
+                raise ValueError(f"a one-to-many model takes one input per sequence, (batch, 1, features) or "
+                                 f"(batch, features); got shape {tuple(x.shape)}")
+            x = x.reshape(x.shape[0], 1, -1).expand(-1, self.steps, -1)
         if x.dim() != 3:
             raise ValueError(f"a sequence model takes inputs (batch, time, features), got shape {tuple(x.shape)}")
         out, _ = self.rnn(x)
-        if self.pattern == "seq2seq":
+        if self.pattern in ("seq2seq", "one2many"):
             return self.out(out)
         H = self.rnn.hidden_size
         if self.rnn.bidirectional:  # forward direction's last step, backward direction's first
@@ -636,3 +653,98 @@ def state_gradient_norms(rnn: _Stacked, x: Tensor, loss_fn=None) -> Tensor:
     loss = loss_fn(hs[-1]) if loss_fn is not None else hs[-1].sum()
     grads = torch.autograd.grad(loss, hs)
     return torch.stack([torch.linalg.vector_norm(g) for g in grads]).detach()
+
+
+# ---------------------------------------------------------------------------------------------
+# order and chaos in the hidden → hidden dynamics (notes 002: too large initial weights "lead to
+# chaos in recurrent networks")
+
+
+def _elman_steps(rnn: ElmanRNN, x: Tensor):
+    """The input terms u_t (T, B, H) and the map h ↦ f(u_t + W_hh·h + b_hh) of each step."""
+    if x.dim() != 3 or x.shape[-1] != rnn.input_size:
+        raise ValueError(f"expected a time-major input (T, B, {rnn.input_size}), got shape {tuple(x.shape)}")
+    u = torch.nn.functional.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0)
+
+    def step(t: int, h: Tensor) -> Tensor:
+        return rnn.act(u[t] + torch.nn.functional.linear(h, rnn.weight_hh_l0, rnn.bias_hh_l0))
+    return u, step
+
+
+@torch.no_grad()
+def lyapunov_exponent(rnn: ElmanRNN, x: Tensor, burn_in: int = 0, seed: int = 0) -> Tensor:
+    """The largest Lyapunov exponent of the driven dynamics h_t = f(u_t + W_hh·h_(t−1) + b), per sequence.
+
+        λ = 1/(T − T₀) · Σ_(t > T₀) log ‖J_t v_(t−1)‖,   v_t = J_t v_(t−1) / ‖J_t v_(t−1)‖,
+        J_t = ∂h_t/∂h_(t−1) = diag(f′(a_t)) · W_hh
+
+    (the tangent-vector method of Benettin et al. 1980): an infinitesimal perturbation of the
+    state grows like e^(λt). λ < 0: nearby trajectories merge and the gradient through time
+    vanishes (order); λ > 0: they separate exponentially (chaos) and the gradient explodes.
+    The Jacobian-vector products come from forward-mode autodiff (:func:`torch.func.jvp`), so
+    any nonlinearity works.
+
+    Args:
+        rnn: an :class:`ElmanRNN`.
+        x: time-major inputs (T, B, I).
+        burn_in: steps T₀ whose growth is not counted (the state forgets h_0 and v_0 aligns with
+            the most expanding direction).
+        seed: seed of the random unit vector v_0.
+
+    Returns λ per sequence, shape (B,), in nats per step.
+    """
+    T, B = x.shape[:2]
+    if not 0 <= burn_in < T:
+        raise ValueError(f"burn_in must be in [0, {T}), got {burn_in!r}")
+    _, step = _elman_steps(rnn, x)
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(B, rnn.hidden_size, generator=g).to(x)
+    v = v / torch.linalg.vector_norm(v, dim=1, keepdim=True)
+    h = x.new_zeros(B, rnn.hidden_size)
+    total = x.new_zeros(B)
+    for t in range(T):
+        h, jv = torch.func.jvp(lambda s: step(t, s), (h,), (v,))
+        growth = torch.linalg.vector_norm(jv, dim=1).clamp_min(1e-300)
+        v = jv / growth.unsqueeze(1)
+        if t >= burn_in:
+            total += growth.log()
+    return total / (T - burn_in)
+
+
+@torch.no_grad()
+def perturbation_divergence(rnn: ElmanRNN, x: Tensor, eps: float = 1e-6, seed: int = 0) -> Tensor:
+    """‖h_t − h′_t‖ / ‖h_0 − h′_0‖ for t = 1..T: how far two runs from states ``eps`` apart drift.
+
+    Both runs see the same inputs x; the second starts from h′_0 = eps·v (v a random unit vector)
+    instead of 0. The finite-size view of :func:`lyapunov_exponent`: the ratio falls like e^(λt)
+    in the ordered regime and grows like e^(λt) in the chaotic one until it saturates at the
+    size of the attractor (the states are bounded by the tanh). Returns the mean over the batch
+    of the ratio at each step, shape (T,).
+    """
+    if not (isinstance(eps, (int, float)) and eps > 0):
+        raise ValueError(f"eps must be a positive number, got {eps!r}")
+    T, B = x.shape[:2]
+    _, step = _elman_steps(rnn, x)
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(B, rnn.hidden_size, generator=g).to(x)
+    h = x.new_zeros(B, rnn.hidden_size)
+    h2 = eps * v / torch.linalg.vector_norm(v, dim=1, keepdim=True)
+    ratios = []
+    for t in range(T):
+        h, h2 = step(t, h), step(t, h2)
+        ratios.append((torch.linalg.vector_norm(h - h2, dim=1) / eps).mean())
+    return torch.stack(ratios)
+
+
+def state_participation_ratio(states: Tensor) -> float:
+    """How many independent directions the hidden units span: PR = (Σ λ_i)² / Σ λ_i².
+
+    λ_i are the eigenvalues of the covariance of the states over time steps and sequences
+    (``states`` (T, B, H) or (N, H)). PR is 1 when every unit is a multiple of one signal (the
+    units are copies up to scale: no symmetry broken) and H when all H units vary independently
+    with equal variance (Gao et al. 2017's dimensionality).
+    """
+    z = states.reshape(-1, states.shape[-1]).double()
+    z = z - z.mean(0)
+    lam = torch.linalg.eigvalsh(z.T @ z / max(len(z) - 1, 1)).clamp_min(0)
+    return float(lam.sum() ** 2 / (lam.square().sum()).clamp_min(1e-300))
