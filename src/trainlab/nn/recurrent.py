@@ -661,14 +661,20 @@ def state_gradient_norms(rnn: _Stacked, x: Tensor, loss_fn=None) -> Tensor:
 
 
 def _elman_steps(rnn: ElmanRNN, x: Tensor):
-    """The input terms u_t (T, B, H) and the map h ↦ f(u_t + W_hh·h + b_hh) of each step."""
+    """The map of each step, h ↦ (h_t, f′(a_t)) with a_t = u_t + W_hh·h + b_hh and h_t = f(a_t)."""
     if x.dim() != 3 or x.shape[-1] != rnn.input_size:
         raise ValueError(f"expected a time-major input (T, B, {rnn.input_size}), got shape {tuple(x.shape)}")
-    u = torch.nn.functional.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0)
+    u = torch.nn.functional.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0).detach()
+    w, b = rnn.weight_hh_l0.detach(), None if rnn.bias_hh_l0 is None else rnn.bias_hh_l0.detach()
 
-    def step(t: int, h: Tensor) -> Tensor:
-        return rnn.act(u[t] + torch.nn.functional.linear(h, rnn.weight_hh_l0, rnn.bias_hh_l0))
-    return u, step
+    def step(t: int, h: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.enable_grad():
+            a = (u[t] + torch.nn.functional.linear(h, w, b)).requires_grad_(True)
+            out = rnn.act(a)
+            # f acts elementwise, so the gradient of Σ f(a) is f′(a): the Jacobian's diagonal
+            slope, = torch.autograd.grad(out.sum(), a)
+        return out.detach(), slope
+    return w, step
 
 
 @torch.no_grad()
@@ -681,8 +687,7 @@ def lyapunov_exponent(rnn: ElmanRNN, x: Tensor, burn_in: int = 0, seed: int = 0)
     (the tangent-vector method of Benettin et al. 1980): an infinitesimal perturbation of the
     state grows like e^(λt). λ < 0: nearby trajectories merge and the gradient through time
     vanishes (order); λ > 0: they separate exponentially (chaos) and the gradient explodes.
-    The Jacobian-vector products come from forward-mode autodiff (:func:`torch.func.jvp`), so
-    any nonlinearity works.
+    f′(a_t) comes from autograd, so any elementwise nonlinearity works.
 
     Args:
         rnn: an :class:`ElmanRNN`.
@@ -696,14 +701,15 @@ def lyapunov_exponent(rnn: ElmanRNN, x: Tensor, burn_in: int = 0, seed: int = 0)
     T, B = x.shape[:2]
     if not 0 <= burn_in < T:
         raise ValueError(f"burn_in must be in [0, {T}), got {burn_in!r}")
-    _, step = _elman_steps(rnn, x)
+    w, step = _elman_steps(rnn, x)
     g = torch.Generator().manual_seed(seed)
     v = torch.randn(B, rnn.hidden_size, generator=g).to(x)
     v = v / torch.linalg.vector_norm(v, dim=1, keepdim=True)
     h = x.new_zeros(B, rnn.hidden_size)
     total = x.new_zeros(B)
     for t in range(T):
-        h, jv = torch.func.jvp(lambda s: step(t, s), (h,), (v,))
+        h, slope = step(t, h)
+        jv = slope * (v @ w.T)  # J_t v = diag(f′(a_t))·W_hh·v
         growth = torch.linalg.vector_norm(jv, dim=1).clamp_min(1e-300)
         v = jv / growth.unsqueeze(1)
         if t >= burn_in:
@@ -731,7 +737,7 @@ def perturbation_divergence(rnn: ElmanRNN, x: Tensor, eps: float = 1e-6, seed: i
     h2 = eps * v / torch.linalg.vector_norm(v, dim=1, keepdim=True)
     ratios = []
     for t in range(T):
-        h, h2 = step(t, h), step(t, h2)
+        h, h2 = step(t, h)[0], step(t, h2)[0]
         ratios.append((torch.linalg.vector_norm(h - h2, dim=1) / eps).mean())
     return torch.stack(ratios)
 

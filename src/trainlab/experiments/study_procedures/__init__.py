@@ -9,6 +9,7 @@ from __future__ import annotations
 from trainlab.experiments.study_procedures.activation_basics import activation_basics
 from trainlab.experiments.study_procedures.activations import activation_comparison
 from trainlab.experiments.study_procedures.batchnorm_claims import batchnorm_claims
+from trainlab.experiments.study_procedures.bn_position import bn_position
 from trainlab.experiments.study_procedures.capacity import capacity_sweep
 from trainlab.experiments.study_procedures.deep_linear import deep_linear
 from trainlab.experiments.study_procedures.descent import gd_variants
@@ -24,6 +25,7 @@ from trainlab.experiments.study_procedures.optimizers import optimizer_grid
 from trainlab.experiments.study_procedures.penalty_paths import penalty_paths, penalty_strength
 from trainlab.experiments.study_procedures.random_matrices import random_matrices
 from trainlab.experiments.study_procedures.recurrent import rnn_long_memory
+from trainlab.experiments.study_procedures.recurrent_dynamics import rnn_chaos, rnn_one_to_many, rnn_output_recurrence
 from trainlab.experiments.study_procedures.regularization import (early_stopping, generalization_gap, l1_sparsity,
                                                                  weight_decay_forms)
 from trainlab.experiments.study_procedures.worked_examples import cross_entropy_example
@@ -34,6 +36,7 @@ PROCEDURES = {
     "batchnorm_claims": batchnorm_claims,
     "adaptive_claims": adaptive_claims,
     "bn_learning_rate": bn_learning_rate,
+    "bn_position": bn_position,
     "capacity_sweep": capacity_sweep,
     "cross_entropy_example": cross_entropy_example,
     "deep_linear": deep_linear,
@@ -55,5 +58,8 @@ PROCEDURES = {
     "penalty_strength": penalty_strength,
     "random_matrices": random_matrices,
     "rnn_long_memory": rnn_long_memory,
+    "rnn_chaos": rnn_chaos,
+    "rnn_one_to_many": rnn_one_to_many,
+    "rnn_output_recurrence": rnn_output_recurrence,
     "weight_decay_forms": weight_decay_forms,
 }
