@@ -13,18 +13,20 @@ VARIANTS = {"none": {"model": {"norm": None}},
             "after": {"model": {"norm": "batch", "norm_position": "after"}}}
 
 
-def bn_position(ctx: StudyContext, *, sets: dict, seeds: int = 2) -> Outcome:
+def bn_position(ctx: StudyContext, *, sets: dict, only: list[str] | None = None, seeds: int = 2) -> Outcome:
     """Train each set's ``base`` config without batch norm, with it before and with it after the activation.
 
     ``sets`` maps a label to ``{data: ..., base: ...}`` (``data`` as in
     :func:`~trainlab.experiments.study_procedures._common.resolve_data`, ``base`` a runner config
-    without ``model.norm``). Every variant shares seeds, initialization and data order; the
+    without ``model.norm``); ``only`` picks some of them (the quick mode). Every variant shares seeds, initialization and data order; the
     metrics are means over ``seeds`` seeds of the final validation accuracy and of the training
     loss after the first epoch (how fast it starts).
     """
     metrics: dict[str, float] = {}
     rows, panels = [], []
     for label, spec in sets.items():
+        if only is not None and label not in only:
+            continue
         cfg_data, splits = resolve_data(spec["data"], ctx.seed)
         curves = {}
         for variant, override in VARIANTS.items():
