@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Iterable
+from typing import Iterable, Literal
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +38,9 @@ __all__ = ["ElmanRNN", "OutputRecurrentRNN", "SequenceToFixed", "Bidirectional",
            "state_participation_ratio"]
 
 _NONLINEARITIES = {"tanh": Tanh, "relu": ReLU, "identity": nn.Identity}
+# normalizations of the Elman recurrence (RNN's ``norm``): none, layer norm over the units of each
+# step, or batch norm with each step's batch statistics (its running averages pooled over steps)
+RECURRENT_NORMS = (None, "layer", "batch")
 
 
 def _nonlinearity(name: str) -> nn.Module:
@@ -478,23 +481,55 @@ class RNN(_Stacked):
         num_layers: stacked layers (layer k reads layer k − 1's outputs; default 1).
         nonlinearity: ``"tanh"`` (default) or ``"relu"``.
         bias, batch_first, bidirectional: as ``torch.nn.RNN``.
+        norm: ``None`` (default), ``"layer"`` or ``"batch"``: normalize the summed input of every
+            step before the nonlinearity, h_t = f(N(W_ih·x_t + b_ih + W_hh·h_(t−1) + b_hh)).
+            ``"layer"`` is Ba et al.'s (2016) layer-norm RNN: statistics over the H units of each
+            sequence, the same in training and evaluation and for any batch size or length.
+            ``"batch"`` normalizes over the batch at each step (one γ, β and one set of running
+            averages per layer, shared by all steps): training sees each step's statistics,
+            evaluation their average over steps and batches, which is why batch norm suits
+            recurrences badly (notes 004; Laurent et al. 2016, Cooijmans et al. 2016).
 
     ``forward(x, h0=None)`` returns ``(outputs, h_n)`` as ``torch.nn.RNN``; with the same weights
-    the outputs agree (see tests). :class:`ElmanRNN` is the one-layer form with the notes' other
+    (and no ``norm``) the outputs agree (see tests). :class:`ElmanRNN` is the one-layer form with the notes' other
     nonlinearities.
     """
 
     cell_name = "elman"
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
-                 bias: bool = True, batch_first: bool = False, bidirectional: bool = False):
+                 bias: bool = True, batch_first: bool = False, bidirectional: bool = False, norm: str | None = None):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-        self.nonlinearity = nonlinearity
+        if norm not in RECURRENT_NORMS:
+            raise ValueError(f"norm must be one of {', '.join(map(repr, RECURRENT_NORMS))}, got {norm!r}")
+        self.nonlinearity, self.norm = nonlinearity, norm
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, bidirectional)
+        if norm is not None:
+            from trainlab.nn.normalization import BatchNorm1d, LayerNorm
+
+            make = LayerNorm if norm == "layer" else BatchNorm1d
+            # one normalizer per layer and direction, shared by all its time steps
+            self.norms = nn.ModuleDict({suffix[1:]: make(hidden_size) for k in range(num_layers)
+                                        for suffix in self._suffixes(k)})
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        # the uniform draw above also hit the normalizers' γ and β (they are parameters of this module)
+        for norm in (self.norms.values() if "norms" in self._modules else ()):
+            norm.reset_parameters()
+
+    def _weights(self, suffix: str):
+        norm = self.norms[suffix[1:]] if self.norm is not None else None
+        return super()._weights(suffix) + (norm,)
 
     def _step(self, u, state, weights):
-        return elman_cell(None, state, *weights, act=torch.tanh if self.nonlinearity == "tanh" else torch.relu, u=u)
+        *weights, norm = weights
+        act = torch.tanh if self.nonlinearity == "tanh" else torch.relu
+        if norm is None:
+            return elman_cell(None, state, *weights, act=act, u=u)
+        # normalize the summed input a_t = W_ih·x + b_ih + W_hh·h + b_hh before f (Ba et al. 2016, §3.1)
+        return act(norm(u + torch.nn.functional.linear(state, weights[1], weights[3])))
 
 
 class LSTM(_Stacked):
@@ -588,6 +623,8 @@ class SequenceModel(nn.Module):
         bidirectional: a second network reads the sequence backward (default False).
         nonlinearity: the Elman cell's ``"tanh"`` (default) or ``"relu"``.
         forget_bias: the LSTM's forget-gate bias offset (default 0; 1 is the notes' advice).
+        norm: the Elman cell's normalized recurrence: ``None`` (default), ``"layer"`` or ``"batch"``
+            (see :class:`RNN`).
         head: the output unit the loss pairs with (``"linear"``, ``"sigmoid"``, ``"softmax"``).
 
     Inputs are (B, T, in_features) ((B, 1, in_features) or (B, in_features) for one2many);
@@ -599,7 +636,7 @@ class SequenceModel(nn.Module):
     def __init__(self, in_features: int, out_features: int = 1, *, cell: str = "lstm", hidden: int = 32,
                  layers: int = 1, pattern: str = "seq2one", bidirectional: bool = False,
                  nonlinearity: str = "tanh", forget_bias: float = 0.0, head: str = "linear",
-                 steps: int | None = None):
+                 steps: int | None = None, norm: Literal["layer", "batch"] | None = None):
         super().__init__()
         if cell not in RECURRENT_CELLS:
             raise ValueError(f"cell must be one of {', '.join(RECURRENT_CELLS)}, got {cell!r}")
@@ -614,7 +651,9 @@ class SequenceModel(nn.Module):
             raise ValueError(f"nonlinearity applies to the elman cell only (the {cell} cell's are fixed)")
         if forget_bias and cell != "lstm":
             raise ValueError(f"forget_bias applies to the lstm cell only, not {cell!r}")
-        extra = {"nonlinearity": nonlinearity} if cell == "elman" else {}
+        if norm is not None and cell != "elman":
+            raise ValueError(f"norm (a normalized recurrence) is available for the elman cell only, not {cell!r}")
+        extra = {"nonlinearity": nonlinearity, "norm": norm} if cell == "elman" else {}
         if cell == "lstm":
             extra["forget_bias"] = forget_bias
         self.cell, self.pattern, self.head, self.steps = cell, pattern, head, steps

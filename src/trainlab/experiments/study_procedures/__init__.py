@@ -25,7 +25,8 @@ from trainlab.experiments.study_procedures.optimizers import optimizer_grid
 from trainlab.experiments.study_procedures.penalty_paths import penalty_paths, penalty_strength
 from trainlab.experiments.study_procedures.random_matrices import random_matrices
 from trainlab.experiments.study_procedures.recurrent import rnn_long_memory
-from trainlab.experiments.study_procedures.recurrent_dynamics import rnn_chaos, rnn_one_to_many, rnn_output_recurrence
+from trainlab.experiments.study_procedures.recurrent_dynamics import (rnn_chaos, rnn_norm, rnn_one_to_many,
+                                                                    rnn_output_recurrence)
 from trainlab.experiments.study_procedures.regularization import (early_stopping, generalization_gap, l1_sparsity,
                                                                  weight_decay_forms)
 from trainlab.experiments.study_procedures.worked_examples import cross_entropy_example
@@ -60,6 +61,7 @@ PROCEDURES = {
     "rnn_long_memory": rnn_long_memory,
     "rnn_chaos": rnn_chaos,
     "rnn_one_to_many": rnn_one_to_many,
+    "rnn_norm": rnn_norm,
     "rnn_output_recurrence": rnn_output_recurrence,
     "weight_decay_forms": weight_decay_forms,
 }

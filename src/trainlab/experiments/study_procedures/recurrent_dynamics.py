@@ -253,3 +253,85 @@ def rnn_one_to_many(ctx: StudyContext, *, cell: str = "gru", hidden: int = 32, l
     return Outcome(metrics, [Section("One to many: a sequence from one input", text=text, table=(
         ("validation mse", "first epoch", "answering 0"),
         [(metrics["val_mse"], metrics["first_epoch_val_mse"], 0.5)]), figures=figures)])
+
+
+# ---------------------------------------------------------------------------------------------
+# normalizing the recurrence: batch norm against layer norm
+
+
+def rnn_norm(ctx: StudyContext, *, norms: list[str], batch_sizes: list[int], hidden: int = 32, length: int = 30,
+             n_train: int = 1024, n_val: int = 256, epochs: int = 10, lr: float = 0.003,
+             long_factor: int = 3) -> Outcome:
+    """Elman nets with ``model.norm`` none / layer / batch on ``noisy_sine`` (next value at each step).
+
+    Each norm is trained through the runner at each of ``batch_sizes`` (Adam at ``lr``, ``epochs``
+    epochs of ``n_train`` sequences of ``length`` steps) and evaluated (eval mode) on ``n_val``
+    fresh sequences of ``length`` steps and of ``long_factor``·``length`` steps. Also measured at
+    initialization, in training mode: how much one sequence's outputs change when the other
+    sequences of its batch change (batch norm's statistics are the batch's; layer norm's its own).
+    """
+    from trainlab.data.sequences import noisy_sine
+    from trainlab.experiments.runner import Splits
+    from trainlab.nn.recurrent import SequenceModel
+
+    metrics: dict[str, float] = {}
+    labels = {"none": None, "layer": "layer", "batch": "batch"}
+    g = torch.Generator().manual_seed(ctx.seed)
+    probe = torch.randn(8, length, 1, generator=g)
+    other = torch.randn(8, length, 1, generator=g)
+    for name in norms:
+        torch.manual_seed(ctx.seed)
+        model = SequenceModel(1, 1, cell="elman", hidden=hidden, pattern="seq2seq", norm=labels[name]).train()
+        with torch.no_grad():
+            a = model(probe)[:2]
+            b = model(torch.cat([probe[:2], other[2:]]))[:2]
+        metrics[f"{name}.batch_dependence"] = float((a - b).abs().max())
+    train_set = noisy_sine(n_train, length, seed=ctx.seed + 1)
+    val_set = noisy_sine(n_val, length, seed=ctx.seed + 2)
+    long_set = noisy_sine(n_val, long_factor * length, seed=ctx.seed + 3)
+    rows, curves = [], {}
+    for bs in batch_sizes:
+        for name in norms:
+            model_cfg = {"kind": "rnn", "cell": "elman", "hidden": hidden, "pattern": "seq2seq"}
+            if labels[name] is not None:
+                model_cfg["norm"] = labels[name]
+            cfg = {"name": f"noisy-sine-{name}-b{bs}", "seed": ctx.seed,
+                   "data": {"name": "noisy_sine", "n_samples": n_train, "length": length},
+                   "model": model_cfg, "loss": {"name": "mse"}, "optimizer": {"name": "adam", "lr": lr},
+                   "train": {"epochs": epochs, "batch_size": bs}, "diagnostics": None}
+            run = train(cfg, data=Splits(train_set, val_set))
+            key = f"{name}.b{bs}"
+            val = long_mse = math.inf
+            if run.model is not None:
+                model = run.model.cpu().eval()
+                with torch.no_grad():
+                    val = float((model(val_set.X) - val_set.y).square().mean())
+                    long_mse = float((model(long_set.X) - long_set.y).square().mean())
+            metrics[f"{key}.val_mse"] = val
+            metrics[f"{key}.long_mse"] = long_mse
+            metrics[f"{key}.train_loss"] = run.last("loss", math.inf)
+            curves[f"{name}, batch {bs}"] = (range(1, len(run.history.history.get("val_loss", [])) + 1),
+                                             run.history.history.get("val_loss", []))
+            rows.append((name, bs, metrics[f"{key}.train_loss"], val, long_mse))
+            ctx.log(f"{name} batch {bs}: train loss {metrics[f'{key}.train_loss']:.4g}, val mse {val:.4g}, "
+                    f"length {long_factor * length} mse {long_mse:.4g}")
+    small, large = min(batch_sizes), max(batch_sizes)
+    for name in norms:
+        metrics[f"{name}.small_over_large"] = metrics[f"{name}.b{small}.val_mse"] / metrics[f"{name}.b{large}.val_mse"]
+        metrics[f"{name}.long_over_val"] = metrics[f"{name}.b{large}.long_mse"] / metrics[f"{name}.b{large}.val_mse"]
+
+    from trainlab.experiments.plots import plot_panels
+
+    fig = plot_panels([{"title": "validation mse per epoch (eval mode)", "xlabel": "epoch", "ylabel": "mse (log)",
+                        "logy": True, "series": curves}], ctx.path("rnn_norm.png"))
+    dep = [(name, metrics[f"{name}.batch_dependence"]) for name in norms]
+    return Outcome(metrics, [
+        Section("One sequence's outputs depend on the rest of its batch (training mode, at initialization)",
+                text=["Max |change| of the outputs of two sequences when the other six of the batch of 8 are "
+                      "replaced."], table=(("norm", "max |Δ output|"), dep)),
+        Section("Training at a large and a small batch; evaluating at the training length and longer", text=[
+            f"Elman nets of H = {hidden} (`model: {{kind: rnn, cell: elman, norm: ...}}`) predict a noisy sine's "
+            f"next value at each of {length} steps; Adam lr {lr:g}, {epochs} epochs of {n_train} sequences. "
+            f"Evaluation in eval mode on {n_val} new sequences of {length} and {long_factor * length} steps."],
+            table=(("norm", "batch", "train loss", f"val mse (T = {length})", f"mse at T = {long_factor * length}"), rows),
+            figures=[("validation curves", fig)])])
