@@ -99,7 +99,7 @@ def build_model(cfg: Config, train: Dataset) -> nn.Module:
     kind, kwargs = cfg.model.kind, dict(cfg.model.kwargs)
     builder = catalog.MODELS[kind]
     loss = resolve_loss_name(cfg, train)
-    head = {"mse": "linear", "bce": "sigmoid", "cross_entropy": "softmax"}[loss]
+    head = {"mse": "linear", "bce": "sigmoid", "cross_entropy": "softmax", "gaussian_nll": "gaussian"}[loss]
     if train.is_classification:
         out = 1 if loss == "bce" else max(train.classes or 2, 2)
     else:
@@ -114,6 +114,9 @@ def build_model(cfg: Config, train: Dataset) -> nn.Module:
         kwargs.setdefault("classes", out)
     else:
         kwargs.setdefault("head", head)
+        if kwargs.get("log_var_init") == "marginal":  # the notes' "marginal variance of the output"
+            y = train.y.reshape(len(train.y), -1).double()
+            kwargs["log_var_init"] = y.var(0).clamp_min(1e-12).log().tolist() if len(y) > 1 else 0.0
         return builder(train.n_features, out_features=out, **kwargs)
     return builder(**kwargs)
 

@@ -178,6 +178,10 @@ def _check_model(cfg: Config, train, problems: list[str]) -> None:
         problems.append(f"loss.name='bce': binary cross-entropy is for two classes and {cfg.data.name!r} has "
                         f"{train.classes}; use cross_entropy, or leave loss.name unset")
         return
+    if loss == "gaussian_nll" and train.is_classification:
+        problems.append(f"loss.name='gaussian_nll': {cfg.data.name!r} has class labels and the Gaussian likelihood "
+                        "needs float targets; use cross_entropy, or leave loss.name unset")
+        return
     if loss == "mse" and train.is_classification:
         problems.append(f"loss.name='mse': {cfg.data.name!r} has class labels and mse needs float targets; use "
                         "cross_entropy (or bce for two classes), or leave loss.name unset")

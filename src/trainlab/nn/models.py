@@ -5,6 +5,7 @@ The layer kinds a spec may name live in the tables below: adding a kind is one l
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Callable, Literal, Sequence
 
 import torch
@@ -80,7 +81,7 @@ DROPOUTS: dict[str, Callable] = {
     "dropconnect": DropConnect,
 }
 
-HEADS = ("linear", "sigmoid", "softmax")
+HEADS = ("linear", "sigmoid", "softmax", "gaussian")
 
 
 def conv_output_size(n: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
@@ -224,9 +225,16 @@ class MLP(nn.Module):
         hidden: sizes of the hidden layers, e.g. ``(64, 32)``; ``()`` gives a linear model.
         out_features: output units (classes for softmax, 1 for sigmoid or scalar regression).
         activation: a name from :data:`ACTIVATIONS` (or a module factory), or one per layer.
-        head: ``"linear"`` (regression, pairs with MSE), ``"sigmoid"`` (pairs with BCE) or
-            ``"softmax"`` (pairs with cross-entropy). The model returns the pre-activation z;
-            the loss applies the output unit stably.
+        head: ``"linear"`` (regression, pairs with MSE), ``"sigmoid"`` (pairs with BCE),
+            ``"softmax"`` (pairs with cross-entropy) or ``"gaussian"`` (regression with a learned
+            variance, pairs with ``gaussian_nll``: the model returns [μ ; log σ²], the means of
+            the output layer beside one learned log-variance per output, the same for every
+            input). The model returns the pre-activation z; the loss applies the output unit
+            stably.
+        log_var_init: the gaussian head's initial log σ² (a number, or one per output): 0 is
+            the notes' "initialize to 1"; the runner's ``"marginal"`` sets log Var(y) of the
+            training targets, the notes' other choice ("based on the marginal variance of the
+            output"). Used by the gaussian head only.
         norm: ``None`` or a name from :data:`NORMS` (``"batch"``, ``"batch_keras"``,
             ``"batch_eps_outside"`` (ε outside the square root), ``"layer"``, ``"weight"``), or one
             per hidden layer.
@@ -249,7 +257,8 @@ class MLP(nn.Module):
     def __init__(self, in_features: int, hidden: Sequence[int] = (64,), out_features: int = 2, *,
                  activation="relu", head: str = "softmax", norm=None, dropout=0.0, dropout_kind="dropout",
                  residual=False, activation_kwargs: dict | None = None,
-                 norm_position: Literal["before", "after"] = "before"):
+                 norm_position: Literal["before", "after"] = "before",
+                 log_var_init: float | list[float] | Literal["marginal"] = 0.0):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
@@ -278,12 +287,26 @@ class MLP(nn.Module):
                                                    norm_position=norm_position)
             for i in range(len(hidden)))
         self.out = nn.Linear(widths[-1], out_features)
+        if head == "gaussian":
+            if log_var_init == "marginal":
+                raise ValueError("log_var_init='marginal' needs the training targets: the runner replaces it by "
+                                 "log Var(y); building an MLP directly, pass the number (e.g. y.var(0).log())")
+            values = list(log_var_init) if isinstance(log_var_init, (list, tuple)) else [log_var_init]
+            if (len(values) not in (1, out_features)
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                               for v in values)):
+                raise ValueError(f"log_var_init must be a finite number or {out_features} of them, got {log_var_init!r}")
+            # a variance parameter (notes 002 "variance/precision parameters"): log σ², one per output
+            self.log_var = nn.Parameter(torch.tensor(values * (out_features // len(values)), dtype=torch.float32))
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.flatten(1)
         for block in self.blocks:
             x = block(x)
-        return self.out(x)
+        z = self.out(x)
+        if self.head == "gaussian":
+            return torch.cat([z, self.log_var.expand_as(z)], dim=-1)
+        return z
 
 
 class CNN(nn.Module):
