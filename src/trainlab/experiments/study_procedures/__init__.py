@@ -27,6 +27,7 @@ from trainlab.experiments.study_procedures.random_matrices import random_matrice
 from trainlab.experiments.study_procedures.recurrent import rnn_long_memory
 from trainlab.experiments.study_procedures.recurrent_dynamics import (rnn_chaos, rnn_norm, rnn_one_to_many,
                                                                     rnn_output_recurrence)
+from trainlab.experiments.study_procedures.variance_init import variance_init
 from trainlab.experiments.study_procedures.regularization import (early_stopping, generalization_gap, l1_sparsity,
                                                                  weight_decay_forms)
 from trainlab.experiments.study_procedures.worked_examples import cross_entropy_example
@@ -63,5 +64,6 @@ PROCEDURES = {
     "rnn_one_to_many": rnn_one_to_many,
     "rnn_norm": rnn_norm,
     "rnn_output_recurrence": rnn_output_recurrence,
+    "variance_init": variance_init,
     "weight_decay_forms": weight_decay_forms,
 }
