@@ -23,6 +23,7 @@ from trainlab.experiments.study_procedures.mnist import mnist_recipe
 from trainlab.experiments.study_procedures.optimizer_claims import adaptive_claims, dynamics_claims
 from trainlab.experiments.study_procedures.optimizers import optimizer_grid
 from trainlab.experiments.study_procedures.penalty_paths import penalty_paths, penalty_strength
+from trainlab.experiments.study_procedures.pretraining import unsupervised_pretraining
 from trainlab.experiments.study_procedures.random_matrices import random_matrices
 from trainlab.experiments.study_procedures.recurrent import rnn_long_memory
 from trainlab.experiments.study_procedures.recurrent_dynamics import (rnn_chaos, rnn_norm, rnn_one_to_many,
@@ -64,6 +65,7 @@ PROCEDURES = {
     "rnn_one_to_many": rnn_one_to_many,
     "rnn_norm": rnn_norm,
     "rnn_output_recurrence": rnn_output_recurrence,
+    "unsupervised_pretraining": unsupervised_pretraining,
     "variance_init": variance_init,
     "weight_decay_forms": weight_decay_forms,
 }
