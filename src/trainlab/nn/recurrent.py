@@ -645,6 +645,9 @@ class SequenceModel(nn.Module):
         if pattern == "one2many" and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
             raise ValueError(f"pattern 'one2many' needs steps, the length of the sequence to generate (an "
                              f"integer >= 1), got {steps!r}")
+        if head == "gaussian":
+            raise ValueError("the gaussian head (loss gaussian_nll, a learned variance) is available for model kind "
+                             "mlp only; use loss mse for a recurrent model")
         if head not in ("linear", "sigmoid", "softmax"):
             raise ValueError(f"head must be 'linear', 'sigmoid' or 'softmax', got {head!r}")
         if nonlinearity != "tanh" and cell != "elman":
