@@ -95,6 +95,7 @@ def unsupervised_pretraining(ctx: StudyContext, *, hidden: int = 256, activation
             ctx.log(f"{n} labels, {init}: val accuracy after epoch 1 {metrics[f'{key}.first_epoch_accuracy']:.4f}, "
                     f"final {metrics[f'{key}.final_accuracy']:.4f}, best {metrics[f'{key}.best_accuracy']:.4f}")
         metrics[f"n{n}.final_gain"] = metrics[f"n{n}.pretrained.final_accuracy"] - metrics[f"n{n}.random.final_accuracy"]
+        metrics[f"n{n}.abs_final_gain"] = abs(metrics[f"n{n}.final_gain"])
         metrics[f"n{n}.first_epoch_gain"] = (metrics[f"n{n}.pretrained.first_epoch_accuracy"]
                                              - metrics[f"n{n}.random.first_epoch_accuracy"])
 
