@@ -710,8 +710,12 @@ def _elman_steps(rnn: ElmanRNN, x: Tensor):
     w, b = rnn.weight_hh_l0.detach(), None if rnn.bias_hh_l0 is None else rnn.bias_hh_l0.detach()
 
     def step(t: int, h: Tensor) -> tuple[Tensor, Tensor]:
+        a = u[t] + torch.nn.functional.linear(h, w, b)
+        if isinstance(rnn.act, Tanh):  # tanh′(a) = 1 − tanh²(a): no autograd needed
+            out = torch.tanh(a)
+            return out, 1 - out.square()
         with torch.enable_grad():
-            a = (u[t] + torch.nn.functional.linear(h, w, b)).requires_grad_(True)
+            a = a.detach().requires_grad_(True)
             out = rnn.act(a)
             # f acts elementwise, so the gradient of Σ f(a) is f′(a): the Jacobian's diagonal
             slope, = torch.autograd.grad(out.sum(), a)
