@@ -46,7 +46,8 @@ def ewma(values: Iterable[float] | Tensor, beta: float = 0.9, *, bias_correction
     examples, not for optimizer steps (those keep their own running averages).
     """
     beta = _check_beta(beta)
-    theta = torch.as_tensor(values)
+    # numbers from Python become float64 (a float32 average would drift from the recursion)
+    theta = values if isinstance(values, Tensor) else torch.as_tensor(values, dtype=torch.float64)
     if not theta.is_floating_point():
         theta = theta.to(torch.float64)
     if theta.dim() == 0:

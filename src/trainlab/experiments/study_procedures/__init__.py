@@ -24,6 +24,7 @@ from trainlab.experiments.study_procedures.optimizer_defaults import optimizer_d
 from trainlab.experiments.study_procedures.optimizers import optimizer_grid
 from trainlab.experiments.study_procedures.penalty_paths import penalty_paths, penalty_strength
 from trainlab.experiments.study_procedures.surrogate import surrogate_loss
+from trainlab.experiments.study_procedures.pruning import pruning_sweep
 from trainlab.experiments.study_procedures.random_matrices import random_matrices
 from trainlab.experiments.study_procedures.recurrent import rnn_long_memory
 from trainlab.experiments.study_procedures.regularization import (early_stopping, generalization_gap, l1_sparsity,
@@ -56,6 +57,7 @@ PROCEDURES = {
     "optimizer_grid": optimizer_grid,
     "penalty_paths": penalty_paths,
     "penalty_strength": penalty_strength,
+    "pruning_sweep": pruning_sweep,
     "random_matrices": random_matrices,
     "rnn_long_memory": rnn_long_memory,
     "surrogate_loss": surrogate_loss,

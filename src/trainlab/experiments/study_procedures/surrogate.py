@@ -33,14 +33,20 @@ def _log_points(steps: int, n: int) -> list[int]:
 
 
 def _linear(ctx, p: dict, metrics: dict, sections: list, curves: dict) -> dict:
-    """Logistic regression by full-batch gradient descent on separable data y = sign(x·w*),
-    x ~ N(0, I_d), with n_train < d (so the training set is separable in many directions)."""
+    """Logistic regression by full-batch gradient descent on separable data y = sign(x·w*) with a
+    margin: x ~ N(0, I_d) kept only where |x·w*| > ``margin`` (‖w*‖ = 1), as for any data whose
+    classes do not touch."""
     from trainlab.optim import SGD
 
     g = torch.Generator().manual_seed(ctx.seed + 5)
-    d = p["features"]
+    d, n = p["features"], p["n_train"] + p["n_test"]
     w_star = torch.randn(d, generator=g, dtype=torch.float64)
-    X = torch.randn(p["n_train"] + p["n_test"], d, generator=g, dtype=torch.float64)
+    w_star /= w_star.norm()
+    X = torch.empty(0, d, dtype=torch.float64)
+    while len(X) < n:  # rejection sampling: draw, keep the points outside the margin
+        draw = torch.randn(2 * n, d, generator=g, dtype=torch.float64)
+        X = torch.cat([X, draw[(draw @ w_star).abs() > p["margin"]]])
+    X = X[:n]
     y = torch.sign(X @ w_star)
     Xtr, ytr, Xte, yte = X[:p["n_train"]], y[:p["n_train"]], X[p["n_train"]:], y[p["n_train"]:]
     w = nn.Parameter(torch.zeros(d, dtype=torch.float64))
@@ -79,7 +85,8 @@ def _linear(ctx, p: dict, metrics: dict, sections: list, curves: dict) -> dict:
     metrics["linear.cos_final"] = end[4]
     curves["linear"] = trace
     sections.append(Section("Separable logistic regression: test error after the training error is 0", text=[
-        f"d = {d} features, {p['n_train']} training and {p['n_test']} test points, labels sign(x·w*); full-batch "
+        f"d = {d} features, {p['n_train']} training and {p['n_test']} test points, labels sign(x·w*), no point "
+        f"within {p['margin']:g} of the separator; full-batch "
         f"GD at lr {p['lr']:g} from w = 0 for {p['steps']} steps. The training 0–1 error first reaches 0 at step "
         f"{first_zero}; cos(w, w*) is the alignment with the true separator."],
         table=(("step", "train cross-entropy", "train 0–1 error", "test 0–1 error", "cos(w, w*)"), trace)))
@@ -198,8 +205,8 @@ def surrogate_loss(ctx: StudyContext, *, linear: dict, network: dict, flatness: 
     """Cross-entropy as the surrogate of the 0–1 loss (see the module docstring).
 
     Args:
-        linear: ``features``, ``n_train``, ``n_test``, ``lr``, ``steps``, ``checkpoints`` (log-spaced
-            rows of the trace).
+        linear: ``features``, ``n_train``, ``n_test``, ``margin``, ``lr``, ``steps``, ``checkpoints``
+            (log-spaced rows of the trace).
         network: a runner config (``data`` may be an MNIST subset) trained with the train and test
             0–1 error recorded every epoch.
         flatness: ``steps`` (finite-difference h values), ``directions``, ``hidden`` (the MLP),
