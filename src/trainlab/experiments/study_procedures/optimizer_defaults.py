@@ -68,7 +68,8 @@ def _adam_lr(ctx, p: dict, metrics: dict, sections: list) -> None:
     from trainlab.experiments.plots import plot_panels
 
     rows, series = [], {}
-    for label, spec in p["tasks"].items():
+    for label in p.get("use_tasks") or list(p["tasks"]):
+        spec = p["tasks"][label]
         cfg, splits, kind = _task(ctx, spec)
         scores = {}
         for lr in p["lrs"]:
@@ -112,8 +113,9 @@ def _nadam(ctx, p: dict, metrics: dict, sections: list) -> None:
             metrics[f"nadam.{fn}.{name}.final_loss"] = tr.final_loss
             rows.append((fn, name, T.FUNCTIONS[fn].lrs[name], tr.overshoot(),
                          "> %d" % steps if tr.steps_to_tol is None else reached, tr.final_loss))
-        metrics[f"nadam.{fn}.overshoot_ratio"] = (metrics[f"nadam.{fn}.nadam.overshoot"]
-                                                 / max(metrics[f"nadam.{fn}.adam.overshoot"], 1e-12))
+        if metrics[f"nadam.{fn}.adam.overshoot"] > 0:  # a ratio only where Adam overshoots at all
+            metrics[f"nadam.{fn}.overshoot_ratio"] = (metrics[f"nadam.{fn}.nadam.overshoot"]
+                                                     / metrics[f"nadam.{fn}.adam.overshoot"])
         metrics[f"nadam.{fn}.steps_ratio"] = metrics[f"nadam.{fn}.nadam.steps"] / metrics[f"nadam.{fn}.adam.steps"]
     sections.append(Section("NAdam against Adam on the 2-D test functions", text=[
         "The trajectory presets `adam` and `nadam` at the same learning rate from the function's start; "
@@ -214,7 +216,8 @@ def optimizer_defaults(ctx: StudyContext, *, adam_lr: dict, nadam: dict, batch: 
 
     Args:
         adam_lr: ``tasks`` (label -> ``{data, model, train[, loss]}``; ``data: {name: teacher_regression,
-            n_samples, features, hidden, noise}`` is the synthetic regression) and ``lrs``.
+            n_samples, features, hidden, noise}`` is the synthetic regression), ``lrs`` and
+            ``use_tasks`` (the labels to run; default all).
         nadam: ``functions`` (trajectory test functions), ``steps`` (``None``: the function's),
             ``network`` (a task as in ``adam_lr``), ``lr`` and ``seeds``.
         batch: ``data``, ``model``, ``optimizer``, ``epochs``, ``batch_sizes``, ``large`` (the large
