@@ -119,3 +119,5 @@ def test_the_config_reaches_the_callback_and_names_a_bad_field():
     assert cfg.callbacks[0].name == "magnitude_pruning"
     with pytest.raises(ConfigError, match=r"callbacks\.0\.sparsity"):
         parse_config({"callbacks": [{"name": "magnitude_pruning", "sparsity": 1.5}]})
+    with pytest.raises(ConfigError, match=r"callbacks\.0\.start_epoch=5: the run has only 3 epochs"):
+        parse_config({"train": {"epochs": 3}, "callbacks": [{"name": "magnitude_pruning", "start_epoch": 5}]})
