@@ -121,3 +121,26 @@ def test_the_config_reaches_the_callback_and_names_a_bad_field():
         parse_config({"callbacks": [{"name": "magnitude_pruning", "sparsity": 1.5}]})
     with pytest.raises(ConfigError, match=r"callbacks\.0\.start_epoch=5: the run has only 3 epochs"):
         parse_config({"train": {"epochs": 3}, "callbacks": [{"name": "magnitude_pruning", "start_epoch": 5}]})
+
+
+def test_a_resumed_callback_rebuilds_its_masks_from_the_saved_zeros():
+    torch.manual_seed(0)
+    model = MLP(6, hidden=[10], out_features=2)
+    apply_masks(model, magnitude_masks(model, 0.6))
+
+    class _Loop:  # what the callback reads of the fit loop
+        pass
+
+    loop = _Loop()
+    loop.model = model
+    resumed = MagnitudePruning(sparsity=0.6, start_epoch=0, end_epoch=4)
+    resumed.load_state_dict(MagnitudePruning(sparsity=0.6).state_dict() | {"current": 0.6})
+    resumed.set_loop(loop)
+    resumed.on_epoch_begin(5, {})  # after the schedule: no new cut, only the rebuilt masks
+    assert all(bool((m == (p != 0)).all()) for (n, p), m in
+               zip(prunable_weights(model).items(), resumed.masks.values()))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # an optimizer step that would revive every weight
+    resumed.on_batch_end(0, {})
+    assert weight_sparsity(model) == 48 / 80  # 0.6 of the 6·10 + 10·2 weights, exactly
