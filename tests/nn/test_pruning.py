@@ -114,6 +114,15 @@ def test_bad_arguments_are_refused(kwargs, match):
         MagnitudePruning(**kwargs)
 
 
+def test_sparsity_reaches_the_history_and_so_metrics_csv():
+    torch.manual_seed(0)
+    X, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    model = MLP(4, hidden=[8], out_features=2)
+    history = fit(model, (X, y), loss="cross_entropy", optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                  epochs=2, batch_size=16, callbacks=[MagnitudePruning(sparsity=0.5)], verbose=False)
+    assert history.history["sparsity"] == [0.5, 0.5]
+
+
 def test_the_config_reaches_the_callback_and_names_a_bad_field():
     cfg = parse_config({"callbacks": [{"name": "magnitude_pruning", "sparsity": 0.5, "scope": "layer"}]})
     assert cfg.callbacks[0].name == "magnitude_pruning"

@@ -838,6 +838,9 @@ class MagnitudePruning(Callback):
     Logs ``sparsity`` (the measured fraction of zero prunable weights) at every epoch's end.
     """
 
+    # before every other callback: the masks are back on the weights before anyone looks at them,
+    # and ``sparsity`` is in the epoch's logs before History (and so metrics.csv) records them
+    order = -10
     reads_batch_loss = False
 
     def __init__(self, sparsity: float = 0.9, scope: str = "global", start_epoch: int = 0,
