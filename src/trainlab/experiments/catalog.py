@@ -116,6 +116,7 @@ CALLBACKS: dict = {
     "csv_logger": callbacks.CSVLogger,
     "tensorboard": callbacks.TensorBoard,
     "reactivate_dead_units": callbacks.ReactivateDeadUnits,
+    "magnitude_pruning": callbacks.MagnitudePruning,
 }
 
 # augment[i].name -> batched augmentation

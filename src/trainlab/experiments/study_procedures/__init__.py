@@ -21,9 +21,12 @@ from trainlab.experiments.study_procedures.landscape import landscape_minima
 from trainlab.experiments.study_procedures.normalization import bn_learning_rate
 from trainlab.experiments.study_procedures.mnist import mnist_recipe
 from trainlab.experiments.study_procedures.optimizer_claims import adaptive_claims, dynamics_claims
+from trainlab.experiments.study_procedures.optimizer_defaults import optimizer_defaults
 from trainlab.experiments.study_procedures.optimizers import optimizer_grid
 from trainlab.experiments.study_procedures.penalty_paths import penalty_paths, penalty_strength
 from trainlab.experiments.study_procedures.pretraining import unsupervised_pretraining
+from trainlab.experiments.study_procedures.surrogate import surrogate_loss
+from trainlab.experiments.study_procedures.pruning import pruning_sweep
 from trainlab.experiments.study_procedures.random_matrices import random_matrices
 from trainlab.experiments.study_procedures.recurrent import rnn_long_memory
 from trainlab.experiments.study_procedures.recurrent_dynamics import (rnn_chaos, rnn_norm, rnn_one_to_many,
@@ -56,9 +59,11 @@ PROCEDURES = {
     "l1_sparsity": l1_sparsity,
     "landscape_minima": landscape_minima,
     "mnist_recipe": mnist_recipe,
+    "optimizer_defaults": optimizer_defaults,
     "optimizer_grid": optimizer_grid,
     "penalty_paths": penalty_paths,
     "penalty_strength": penalty_strength,
+    "pruning_sweep": pruning_sweep,
     "random_matrices": random_matrices,
     "rnn_long_memory": rnn_long_memory,
     "rnn_chaos": rnn_chaos,
@@ -67,5 +72,6 @@ PROCEDURES = {
     "rnn_output_recurrence": rnn_output_recurrence,
     "unsupervised_pretraining": unsupervised_pretraining,
     "variance_init": variance_init,
+    "surrogate_loss": surrogate_loss,
     "weight_decay_forms": weight_decay_forms,
 }
