@@ -8,6 +8,8 @@ head       output unit          loss (negative log-likelihood)
 linear     ŷ = z                mean squared error (Gaussian likelihood)
 sigmoid    ŷ = σ(z)             binary cross-entropy (Bernoulli)
 softmax    ŷ = softmax(z)       categorical cross-entropy (multinoulli)
+gaussian   (μ, log σ²) = z      Gaussian negative log-likelihood with a
+                                learned variance (:func:`gaussian_nll`)
 =========  ===================  ======================================
 
 Models output the pre-activation ``z`` ("logits"); each loss applies its own output unit inside a
@@ -15,6 +17,7 @@ numerically stable formula, so σ and softmax are never evaluated and then logge
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -28,6 +31,24 @@ def mse(z: Tensor, y: Tensor) -> Tensor:
     """Mean squared error: mean over all elements of (z − y)²."""
     y = y.reshape(z.shape) if y.numel() == z.numel() else y
     return (z - y).square().mean()
+
+
+def gaussian_nll(z: Tensor, y: Tensor, full: bool = False) -> Tensor:
+    """Gaussian negative log-likelihood with a learned variance, mean over elements of y:
+
+        −log N(y; μ, σ²) = ½·(log σ² + (y − μ)²/σ²)  [+ ½·log 2π with ``full``]
+
+    ``z`` holds μ and log σ² side by side on its last axis: z = [μ ; log σ²], each as wide as y
+    (a ``head="gaussian"`` model's output). The variance is parametrized by its logarithm so it
+    stays positive without a clamp. Equals ``torch.nn.GaussianNLLLoss(full=full)`` with
+    ``var = exp(log σ²)`` (which clamps var at ``eps = 1e-6``; we do not need to).
+    """
+    mean, log_var = z.chunk(2, dim=-1)
+    y = y.reshape(mean.shape) if y.numel() == mean.numel() else y
+    nll = 0.5 * (log_var + (y - mean).square() * torch.exp(-log_var))
+    if full:
+        nll = nll + 0.5 * math.log(2 * math.pi)
+    return nll.mean()
 
 
 def binary_cross_entropy(z: Tensor, y: Tensor) -> Tensor:
@@ -95,11 +116,12 @@ class Loss:
     """A named loss: the function, the head it pairs with, and how to read predictions.
 
     Args:
-        name: ``"mse"``, ``"bce"`` or ``"cross_entropy"``.
+        name: ``"mse"``, ``"bce"``, ``"cross_entropy"`` or ``"gaussian_nll"`` (a regression whose
+            model also learns the variance, :func:`gaussian_nll`).
         label_smoothing: only for ``"cross_entropy"``.
     """
 
-    HEADS = {"mse": "linear", "bce": "sigmoid", "cross_entropy": "softmax"}
+    HEADS = {"mse": "linear", "bce": "sigmoid", "cross_entropy": "softmax", "gaussian_nll": "gaussian"}
     ALIASES = {"mean_squared_error": "mse", "binary_cross_entropy": "bce", "ce": "cross_entropy",
                "categorical_cross_entropy": "cross_entropy",
                "sparse_categorical_cross_entropy": "cross_entropy"}
@@ -113,11 +135,13 @@ class Loss:
         self.name = name
         self.label_smoothing = float(label_smoothing)
         self.head = self.HEADS[name]
-        self.is_classification = name != "mse"
+        self.is_classification = name not in ("mse", "gaussian_nll")
 
     def __call__(self, z: Tensor, y: Tensor) -> Tensor:
         if self.name == "mse":
             return mse(z, y)
+        if self.name == "gaussian_nll":
+            return gaussian_nll(z, y)
         if self.name == "bce":
             return binary_cross_entropy(z, y)
         return cross_entropy(z, y, self.label_smoothing)

@@ -12,6 +12,12 @@ set                input x_t                                   target
                    delimiter, ``length`` blanks (one-hot)       one class per step (cross-entropy)
 :func:`noisy_sine` sin(ω t + φ) + noise, random ω and φ          the clean value one step ahead,
                                                                 at every step (mse)
+:func:`sine_       one input (f, sin φ, cos φ), a sequence of   sin(2π f t + φ) at t = 1..T:
+generation`        length 1                                     one-to-many (mse)
+:func:`delayed_    bits b_t ∈ {0, 1}                            b_(t−delay) at every step (0 for
+echo`                                                           t ≤ delay; mse)
+:func:`running_    bits b_t ∈ {0, 1}                            b_1 ⊕ … ⊕ b_t at every step (mse)
+parity`
 =================  ==========================================  ===============================
 
 The adding problem (Hochreiter & Schmidhuber 1997, experiment 4) needs a memory of about T
@@ -27,7 +33,8 @@ import torch
 
 from trainlab.data.dataset import Dataset
 
-__all__ = ["adding", "copy_task", "noisy_sine", "ADDING_BASELINE_MSE"]
+__all__ = ["adding", "copy_task", "noisy_sine", "sine_generation", "delayed_echo", "running_parity",
+           "ADDING_BASELINE_MSE"]
 
 ADDING_BASELINE_MSE = 1.0 / 6.0  # Var(u₁ + u₂) for two U(0, 1): the mse of always answering 1
 
@@ -127,3 +134,79 @@ def noisy_sine(n_samples: int = 1000, length: int = 50, noise: float = 0.1, min_
     X = wave[:, :-1] + noise * torch.randn(n_samples, length, generator=g, dtype=torch.float64)
     y = wave[:, 1:]
     return Dataset(X.unsqueeze(-1).float().contiguous(), y.unsqueeze(-1).float().contiguous(), "noisy_sine")
+
+
+def sine_generation(n_samples: int = 1000, length: int = 30, min_freq: float = 0.02, max_freq: float = 0.1,
+                    seed: int = 0) -> Dataset:
+    """One input, a sequence out (notes 002's one-to-many pattern): generate a sine wave from its parameters.
+
+    x = (f / max_freq, sin φ, cos φ) as a sequence of one step, X (n, 1, 3); y_t = sin(2π f t + φ)
+    for t = 1..T, y (n, T, 1), with f ~ U(min_freq, max_freq) cycles per step and φ ~ U(0, 2π).
+    The phase enters as (sin φ, cos φ) so the input is continuous in φ. Answering 0 at every
+    step gives mse ½ (the mean of sin²).
+
+    Args:
+        n_samples: sequences (>= 2).
+        length: T, the steps to generate (>= 2).
+        min_freq, max_freq: the range of frequencies, 0 < min_freq <= max_freq <= 0.5 (Nyquist).
+        seed: the generator's seed.
+    """
+    _positive_int("n_samples", n_samples, 2)
+    _positive_int("length", length, 2)
+    if not (0 < min_freq <= max_freq <= 0.5):
+        raise ValueError(f"need 0 < min_freq <= max_freq <= 0.5 (cycles per step), got min_freq={min_freq!r}, "
+                         f"max_freq={max_freq!r}")
+    g = torch.Generator().manual_seed(seed)
+    f = min_freq + (max_freq - min_freq) * torch.rand(n_samples, 1, generator=g, dtype=torch.float64)
+    phase = 2 * math.pi * torch.rand(n_samples, 1, generator=g, dtype=torch.float64)
+    t = torch.arange(1, length + 1, dtype=torch.float64)
+    y = torch.sin(2 * math.pi * f * t + phase)
+    X = torch.cat([f / max_freq, torch.sin(phase), torch.cos(phase)], dim=1)
+    return Dataset(X.unsqueeze(1).float().contiguous(), y.unsqueeze(-1).float().contiguous(), "sine_generation")
+
+
+def _bits(n_samples: int, length: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 2, (n_samples, length), generator=g).double()
+
+
+def delayed_echo(n_samples: int = 1000, length: int = 20, delay: int = 2, seed: int = 0) -> Dataset:
+    """Echo a random bit stream ``delay`` steps late: y_t = b_(t−delay) (0 for t ≤ delay).
+
+    The answer at step t is a past *input* that no recent output holds: the net must keep the
+    last ``delay`` bits in its hidden state. An output → hidden recurrence (notes 002 "Type 2")
+    sees only x_t and o_(t−1) = b_(t−1−delay), so it cannot do better than chance; a hidden →
+    hidden one can. X and y are (n, T, 1) (``pattern: seq2seq``, mse on the 0/1 targets).
+
+    Args:
+        n_samples: sequences (>= 2).
+        length: T (> delay).
+        delay: how many steps late (>= 1).
+        seed: the generator's seed.
+    """
+    _positive_int("n_samples", n_samples, 2)
+    _positive_int("delay", delay, 1)
+    _positive_int("length", length, delay + 1)
+    b = _bits(n_samples, length, seed)
+    y = torch.zeros_like(b)
+    y[:, delay:] = b[:, :-delay]
+    return Dataset(b.unsqueeze(-1).float().contiguous(), y.unsqueeze(-1).float().contiguous(), "delayed_echo")
+
+
+def running_parity(n_samples: int = 1000, length: int = 20, seed: int = 0) -> Dataset:
+    """The parity of the bits so far: y_t = b_1 ⊕ … ⊕ b_t.
+
+    Here the previous answer is all the memory needed (y_t = y_(t−1) ⊕ b_t), so an output →
+    hidden recurrence fed its previous output (or, with teacher forcing, the previous target)
+    has what it needs. X and y are (n, T, 1) (``pattern: seq2seq``, mse on the 0/1 targets).
+
+    Args:
+        n_samples: sequences (>= 2).
+        length: T (>= 2).
+        seed: the generator's seed.
+    """
+    _positive_int("n_samples", n_samples, 2)
+    _positive_int("length", length, 2)
+    b = _bits(n_samples, length, seed)
+    y = torch.remainder(torch.cumsum(b, dim=1), 2)
+    return Dataset(b.unsqueeze(-1).float().contiguous(), y.unsqueeze(-1).float().contiguous(), "running_parity")

@@ -32,6 +32,9 @@ DATASETS = {
     "adding": sequences.adding,
     "copy": sequences.copy_task,
     "noisy_sine": sequences.noisy_sine,
+    "sine_generation": sequences.sine_generation,  # one-to-many: X (n, 1, 3), y (n, T, 1)
+    "delayed_echo": sequences.delayed_echo,
+    "running_parity": sequences.running_parity,
 }
 # data sets that come with their own train/validation/test split (``data.split`` does not apply)
 OWN_SPLIT = frozenset({"mnist", "fashion_mnist"})
@@ -40,7 +43,7 @@ OWN_SPLIT = frozenset({"mnist", "fashion_mnist"})
 MODELS = {
     "mlp": models.MLP,
     "cnn": models.CNN,
-    "rnn": recurrent.SequenceModel,  # cell: elman | lstm | gru; pattern: seq2one | seq2seq
+    "rnn": recurrent.SequenceModel,  # cell: elman | lstm | gru; pattern: seq2one | seq2seq | one2many
 }
 
 # optimizer.name -> torch.optim.Optimizer subclass (params are supplied by the runner). Variants
@@ -113,6 +116,7 @@ CALLBACKS: dict = {
     "csv_logger": callbacks.CSVLogger,
     "tensorboard": callbacks.TensorBoard,
     "reactivate_dead_units": callbacks.ReactivateDeadUnits,
+    "magnitude_pruning": callbacks.MagnitudePruning,
 }
 
 # augment[i].name -> batched augmentation

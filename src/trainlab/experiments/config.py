@@ -284,8 +284,9 @@ class InitSpec(Section):
 
 
 class LossSpec(Section):
-    name: Literal["mse", "bce", "cross_entropy"] | None = Field(
-        default=None, description="default: cross_entropy for classification data, mse for regression")
+    name: Literal["mse", "bce", "cross_entropy", "gaussian_nll"] | None = Field(
+        default=None, description="default: cross_entropy for classification data, mse for regression; "
+                                  "gaussian_nll: regression with a learned variance (model.log_var_init)")
     label_smoothing: float = Field(default=0.0, ge=0.0, le=1.0)
 
 

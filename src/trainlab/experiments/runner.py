@@ -126,7 +126,7 @@ def build_model(cfg: Config, train: Dataset) -> nn.Module:
     kind, kwargs = cfg.model.kind, dict(cfg.model.kwargs)
     builder = catalog.MODELS[kind]
     loss = resolve_loss_name(cfg, train)
-    head = {"mse": "linear", "bce": "sigmoid", "cross_entropy": "softmax"}[loss]
+    head = {"mse": "linear", "bce": "sigmoid", "cross_entropy": "softmax", "gaussian_nll": "gaussian"}[loss]
     if train.is_classification:
         out = 1 if loss == "bce" else max(train.classes or 2, 2)
     else:
@@ -141,6 +141,9 @@ def build_model(cfg: Config, train: Dataset) -> nn.Module:
         kwargs.setdefault("classes", out)
     else:
         kwargs.setdefault("head", head)
+        if kwargs.get("log_var_init") == "marginal":  # the notes' "marginal variance of the output"
+            y = train.y.reshape(len(train.y), -1).double()
+            kwargs["log_var_init"] = y.var(0).clamp_min(1e-12).log().tolist() if len(y) > 1 else 0.0
         return builder(train.n_features, out_features=out, **kwargs)
     return builder(**kwargs)
 
@@ -154,6 +157,17 @@ def _build_sequence_model(builder, kwargs: dict, train: Dataset, out: int, head:
                          "noisy_sine) or model kind mlp")
     pattern = kwargs.get("pattern", "seq2one")
     per_step = (y.dim() == 2 and train.is_classification) or (y.dim() == 3 and not train.is_classification)
+    if pattern == "one2many":  # one input per sequence, a target for each generated step
+        if not per_step:
+            raise ValueError(f"pattern='one2many' generates a sequence, but {train.name!r} has one target per "
+                             "sequence; use pattern seq2one")
+        if x.shape[1] != 1:
+            raise ValueError(f"pattern='one2many' reads one input per sequence, but {train.name!r} has inputs of "
+                             f"length {x.shape[1]}; use pattern seq2seq (or data.name: sine_generation)")
+        kwargs.setdefault("steps", int(y.shape[1]))
+        kwargs.setdefault("head", head)
+        return builder(int(x.shape[-1]), out_features=out if train.is_classification else int(y.shape[-1]),
+                       **kwargs)
     if per_step and y.shape[1] != x.shape[1]:
         raise ValueError(f"per-step targets of length {y.shape[1]} for inputs of length {x.shape[1]}")
     if pattern == "seq2seq" and not per_step:

@@ -12,8 +12,9 @@ plot (:func:`trainlab.experiments.plots.plot_trajectories`).
 Optimizers are named as in configs (``catalog.OPTIMIZERS`` with keyword arguments) or by preset:
 ``gd``, ``momentum`` (EMA form, β = 0.9 — the notes' v = βv + (1 − β)g, so its steps have the
 same size as GD's and the comparison is fair), ``nesterov`` (the same with the true look-ahead of
-Goodfellow Alg. 8.3), ``adagrad``, ``rmsprop``, ``adam``. Each function carries a learning rate per
-preset (:attr:`TestFunction.lrs`), chosen so that every method makes progress.
+Goodfellow Alg. 8.3), ``adagrad``, ``rmsprop``, ``adam``, ``nadam`` (at Adam's learning rate).
+Each function carries a learning rate per preset (:attr:`TestFunction.lrs`), chosen so that every
+method makes progress.
 """
 from __future__ import annotations
 
@@ -87,21 +88,21 @@ class TestFunction:
 FUNCTIONS: dict[str, TestFunction] = {
     "rosenbrock": TestFunction(
         "rosenbrock", _rosenbrock, (-1.2, 1.0), (1.0, 1.0), ((-2.0, 2.0), (-1.0, 3.0)),
-        {"gd": 1.5e-3, "momentum": 1.5e-3, "nesterov": 1.5e-3, "adagrad": 0.5, "rmsprop": 1e-2, "adam": 5e-2},
+        {"gd": 1.5e-3, "momentum": 1.5e-3, "nesterov": 1.5e-3, "adagrad": 0.5, "rmsprop": 1e-2, "adam": 5e-2, "nadam": 5e-2},
         3000, "(1 − x)² + 100(y − x²)²: the notes' banana-shaped valley; minimum 0 at (1, 1)"),
     "beale": TestFunction(
         "beale", _beale, (1.0, 1.5), (3.0, 0.5), ((-1.0, 4.5), (-1.5, 2.0)),
-        {"gd": 1e-2, "momentum": 1e-2, "nesterov": 1e-2, "adagrad": 0.5, "rmsprop": 1e-2, "adam": 5e-2},
+        {"gd": 1e-2, "momentum": 1e-2, "nesterov": 1e-2, "adagrad": 0.5, "rmsprop": 1e-2, "adam": 5e-2, "nadam": 5e-2},
         3000, "Beale's function: flat plateaus and steep walls; minimum 0 at (3, 0.5)"),
     "saddle": TestFunction(
         "saddle", _saddle, (1.0, 1e-3), None, ((-1.5, 1.5), (-1.5, 1.5)),
         # the momentum presets at 10× GD's lr: PyTorch's momentum 0.9 at lr 0.01 (see module docs)
-        {"gd": 1e-2, "momentum": 1e-1, "nesterov": 1e-1, "adagrad": 1e-2, "rmsprop": 1e-2, "adam": 1e-2},
+        {"gd": 1e-2, "momentum": 1e-1, "nesterov": 1e-1, "adagrad": 1e-2, "rmsprop": 1e-2, "adam": 1e-2, "nadam": 1e-2},
         500, "x² − y²: a saddle at 0; the start sits almost on the attracting x-axis", log_levels=False,
         escape=1.0),
     "quadratic": TestFunction(
         "quadratic", _ill_conditioned, (-4.0, 1.0), (0.0, 0.0), ((-4.5, 4.5), (-1.5, 1.5)),
-        {"gd": 3.6e-2, "momentum": 3.6e-2, "nesterov": 3.6e-2, "adagrad": 0.5, "rmsprop": 5e-2, "adam": 5e-2},
+        {"gd": 3.6e-2, "momentum": 3.6e-2, "nesterov": 3.6e-2, "adagrad": 0.5, "rmsprop": 5e-2, "adam": 5e-2, "nadam": 5e-2},
         300, "½(x² + 50y²): an ill-conditioned bowl (condition number 50); GD at lr·50 = 1.8 zig-zags"),
 }
 
@@ -114,6 +115,8 @@ PRESETS: dict[str, tuple[str, dict]] = {
     "adagrad": ("adagrad", {}),
     "rmsprop": ("rmsprop", {}),
     "adam": ("adam", {}),
+    # Dozat's NAdam at Adam's learning rate: the notes' "slightly faster, less overshoot" (004)
+    "nadam": ("nadam", {}),
 }
 
 

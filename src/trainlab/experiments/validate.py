@@ -213,6 +213,10 @@ def _check_model(cfg: Config, train, problems: list[str]) -> None:
         problems.append(f"loss.name='bce': binary cross-entropy is for two classes and {cfg.data.name!r} has "
                         f"{train.classes}; use cross_entropy, or leave loss.name unset")
         return
+    if loss == "gaussian_nll" and train.is_classification:
+        problems.append(f"loss.name='gaussian_nll': {cfg.data.name!r} has class labels and the Gaussian likelihood "
+                        "needs float targets; use cross_entropy, or leave loss.name unset")
+        return
     if loss == "mse" and train.is_classification:
         problems.append(f"loss.name='mse': {cfg.data.name!r} has class labels and mse needs float targets; use "
                         "cross_entropy (or bce for two classes), or leave loss.name unset")
@@ -298,6 +302,17 @@ def _check_callbacks(cfg: Config, problems: list[str]) -> None:
             problems.append(_blame(f"augment.{i}", a.kwargs, err))
 
 
+def _check_pruning_epochs(cfg: Config, problems: list[str]) -> None:
+    """A pruning callback whose first cut comes after the last epoch would silently prune nothing."""
+    for i, c in enumerate(cfg.callbacks):
+        if c.name == "magnitude_pruning":
+            start = c.kwargs.get("start_epoch", 0)
+            if isinstance(start, int) and start >= cfg.train.epochs:
+                problems.append(f"callbacks.{i}.start_epoch={start}: the run has only {cfg.train.epochs} epochs "
+                                f"(0..{cfg.train.epochs - 1}), so nothing would be pruned; give a start_epoch "
+                                "below train.epochs")
+
+
 _MEMO: dict[str, tuple[str, ...]] = {}  # the problems of config parts already checked (sweeps repeat them)
 
 
@@ -337,6 +352,7 @@ def check_config(cfg: Config) -> None:
         problems += _memo(["optimization", d["optimizer"], d["transforms"], d["schedule"], d["train"]["epochs"]],
                           lambda out: _check_optimization(cfg, out))
         problems += _memo(["callbacks", d["callbacks"], d["augment"]], lambda out: _check_callbacks(cfg, out))
+        _check_pruning_epochs(cfg, problems)
     finally:
         torch.set_rng_state(state)
     if problems:

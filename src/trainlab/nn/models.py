@@ -5,7 +5,8 @@ The layer kinds a spec may name live in the tables below: adding a kind is one l
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Sequence
+import math
+from typing import Callable, Literal, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -80,7 +81,7 @@ DROPOUTS: dict[str, Callable] = {
     "dropconnect": DropConnect,
 }
 
-HEADS = ("linear", "sigmoid", "softmax")
+HEADS = ("linear", "sigmoid", "softmax", "gaussian")
 
 
 def conv_output_size(n: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
@@ -139,11 +140,16 @@ def _masks_connections(kind: str) -> bool:
     return isinstance(factory, type) and issubclass(factory, nn.Linear)
 
 
+NORM_POSITIONS = ("before", "after")
+
+
 class Block(nn.Sequential):
     """One hidden layer: ``linear → [norm] → activation → [dropout]`` (named children).
 
-    Normalization sits between the affine map and the nonlinearity, as in Ioffe & Szegedy (2015)
-    and the notes' batch-norm algorithm.
+    Normalization sits between the affine map and the nonlinearity by default, as in Ioffe &
+    Szegedy (2015) and the notes' batch-norm algorithm; ``norm_position="after"`` puts it after
+    the nonlinearity instead (``linear → activation → norm → [dropout]``), the other placement
+    notes 004 allow ("right before (or right after) the non-linearity").
 
     Args:
         in_features, out_features: widths.
@@ -156,12 +162,19 @@ class Block(nn.Sequential):
             (masking this block's incoming connections) and adds no layer after the activation.
         bias: whether the linear layer has a bias.
         activation_kwargs: options for the activation factory (e.g. ``{"negative_slope": 0.3}``).
+        norm_position: ``"before"`` (default) or ``"after"`` the activation. A norm after a
+            maxout activation normalizes its ``out_features`` outputs, not the pieces.
     """
 
     def __init__(self, in_features: int, out_features: int, activation, norm: str | None,
                  dropout: float | tuple[str, float] | None, bias: bool = True, *,
-                 activation_kwargs: dict | None = None):
+                 activation_kwargs: dict | None = None, norm_position: str = "before"):
         super().__init__()
+        if norm_position not in NORM_POSITIONS:
+            raise ValueError(f"norm_position must be 'before' or 'after' (the activation), got {norm_position!r}")
+        if norm_position == "after" and norm in LINEAR_REPARAMETRIZATIONS:
+            raise ValueError(f"norm {norm!r} reparametrizes the linear layer and has no position; "
+                             "use norm_position 'before' (the default) with it")
         kind, p = ("dropout", dropout) if not isinstance(dropout, (tuple, list)) else dropout
         if p and kind not in DROPOUTS:
             raise ValueError(f"unknown dropout kind {kind!r}; choose one of {sorted(DROPOUTS)}")
@@ -175,9 +188,11 @@ class Block(nn.Sequential):
                 raise ValueError(f"unknown norm {norm!r}; choose one of {sorted(NORMS)} or null")
             if norm in LINEAR_REPARAMETRIZATIONS:
                 NORMS[norm](self.linear)
-            else:
+            elif norm_position == "before":
                 self.add_module("norm", NORMS[norm](width))
         self.add_module("act", act)
+        if norm is not None and norm_position == "after" and norm not in LINEAR_REPARAMETRIZATIONS:
+            self.add_module("norm", NORMS[norm](out_features))
         if p and not connect:
             self.add_module("dropout", DROPOUTS[kind](float(p)))
 
@@ -210,9 +225,16 @@ class MLP(nn.Module):
         hidden: sizes of the hidden layers, e.g. ``(64, 32)``; ``()`` gives a linear model.
         out_features: output units (classes for softmax, 1 for sigmoid or scalar regression).
         activation: a name from :data:`ACTIVATIONS` (or a module factory), or one per layer.
-        head: ``"linear"`` (regression, pairs with MSE), ``"sigmoid"`` (pairs with BCE) or
-            ``"softmax"`` (pairs with cross-entropy). The model returns the pre-activation z;
-            the loss applies the output unit stably.
+        head: ``"linear"`` (regression, pairs with MSE), ``"sigmoid"`` (pairs with BCE),
+            ``"softmax"`` (pairs with cross-entropy) or ``"gaussian"`` (regression with a learned
+            variance, pairs with ``gaussian_nll``: the model returns [μ ; log σ²], the means of
+            the output layer beside one learned log-variance per output, the same for every
+            input). The model returns the pre-activation z; the loss applies the output unit
+            stably.
+        log_var_init: the gaussian head's initial log σ² (a number, or one per output): 0 is
+            the notes' "initialize to 1"; the runner's ``"marginal"`` sets log Var(y) of the
+            training targets, the notes' other choice ("based on the marginal variance of the
+            output"). Used by the gaussian head only.
         norm: ``None`` or a name from :data:`NORMS` (``"batch"``, ``"batch_keras"``,
             ``"batch_eps_outside"`` (ε outside the square root), ``"layer"``, ``"weight"``), or one
             per hidden layer.
@@ -224,6 +246,8 @@ class MLP(nn.Module):
             projection where the width changes), or one flag per layer.
         activation_kwargs: options for the activation factory, e.g. ``{"negative_slope": 0.3}``
             for Keras' leaky ReLU or ``{"k": 3}`` for maxout with three pieces.
+        norm_position: ``"before"`` (default: ``linear → norm → activation``) or ``"after"``
+            (``linear → activation → norm``) the nonlinearity, for every hidden layer.
 
     Attributes ``blocks`` (a ``ModuleList`` of :class:`Block`; :class:`ResidualBlock` where
     ``residual``) and ``out`` (the output linear layer) are what diagnostics and initializers
@@ -232,7 +256,9 @@ class MLP(nn.Module):
 
     def __init__(self, in_features: int, hidden: Sequence[int] = (64,), out_features: int = 2, *,
                  activation="relu", head: str = "softmax", norm=None, dropout=0.0, dropout_kind="dropout",
-                 residual=False, activation_kwargs: dict | None = None):
+                 residual=False, activation_kwargs: dict | None = None,
+                 norm_position: Literal["before", "after"] = "before",
+                 log_var_init: float | list[float] | Literal["marginal"] = 0.0):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
@@ -257,15 +283,30 @@ class MLP(nn.Module):
         widths = [in_features] + hidden
         self.blocks = nn.ModuleList(
             (ResidualBlock if skips[i] else Block)(widths[i], widths[i + 1], acts[i], norms[i], (kinds[i], drops[i]),
-                                                   activation_kwargs=activation_kwargs)
+                                                   activation_kwargs=activation_kwargs,
+                                                   norm_position=norm_position)
             for i in range(len(hidden)))
         self.out = nn.Linear(widths[-1], out_features)
+        if head == "gaussian":
+            if log_var_init == "marginal":
+                raise ValueError("log_var_init='marginal' needs the training targets: the runner replaces it by "
+                                 "log Var(y); building an MLP directly, pass the number (e.g. y.var(0).log())")
+            values = list(log_var_init) if isinstance(log_var_init, (list, tuple)) else [log_var_init]
+            if (len(values) not in (1, out_features)
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                               for v in values)):
+                raise ValueError(f"log_var_init must be a finite number or {out_features} of them, got {log_var_init!r}")
+            # a variance parameter (notes 002 "variance/precision parameters"): log σ², one per output
+            self.log_var = nn.Parameter(torch.tensor(values * (out_features // len(values)), dtype=torch.float32))
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.flatten(1)
         for block in self.blocks:
             x = block(x)
-        return self.out(x)
+        z = self.out(x)
+        if self.head == "gaussian":
+            return torch.cat([z, self.log_var.expand_as(z)], dim=-1)
+        return z
 
 
 class CNN(nn.Module):
@@ -283,28 +324,37 @@ class CNN(nn.Module):
             the MLP only.
         norm: None or ``"batch"`` (:class:`BatchNorm2d` after each convolution, which then has
             no bias: β takes its place).
+        norm_position: ``"before"`` (default: ``conv → norm → act → pool``) or ``"after"``
+            (``conv → act → norm → pool``; the convolution keeps its bias, since β now comes
+            after the nonlinearity and cannot shift its input).
     """
 
     def __init__(self, in_shape: Sequence[int] = (1, 28, 28), channels: Sequence[int] = (32, 64), *,
                  kernel: int = 3, padding: int = 1, pool: int = 2, hidden: int = 128, classes: int = 10,
-                 activation="relu", norm: str | None = None, dropout: float = 0.0):
+                 activation="relu", norm: str | None = None, dropout: float = 0.0,
+                 norm_position: Literal["before", "after"] = "before"):
         super().__init__()
+        if norm_position not in NORM_POSITIONS:
+            raise ValueError(f"norm_position must be 'before' or 'after' (the activation), got {norm_position!r}")
+        after = norm_position == "after"
         self.head = "softmax"
         self.in_shape = tuple(in_shape)
         c, h, w = in_shape
         layers: list[nn.Module] = []
         for out_c in channels:
-            layers.append(nn.Conv2d(c, out_c, kernel, padding=padding, bias=norm is None))
+            layers.append(nn.Conv2d(c, out_c, kernel, padding=padding, bias=norm is None or after))
             h, w = conv_output_size(h, kernel, 1, padding), conv_output_size(w, kernel, 1, padding)
-            if norm == "batch":
-                layers.append(BatchNorm2d(out_c))
-            elif norm is not None:
+            if norm is not None and norm != "batch":
                 raise ValueError(f"CNN norm must be None or 'batch', got {norm!r}")
+            if norm == "batch" and not after:
+                layers.append(BatchNorm2d(out_c))
             act = make_activation(activation, out_c)
             if getattr(act, "pieces", 1) != 1:
                 raise ValueError(f"activation {activation!r} pools over features and is not available in the "
                                  "CNN's convolution stages; use it in an MLP")
             layers.append(act)
+            if norm == "batch" and after:
+                layers.append(BatchNorm2d(out_c))
             layers.append(nn.MaxPool2d(pool))
             h, w = conv_output_size(h, pool, pool), conv_output_size(w, pool, pool)
             c = out_c

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Iterable
+from typing import Iterable, Literal
 
 import torch
 from torch import Tensor, nn
@@ -34,9 +34,13 @@ from trainlab.nn.activations import ReLU, Tanh
 
 __all__ = ["ElmanRNN", "OutputRecurrentRNN", "SequenceToFixed", "Bidirectional", "clip_grad_norm_",
            "hidden_gradient_norms", "elman_cell", "lstm_cell", "gru_cell", "RNN", "LSTM", "GRU", "SequenceModel",
-           "RECURRENT_CELLS", "state_gradient_norms"]
+           "RECURRENT_CELLS", "state_gradient_norms", "lyapunov_exponent", "perturbation_divergence",
+           "state_participation_ratio"]
 
 _NONLINEARITIES = {"tanh": Tanh, "relu": ReLU, "identity": nn.Identity}
+# normalizations of the Elman recurrence (RNN's ``norm``): none, layer norm over the units of each
+# step, or batch norm with each step's batch statistics (its running averages pooled over steps)
+RECURRENT_NORMS = (None, "layer", "batch")
 
 
 def _nonlinearity(name: str) -> nn.Module:
@@ -477,23 +481,55 @@ class RNN(_Stacked):
         num_layers: stacked layers (layer k reads layer k − 1's outputs; default 1).
         nonlinearity: ``"tanh"`` (default) or ``"relu"``.
         bias, batch_first, bidirectional: as ``torch.nn.RNN``.
+        norm: ``None`` (default), ``"layer"`` or ``"batch"``: normalize the summed input of every
+            step before the nonlinearity, h_t = f(N(W_ih·x_t + b_ih + W_hh·h_(t−1) + b_hh)).
+            ``"layer"`` is Ba et al.'s (2016) layer-norm RNN: statistics over the H units of each
+            sequence, the same in training and evaluation and for any batch size or length.
+            ``"batch"`` normalizes over the batch at each step (one γ, β and one set of running
+            averages per layer, shared by all steps): training sees each step's statistics,
+            evaluation their average over steps and batches, which is why batch norm suits
+            recurrences badly (notes 004; Laurent et al. 2016, Cooijmans et al. 2016).
 
     ``forward(x, h0=None)`` returns ``(outputs, h_n)`` as ``torch.nn.RNN``; with the same weights
-    the outputs agree (see tests). :class:`ElmanRNN` is the one-layer form with the notes' other
+    (and no ``norm``) the outputs agree (see tests). :class:`ElmanRNN` is the one-layer form with the notes' other
     nonlinearities.
     """
 
     cell_name = "elman"
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
-                 bias: bool = True, batch_first: bool = False, bidirectional: bool = False):
+                 bias: bool = True, batch_first: bool = False, bidirectional: bool = False, norm: str | None = None):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-        self.nonlinearity = nonlinearity
+        if norm not in RECURRENT_NORMS:
+            raise ValueError(f"norm must be one of {', '.join(map(repr, RECURRENT_NORMS))}, got {norm!r}")
+        self.nonlinearity, self.norm = nonlinearity, norm
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, bidirectional)
+        if norm is not None:
+            from trainlab.nn.normalization import BatchNorm1d, LayerNorm
+
+            make = LayerNorm if norm == "layer" else BatchNorm1d
+            # one normalizer per layer and direction, shared by all its time steps
+            self.norms = nn.ModuleDict({suffix[1:]: make(hidden_size) for k in range(num_layers)
+                                        for suffix in self._suffixes(k)})
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        # the uniform draw above also hit the normalizers' γ and β (they are parameters of this module)
+        for norm in (self.norms.values() if "norms" in self._modules else ()):
+            norm.reset_parameters()
+
+    def _weights(self, suffix: str):
+        norm = self.norms[suffix[1:]] if self.norm is not None else None
+        return super()._weights(suffix) + (norm,)
 
     def _step(self, u, state, weights):
-        return elman_cell(None, state, *weights, act=torch.tanh if self.nonlinearity == "tanh" else torch.relu, u=u)
+        *weights, norm = weights
+        act = torch.tanh if self.nonlinearity == "tanh" else torch.relu
+        if norm is None:
+            return elman_cell(None, state, *weights, act=act, u=u)
+        # normalize the summed input a_t = W_ih·x + b_ih + W_hh·h + b_hh before f (Ba et al. 2016, §3.1)
+        return act(norm(u + torch.nn.functional.linear(state, weights[1], weights[3])))
 
 
 class LSTM(_Stacked):
@@ -569,6 +605,8 @@ class SequenceModel(nn.Module):
         h_1..h_T = cell network(x_1..x_T)            (B, T, D·H), batch first
         seq2one:  o = W·h_T + c                      one output per sequence (notes 002 "many to one")
         seq2seq:  o_t = W·h_t + c  for every t       one output per step ("many to many")
+        one2many: x_t = x for t = 1..steps,          a sequence from one input ("one to many"):
+                  o_t = W·h_t + c                    the single input is fed at every step
 
     With ``bidirectional`` the read-out of seq2one sees [h→_T ; h←_1], the two directions' final
     states (each has then read the whole sequence).
@@ -579,42 +617,63 @@ class SequenceModel(nn.Module):
         cell: ``"elman"``, ``"lstm"`` or ``"gru"``.
         hidden: H, the state width (default 32).
         layers: stacked recurrent layers (default 1).
-        pattern: ``"seq2one"`` (default) or ``"seq2seq"``.
+        pattern: ``"seq2one"`` (default), ``"seq2seq"`` or ``"one2many"``.
+        steps: the length of the generated sequence for ``"one2many"`` (the runner takes it from
+            the targets); not used by the other patterns.
         bidirectional: a second network reads the sequence backward (default False).
         nonlinearity: the Elman cell's ``"tanh"`` (default) or ``"relu"``.
         forget_bias: the LSTM's forget-gate bias offset (default 0; 1 is the notes' advice).
+        norm: the Elman cell's normalized recurrence: ``None`` (default), ``"layer"`` or ``"batch"``
+            (see :class:`RNN`).
         head: the output unit the loss pairs with (``"linear"``, ``"sigmoid"``, ``"softmax"``).
 
-    Inputs are (B, T, in_features); outputs (B, out) or (B, T, out).
+    Inputs are (B, T, in_features) ((B, 1, in_features) or (B, in_features) for one2many);
+    outputs (B, out) or (B, T, out). For one2many the input is repeated as the input of every
+    step, as in Goodfellow et al. (2016) §10.2.4 (an image caption's RNN sees the image at each
+    step); the recurrence is what makes step t differ from step t − 1.
     """
 
     def __init__(self, in_features: int, out_features: int = 1, *, cell: str = "lstm", hidden: int = 32,
                  layers: int = 1, pattern: str = "seq2one", bidirectional: bool = False,
-                 nonlinearity: str = "tanh", forget_bias: float = 0.0, head: str = "linear"):
+                 nonlinearity: str = "tanh", forget_bias: float = 0.0, head: str = "linear",
+                 steps: int | None = None, norm: Literal["layer", "batch"] | None = None):
         super().__init__()
         if cell not in RECURRENT_CELLS:
             raise ValueError(f"cell must be one of {', '.join(RECURRENT_CELLS)}, got {cell!r}")
-        if pattern not in ("seq2one", "seq2seq"):
-            raise ValueError(f"pattern must be 'seq2one' or 'seq2seq', got {pattern!r}")
+        if pattern not in ("seq2one", "seq2seq", "one2many"):
+            raise ValueError(f"pattern must be 'seq2one', 'seq2seq' or 'one2many', got {pattern!r}")
+        if pattern == "one2many" and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise ValueError(f"pattern 'one2many' needs steps, the length of the sequence to generate (an "
+                             f"integer >= 1), got {steps!r}")
+        if head == "gaussian":
+            raise ValueError("the gaussian head (loss gaussian_nll, a learned variance) is available for model kind "
+                             "mlp only; use loss mse for a recurrent model")
         if head not in ("linear", "sigmoid", "softmax"):
             raise ValueError(f"head must be 'linear', 'sigmoid' or 'softmax', got {head!r}")
         if nonlinearity != "tanh" and cell != "elman":
             raise ValueError(f"nonlinearity applies to the elman cell only (the {cell} cell's are fixed)")
         if forget_bias and cell != "lstm":
             raise ValueError(f"forget_bias applies to the lstm cell only, not {cell!r}")
-        extra = {"nonlinearity": nonlinearity} if cell == "elman" else {}
+        if norm is not None and cell != "elman":
+            raise ValueError(f"norm (a normalized recurrence) is available for the elman cell only, not {cell!r}")
+        extra = {"nonlinearity": nonlinearity, "norm": norm} if cell == "elman" else {}
         if cell == "lstm":
             extra["forget_bias"] = forget_bias
-        self.cell, self.pattern, self.head = cell, pattern, head
+        self.cell, self.pattern, self.head, self.steps = cell, pattern, head, steps
         self.rnn = RECURRENT_CELLS[cell](in_features, hidden, layers, batch_first=True,
                                          bidirectional=bidirectional, **extra)
         self.out = nn.Linear(hidden * self.rnn.directions, out_features)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.pattern == "one2many":
+            if x.dim() == 3 and x.shape[1] != 1:
+                raise ValueError(f"a one-to-many model takes one input per sequence, (batch, 1, features) or "
+                                 f"(batch, features); got shape {tuple(x.shape)}")
+            x = x.reshape(x.shape[0], 1, -1).expand(-1, self.steps, -1)
         if x.dim() != 3:
             raise ValueError(f"a sequence model takes inputs (batch, time, features), got shape {tuple(x.shape)}")
         out, _ = self.rnn(x)
-        if self.pattern == "seq2seq":
+        if self.pattern in ("seq2seq", "one2many"):
             return self.out(out)
         H = self.rnn.hidden_size
         if self.rnn.bidirectional:  # forward direction's last step, backward direction's first
@@ -636,3 +695,108 @@ def state_gradient_norms(rnn: _Stacked, x: Tensor, loss_fn=None) -> Tensor:
     loss = loss_fn(hs[-1]) if loss_fn is not None else hs[-1].sum()
     grads = torch.autograd.grad(loss, hs)
     return torch.stack([torch.linalg.vector_norm(g) for g in grads]).detach()
+
+
+# ---------------------------------------------------------------------------------------------
+# order and chaos in the hidden → hidden dynamics (notes 002: too large initial weights "lead to
+# chaos in recurrent networks")
+
+
+def _elman_steps(rnn: ElmanRNN, x: Tensor):
+    """The map of each step, h ↦ (h_t, f′(a_t)) with a_t = u_t + W_hh·h + b_hh and h_t = f(a_t)."""
+    if x.dim() != 3 or x.shape[-1] != rnn.input_size:
+        raise ValueError(f"expected a time-major input (T, B, {rnn.input_size}), got shape {tuple(x.shape)}")
+    u = torch.nn.functional.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0).detach()
+    w, b = rnn.weight_hh_l0.detach(), None if rnn.bias_hh_l0 is None else rnn.bias_hh_l0.detach()
+
+    def step(t: int, h: Tensor) -> tuple[Tensor, Tensor]:
+        a = u[t] + torch.nn.functional.linear(h, w, b)
+        if isinstance(rnn.act, Tanh):  # tanh′(a) = 1 − tanh²(a): no autograd needed
+            out = torch.tanh(a)
+            return out, 1 - out.square()
+        with torch.enable_grad():
+            a = a.detach().requires_grad_(True)
+            out = rnn.act(a)
+            # f acts elementwise, so the gradient of Σ f(a) is f′(a): the Jacobian's diagonal
+            slope, = torch.autograd.grad(out.sum(), a)
+        return out.detach(), slope
+    return w, step
+
+
+@torch.no_grad()
+def lyapunov_exponent(rnn: ElmanRNN, x: Tensor, burn_in: int = 0, seed: int = 0) -> Tensor:
+    """The largest Lyapunov exponent of the driven dynamics h_t = f(u_t + W_hh·h_(t−1) + b), per sequence.
+
+        λ = 1/(T − T₀) · Σ_(t > T₀) log ‖J_t v_(t−1)‖,   v_t = J_t v_(t−1) / ‖J_t v_(t−1)‖,
+        J_t = ∂h_t/∂h_(t−1) = diag(f′(a_t)) · W_hh
+
+    (the tangent-vector method of Benettin et al. 1980): an infinitesimal perturbation of the
+    state grows like e^(λt). λ < 0: nearby trajectories merge and the gradient through time
+    vanishes (order); λ > 0: they separate exponentially (chaos) and the gradient explodes.
+    f′(a_t) comes from autograd, so any elementwise nonlinearity works.
+
+    Args:
+        rnn: an :class:`ElmanRNN`.
+        x: time-major inputs (T, B, I).
+        burn_in: steps T₀ whose growth is not counted (the state forgets h_0 and v_0 aligns with
+            the most expanding direction).
+        seed: seed of the random unit vector v_0.
+
+    Returns λ per sequence, shape (B,), in nats per step.
+    """
+    T, B = x.shape[:2]
+    if not 0 <= burn_in < T:
+        raise ValueError(f"burn_in must be in [0, {T}), got {burn_in!r}")
+    w, step = _elman_steps(rnn, x)
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(B, rnn.hidden_size, generator=g).to(x)
+    v = v / torch.linalg.vector_norm(v, dim=1, keepdim=True)
+    h = x.new_zeros(B, rnn.hidden_size)
+    total = x.new_zeros(B)
+    for t in range(T):
+        h, slope = step(t, h)
+        jv = slope * (v @ w.T)  # J_t v = diag(f′(a_t))·W_hh·v
+        growth = torch.linalg.vector_norm(jv, dim=1).clamp_min(1e-300)
+        v = jv / growth.unsqueeze(1)
+        if t >= burn_in:
+            total += growth.log()
+    return total / (T - burn_in)
+
+
+@torch.no_grad()
+def perturbation_divergence(rnn: ElmanRNN, x: Tensor, eps: float = 1e-6, seed: int = 0) -> Tensor:
+    """‖h_t − h′_t‖ / ‖h_0 − h′_0‖ for t = 1..T: how far two runs from states ``eps`` apart drift.
+
+    Both runs see the same inputs x; the second starts from h′_0 = eps·v (v a random unit vector)
+    instead of 0. The finite-size view of :func:`lyapunov_exponent`: the ratio falls like e^(λt)
+    in the ordered regime and grows like e^(λt) in the chaotic one until it saturates at the
+    size of the attractor (the states are bounded by the tanh). Returns the mean over the batch
+    of the ratio at each step, shape (T,).
+    """
+    if not (isinstance(eps, (int, float)) and eps > 0):
+        raise ValueError(f"eps must be a positive number, got {eps!r}")
+    T, B = x.shape[:2]
+    _, step = _elman_steps(rnn, x)
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(B, rnn.hidden_size, generator=g).to(x)
+    h = x.new_zeros(B, rnn.hidden_size)
+    h2 = eps * v / torch.linalg.vector_norm(v, dim=1, keepdim=True)
+    ratios = []
+    for t in range(T):
+        h, h2 = step(t, h)[0], step(t, h2)[0]
+        ratios.append((torch.linalg.vector_norm(h - h2, dim=1) / eps).mean())
+    return torch.stack(ratios)
+
+
+def state_participation_ratio(states: Tensor) -> float:
+    """How many independent directions the hidden units span: PR = (Σ λ_i)² / Σ λ_i².
+
+    λ_i are the eigenvalues of the covariance of the states over time steps and sequences
+    (``states`` (T, B, H) or (N, H)). PR is 1 when every unit is a multiple of one signal (the
+    units are copies up to scale: no symmetry broken) and H when all H units vary independently
+    with equal variance (Gao et al. 2017's dimensionality).
+    """
+    z = states.reshape(-1, states.shape[-1]).double()
+    z = z - z.mean(0)
+    lam = torch.linalg.eigvalsh(z.T @ z / max(len(z) - 1, 1)).clamp_min(0)
+    return float(lam.sum() ** 2 / (lam.square().sum()).clamp_min(1e-300))

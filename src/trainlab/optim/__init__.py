@@ -14,6 +14,7 @@ module                 contents
 ``second_order``       Newton, NonlinearCG, LBFGS
 ``transforms``         the building blocks (momentum, moments, penalties, noise, lookahead, …)
 ``clipping``           clipping by value / norm / global norm (transforms and functions)
+``ewma``               the exponentially weighted moving average and its weights (1 − β)·β^k
 ``chain``              the shell: ChainOptimizer, Chain, Transform
 =====================  ==========================================================================
 
@@ -25,6 +26,7 @@ from trainlab.optim.adaptive import Adadelta, Adagrad, RMSprop
 from trainlab.optim.chain import Chain, ChainOptimizer, StepInfo, Transform
 from trainlab.optim.clipping import (ClipByGlobalNorm, ClipByNorm, ClipByValue, clip_grad_norm_,
                                      clip_grad_value_, global_norm)
+from trainlab.optim.ewma import ewma, ewma_weights
 from trainlab.optim.heuristics import DeltaBarDelta, Rprop
 from trainlab.optim.second_order import LBFGS, Newton, NonlinearCG
 from trainlab.optim.sgd import SGD
@@ -42,5 +44,5 @@ __all__ = [
     "L1Penalty", "ElasticNet", "L1Proximal", "Momentum", "ScaleByRms", "ScaleByAdagrad",
     "ScaleByAdadelta", "ScaleByAdam", "ScaleByAdamax", "ScaleByNadam", "AddNoise", "Lookahead",
     "ClipByValue", "ClipByNorm", "ClipByGlobalNorm", "clip_grad_norm_", "clip_grad_value_",
-    "global_norm",
+    "global_norm", "ewma", "ewma_weights",
 ]

@@ -812,3 +812,92 @@ class ReactivateDeadUnits(Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.events = [(int(e), dict(d)) for e, d in state.get("events", [])]
+
+
+class MagnitudePruning(Callback):
+    """Prune the smallest-magnitude weights during training and keep them at zero (notes 002:
+    sparsity of connections; Han et al. 2015; Zhu & Gupta 2017).
+
+    At the start of epoch ``start_epoch`` (and, when ``end_epoch`` is given, every ``every`` epochs
+    until ``end_epoch``) the masks of :func:`trainlab.nn.pruning.magnitude_masks` are recomputed for
+    the sparsity of the schedule and applied; after every optimizer step the masks are applied
+    again, so a pruned weight stays exactly zero however the optimizer's state would move it.
+
+    Args:
+        sparsity: the final fraction of prunable weights (weight matrices and kernels) set to zero,
+            in [0, 1) (default 0.9).
+        scope: ``"global"`` (default: one magnitude rank over all layers) or ``"layer"`` (each
+            layer pruned to ``sparsity`` on its own).
+        start_epoch: the epoch (0-based) of the first cut (default 0: before any training; prune a
+            trained net by training dense first, e.g. ``start_epoch: 10``).
+        end_epoch: ``None`` (default) prunes to ``sparsity`` at once (one-shot); an epoch > start
+            makes the cut gradual, on the cubic schedule s_t = s_f·(1 − (1 − (t − t₀)/(t₁ − t₀))³)
+            (:func:`trainlab.nn.pruning.gradual_sparsity`), reaching ``sparsity`` at ``end_epoch``.
+        every: epochs between cuts on the gradual schedule (default 1).
+
+    Logs ``sparsity`` (the measured fraction of zero prunable weights) at every epoch's end.
+    """
+
+    # before every other callback: the masks are back on the weights before anyone looks at them,
+    # and ``sparsity`` is in the epoch's logs before History (and so metrics.csv) records them
+    order = -10
+    reads_batch_loss = False
+
+    def __init__(self, sparsity: float = 0.9, scope: str = "global", start_epoch: int = 0,
+                 end_epoch: int | None = None, every: int = 1):
+        from trainlab.nn.pruning import SCOPES, _check_sparsity, check_schedule
+
+        self.sparsity = _check_sparsity(sparsity)
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+        check_schedule(start_epoch, end_epoch, every)
+        self.scope, self.start_epoch, self.end_epoch, self.every = scope, start_epoch, end_epoch, every
+        self.masks: dict | None = None
+        self.current = 0.0  # the sparsity of the last cut
+
+    def target(self, epoch: int) -> float:
+        """The sparsity the schedule asks for at the start of ``epoch``."""
+        from trainlab.nn.pruning import gradual_sparsity
+
+        if epoch < self.start_epoch:
+            return 0.0
+        if self.end_epoch is None or self.end_epoch == self.start_epoch:
+            return self.sparsity
+        return gradual_sparsity(epoch, self.sparsity, self.start_epoch, self.end_epoch)
+
+    def on_epoch_begin(self, epoch: int, logs: Logs) -> None:
+        from trainlab.nn.pruning import apply_masks, magnitude_masks, prunable_weights
+
+        model = self.loop.model
+        if self.masks is None and self.current > 0:
+            # resumed from a checkpoint: the saved weights carry the cut, so the masks are their zeros
+            self.masks = {n: p.detach() != 0 for n, p in prunable_weights(model).items()}
+        due = epoch >= self.start_epoch and (
+            self.end_epoch is None and epoch == self.start_epoch
+            or self.end_epoch is not None and epoch <= self.end_epoch
+            and ((epoch - self.start_epoch) % self.every == 0 or epoch == self.end_epoch))
+        if due:
+            target = self.target(epoch)
+            if target > self.current or self.masks is None:
+                self.masks = magnitude_masks(model, target, self.scope)
+                self.current = target
+        if self.masks is not None:
+            apply_masks(model, self.masks)
+
+    def on_batch_end(self, batch: int, logs: Logs) -> None:
+        if self.masks is not None:
+            from trainlab.nn.pruning import apply_masks
+
+            apply_masks(self.loop.model, self.masks)
+
+    def on_epoch_end(self, epoch: int, logs: Logs) -> None:
+        from trainlab.nn.pruning import weight_sparsity
+
+        logs["sparsity"] = weight_sparsity(self.loop.model)
+
+    def state_dict(self) -> dict:
+        return {"current": self.current}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.current = float(state.get("current", 0.0))
+        self.masks = None

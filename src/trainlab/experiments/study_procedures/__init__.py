@@ -9,6 +9,7 @@ from __future__ import annotations
 from trainlab.experiments.study_procedures.activation_basics import activation_basics
 from trainlab.experiments.study_procedures.activations import activation_comparison
 from trainlab.experiments.study_procedures.batchnorm_claims import batchnorm_claims
+from trainlab.experiments.study_procedures.bn_position import bn_position
 from trainlab.experiments.study_procedures.capacity import capacity_sweep
 from trainlab.experiments.study_procedures.deep_linear import deep_linear
 from trainlab.experiments.study_procedures.descent import gd_variants
@@ -20,11 +21,18 @@ from trainlab.experiments.study_procedures.landscape import landscape_minima
 from trainlab.experiments.study_procedures.normalization import bn_learning_rate
 from trainlab.experiments.study_procedures.mnist import mnist_recipe
 from trainlab.experiments.study_procedures.optimizer_claims import adaptive_claims, dynamics_claims
+from trainlab.experiments.study_procedures.optimizer_defaults import optimizer_defaults
 from trainlab.experiments.study_procedures.optimizers import optimizer_grid
 from trainlab.experiments.study_procedures.overfitting import covariate_shift, epochs_budget, overfitting_remedies
 from trainlab.experiments.study_procedures.penalty_paths import penalty_paths, penalty_strength
+from trainlab.experiments.study_procedures.pretraining import unsupervised_pretraining
+from trainlab.experiments.study_procedures.surrogate import surrogate_loss
+from trainlab.experiments.study_procedures.pruning import pruning_sweep
 from trainlab.experiments.study_procedures.random_matrices import random_matrices
 from trainlab.experiments.study_procedures.recurrent import rnn_long_memory
+from trainlab.experiments.study_procedures.recurrent_dynamics import (rnn_chaos, rnn_norm, rnn_one_to_many,
+                                                                    rnn_output_recurrence)
+from trainlab.experiments.study_procedures.variance_init import variance_init
 from trainlab.experiments.study_procedures.regularization import (early_stopping, generalization_gap, l1_sparsity,
                                                                  weight_decay_forms)
 from trainlab.experiments.study_procedures.worked_examples import cross_entropy_example
@@ -35,6 +43,7 @@ PROCEDURES = {
     "batchnorm_claims": batchnorm_claims,
     "adaptive_claims": adaptive_claims,
     "bn_learning_rate": bn_learning_rate,
+    "bn_position": bn_position,
     "capacity_sweep": capacity_sweep,
     "cross_entropy_example": cross_entropy_example,
     "deep_linear": deep_linear,
@@ -51,13 +60,22 @@ PROCEDURES = {
     "l1_sparsity": l1_sparsity,
     "landscape_minima": landscape_minima,
     "mnist_recipe": mnist_recipe,
+    "optimizer_defaults": optimizer_defaults,
     "optimizer_grid": optimizer_grid,
     "overfitting_remedies": overfitting_remedies,
     "epochs_budget": epochs_budget,
     "covariate_shift": covariate_shift,
     "penalty_paths": penalty_paths,
     "penalty_strength": penalty_strength,
+    "pruning_sweep": pruning_sweep,
     "random_matrices": random_matrices,
     "rnn_long_memory": rnn_long_memory,
+    "rnn_chaos": rnn_chaos,
+    "rnn_one_to_many": rnn_one_to_many,
+    "rnn_norm": rnn_norm,
+    "rnn_output_recurrence": rnn_output_recurrence,
+    "unsupervised_pretraining": unsupervised_pretraining,
+    "variance_init": variance_init,
+    "surrogate_loss": surrogate_loss,
     "weight_decay_forms": weight_decay_forms,
 }
