@@ -23,6 +23,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from trainlab.nn.fastpath import SWITCH as _SWITCH
+from trainlab.nn.fastpath import function_apply
+
 __all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "WeightNorm", "weight_norm", "remove_weight_norm",
            "convert_sync_batchnorm"]
 
@@ -51,45 +54,52 @@ def _normalize_reference(x: Tensor, weight: Tensor | None, bias: Tensor | None, 
 class _BatchNormTrain(torch.autograd.Function):
     """Training-mode batch norm over ``dims`` (all but the channel axis), hand-written backward.
 
-    Forward:  μ = mean(x),  σ² = mean((x − μ)²),  x̂ = (x − μ)/√(σ² + ε),  y = γ·x̂ + β
+    Forward:  μ = Σx/n,  σ² = Σ(x − μ)²/n,  x̂ = (x − μ)/√(σ² + ε),  y = γ·x̂ + β
+    and, when ``running`` = (running_mean, running_var, m, c) is given, the running estimates in
+    place: running ← (1 − m)·running + m·batch, i.e. lerp(running, batch, m), with the batch
+    variance times c = n/(n − 1) (or 1): two small tensors in one foreach op.
     Backward, with n values per channel and sums over ``dims`` (Ioffe & Szegedy 2015, §3):
         ∂L/∂β = Σ g,   ∂L/∂γ = Σ g·x̂,
         ∂L/∂x = γ/√(σ² + ε) · (g − (Σ g)/n − x̂·(Σ g·x̂)/n)
-    — the two sums are the parameter gradients already, so the input gradient costs three
-    elementwise ops more. Also returns μ and σ² (without history) for the running estimates.
+    — the two sums are the parameter gradients already; with s = γ/√(σ² + ε) the input
+    gradient is s·g − x̂·(s·Σg·x̂/n) − s·Σg/n: two multiply-adds over the batch.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps, dims, shape):
-        mu = x.mean(dims, keepdim=True)
+    def forward(ctx, x, weight, bias, eps, dims, shape, running):
+        n = x.numel() // x.shape[1]
+        mu = x.sum(dims, keepdim=True).div_(n)          # sum/n: the same value as mean(), one op faster
         xc = x - mu
-        var = (xc * xc).mean(dims, keepdim=True)
+        var = (xc * xc).sum(dims, keepdim=True).div_(n)
         inv_std = (var + eps).rsqrt_()
         x_hat = xc.mul_(inv_std)
         y = _affine(x_hat, weight, bias, shape)
+        if running is not None:
+            running_mean, running_var, m, correction = running
+            batch_var = var.view(-1) if correction == 1.0 else var.view(-1) * correction
+            torch._foreach_lerp_([running_mean, running_var], [mu.view(-1), batch_var], m)
         ctx.save_for_backward(x, weight, bias, x_hat, inv_std)
-        ctx.eps, ctx.dims, ctx.shape = eps, dims, shape
-        ctx.mark_non_differentiable(mu, var)
-        return y, mu, var
+        ctx.eps, ctx.dims, ctx.shape, ctx.n = eps, dims, shape, n
+        return y
 
     @staticmethod
-    def backward(ctx, g, _g_mu, _g_var):
+    def backward(ctx, g):
         x, weight, bias, x_hat, inv_std = ctx.saved_tensors
-        dims, shape = ctx.dims, ctx.shape
+        dims, shape, n = ctx.dims, ctx.shape, ctx.n
         if torch.is_grad_enabled():
             ref = lambda x_, w_, b_: _normalize_reference(x_, _view(w_, shape), _view(b_, shape), dims, ctx.eps)
             dx, dw, db = _autograd_backward(ref, (x, weight, bias), g)
-            return dx, dw, db, None, None, None
-        n = g.numel() // g.shape[1]
+            return dx, dw, db, None, None, None, None
         sum_g = g.sum(dims, keepdim=True)                     # ∂L/∂β
         sum_gx = (g * x_hat).sum(dims, keepdim=True)          # ∂L/∂γ
         dx = None
         if ctx.needs_input_grad[0]:
-            scale = inv_std if weight is None else inv_std * weight.view(shape)
-            dx = torch.addcmul(g, x_hat, sum_gx / n, value=-1.0).sub_(sum_g / n).mul_(scale)
+            scale = inv_std if weight is None else inv_std * weight.view(shape)   # s = γ/√(σ² + ε)
+            dx = torch.addcmul(sum_g.mul(scale).mul_(-1.0 / n), g, scale)     # s·g − s·Σg/n
+            dx.addcmul_(x_hat, scale.mul(sum_gx), value=-1.0 / n)             #  − x̂·s·Σg·x̂/n
         dw = sum_gx.view(-1) if weight is not None and ctx.needs_input_grad[1] else None
         db = sum_g.view(-1) if bias is not None and ctx.needs_input_grad[2] else None
-        return dx, dw, db, None, None, None
+        return dx, dw, db, None, None, None, None
 
 
 def _sync_group():
@@ -163,40 +173,57 @@ class _LayerNormFn(torch.autograd.Function):
     Forward as batch norm, per sample. Backward, with ĝ = g ⊙ γ and means over ``dims``:
         ∂L/∂x = (ĝ − mean(ĝ) − x̂·mean(ĝ ⊙ x̂))/√(σ² + ε)
         ∂L/∂γ = Σ_batch g ⊙ x̂,   ∂L/∂β = Σ_batch g
+    computed on the (samples, D) view, D the number of normalized values: there Σ ĝ = g·γ and
+    Σ ĝ ⊙ x̂ = (g ⊙ x̂)·γ are matrix-vector products, and g ⊙ x̂ is ∂L/∂γ's summand already.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps, dims):
-        mu = x.mean(dims, keepdim=True)
-        xc = x - mu
-        var = (xc * xc).mean(dims, keepdim=True)
+        d = 1
+        for axis in dims:
+            d *= x.shape[axis]
+        x2 = x.reshape(-1, d)
+        mu = x2.sum(-1, keepdim=True).div_(d)
+        xc = x2 - mu
+        var = (xc * xc).sum(-1, keepdim=True).div_(d)
         inv_std = (var + eps).rsqrt_()
         x_hat = xc.mul_(inv_std)
-        y = _affine(x_hat, weight, bias, None)
+        flat = len(dims) > 1
+        w = weight.reshape(-1) if flat and weight is not None else weight
+        b = bias.reshape(-1) if flat and bias is not None else bias
+        y = _affine(x_hat, w, b, None)
         ctx.save_for_backward(x, weight, bias, x_hat, inv_std)
-        ctx.eps, ctx.dims = eps, dims
-        return y
+        ctx.eps, ctx.dims, ctx.d = eps, dims, d
+        return y.view(x.shape)
 
     @staticmethod
     def backward(ctx, g):
         x, weight, bias, x_hat, inv_std = ctx.saved_tensors
-        dims = ctx.dims
+        dims, d = ctx.dims, ctx.d
         if torch.is_grad_enabled():
             ref = lambda x_, w_, b_: _normalize_reference(x_, w_, b_, dims, ctx.eps)
             dx, dw, db = _autograd_backward(ref, (x, weight, bias), g)
             return dx, dw, db, None, None
-        batch_dims = tuple(range(g.dim() - len(dims)))
+        g2 = g.reshape(-1, d)
+        w = weight.reshape(-1) if weight is not None else None
+        gx = g2 * x_hat                                               # the summand of ∂L/∂γ
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            g_hat = g * weight if weight is not None else g                           # ∂L/∂x̂
-            mean_g = g_hat.mean(dims, keepdim=True)
-            mean_gx = (g_hat * x_hat).mean(dims, keepdim=True)
-            dx = torch.addcmul(g_hat, x_hat, mean_gx, value=-1.0).sub_(mean_g).mul_(inv_std)
+            if w is None:
+                g_hat, sum_g, sum_gx = g2, g2.sum(-1, keepdim=True), gx.sum(-1, keepdim=True)
+            else:
+                g_hat, sum_g, sum_gx = g2 * w, (g2 @ w).unsqueeze(-1), (gx @ w).unsqueeze(-1)
+            # ∂L/∂x = ĝ/√(σ² + ε) − x̂·(Σ ĝ ⊙ x̂)/(D√(σ² + ε)) − (Σ ĝ)/(D√(σ² + ε))
+            c = inv_std * (-1.0 / d)
+            dx = torch.addcmul(sum_g.mul_(c), g_hat, inv_std).addcmul_(x_hat, sum_gx.mul_(c)).view(g.shape)
         if weight is not None and ctx.needs_input_grad[1]:
-            dw = (g * x_hat).sum(batch_dims) if batch_dims else g * x_hat
+            dw = gx.sum(0).view(weight.shape)
         if bias is not None and ctx.needs_input_grad[2]:
-            db = g.sum(batch_dims) if batch_dims else g.clone()
+            db = g2.sum(0).view(bias.shape)
         return dx, dw, db, None, None
+
+
+_batch_norm_train, _layer_norm = function_apply(_BatchNormTrain), function_apply(_LayerNormFn)
 
 
 def _view(t: Tensor | None, shape) -> Tensor | None:
@@ -329,20 +356,29 @@ class _BatchNorm(nn.Module):
         if self.sync and self.training and _sync_group() is not None:
             y, mu, var, total = _SyncBatchNormTrain.apply(x, self.weight, self.bias, self.eps, dims, shape)
             if self.track_running_stats:  # the global batch's statistics, the same on every rank
+                self.num_batches_tracked.add_(1)
                 self._update_running_stats(mu.view(-1), var.view(-1), int(total))
             return y
         if n < 2 and self.training:
             raise ValueError(f"{type(self).__name__} in training mode needs more than one value per channel to "
                              f"estimate a variance, got input shape {tuple(x.shape)} (a batch of one). Use a "
                              "larger batch, call model.eval() for inference, or use LayerNorm")
-        if self.eps_placement == "inside":
-            y, mu, var = _BatchNormTrain.apply(x, self.weight, self.bias, self.eps, dims, shape)
-        else:
-            y = _normalize_reference(x, _view(self.weight, shape), _view(self.bias, shape), dims, self.eps, False)
+        update = self.training and self.track_running_stats
+        if self.eps_placement == "inside" and _SWITCH.fast:
+            running = None
+            if update:  # the Function updates the running estimates in place, in one op
+                self.num_batches_tracked.add_(1)
+                correction = n / (n - 1) if self.unbiased_running_var else 1.0
+                running = (self.running_mean, self.running_var, self._momentum_now(), correction)
+            return _batch_norm_train(x, self.weight, self.bias, self.eps, dims, shape, running)
+        # the readable form: the formula differentiated by autograd, then the running estimates
+        y = _normalize_reference(x, _view(self.weight, shape), _view(self.bias, shape), dims, self.eps,
+                                 self.eps_placement == "inside")
+        if update:
             with torch.no_grad():
                 mu = x.mean(dims, keepdim=True)
                 var = (x - mu).square().mean(dims, keepdim=True)
-        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
             self._update_running_stats(mu.view(-1), var.view(-1), n)
         return y
 
@@ -351,13 +387,17 @@ class _BatchNorm(nn.Module):
         """The reduced axes (all but channel axis 1) and the broadcast shape of per-channel tensors."""
         return (0,) + tuple(range(2, ndim)), (1, -1) + (1,) * (ndim - 2)
 
+    def _momentum_now(self) -> float:
+        """m for this batch (``num_batches_tracked`` already counts it)."""
+        if self.momentum is None:  # cumulative moving average: m = 1/t
+            return 1.0 / float(self.num_batches_tracked)
+        return self.momentum
+
     @torch.no_grad()
     def _update_running_stats(self, mu: Tensor, var: Tensor, n: int) -> None:
-        self.num_batches_tracked.add_(1)
-        if self.momentum is None:  # cumulative moving average: m = 1/t
-            m = 1.0 / float(self.num_batches_tracked)
-        else:
-            m = self.momentum
+        """The running estimates as written (the fast path does the same in one lerp); the caller
+        has counted the batch in ``num_batches_tracked``."""
+        m = self._momentum_now()
         correction = n / (n - 1) if self.unbiased_running_var else 1.0
         # running ← (1 − m)·running + m·batch, both at once; the variance with n/(n − 1)
         torch._foreach_mul_([self.running_mean, self.running_var], 1.0 - m)
@@ -459,7 +499,9 @@ class LayerNorm(nn.Module):
             raise ValueError(f"LayerNorm{self.normalized_shape} got an input of shape {tuple(x.shape)}; its trailing "
                              f"dimensions must equal normalized_shape")
         dims = tuple(range(x.dim() - k, x.dim()))
-        return _LayerNormFn.apply(x, self.weight, self.bias, self.eps, dims)
+        if _SWITCH.fast:
+            return _layer_norm(x, self.weight, self.bias, self.eps, dims)
+        return _normalize_reference(x, self.weight, self.bias, dims, self.eps)  # the readable form
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
