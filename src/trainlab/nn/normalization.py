@@ -213,9 +213,10 @@ class _LayerNormFn(torch.autograd.Function):
                 g_hat, sum_g, sum_gx = g2, g2.sum(-1, keepdim=True), gx.sum(-1, keepdim=True)
             else:
                 g_hat, sum_g, sum_gx = g2 * w, (g2 @ w).unsqueeze(-1), (gx @ w).unsqueeze(-1)
-            # ∂L/∂x = ĝ/√(σ² + ε) − x̂·(Σ ĝ ⊙ x̂)/(D√(σ² + ε)) − (Σ ĝ)/(D√(σ² + ε))
-            c = inv_std * (-1.0 / d)
-            dx = torch.addcmul(sum_g.mul_(c), g_hat, inv_std).addcmul_(x_hat, sum_gx.mul_(c)).view(g.shape)
+            # (ĝ − x̂·mean(ĝ ⊙ x̂) − mean(ĝ))/√(σ² + ε): the per-sample (D-fold broadcast) terms
+            # enter through binary ops and one addcmul whose first argument is full-size, the
+            # forms TensorIterator vectorizes (addcmul with two (samples, 1) operands is ~4× slower)
+            dx = torch.addcmul(g_hat, x_hat, sum_gx, value=-1.0 / d).sub_(sum_g.div_(d)).mul_(inv_std).view(g.shape)
         if weight is not None and ctx.needs_input_grad[1]:
             dw = gx.sum(0).view(weight.shape)
         if bias is not None and ctx.needs_input_grad[2]:
