@@ -85,9 +85,10 @@ def _positive(z: Tensor) -> Tensor:
 # sigmoid and tanh: their derivatives are functions of the output y alone
 # --------------------------------------------------------------------------------------------
 def _sigmoid_readable(z: Tensor) -> Tensor:
-    # 1/(1 + e^(−z)) as written, but with e^(−|z|) ≤ 1: autograd through e^(−z) = inf for z ≪ 0
-    # would multiply 0·inf = NaN, so the negative side uses the equal form e^z/(1 + e^z)
-    e = torch.exp(-z.abs())
+    # 1/(1 + e^(−z)) as written, but with e = e^(−|z|) ≤ 1: autograd through e^(−z) = inf for
+    # z ≪ 0 would multiply 0·inf = NaN, so the negative side uses the equal form e^z/(1 + e^z).
+    # −|z| is spelled with where: abs' is 0 at z = 0, which would give σ'(0) = 0
+    e = torch.exp(torch.where(z >= 0, -z, z))
     return torch.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
