@@ -173,54 +173,42 @@ class _LayerNormFn(torch.autograd.Function):
     Forward as batch norm, per sample. Backward, with ĝ = g ⊙ γ and means over ``dims``:
         ∂L/∂x = (ĝ − mean(ĝ) − x̂·mean(ĝ ⊙ x̂))/√(σ² + ε)
         ∂L/∂γ = Σ_batch g ⊙ x̂,   ∂L/∂β = Σ_batch g
-    computed on the (samples, D) view, D the number of normalized values: there Σ ĝ = g·γ and
-    Σ ĝ ⊙ x̂ = (g ⊙ x̂)·γ are matrix-vector products, and g ⊙ x̂ is ∂L/∂γ's summand already.
+    Note: the per-sample terms enter through an addcmul whose first argument is full-size and
+    binary ops, the broadcasts TensorIterator vectorizes; the sums over the features as
+    matrix-vector products with γ measured slower here.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps, dims):
-        d = 1
-        for axis in dims:
-            d *= x.shape[axis]
-        x2 = x.reshape(-1, d)
-        mu = x2.sum(-1, keepdim=True).div_(d)
-        xc = x2 - mu
-        var = (xc * xc).sum(-1, keepdim=True).div_(d)
+        mu = x.mean(dims, keepdim=True)
+        xc = x - mu
+        var = (xc * xc).mean(dims, keepdim=True)
         inv_std = (var + eps).rsqrt_()
         x_hat = xc.mul_(inv_std)
-        flat = len(dims) > 1
-        w = weight.reshape(-1) if flat and weight is not None else weight
-        b = bias.reshape(-1) if flat and bias is not None else bias
-        y = _affine(x_hat, w, b, None)
+        y = _affine(x_hat, weight, bias, None)
         ctx.save_for_backward(x, weight, bias, x_hat, inv_std)
-        ctx.eps, ctx.dims, ctx.d = eps, dims, d
-        return y.view(x.shape)
+        ctx.eps, ctx.dims = eps, dims
+        return y
 
     @staticmethod
     def backward(ctx, g):
         x, weight, bias, x_hat, inv_std = ctx.saved_tensors
-        dims, d = ctx.dims, ctx.d
+        dims = ctx.dims
         if torch.is_grad_enabled():
             ref = lambda x_, w_, b_: _normalize_reference(x_, w_, b_, dims, ctx.eps)
             dx, dw, db = _autograd_backward(ref, (x, weight, bias), g)
             return dx, dw, db, None, None
-        g2 = g.reshape(-1, d)
-        w = weight.reshape(-1) if weight is not None else None
-        gx = g2 * x_hat                                               # the summand of ∂L/∂γ
+        batch_dims = tuple(range(g.dim() - len(dims)))
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            if w is None:
-                g_hat, sum_g, sum_gx = g2, g2.sum(-1, keepdim=True), gx.sum(-1, keepdim=True)
-            else:
-                g_hat, sum_g, sum_gx = g2 * w, (g2 @ w).unsqueeze(-1), (gx @ w).unsqueeze(-1)
-            # (ĝ − x̂·mean(ĝ ⊙ x̂) − mean(ĝ))/√(σ² + ε): the per-sample (D-fold broadcast) terms
-            # enter through binary ops and one addcmul whose first argument is full-size, the
-            # forms TensorIterator vectorizes (addcmul with two (samples, 1) operands is ~4× slower)
-            dx = torch.addcmul(g_hat, x_hat, sum_gx, value=-1.0 / d).sub_(sum_g.div_(d)).mul_(inv_std).view(g.shape)
+            g_hat = g * weight if weight is not None else g                           # ∂L/∂x̂
+            mean_g = g_hat.mean(dims, keepdim=True)
+            mean_gx = (g_hat * x_hat).mean(dims, keepdim=True)
+            dx = torch.addcmul(g_hat, x_hat, mean_gx, value=-1.0).sub_(mean_g).mul_(inv_std)
         if weight is not None and ctx.needs_input_grad[1]:
-            dw = gx.sum(0).view(weight.shape)
+            dw = (g * x_hat).sum(batch_dims) if batch_dims else g * x_hat
         if bias is not None and ctx.needs_input_grad[2]:
-            db = g2.sum(0).view(bias.shape)
+            db = g.sum(batch_dims) if batch_dims else g.clone()
         return dx, dw, db, None, None
 
 
