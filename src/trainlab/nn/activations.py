@@ -439,7 +439,9 @@ class _Softmax(torch.autograd.Function):
     def forward(ctx, z, dim):
         # softmax(z) = softmax(z − c) for any c; c = max z makes every exponent ≤ 0 (no overflow)
         e = (z - z.amax(dim, keepdim=True)).exp_()
-        y = e.div_(e.sum(dim, keepdim=True))
+        # e·(1/Σe): one reciprocal per row and a multiply, where a division broadcast along the
+        # rows is ~2× slower here; two roundings instead of one (≤ 1.5 ulp)
+        y = e.mul_(e.sum(dim, keepdim=True).reciprocal_())
         ctx.save_for_backward(y)
         ctx.dim = dim
         return y
@@ -458,18 +460,21 @@ class _LogSoftmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, dim):
         shifted = z - z.amax(dim, keepdim=True)
-        y = shifted.sub_(shifted.exp().sum(dim, keepdim=True).log_())
-        ctx.save_for_backward(y)
+        e = shifted.exp()
+        total = e.sum(dim, keepdim=True)
+        y = shifted.sub_(total.log())
+        # softmax(z) = e/Σe: keeping e and Σe saves the backward an exp over the whole tensor
+        ctx.save_for_backward(y, e, total)
         ctx.dim = dim
         return y
 
     @staticmethod
     def backward(ctx, g):
-        (y,) = ctx.saved_tensors
-        # Jacobian I − 1·softmaxᵀ: dz = g − softmax(z)·Σg, softmax(z) = e^y
-        if torch.is_grad_enabled():
+        y, e, total = ctx.saved_tensors
+        # Jacobian I − 1·softmaxᵀ: dz = g − softmax(z)·Σg, softmax(z) = e^y = e/Σe
+        if torch.is_grad_enabled():  # y carries the graph (e and Σe are intermediates without one)
             return g - y.exp() * g.sum(ctx.dim, keepdim=True), None
-        return torch.addcmul(g, y.exp(), g.sum(ctx.dim, keepdim=True), value=-1.0), None
+        return torch.addcmul(g, e, g.sum(ctx.dim, keepdim=True).div_(total), value=-1.0), None
 
 
 def softmax(z: Tensor, dim: int = -1) -> Tensor:
