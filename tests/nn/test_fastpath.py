@@ -192,3 +192,16 @@ def test_functorch_transforms_take_the_full_autograd_function_path():
     with tn.readable_layers():
         torch.testing.assert_close(torch.func.vmap(tn.gelu)(z), torch.nn.functional.gelu(z))
         torch.testing.assert_close(torch.func.vmap(tn.LayerNorm(5))(z), torch.nn.functional.layer_norm(z, (5,)))
+
+
+def test_batch_norm_keeps_float32_running_estimates_for_a_bfloat16_input():
+    """A lower-precision input (as under autocast) updates float32 running estimates on both paths."""
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
+    layers = [tn.BatchNorm1d(4), tn.BatchNorm1d(4)]
+    for layer, fast in zip(layers, (True, False)):
+        with tn.readable_layers(not fast):
+            layer(x.clone().requires_grad_()).sum().backward()
+        assert layer.running_mean.dtype == layer.running_var.dtype == torch.float32
+    torch.testing.assert_close(layers[0].running_mean, layers[1].running_mean)
+    torch.testing.assert_close(layers[0].running_var, layers[1].running_var)
+    torch.testing.assert_close(layers[0].running_mean, 0.1 * x.float().mean(0), rtol=1e-2, atol=1e-3)

@@ -77,7 +77,8 @@ class _BatchNormTrain(torch.autograd.Function):
         if running is not None:
             running_mean, running_var, m, correction = running
             batch_var = var.view(-1) if correction == 1.0 else var.view(-1) * correction
-            torch._foreach_lerp_([running_mean, running_var], [mu.view(-1), batch_var], m)
+            dtype = running_mean.dtype  # a lower-precision input (bfloat16, float16) keeps float32 estimates
+            torch._foreach_lerp_([running_mean, running_var], [mu.view(-1).to(dtype), batch_var.to(dtype)], m)
         ctx.save_for_backward(x, weight, bias, x_hat, inv_std)
         ctx.eps, ctx.dims, ctx.shape, ctx.n = eps, dims, shape, n
         return y
