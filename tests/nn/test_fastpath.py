@@ -202,6 +202,7 @@ def test_batch_norm_keeps_float32_running_estimates_for_a_bfloat16_input():
         with tn.readable_layers(not fast):
             layer(x.clone().requires_grad_()).sum().backward()
         assert layer.running_mean.dtype == layer.running_var.dtype == torch.float32
-    torch.testing.assert_close(layers[0].running_mean, layers[1].running_mean)
-    torch.testing.assert_close(layers[0].running_var, layers[1].running_var)
+    # the batch statistics are computed in bfloat16 (ε = 2^−8) by different ops on the two paths
+    torch.testing.assert_close(layers[0].running_mean, layers[1].running_mean, rtol=2 ** -7, atol=1e-3)
+    torch.testing.assert_close(layers[0].running_var, layers[1].running_var, rtol=2 ** -7, atol=1e-3)
     torch.testing.assert_close(layers[0].running_mean, 0.1 * x.float().mean(0), rtol=1e-2, atol=1e-3)
