@@ -16,6 +16,11 @@ loaded one inflates for whichever side runs longer. Read the ratios, not the mic
     python benchmarks/bench_layers.py              # 300 rounds
     python benchmarks/bench_layers.py --quick      # a few rounds (a smoke test)
     python benchmarks/bench_layers.py --threads 1  # one intra-op thread (steadier on a busy machine)
+    python benchmarks/bench_layers.py --readable   # trainlab's readable forms instead of the fast paths
+
+trainlab's layers run their fast paths (the default in training); ``--readable`` times the
+readable forms (the formulas differentiated by autograd, ``trainlab.nn.set_fast_layers(False)``)
+to show what the fast paths buy. The RATIO lines are printed either way.
 """
 from __future__ import annotations
 
@@ -139,7 +144,10 @@ def main(argv=None) -> dict:
     p.add_argument("--reps", type=int, default=2, help="calls per timed sample")
     p.add_argument("--quick", action="store_true", help="a few rounds: a smoke test")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--readable", action="store_true", help="time trainlab's readable forms, not the fast paths")
     args = p.parse_args(argv)
+    if args.readable:
+        tn.set_fast_layers(False)
     if args.threads:
         torch.set_num_threads(args.threads)
     rounds, reps = (3, 2) if args.quick else (args.rounds, args.reps)
@@ -152,7 +160,8 @@ def main(argv=None) -> dict:
     rows = measure(layers, rounds)
     step_rows = measure(steps, max(2, rounds // 4))
     print(f"forward + backward at batch {BATCH} x width {WIDTH}; torch threads: {torch.get_num_threads()}; "
-          f"{rounds} interleaved rounds of {reps} calls; best-sample times\n")
+          f"{rounds} interleaved rounds of {reps} calls; best-sample times; trainlab's "
+          f"{'fast paths' if tn.fast_layers() else 'readable forms'}\n")
     header = f"{'':28s}{'trainlab us':>13s}{'torch us':>11s}{'best':>8s}{'median':>8s}   goal <= {GOAL}x"
     for title, table in (("layer", rows), ("training step", step_rows)):
         print(title + header[len(title):])
@@ -169,7 +178,9 @@ def main(argv=None) -> dict:
     rows.update(step_rows)
     if args.quick:
         print("(quick mode: a smoke test; the numbers mean little)")
-    return {"rows": rows, "threads": torch.get_num_threads()}
+    fast = tn.fast_layers()
+    tn.set_fast_layers(True)
+    return {"rows": rows, "threads": torch.get_num_threads(), "fast": fast}
 
 
 if __name__ == "__main__":

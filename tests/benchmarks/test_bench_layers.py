@@ -12,5 +12,6 @@ def test_layers_benchmark_quick(load_benchmark, capsys):
     rows = out["rows"]
     assert {"BatchNorm1d", "LayerNorm", "Dropout(0.5)", "ReLU", "GELU", "Softmax", "MLP step relu"} <= set(rows)
     assert all(r["ours_us"] > 0 and r["torch_us"] > 0 and r["ratio"] > 0 for r in rows.values())
+    assert out["fast"] is True  # the default: the fast paths are timed
     printed = capsys.readouterr().out
     assert "goal <= 1.3x" in printed and "training step" in printed

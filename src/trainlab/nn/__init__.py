@@ -4,6 +4,7 @@ from trainlab.nn.activations import (ELU, GELU, SELU, GeneralizedRectifier, Leak
                                      Sigmoid, SiLU, Softmax, Tanh, elu, gelu, generalized_rectifier, leaky_relu,
                                      log_softmax, prelu, relu, selu, sigmoid, silu, softmax, tanh)
 from trainlab.nn.dropout import DropConnect, Dropout
+from trainlab.nn.fastpath import fast_layers, readable_layers, set_fast_layers
 from trainlab.nn.layers import Maxout, MaxoutPool, Residual
 from trainlab.nn.models import CNN, MLP, Block, ResidualBlock, conv_output_size
 from trainlab.nn.normalization import BatchNorm1d, BatchNorm2d, LayerNorm, WeightNorm, remove_weight_norm, weight_norm
@@ -23,4 +24,5 @@ __all__ = [
     "RNN", "LSTM", "GRU", "SequenceModel", "state_gradient_norms",
     "freeze", "unfreeze", "trainable_parameters", "frozen_parameter_names", "load_pretrained", "save_pretrained",
     "PretrainedMismatchError",
+    "fast_layers", "set_fast_layers", "readable_layers",
 ]

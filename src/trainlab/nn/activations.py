@@ -30,6 +30,11 @@ function / module               formula (z is the pre-activation)
 
 Values and gradients match ``torch.nn.functional`` (tests compare them); the derivative at a
 kink (z = 0) follows PyTorch's choice, stated in each docstring.
+
+Each activation also has its *readable form* (``_<name>_readable``): the formula above in tensor
+ops, differentiated by autograd. The Functions are the fast path used by default;
+``trainlab.nn.set_fast_layers(False)`` (or ``with trainlab.nn.readable_layers():``) switches every
+layer to its readable form, and the tests prove the two agree (see :mod:`trainlab.nn.fastpath`).
 """
 from __future__ import annotations
 
@@ -37,6 +42,9 @@ import math
 
 import torch
 from torch import Tensor, nn
+
+from trainlab.nn.fastpath import SWITCH as _SWITCH
+from trainlab.nn.fastpath import function_apply
 
 __all__ = [
     "sigmoid", "tanh", "relu", "generalized_rectifier", "leaky_relu", "prelu", "elu", "selu", "gelu",
@@ -76,12 +84,20 @@ def _positive(z: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------
 # sigmoid and tanh: their derivatives are functions of the output y alone
 # --------------------------------------------------------------------------------------------
+def _sigmoid_readable(z: Tensor) -> Tensor:
+    # 1/(1 + e^(−z)) as written, but with e = e^(−|z|) ≤ 1: autograd through e^(−z) = inf for
+    # z ≪ 0 would multiply 0·inf = NaN, so the negative side uses the equal form e^z/(1 + e^z).
+    # −|z| is spelled with where: abs' is 0 at z = 0, which would give σ'(0) = 0
+    e = torch.exp(torch.where(z >= 0, -z, z))
+    return torch.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
 class _Sigmoid(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z):
-        # 1/(1 + e^(−z)) needs no max-shift in floating point: for z ≪ 0, e^(−z) = inf and
-        # 1/(1 + inf) = 0 is the correctly rounded answer; the backward never forms e^(−z).
-        y = torch.neg(z).exp_().add_(1.0).reciprocal_()
+        # the value is torch.sigmoid's, an elementary function evaluated in one kernel (like exp
+        # or tanh; 1/(1 + e^(−z)) in four ops agrees with it to 1 ulp); what we own is σ' below
+        y = torch.sigmoid(z)
         ctx.save_for_backward(y)
         return y
 
@@ -99,7 +115,7 @@ def sigmoid(z: Tensor) -> Tensor:
     Saturates for |z| ≫ 0 (σ' ≤ 1/4 everywhere), which is why deep sigmoid stacks show vanishing
     gradients (notes 004). Matches ``torch.sigmoid``.
     """
-    return _Sigmoid.apply(z)
+    return _sigmoid(z) if _SWITCH.fast else _sigmoid_readable(z)
 
 
 class _Tanh(torch.autograd.Function):
@@ -125,12 +141,16 @@ def tanh(z: Tensor) -> Tensor:
 
     Note: the value comes from ``torch.tanh`` (an elementary function); the backward is ours.
     """
-    return _Tanh.apply(z)
+    return _tanh(z) if _SWITCH.fast else torch.tanh(z)
 
 
 # --------------------------------------------------------------------------------------------
 # the rectifier family: max(0, z) + α·min(0, z)
 # --------------------------------------------------------------------------------------------
+def _relu_readable(z: Tensor) -> Tensor:
+    return z * (z > 0)  # the mask [z > 0] is 0 at z = 0, PyTorch's derivative at the kink
+
+
 class _ReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z):
@@ -141,11 +161,13 @@ class _ReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
-        # relu'(z) = [z > 0] = sign(relu(z)): piecewise constant, so its own derivative is 0 and
-        # the same formula serves a graph of the gradient
+        # relu'(z) = [z > 0] = [y > 0]: piecewise constant, so its own derivative is 0 and
+        # g·sign(y) serves a graph of the gradient
         if torch.is_grad_enabled():
             return g * y.sign()
-        return y.sign().mul_(g)
+        # g where y > 0, else 0, in one fused kernel (aten's threshold_backward is exactly this
+        # masked copy); g·sign(y) is the same in two ops
+        return torch.ops.aten.threshold_backward(g, y, 0)
 
 
 def relu(z: Tensor) -> Tensor:
@@ -154,20 +176,25 @@ def relu(z: Tensor) -> Tensor:
     Its gradient is 1 on the active side, so it does not saturate there; units whose
     pre-activation is negative for every input get no gradient at all ("dying ReLU", notes 004).
     """
-    return _ReLU.apply(z)
+    return _relu(z) if _SWITCH.fast else _relu_readable(z)
 
 
 def _fixed_slope_rectifier(z: Tensor, alpha: float) -> Tensor:
     # y = z·s with the slope s = 1 for z > 0 and α for z ≤ 0 held constant: autograd's product
     # rule then gives exactly s as the derivative (and 0 as the second), in one C++ multiply
     if alpha == 0.0:
-        return _ReLU.apply(z)
+        return _relu(z) if _SWITCH.fast else _relu_readable(z)
     if 0.0 < alpha < 1.0:  # sign(z) ∈ {−1, 0, 1} clamped to [α, 1] is 1 for z > 0 and α for z ≤ 0
         slope = z.detach().sign().clamp_(alpha, 1.0)
     else:
         positive = _positive(z.detach())
         slope = torch.add(positive, 1.0 - positive, alpha=alpha)  # exactly 1 or α, no rounding
     return z * slope
+
+
+def _prelu_readable(z: Tensor, alpha: Tensor, channel_dim: int) -> Tensor:
+    # z for z > 0, a·z otherwise: the derivative a at z = 0 (PyTorch's choice), min(0, z) for a
+    return torch.where(z > 0, z, _broadcast_slope(alpha, z, channel_dim) * z)
 
 
 class _PReLU(torch.autograd.Function):
@@ -229,7 +256,7 @@ def generalized_rectifier(z: Tensor, alpha: float | Tensor) -> Tensor:
             along dimension 1 (one slope per channel) or with one element (shared).
     """
     if isinstance(alpha, Tensor):
-        return _PReLU.apply(z, alpha, 1 if z.dim() > 1 else 0)
+        return (_prelu if _SWITCH.fast else _prelu_readable)(z, alpha, 1 if z.dim() > 1 else 0)
     return _fixed_slope_rectifier(z, float(alpha))
 
 
@@ -253,12 +280,18 @@ def prelu(z: Tensor, weight: Tensor) -> Tensor:
         if weight.numel() != channels:
             raise ValueError(f"prelu has {weight.numel()} slopes but the input has {channels} channels "
                              "(dimension 1); use one slope or one per channel")
-    return _PReLU.apply(z, weight, 1 if z.dim() > 1 else 0)
+    return (_prelu if _SWITCH.fast else _prelu_readable)(z, weight, 1 if z.dim() > 1 else 0)
 
 
 # --------------------------------------------------------------------------------------------
 # ELU and SELU
 # --------------------------------------------------------------------------------------------
+def _elu_readable(z: Tensor, alpha: float, scale: float) -> Tensor:
+    # e^z − 1 is evaluated at min(z, 0): the branch not taken must not overflow, or autograd
+    # would multiply its zero gradient by e^z = inf
+    return scale * torch.where(z > 0, z, alpha * torch.expm1(z.clamp_max(0)))
+
+
 class _ELU(torch.autograd.Function):
     """scale·(z if z > 0 else α(e^z − 1)): ELU with scale 1, SELU with λ."""
 
@@ -289,7 +322,7 @@ def elu(z: Tensor, alpha: float = 1.0) -> Tensor:
     Smooth for α = 1, saturating to −α for z → −∞, gradient never exactly 0 (notes 002/004).
     Default α = 1.0 (PyTorch and Keras). Matches ``torch.nn.functional.elu`` (gradient α at z = 0).
     """
-    return _ELU.apply(z, float(alpha), 1.0)
+    return (_elu if _SWITCH.fast else _elu_readable)(z, float(alpha), 1.0)
 
 
 def selu(z: Tensor) -> Tensor:
@@ -298,7 +331,7 @@ def selu(z: Tensor) -> Tensor:
     λ = 1.0507009873554805, α = 1.6732632423543772 make mean 0 / variance 1 a stable fixed point
     of a wide layer with LeCun-normal weights (std 1/√fan_in). Matches ``torch.selu``.
     """
-    return _ELU.apply(z, SELU_ALPHA, SELU_SCALE)
+    return (_elu if _SWITCH.fast else _elu_readable)(z, SELU_ALPHA, SELU_SCALE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,17 +387,17 @@ def gelu(z: Tensor, approximate: str = "none") -> Tensor:
     """
     if approximate not in ("none", "tanh"):
         raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
-    return _GELU.apply(z, approximate)
+    return _gelu(z, approximate) if _SWITCH.fast else _gelu_reference(z, approximate)
 
 
 def _silu_reference(z: Tensor) -> Tensor:
-    return z / (1.0 + torch.exp(-z))
+    return z * _sigmoid_readable(z)
 
 
 class _SiLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z):
-        s = torch.neg(z).exp_().add_(1.0).reciprocal_()  # σ(z), see _Sigmoid
+        s = torch.sigmoid(z)  # σ(z), see _Sigmoid
         y = z * s
         ctx.save_for_backward(z, s, y)
         return y
@@ -383,18 +416,32 @@ def silu(z: Tensor) -> Tensor:
 
     Derivative σ(z)(1 + z(1 − σ(z))). Matches ``torch.nn.functional.silu``.
     """
-    return _SiLU.apply(z)
+    return _silu(z) if _SWITCH.fast else _silu_reference(z)
 
 
 # --------------------------------------------------------------------------------------------
 # softmax and log-softmax: derivatives in terms of the output
 # --------------------------------------------------------------------------------------------
+def _softmax_readable(z: Tensor, dim: int) -> Tensor:
+    # the shift by max z is detached: softmax(z − c) = softmax(z) for every c, so it has no
+    # gradient, and autograd need not route rounding noise through the argmax
+    e = torch.exp(z - z.amax(dim, keepdim=True).detach())
+    return e / e.sum(dim, keepdim=True)
+
+
+def _log_softmax_readable(z: Tensor, dim: int) -> Tensor:
+    shifted = z - z.amax(dim, keepdim=True).detach()
+    return shifted - torch.log(torch.exp(shifted).sum(dim, keepdim=True))
+
+
 class _Softmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, dim):
         # softmax(z) = softmax(z − c) for any c; c = max z makes every exponent ≤ 0 (no overflow)
         e = (z - z.amax(dim, keepdim=True)).exp_()
-        y = e.div_(e.sum(dim, keepdim=True))
+        # e·(1/Σe): one reciprocal per row and a multiply, where a division broadcast along the
+        # rows is ~2× slower here; two roundings instead of one (≤ 1.5 ulp)
+        y = e.mul_(e.sum(dim, keepdim=True).reciprocal_())
         ctx.save_for_backward(y)
         ctx.dim = dim
         return y
@@ -413,18 +460,21 @@ class _LogSoftmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, dim):
         shifted = z - z.amax(dim, keepdim=True)
-        y = shifted.sub_(shifted.exp().sum(dim, keepdim=True).log_())
-        ctx.save_for_backward(y)
+        e = shifted.exp()
+        total = e.sum(dim, keepdim=True)
+        y = shifted.sub_(total.log())
+        # softmax(z) = e/Σe: keeping e and Σe saves the backward an exp over the whole tensor
+        ctx.save_for_backward(y, e, total)
         ctx.dim = dim
         return y
 
     @staticmethod
     def backward(ctx, g):
-        (y,) = ctx.saved_tensors
-        # Jacobian I − 1·softmaxᵀ: dz = g − softmax(z)·Σg, softmax(z) = e^y
-        if torch.is_grad_enabled():
+        y, e, total = ctx.saved_tensors
+        # Jacobian I − 1·softmaxᵀ: dz = g − softmax(z)·Σg, softmax(z) = e^y = e/Σe
+        if torch.is_grad_enabled():  # y carries the graph (e and Σe are intermediates without one)
             return g - y.exp() * g.sum(ctx.dim, keepdim=True), None
-        return torch.addcmul(g, y.exp(), g.sum(ctx.dim, keepdim=True), value=-1.0), None
+        return torch.addcmul(g, e, g.sum(ctx.dim, keepdim=True).div_(total), value=-1.0), None
 
 
 def softmax(z: Tensor, dim: int = -1) -> Tensor:
@@ -434,7 +484,7 @@ def softmax(z: Tensor, dim: int = -1) -> Tensor:
     Matches ``torch.softmax``. Note: trainlab's models output logits and the losses apply the
     softmax inside a log-sum-exp; use this for probabilities, not before a log.
     """
-    return _Softmax.apply(z, dim)
+    return (_softmax if _SWITCH.fast else _softmax_readable)(z, dim)
 
 
 def log_softmax(z: Tensor, dim: int = -1) -> Tensor:
@@ -443,7 +493,12 @@ def log_softmax(z: Tensor, dim: int = -1) -> Tensor:
     Never forms log(softmax(z)), which underflows to log 0 = −inf for very negative logits.
     Matches ``torch.log_softmax``.
     """
-    return _LogSoftmax.apply(z, dim)
+    return (_log_softmax if _SWITCH.fast else _log_softmax_readable)(z, dim)
+
+
+# the fast paths' entry points (see trainlab.nn.fastpath.function_apply)
+_sigmoid, _tanh, _relu, _prelu, _elu, _gelu, _silu, _softmax, _log_softmax = map(function_apply, (
+    _Sigmoid, _Tanh, _ReLU, _PReLU, _ELU, _GELU, _SiLU, _Softmax, _LogSoftmax))
 
 
 # --------------------------------------------------------------------------------------------
@@ -453,21 +508,21 @@ class Sigmoid(nn.Module):
     """σ(z) = 1 / (1 + e^(−z)) as a module (see :func:`sigmoid`)."""
 
     def forward(self, z: Tensor) -> Tensor:
-        return _Sigmoid.apply(z)
+        return _sigmoid(z) if _SWITCH.fast else _sigmoid_readable(z)
 
 
 class Tanh(nn.Module):
     """tanh(z) as a module (see :func:`tanh`)."""
 
     def forward(self, z: Tensor) -> Tensor:
-        return _Tanh.apply(z)
+        return _tanh(z) if _SWITCH.fast else torch.tanh(z)
 
 
 class ReLU(nn.Module):
     """max(0, z) as a module (see :func:`relu`). Unlike ``torch.nn.ReLU`` there is no ``inplace``."""
 
     def forward(self, z: Tensor) -> Tensor:
-        return _ReLU.apply(z)
+        return _relu(z) if _SWITCH.fast else _relu_readable(z)
 
 
 class GeneralizedRectifier(nn.Module):
@@ -553,7 +608,7 @@ class ELU(nn.Module):
         self.alpha = float(alpha)
 
     def forward(self, z: Tensor) -> Tensor:
-        return _ELU.apply(z, self.alpha, 1.0)
+        return (_elu if _SWITCH.fast else _elu_readable)(z, self.alpha, 1.0)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"
@@ -566,7 +621,7 @@ class SELU(nn.Module):
     scale = SELU_SCALE
 
     def forward(self, z: Tensor) -> Tensor:
-        return _ELU.apply(z, SELU_ALPHA, SELU_SCALE)
+        return (_elu if _SWITCH.fast else _elu_readable)(z, SELU_ALPHA, SELU_SCALE)
 
 
 class GELU(nn.Module):
@@ -579,7 +634,7 @@ class GELU(nn.Module):
         self.approximate = approximate
 
     def forward(self, z: Tensor) -> Tensor:
-        return _GELU.apply(z, self.approximate)
+        return _gelu(z, self.approximate) if _SWITCH.fast else _gelu_reference(z, self.approximate)
 
     def extra_repr(self) -> str:
         return f"approximate={self.approximate!r}"
@@ -589,7 +644,7 @@ class SiLU(nn.Module):
     """z·σ(z) (see :func:`silu`)."""
 
     def forward(self, z: Tensor) -> Tensor:
-        return _SiLU.apply(z)
+        return _silu(z) if _SWITCH.fast else _silu_reference(z)
 
 
 class Softmax(nn.Module):
@@ -600,7 +655,7 @@ class Softmax(nn.Module):
         self.dim = dim
 
     def forward(self, z: Tensor) -> Tensor:
-        return _Softmax.apply(z, self.dim)
+        return (_softmax if _SWITCH.fast else _softmax_readable)(z, self.dim)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
@@ -610,4 +665,4 @@ class LogSoftmax(Softmax):
     """Stable log-softmax along ``dim`` (default −1; see :func:`log_softmax`)."""
 
     def forward(self, z: Tensor) -> Tensor:
-        return _LogSoftmax.apply(z, self.dim)
+        return (_log_softmax if _SWITCH.fast else _log_softmax_readable)(z, self.dim)

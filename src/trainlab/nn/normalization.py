@@ -23,6 +23,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from trainlab.nn.fastpath import SWITCH as _SWITCH
+from trainlab.nn.fastpath import function_apply
+
 __all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "WeightNorm", "weight_norm", "remove_weight_norm",
            "convert_sync_batchnorm"]
 
@@ -51,45 +54,53 @@ def _normalize_reference(x: Tensor, weight: Tensor | None, bias: Tensor | None, 
 class _BatchNormTrain(torch.autograd.Function):
     """Training-mode batch norm over ``dims`` (all but the channel axis), hand-written backward.
 
-    Forward:  μ = mean(x),  σ² = mean((x − μ)²),  x̂ = (x − μ)/√(σ² + ε),  y = γ·x̂ + β
+    Forward:  μ = Σx/n,  σ² = Σ(x − μ)²/n,  x̂ = (x − μ)/√(σ² + ε),  y = γ·x̂ + β
+    and, when ``running`` = (running_mean, running_var, m, c) is given, the running estimates in
+    place: running ← (1 − m)·running + m·batch, i.e. lerp(running, batch, m), with the batch
+    variance times c = n/(n − 1) (or 1): two small tensors in one foreach op.
     Backward, with n values per channel and sums over ``dims`` (Ioffe & Szegedy 2015, §3):
         ∂L/∂β = Σ g,   ∂L/∂γ = Σ g·x̂,
         ∂L/∂x = γ/√(σ² + ε) · (g − (Σ g)/n − x̂·(Σ g·x̂)/n)
-    — the two sums are the parameter gradients already, so the input gradient costs three
-    elementwise ops more. Also returns μ and σ² (without history) for the running estimates.
+    — the two sums are the parameter gradients already; with s = γ/√(σ² + ε) the input
+    gradient is s·g − x̂·(s·Σg·x̂/n) − s·Σg/n: two multiply-adds over the batch.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps, dims, shape):
-        mu = x.mean(dims, keepdim=True)
+    def forward(ctx, x, weight, bias, eps, dims, shape, running):
+        n = x.numel() // x.shape[1]
+        mu = x.sum(dims, keepdim=True).div_(n)          # sum/n: the same value as mean(), one op faster
         xc = x - mu
-        var = (xc * xc).mean(dims, keepdim=True)
+        var = (xc * xc).sum(dims, keepdim=True).div_(n)
         inv_std = (var + eps).rsqrt_()
         x_hat = xc.mul_(inv_std)
         y = _affine(x_hat, weight, bias, shape)
+        if running is not None:
+            running_mean, running_var, m, correction = running
+            batch_var = var.view(-1) if correction == 1.0 else var.view(-1) * correction
+            dtype = running_mean.dtype  # a lower-precision input (bfloat16, float16) keeps float32 estimates
+            torch._foreach_lerp_([running_mean, running_var], [mu.view(-1).to(dtype), batch_var.to(dtype)], m)
         ctx.save_for_backward(x, weight, bias, x_hat, inv_std)
-        ctx.eps, ctx.dims, ctx.shape = eps, dims, shape
-        ctx.mark_non_differentiable(mu, var)
-        return y, mu, var
+        ctx.eps, ctx.dims, ctx.shape, ctx.n = eps, dims, shape, n
+        return y
 
     @staticmethod
-    def backward(ctx, g, _g_mu, _g_var):
+    def backward(ctx, g):
         x, weight, bias, x_hat, inv_std = ctx.saved_tensors
-        dims, shape = ctx.dims, ctx.shape
+        dims, shape, n = ctx.dims, ctx.shape, ctx.n
         if torch.is_grad_enabled():
             ref = lambda x_, w_, b_: _normalize_reference(x_, _view(w_, shape), _view(b_, shape), dims, ctx.eps)
             dx, dw, db = _autograd_backward(ref, (x, weight, bias), g)
-            return dx, dw, db, None, None, None
-        n = g.numel() // g.shape[1]
+            return dx, dw, db, None, None, None, None
         sum_g = g.sum(dims, keepdim=True)                     # ∂L/∂β
         sum_gx = (g * x_hat).sum(dims, keepdim=True)          # ∂L/∂γ
         dx = None
         if ctx.needs_input_grad[0]:
-            scale = inv_std if weight is None else inv_std * weight.view(shape)
-            dx = torch.addcmul(g, x_hat, sum_gx / n, value=-1.0).sub_(sum_g / n).mul_(scale)
+            scale = inv_std if weight is None else inv_std * weight.view(shape)   # s = γ/√(σ² + ε)
+            dx = torch.addcmul(sum_g.mul(scale).mul_(-1.0 / n), g, scale)     # s·g − s·Σg/n
+            dx.addcmul_(x_hat, scale.mul(sum_gx), value=-1.0 / n)             #  − x̂·s·Σg·x̂/n
         dw = sum_gx.view(-1) if weight is not None and ctx.needs_input_grad[1] else None
         db = sum_g.view(-1) if bias is not None and ctx.needs_input_grad[2] else None
-        return dx, dw, db, None, None, None
+        return dx, dw, db, None, None, None, None
 
 
 def _sync_group():
@@ -163,6 +174,9 @@ class _LayerNormFn(torch.autograd.Function):
     Forward as batch norm, per sample. Backward, with ĝ = g ⊙ γ and means over ``dims``:
         ∂L/∂x = (ĝ − mean(ĝ) − x̂·mean(ĝ ⊙ x̂))/√(σ² + ε)
         ∂L/∂γ = Σ_batch g ⊙ x̂,   ∂L/∂β = Σ_batch g
+    Note: the per-sample terms enter through an addcmul whose first argument is full-size and
+    binary ops, the broadcasts TensorIterator vectorizes; the sums over the features as
+    matrix-vector products with γ measured slower here.
     """
 
     @staticmethod
@@ -197,6 +211,9 @@ class _LayerNormFn(torch.autograd.Function):
         if bias is not None and ctx.needs_input_grad[2]:
             db = g.sum(batch_dims) if batch_dims else g.clone()
         return dx, dw, db, None, None
+
+
+_batch_norm_train, _layer_norm = function_apply(_BatchNormTrain), function_apply(_LayerNormFn)
 
 
 def _view(t: Tensor | None, shape) -> Tensor | None:
@@ -329,20 +346,29 @@ class _BatchNorm(nn.Module):
         if self.sync and self.training and _sync_group() is not None:
             y, mu, var, total = _SyncBatchNormTrain.apply(x, self.weight, self.bias, self.eps, dims, shape)
             if self.track_running_stats:  # the global batch's statistics, the same on every rank
+                self.num_batches_tracked.add_(1)
                 self._update_running_stats(mu.view(-1), var.view(-1), int(total))
             return y
         if n < 2 and self.training:
             raise ValueError(f"{type(self).__name__} in training mode needs more than one value per channel to "
                              f"estimate a variance, got input shape {tuple(x.shape)} (a batch of one). Use a "
                              "larger batch, call model.eval() for inference, or use LayerNorm")
-        if self.eps_placement == "inside":
-            y, mu, var = _BatchNormTrain.apply(x, self.weight, self.bias, self.eps, dims, shape)
-        else:
-            y = _normalize_reference(x, _view(self.weight, shape), _view(self.bias, shape), dims, self.eps, False)
+        update = self.training and self.track_running_stats
+        if self.eps_placement == "inside" and _SWITCH.fast:
+            running = None
+            if update:  # the Function updates the running estimates in place, in one op
+                self.num_batches_tracked.add_(1)
+                correction = n / (n - 1) if self.unbiased_running_var else 1.0
+                running = (self.running_mean, self.running_var, self._momentum_now(), correction)
+            return _batch_norm_train(x, self.weight, self.bias, self.eps, dims, shape, running)
+        # the readable form: the formula differentiated by autograd, then the running estimates
+        y = _normalize_reference(x, _view(self.weight, shape), _view(self.bias, shape), dims, self.eps,
+                                 self.eps_placement == "inside")
+        if update:
             with torch.no_grad():
                 mu = x.mean(dims, keepdim=True)
                 var = (x - mu).square().mean(dims, keepdim=True)
-        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
             self._update_running_stats(mu.view(-1), var.view(-1), n)
         return y
 
@@ -351,13 +377,17 @@ class _BatchNorm(nn.Module):
         """The reduced axes (all but channel axis 1) and the broadcast shape of per-channel tensors."""
         return (0,) + tuple(range(2, ndim)), (1, -1) + (1,) * (ndim - 2)
 
+    def _momentum_now(self) -> float:
+        """m for this batch (``num_batches_tracked`` already counts it)."""
+        if self.momentum is None:  # cumulative moving average: m = 1/t
+            return 1.0 / float(self.num_batches_tracked)
+        return self.momentum
+
     @torch.no_grad()
     def _update_running_stats(self, mu: Tensor, var: Tensor, n: int) -> None:
-        self.num_batches_tracked.add_(1)
-        if self.momentum is None:  # cumulative moving average: m = 1/t
-            m = 1.0 / float(self.num_batches_tracked)
-        else:
-            m = self.momentum
+        """The running estimates as written (the fast path does the same in one lerp); the caller
+        has counted the batch in ``num_batches_tracked``."""
+        m = self._momentum_now()
         correction = n / (n - 1) if self.unbiased_running_var else 1.0
         # running ← (1 − m)·running + m·batch, both at once; the variance with n/(n − 1)
         torch._foreach_mul_([self.running_mean, self.running_var], 1.0 - m)
@@ -459,7 +489,9 @@ class LayerNorm(nn.Module):
             raise ValueError(f"LayerNorm{self.normalized_shape} got an input of shape {tuple(x.shape)}; its trailing "
                              f"dimensions must equal normalized_shape")
         dims = tuple(range(x.dim() - k, x.dim()))
-        return _LayerNormFn.apply(x, self.weight, self.bias, self.eps, dims)
+        if _SWITCH.fast:
+            return _layer_norm(x, self.weight, self.bias, self.eps, dims)
+        return _normalize_reference(x, self.weight, self.bias, dims, self.eps)  # the readable form
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
