@@ -18,7 +18,7 @@ from trainlab.experiments.study_procedures.init_training import init_training
 from trainlab.experiments.study_procedures.initialization import init_depth_profile, init_symmetry, init_tanh_gain
 from trainlab.experiments.study_procedures.landscape import landscape_minima
 from trainlab.experiments.study_procedures.normalization import bn_learning_rate
-from trainlab.experiments.study_procedures.mnist import mnist_recipe
+from trainlab.experiments.study_procedures.mnist import mnist_recipe, recipe_ablation
 from trainlab.experiments.study_procedures.optimizer_claims import adaptive_claims, dynamics_claims
 from trainlab.experiments.study_procedures.optimizers import optimizer_grid
 from trainlab.experiments.study_procedures.penalty_paths import penalty_paths, penalty_strength
@@ -54,6 +54,7 @@ PROCEDURES = {
     "penalty_paths": penalty_paths,
     "penalty_strength": penalty_strength,
     "random_matrices": random_matrices,
+    "recipe_ablation": recipe_ablation,
     "rnn_long_memory": rnn_long_memory,
     "weight_decay_forms": weight_decay_forms,
 }
