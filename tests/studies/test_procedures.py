@@ -76,3 +76,23 @@ def test_step_losses_counts_updates_per_epoch():
         cb.on_epoch_end(epoch, {})
     assert cb.steps_per_epoch == [3, 2] and cb.losses == [0.0, 1.0, 2.0, 0.0, 1.0]
     assert not math.isnan(sum(cb.losses))
+
+
+def test_recipe_ablation_pairs_variants_and_replaces_whole_sections(tmp_path):
+    from trainlab.experiments.studies import StudyContext
+    from trainlab.experiments.study_procedures.mnist import recipe_ablation
+
+    recipe = {"model": {"kind": "mlp", "hidden": [16], "norm": "batch"},
+              "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True},
+              "train": {"epochs": 1, "batch_size": 64}, "diagnostics": None}
+    variants = {"recipe": {}, "same_again": {"model": {"norm": "batch"}},
+                # merged, AdamW would get SGD's momentum and nesterov and refuse them
+                "adamw": {"optimizer": {"name": "adamw", "lr": 0.001}, "replace": ["optimizer"]}}
+    out = recipe_ablation(StudyContext(tmp_path), data={"name": "mnist", "n_train": 300, "n_val": 100, "n_test": 100},
+                          recipe=recipe, variants=variants, recipe_seeds=[1])
+    m = out.metrics
+    # the same config with the same seed trains identically: a cost of exactly 0 (the comparison is paired)
+    assert m["same_again.cost"] == 0.0 and m["recipe.cost"] == 0.0
+    assert m["adamw.cost"] == pytest.approx(100 * (m["recipe.test_accuracy"] - m["adamw.test_accuracy"]))
+    seeds = [m["recipe.test_accuracy"], m["recipe.seed1.test_accuracy"]]
+    assert m["recipe.seed_spread"] == pytest.approx(100 * (max(seeds) - min(seeds)))

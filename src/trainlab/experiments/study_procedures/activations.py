@@ -74,6 +74,10 @@ def activation_comparison(ctx: StudyContext, *, data: dict, base: dict, activati
         <label>.grad_ratio           = mean over seeds of mean-layer grad norm / the baseline's
         <label>.grad_larger_seeds    = number of seeds where that ratio > 1
 
+    with the gradient norms at the end of training (``grad_ratio``), at initialization
+    (``init_grad_ratio``: the activation's own effect on backpropagation, before training moves
+    the two nets apart) and averaged over every epoch's record (``epochs_grad_ratio``).
+
     ``budget`` (``{n_train, epochs}``) trains the baseline once more on ``n_train`` images for
     ``epochs`` epochs (same validation set) and reports the first epoch whose validation accuracy
     reaches 97 % and 98 % (``budget.epochs_to_97``, ``budget.epochs_to_98``; 0 when never reached)
@@ -111,7 +115,12 @@ def activation_comparison(ctx: StudyContext, *, data: dict, base: dict, activati
                    "first_layer_grad_norm": g_end[0],
                    "first_over_last_grad": g_end[0] / g_end[-1] if g_end[-1] > 0 else float("inf"),
                    "mean_grad_norm": sum(g_end) / len(g_end),
-                   "first_epoch_mean_grad_norm": sum(g_start) / len(g_start)}
+                   "first_epoch_mean_grad_norm": sum(g_start) / len(g_start),
+                   # at initialization (same seed, so the same draw up to the init's gain) the
+                   # activation's own effect on backpropagation shows without training's noise
+                   "init_mean_grad_norm": _mean_grad(rec.initial, hidden_layers),
+                   # averaged over every epoch's record: one probe batch at one step is noisy
+                   "epochs_mean_grad_norm": sum(_mean_grad(r, hidden_layers) for r in rec.records) / len(rec.records)}
             for k, v in got.items():
                 per_seed.setdefault(label, {}).setdefault(k, []).append(v)
             if len(seeds) > 1:
@@ -136,14 +145,18 @@ def activation_comparison(ctx: StudyContext, *, data: dict, base: dict, activati
         b = per_seed[baseline]
         for label, got in per_seed.items():
             diffs = [100 * (a - r) for a, r in zip(got["val_accuracy"], b["val_accuracy"])]
-            ratios = [g / r for g, r in zip(got["mean_grad_norm"], b["mean_grad_norm"])]
             metrics[f"{label}.acc_minus_baseline"] = sum(diffs) / len(diffs)
             metrics[f"{label}.acc_wins"] = sum(d > 0 for d in diffs)
-            metrics[f"{label}.grad_ratio"] = sum(ratios) / len(ratios)
-            metrics[f"{label}.grad_larger_seeds"] = sum(r > 1 for r in ratios)
+            for prefix, key in (("", "mean_grad_norm"), ("init_", "init_mean_grad_norm"),
+                                ("epochs_", "epochs_mean_grad_norm")):
+                ratios = [g / r for g, r in zip(got[key], b[key])]
+                metrics[f"{label}.{prefix}grad_ratio"] = sum(ratios) / len(ratios)
+                metrics[f"{label}.{prefix}grad_larger_seeds"] = sum(r > 1 for r in ratios)
+            ratios = [g / r for g, r in zip(got["epochs_mean_grad_norm"], b["epochs_mean_grad_norm"])]
+            init_ratios = [g / r for g, r in zip(got["init_mean_grad_norm"], b["init_mean_grad_norm"])]
             compare.append((label, len(seeds), metrics[f"{label}.val_accuracy"], metrics[f"{label}.val_accuracy_min"],
                             metrics[f"{label}.val_accuracy_max"], ", ".join(f"{d:+.2f}" for d in diffs),
-                            ", ".join(f"{r:.2f}" for r in ratios)))
+                            ", ".join(f"{r:.2f}" for r in init_ratios), ", ".join(f"{r:.2f}" for r in ratios)))
     sections = []
     if budget:
         sections.append(_budget_run(ctx, data, base, activations[baseline], baseline, budget, metrics))
@@ -163,10 +176,16 @@ def activation_comparison(ctx: StudyContext, *, data: dict, base: dict, activati
     if compare:
         out.append(Section(f"Against {baseline}, seed by seed", text=[
             f"Accuracy differences in points of validation accuracy and ratios of the mean hidden-layer "
-            f"gradient norm (end of training), each against {baseline} trained with the same seed."],
+            f"gradient norm on the probe batch (at initialization, and averaged over the epochs of "
+            f"training), each against {baseline} trained with the same seed."],
             table=(("label", "seeds", "mean val acc", "min", "max", f"− {baseline} (points)",
-                    f"grad norm / {baseline}'s"), compare)))
+                    f"grad norm / {baseline}'s at init", f"… during training"), compare)))
     return Outcome(metrics, out + sections)
+
+
+def _mean_grad(record: dict, layers: list[str]) -> float:
+    """The mean over ``layers`` of a diagnostics record's weight-gradient norms."""
+    return sum(record["layers"][n]["grad_norm"] for n in layers) / len(layers)
 
 
 def _budget_run(ctx: StudyContext, data: dict, base: dict, spec: dict, label: str, budget: dict,
