@@ -92,7 +92,7 @@ def mnist_recipe(ctx: StudyContext, *, data: dict, config: dict, members: int = 
 
 def recipe_ablation(ctx: StudyContext, *, data: dict, recipe: dict, variants: dict[str, dict],
                     recipe_seeds: list[int] | None = None, only: list[str] | None = None,
-                    reference: str = "recipe") -> Outcome:
+                    reference: str = "recipe", pairs: dict[str, list[str]] | None = None) -> Outcome:
     """Train the recipe and each variant of it on the same MNIST subset and compare test accuracy.
 
     ``recipe`` is a runner config without data; each entry of ``variants`` is an override merged
@@ -109,7 +109,10 @@ def recipe_ablation(ctx: StudyContext, *, data: dict, recipe: dict, variants: di
         cost = 100 · (test accuracy of the recipe − test accuracy of the variant)   (points)
 
     and a cost smaller than the recipe's seed spread (max − min over its seeds) is noise, not an
-    effect. ``only`` restricts the run to some variants (quick mode). Reported per variant:
+    effect. ``pairs`` names differences between two variants, ``{name: [a, b]}`` reporting
+    ``name = 100 · (accuracy of a − accuracy of b)`` (e.g. batch norm's worth at depth 10; pairs
+    whose variants did not run are left out). ``only`` restricts the run to some variants (quick
+    mode). Reported per variant:
     ``<label>.test_accuracy``, ``.val_accuracy``, ``.best_val_accuracy``, ``.cost``, ``.epochs``,
     ``.seconds`` (process CPU time); and ``recipe.seed_spread`` / ``recipe.seed_mean``.
     """
@@ -163,6 +166,9 @@ def recipe_ablation(ctx: StudyContext, *, data: dict, recipe: dict, variants: di
     ref_acc = metrics[f"{reference}.test_accuracy"]
     for label in labels:
         metrics[f"{label}.cost"] = 100 * (ref_acc - metrics[f"{label}.test_accuracy"])
+    for name, (a, b) in (pairs or {}).items():
+        if f"{a}.test_accuracy" in metrics and f"{b}.test_accuracy" in metrics:
+            metrics[name] = 100 * (metrics[f"{a}.test_accuracy"] - metrics[f"{b}.test_accuracy"])
     metrics[f"{reference}.seed_mean"] = sum(seed_accs) / len(seed_accs)
     metrics[f"{reference}.seed_spread"] = 100 * (max(seed_accs) - min(seed_accs))
     metrics["n_train"], metrics["n_test"] = len(train_ds), len(test_ds)
