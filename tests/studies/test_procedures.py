@@ -96,3 +96,15 @@ def test_recipe_ablation_pairs_variants_and_replaces_whole_sections(tmp_path):
     assert m["adamw.cost"] == pytest.approx(100 * (m["recipe.test_accuracy"] - m["adamw.test_accuracy"]))
     seeds = [m["recipe.test_accuracy"], m["recipe.seed1.test_accuracy"]]
     assert m["recipe.seed_spread"] == pytest.approx(100 * (max(seeds) - min(seeds)))
+
+
+def test_recipe_ablation_names_the_bad_parameter_before_training(tmp_path):
+    from trainlab.experiments.studies import StudyContext, StudyError
+    from trainlab.experiments.study_procedures.mnist import recipe_ablation
+
+    ctx = StudyContext(tmp_path)
+    with pytest.raises(StudyError, match=r"params.data: .*in-memory MNIST subset"):
+        recipe_ablation(ctx, data={"name": "mnist"}, recipe={}, variants={"recipe": {}})
+    with pytest.raises(StudyError, match=r"params.pairs.bn: unknown variant\(s\) 'deep'"):
+        recipe_ablation(ctx, data={"name": "mnist", "n_train": 10}, recipe={}, variants={"recipe": {}},
+                        pairs={"bn": ["recipe", "deep"]})

@@ -120,10 +120,19 @@ def recipe_ablation(ctx: StudyContext, *, data: dict, recipe: dict, variants: di
     from trainlab.experiments.plots import plot_bars
     from trainlab.losses import Loss
 
+    from trainlab.experiments.studies import StudyError
+
+    # a bad parameter fails here, before any training, naming the field and the fix
+    if data.get("name") != "mnist" or not any(k in data for k in ("n_train", "n_val", "n_test")):
+        raise StudyError(f"params.data: recipe_ablation trains on an in-memory MNIST subset; give "
+                         f"{{name: mnist, n_train: N, n_val: N, n_test: N}}, got {data}")
+    for field, names in (("only", only or []), *((f"pairs.{k}", v) for k, v in (pairs or {}).items())):
+        unknown = [n for n in names if n not in variants and n != reference]
+        if unknown:
+            raise StudyError(f"params.{field}: unknown variant(s) {', '.join(map(repr, unknown))}; "
+                             f"the variants are: {', '.join(variants)}")
     t0 = time.perf_counter()
     cfg_data, splits = resolve_data(data, ctx.seed)
-    if splits is None:
-        raise ValueError("recipe_ablation needs an in-memory MNIST subset: data {name: mnist, n_train, n_val, n_test}")
     train_ds, val_ds, test_ds = splits
     labels = [k for k in variants if only is None or k in only]
     if reference not in labels:
