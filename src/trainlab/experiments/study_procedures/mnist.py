@@ -118,9 +118,8 @@ def recipe_ablation(ctx: StudyContext, *, data: dict, recipe: dict, variants: di
     """
     from trainlab.experiments.ensemble import predict_proba, score
     from trainlab.experiments.plots import plot_bars
-    from trainlab.losses import Loss
-
     from trainlab.experiments.studies import StudyError
+    from trainlab.losses import Loss
 
     # a bad parameter fails here, before any training, naming the field and the fix
     if data.get("name") != "mnist" or not any(k in data for k in ("n_train", "n_val", "n_test")):
@@ -170,7 +169,7 @@ def recipe_ablation(ctx: StudyContext, *, data: dict, recipe: dict, variants: di
         metrics.update({f"{label}.test_accuracy": test_acc, f"{label}.val_accuracy": val_acc,
                         f"{label}.best_val_accuracy": best_val, f"{label}.epochs": epochs,
                         f"{label}.seconds": seconds, f"{label}.diverged": float(run.diverged is not None)})
-        rows.append((label, json_short(override), epochs, val_acc, test_acc, None, seconds))
+        rows.append((label, _json_short(override), epochs, val_acc, test_acc, None, seconds))
         ctx.log(f"{label}: test accuracy {test_acc:.4f} after {epochs} epochs, {seconds:.0f} s")
     ref_acc = metrics[f"{reference}.test_accuracy"]
     for label in labels:
@@ -202,7 +201,7 @@ def recipe_ablation(ctx: StudyContext, *, data: dict, recipe: dict, variants: di
     return Outcome(metrics, [section])
 
 
-def json_short(override: dict) -> str:
+def _json_short(override: dict) -> str:
     """An override as compact one-line text for the report's table."""
     import json
 
