@@ -100,3 +100,33 @@ def test_a_fashion_mnist_data_section_gives_seeded_subsets_from_the_named_files(
     assert seen == [{"flatten": True, "source": "idx", "root": "files"}]
     _, (again, _, _) = _common.resolve_data(spec, seed=3)
     assert torch.equal(again.y, train.y) and len(seen) == 1  # seeded, and loaded once
+def test_recipe_ablation_pairs_variants_and_replaces_whole_sections(tmp_path):
+    from trainlab.experiments.studies import StudyContext
+    from trainlab.experiments.study_procedures.mnist import recipe_ablation
+
+    recipe = {"model": {"kind": "mlp", "hidden": [16], "norm": "batch"},
+              "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True},
+              "train": {"epochs": 1, "batch_size": 64}, "diagnostics": None}
+    variants = {"recipe": {}, "same_again": {"model": {"norm": "batch"}},
+                # merged, AdamW would get SGD's momentum and nesterov and refuse them
+                "adamw": {"optimizer": {"name": "adamw", "lr": 0.001}, "replace": ["optimizer"]}}
+    out = recipe_ablation(StudyContext(tmp_path), data={"name": "mnist", "n_train": 300, "n_val": 100, "n_test": 100},
+                          recipe=recipe, variants=variants, recipe_seeds=[1])
+    m = out.metrics
+    # the same config with the same seed trains identically: a cost of exactly 0 (the comparison is paired)
+    assert m["same_again.cost"] == 0.0 and m["recipe.cost"] == 0.0
+    assert m["adamw.cost"] == pytest.approx(100 * (m["recipe.test_accuracy"] - m["adamw.test_accuracy"]))
+    seeds = [m["recipe.test_accuracy"], m["recipe.seed1.test_accuracy"]]
+    assert m["recipe.seed_spread"] == pytest.approx(100 * (max(seeds) - min(seeds)))
+
+
+def test_recipe_ablation_names_the_bad_parameter_before_training(tmp_path):
+    from trainlab.experiments.studies import StudyContext, StudyError
+    from trainlab.experiments.study_procedures.mnist import recipe_ablation
+
+    ctx = StudyContext(tmp_path)
+    with pytest.raises(StudyError, match=r"params.data: .*in-memory MNIST subset"):
+        recipe_ablation(ctx, data={"name": "mnist"}, recipe={}, variants={"recipe": {}})
+    with pytest.raises(StudyError, match=r"params.pairs.bn: unknown variant\(s\) 'deep'"):
+        recipe_ablation(ctx, data={"name": "mnist", "n_train": 10}, recipe={}, variants={"recipe": {}},
+                        pairs={"bn": ["recipe", "deep"]})

@@ -19,7 +19,7 @@ from trainlab.experiments.study_procedures.init_training import init_training
 from trainlab.experiments.study_procedures.initialization import init_depth_profile, init_symmetry, init_tanh_gain
 from trainlab.experiments.study_procedures.landscape import landscape_minima
 from trainlab.experiments.study_procedures.normalization import bn_learning_rate
-from trainlab.experiments.study_procedures.mnist import mnist_recipe
+from trainlab.experiments.study_procedures.mnist import mnist_recipe, recipe_ablation
 from trainlab.experiments.study_procedures.optimizer_claims import adaptive_claims, dynamics_claims
 from trainlab.experiments.study_procedures.optimizer_defaults import optimizer_defaults
 from trainlab.experiments.study_procedures.optimizers import optimizer_grid
@@ -69,6 +69,7 @@ PROCEDURES = {
     "penalty_strength": penalty_strength,
     "pruning_sweep": pruning_sweep,
     "random_matrices": random_matrices,
+    "recipe_ablation": recipe_ablation,
     "rnn_long_memory": rnn_long_memory,
     "rnn_chaos": rnn_chaos,
     "rnn_one_to_many": rnn_one_to_many,
