@@ -3,15 +3,16 @@
 1. Step. Two parameter sets with fixed random gradients: "100 tensors" (an MLP of 49 hidden
    layers, widths cycling through 32/64/128, so tensors of many sizes) and "MNIST MLP" (the
    784-256-256-10 MLP's 6 tensors). For Adam, AdamW, SGD with momentum 0.9, Adagrad and RMSprop it
-   times ``optimizer.step()`` of trainlab's optimizer — the default fast path (the flat buffers),
-   the per-tensor ``torch._foreach_*`` path (``flat`` off), ``fused=True`` (our rule compiled into
-   one kernel; Adam, AdamW, SGD) and the readable per-tensor rule — and of torch.optim's
-   ``foreach=False``, ``foreach=True`` and ``fused=True``. Contestants run round-robin, a block of
+   times ``optimizer.step()`` of trainlab's optimizer — the default (on the CPU the one-pass native
+   kernel of :mod:`trainlab.optim.native`), the flat path and the per-tensor ``torch._foreach_*``
+   path (both with the kernels off), ``fused=True`` (Adam, AdamW, SGD: on the CPU the native
+   kernel as well, on a GPU our rule compiled by ``torch.compile``) and the readable per-tensor
+   rule — and of torch.optim's ``foreach=False``, ``foreach=True`` and ``fused=True``. Contestants run round-robin, a block of
    steps each in turn, so that other work on the machine slows them alike; the median over the
    blocks is reported, at each thread count of ``--threads`` (default 1 and 2).
 
-   Goals (issue 13): trainlab's ``fused=True`` ≤ 1.2× torch's ``fused=True`` where torch has one;
-   trainlab's default step ≤ 1.0× torch's ``foreach=True``. Beside each time: the memory traffic
+   Goals (issue 13): trainlab's default step and its ``fused=True`` ≤ 1.2× torch's ``fused=True``
+   where torch has one; trainlab's default step ≤ 1.0× torch's ``foreach=True``. Beside each time: the memory traffic
    the rule needs (bytes/step: θ, g and each state read once, θ and each state written once)
    divided by the bandwidth a plain copy reaches on buffers of the same size — the time a step at
    memory speed would take — and the step's time as a multiple of it.
@@ -103,13 +104,19 @@ def contestants(kind: str, device="cpu", fused: bool = True) -> dict:
         "rmsprop": (O.RMSprop, torch.optim.RMSprop, {"lr": 1e-2}),
     }[kind]
 
+    def flat(ps):
+        opt = ours(ps, **kw)
+        opt.native, opt.flat_min_tensors = False, 2
+        return opt
+
     def per_tensor(ps):
         opt = ours(ps, **kw)
+        opt.native = False
         for g in opt.param_groups:
             g["flat"] = False
         return opt
 
-    out = {"trainlab": lambda ps: ours(ps, **kw), "trainlab per-tensor foreach": per_tensor}
+    out = {"trainlab": lambda ps: ours(ps, **kw), "trainlab flat path": flat, "trainlab per-tensor foreach": per_tensor}
     if fused and kind in ("adam", "adamw", "sgd-momentum"):
         out["trainlab fused=True"] = lambda ps: ours(ps, fused=True, **kw)
     out["trainlab (readable rule)"] = lambda ps: ours(ps, foreach=False, **kw)
@@ -190,6 +197,8 @@ def step_table(blocks: int, steps: int, device, fused: bool, sets: list[str]) ->
             rows = {name: {"us_per_step": 1e6 * s, "ratio_to_torch_foreach": s / ref,
                            "x_memory_floor": s / floor} for name, s in t.items()}
             goals = {"trainlab / torch foreach=True": (t["trainlab"] / ref, FOREACH_GOAL)}
+            if "torch fused=True" in t:
+                goals["trainlab / torch fused=True"] = (t["trainlab"] / t["torch fused=True"], FUSED_GOAL)
             if "trainlab fused=True" in t and "torch fused=True" in t:
                 goals["trainlab fused=True / torch fused=True"] = (
                     t["trainlab fused=True"] / t["torch fused=True"], FUSED_GOAL)
@@ -204,7 +213,8 @@ def step_table(blocks: int, steps: int, device, fused: bool, sets: list[str]) ->
             for label, (r, g) in goals.items():
                 print(f"    {label}: {_verdict(r, g)}")
                 # for make bench's table (benchmarks/run_all.py): optim.<kind>.<set>.<contestant>.t<threads>
-                who = "fused_vs_torch_fused" if "fused" in label else "default_vs_torch_foreach"
+                who = {"trainlab / torch foreach=True": "default_vs_torch_foreach",
+                       "trainlab / torch fused=True": "default_vs_torch_fused"}.get(label, "fused_vs_torch_fused")
                 where = set_name.lower().replace(" ", "_")
                 print(f"RATIO optim.{kind}.{where}.{who}.t{torch.get_num_threads()} {r:.3f} <= {g}")
     return out

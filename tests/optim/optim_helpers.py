@@ -68,8 +68,14 @@ def roundtrip(state_dict):
     return torch.load(buf, weights_only=False)
 
 
+def foreach_only(opt):
+    """``opt`` with the one-pass native kernels off: its steps take the foreach (or flat) path."""
+    opt.native = False
+    return opt
+
+
 def maxdiff(a, b) -> float:
     return (a - b).abs().max().item()
 
 
-__all__ = ["TOL", "problem", "flat", "make_closure", "trajectory", "roundtrip", "maxdiff", "copy"]
+__all__ = ["TOL", "problem", "flat", "make_closure", "trajectory", "roundtrip", "foreach_only", "maxdiff", "copy"]

@@ -12,6 +12,7 @@ def _flat(make):
     def build(params):
         opt = make(params)
         opt.flat_min_tensors = 2  # the test problem has 4 tensors: take the flat path anyway
+        opt.native = False  # not the one-pass kernels (test_native.py), which would take these steps
         return opt
     return build
 
@@ -19,6 +20,7 @@ def _flat(make):
 def _no_flat(make):
     def build(params):
         opt = make(params)
+        opt.native = False
         for g in opt.param_groups:
             g["flat"] = False
         return opt
@@ -38,7 +40,7 @@ def test_flat_path_is_bit_identical_to_the_per_tensor_fast_path(cls, kwargs, dty
 def test_flat_path_is_taken_and_the_tensors_are_views():
     model, X, y = problem()
     opt = O.Adam(model.parameters(), lr=0.01)
-    opt.flat_min_tensors = 2
+    opt.flat_min_tensors, opt.native = 2, False
     assert opt.flat_buffers == {}
     trajectory(None, steps=2, model=model, opt=opt)
     bufs = opt.flat_buffers[0]
@@ -98,7 +100,7 @@ def test_state_dict_round_trip_and_resume_match_an_uninterrupted_run():
 def test_add_param_group_and_model_to_rebuild_the_flat_buffers():
     model, X, y = problem(torch.float64)
     opt = O.SGD(list(model.parameters())[:2], lr=0.1, momentum=0.9)
-    opt.flat_min_tensors = 2
+    opt.flat_min_tensors, opt.native = 2, False
     trajectory(None, torch.float64, 3, model=model, opt=opt)
     opt.add_param_group({"params": list(model.parameters())[2:]})
     trajectory(None, torch.float64, 3, model=model, opt=opt, start=3)
@@ -106,7 +108,7 @@ def test_add_param_group_and_model_to_rebuild_the_flat_buffers():
     # the same six steps with the per-tensor path
     model_b, _, _ = problem(torch.float64)
     opt_b = O.SGD(list(model_b.parameters())[:2], lr=0.1, momentum=0.9)
-    opt_b.param_groups[0]["flat"] = False
+    opt_b.native, opt_b.param_groups[0]["flat"] = False, False
     trajectory(None, torch.float64, 3, model=model_b, opt=opt_b)
     opt_b.add_param_group({"params": list(model_b.parameters())[2:], "flat": False})
     trajectory(None, torch.float64, 3, model=model_b, opt=opt_b, start=3)

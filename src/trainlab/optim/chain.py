@@ -185,6 +185,9 @@ class ChainOptimizer(torch.optim.Optimizer):
     #: when it saves per-tensor kernel launches, i.e. for groups of many tensors (``fused=True``
     #: needs the flat buffers and takes them whatever the count)
     flat_min_tensors: int = 8
+    #: whether steps the one-pass native kernels cover run there (trainlab.optim.native); off,
+    #: the foreach and flat paths take them
+    native: bool = True
 
     def __init__(self, params, defaults: dict):
         self._extra_pre: list[Transform] = []
@@ -296,6 +299,8 @@ class ChainOptimizer(torch.optim.Optimizer):
         foreach = self._foreach(group)
         if uniform:
             info = StepInfo(t0, lr, group, foreach)
+            if foreach and self._step_native(group, chain, params, states, info):
+                return
             if foreach and self._step_flat(group, chain, params, states, info):
                 return
             self._run(chain, params, states, info)
@@ -340,6 +345,24 @@ class ChainOptimizer(torch.optim.Optimizer):
 
 
     # -- the flat path ---------------------------------------------------------------------------
+    def _step_native(self, group: dict, chain: list[Transform], params: list[Tensor],
+                     states: list[dict], info: StepInfo) -> bool:
+        """Run the step as one call of a one-pass native kernel (:mod:`trainlab.optim.native`).
+
+        Taken on the CPU when the optimizer's ``native`` is on (the default), the group does not
+        say ``fused=False`` or ``native=False``, a kernel covers the chain (Adam/AdamW, SGD,
+        Adagrad, RMSprop without the variants that change the rule's shape) and every tensor is a
+        contiguous float32/float64 CPU tensor. Returns False (nothing done) otherwise.
+        """
+        if not self.native or group.get("native") is False or group.get("fused") is False:
+            return False
+        cache = self.__dict__.setdefault("_native", {})
+        hit = cache.get(id(group))
+        if hit is None or hit[0] is not chain:
+            from trainlab.optim.native import native_rule
+            hit = cache[id(group)] = (chain, native_rule(chain))
+        return hit[1] is not None and hit[1](params, states, info)
+
     def _step_flat(self, group: dict, chain: list[Transform], params: list[Tensor],
                    states: list[dict], info: StepInfo) -> bool:
         """Run the step on one flat buffer per state instead of one tensor per parameter.
