@@ -82,12 +82,13 @@ class Batches:
         return torch.randperm(self.n, generator=self.generator).to(self.data.X.device)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        X, y, b = self.data.X, self.data.y, self.batch_size
+        X, y, b, n, shard = self.data.X, self.data.y, self.batch_size, self.n, self.shard
         perm = self.order()
         for i in range(len(self)):
-            start, stop = i * b, min((i + 1) * b, self.n)
-            if self.shard is not None:
-                lo, hi = shard_bounds(stop - start, *self.shard)
+            start = i * b
+            stop = start + b if start + b < n else n
+            if shard is not None:
+                lo, hi = shard_bounds(stop - start, *shard)
                 start, stop = start + lo, start + hi
             if perm is None:  # contiguous views, no copy
                 yield X[start:stop], y[start:stop]

@@ -60,19 +60,33 @@ def model_dtype(model: nn.Module) -> torch.dtype:
     return torch.get_default_dtype()
 
 
-def _count_correct(loss_fn, z: Tensor, y: Tensor) -> Tensor | None:
-    if isinstance(loss_fn, Loss):
-        return loss_fn.correct(z, y) if loss_fn.is_classification else None
+def _argmax_correct(z: Tensor, y: Tensor) -> Tensor | None:
+    # a loss function that is not a trainlab Loss: class-index targets and one logit per class
     if not y.dtype.is_floating_point and z.dim() == 2 and z.shape[1] > 1:
         return (z.argmax(1) == y).sum()
     return None
+
+
+def _count_correct(loss_fn, z: Tensor, y: Tensor) -> Tensor | None:
+    if isinstance(loss_fn, Loss):
+        return loss_fn.correct(z, y) if loss_fn.is_classification else None
+    return _argmax_correct(z, y)
 
 
 def _correct_counter(loss_fn):
     """``(z, y) -> correct count`` (a device tensor) for ``loss_fn``, or ``None`` when it has no accuracy."""
     if isinstance(loss_fn, Loss):
         return loss_fn.correct if loss_fn.is_classification else None
-    return lambda z, y: _count_correct(loss_fn, z, y)
+    return _argmax_correct
+
+
+def _set_mode(model: nn.Module, modules: list[nn.Module], training: bool) -> bool:
+    """``model.train(training)`` unless every module is in that mode already (the walk over the
+    module tree is what a tiny model's epoch would notice). Returns whether it changed anything."""
+    if all(m.training == training for m in modules):
+        return False
+    model.train(training)
+    return True
 
 
 def _check_finite(losses: list[Tensor], epoch: int, first_step: int, sizes: list[int] | None = None,
@@ -111,7 +125,8 @@ def _check_finite(losses: list[Tensor], epoch: int, first_step: int, sizes: list
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data, loss: str | Loss = "cross_entropy", *,
-             batch_size: int = 8192, device: torch.device | str | None = None) -> dict[str, float]:
+             batch_size: int = 8192, device: torch.device | str | None = None,
+             _modules: list[nn.Module] | None = None) -> dict[str, float]:
     """Loss and (for classification) accuracy of ``model`` on ``data``, in eval mode.
 
     The loss is the mean over samples (batches weighted by their size). The model's train/eval
@@ -122,7 +137,8 @@ def evaluate(model: nn.Module, data, loss: str | Loss = "cross_entropy", *,
     if device is not None:
         ds = ds.to(device)
     was_training = model.training
-    model.eval()
+    modules = list(model.modules()) if _modules is None else _modules
+    changed = _set_mode(model, modules, False)
     n = len(ds)
     totals, corrects = [], []  # device tensors, read once at the end
     try:
@@ -140,7 +156,8 @@ def evaluate(model: nn.Module, data, loss: str | Loss = "cross_entropy", *,
             if c is not None:
                 corrects.append(c.reshape(()).double())  # sequences' per-step accuracy counts fractions
     finally:
-        model.train(was_training)
+        if changed:
+            model.train(was_training)
     if not totals:
         return {"loss": 0.0}
     if isinstance(totals[0], float):
@@ -257,13 +274,15 @@ class Loop:
             # put in after on_train_begin, so callbacks that reset themselves there get their saved state
             initial_epoch = restore(self, resume, checked=True)
             self.stop_training = bool(resume.loop.get("stop_training", False))
+        # for the train/eval switches of every epoch (taken after on_train_begin, which may change the model)
+        modules = list(model.modules())
         for epoch in range(initial_epoch, self.epochs if not self.stop_training else initial_epoch):
             self.epoch = epoch
             if group is not None:
                 group.epoch_seed(self.seed, epoch)
             logs: dict = {}
             cbs.on_epoch_begin(epoch, logs)
-            model.train()
+            _set_mode(model, modules, True)
             t0 = time.perf_counter()
             losses, corrects, sizes = [], [], []  # device tensors, read once at the epoch end
             host_total = 0.0  # Σ loss·batch size of the steps read at once (CPU, many processes)
@@ -328,7 +347,7 @@ class Loop:
                 v = _evaluate_sharded(model, self.val, loss_fn, self.eval_batch_size, group, self.device)
                 logs.update({f"val_{k}": val for k, val in v.items()})
             elif self.val is not None:
-                v = evaluate(model, self.val, loss_fn, batch_size=self.eval_batch_size)
+                v = evaluate(model, self.val, loss_fn, batch_size=self.eval_batch_size, _modules=modules)
                 logs.update({f"val_{k}": val for k, val in v.items()})
             logs["lr"] = float(optimizer.param_groups[0]["lr"])
             logs["time"] = time.perf_counter() - t0
