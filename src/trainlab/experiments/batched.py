@@ -246,10 +246,19 @@ def _linears(model: MLP) -> list[nn.Linear]:
 # the batched update rules
 
 
-def _column(values: Sequence[float], like: Tensor, dtype=None) -> Tensor:
+def _column(values: Sequence[float], like: Tensor, dtype=None, spread: Callable[[Tensor], Tensor] | None = None
+            ) -> Tensor:
     """Per-member hyperparameters as an (M, 1, 1) column: it broadcasts over every member's
-    stacked (M, out, in) weights and (M, 1, out) biases."""
-    return torch.tensor([float(v) for v in values], dtype=dtype or like.dtype, device=like.device).view(-1, 1, 1)
+    stacked (M, out, in) weights and (M, 1, out) biases.
+
+    ``spread`` lays the (M,) values out another way (one value per element of a flat buffer that
+    holds all members' parameters, see :class:`_FlatMLP`). A value shared by every member is one
+    0-d tensor instead: it broadcasts the same, and the update reads no column at all.
+    """
+    col = torch.tensor([float(v) for v in values], dtype=dtype or like.dtype, device=like.device)
+    if len(values) > 0 and all(float(v) == float(values[0]) for v in values):
+        return col[0].clone()
+    return spread(col) if spread is not None else col.view(-1, 1, 1)
 
 
 class BatchedSGD:
@@ -270,16 +279,17 @@ class BatchedSGD:
         like: a tensor with the parameters' dtype and device.
 
     Hyperparameters are (M, 1, 1) columns; :meth:`step` updates a list of stacked parameter
-    tensors (member k in row k of each) in place.
+    tensors (member k in row k of each) in place. With ``spread`` (see :func:`_column`) they take
+    the layout that function gives them instead, e.g. one flat buffer of all parameters.
     """
 
-    def __init__(self, groups: Sequence[dict], like: Tensor):
-        self.lr = _column([g["lr"] for g in groups], like)
-        self.momentum = _column([g.get("momentum", 0.0) for g in groups], like)
-        self.weight_decay = _column([g.get("weight_decay", 0.0) for g in groups], like)
-        self.one_minus_dampening = _column([1.0 - g.get("dampening", 0.0) for g in groups], like)
-        self.nesterov = torch.tensor([bool(g.get("nesterov", False)) for g in groups],
-                                     device=like.device).view(-1, 1, 1)
+    def __init__(self, groups: Sequence[dict], like: Tensor, spread: Callable[[Tensor], Tensor] | None = None):
+        self.spread = spread
+        self.lr = _column([g["lr"] for g in groups], like, spread=spread)
+        self.momentum = _column([g.get("momentum", 0.0) for g in groups], like, spread=spread)
+        self.weight_decay = _column([g.get("weight_decay", 0.0) for g in groups], like, spread=spread)
+        self.one_minus_dampening = _column([1.0 - g.get("dampening", 0.0) for g in groups], like, spread=spread)
+        self.nesterov = _column([bool(g.get("nesterov", False)) for g in groups], like, spread=spread) != 0
         self.has_momentum = self.momentum != 0
         self.any_decay = bool((self.weight_decay != 0).any())
         self.any_momentum = bool(self.has_momentum.any())
@@ -291,7 +301,7 @@ class BatchedSGD:
 
     def set_lr(self, lrs: Sequence[float]) -> None:
         """New per-member learning rates (a schedule moved them); the momentum buffers are kept."""
-        self.lr = _column(lrs, self.lr)
+        self.lr = _column(lrs, self.lr, spread=self.spread)
         self.neg_lr = -self.lr
 
     @torch.no_grad()
@@ -340,20 +350,20 @@ class BatchedAdam:
         decoupled: AdamW's decay (True) or Adam's L2 penalty (False), for all members.
     """
 
-    def __init__(self, groups: Sequence[dict], like: Tensor, decoupled: bool):
+    def __init__(self, groups: Sequence[dict], like: Tensor, decoupled: bool,
+                 spread: Callable[[Tensor], Tensor] | None = None):
         f64 = torch.float64
-        self.decoupled = decoupled
-        self.lr64 = _column([g["lr"] for g in groups], like, f64)
-        self.beta1_64 = _column([g.get("betas", (0.9, 0.999))[0] for g in groups], like, f64)
-        self.beta2_64 = _column([g.get("betas", (0.9, 0.999))[1] for g in groups], like, f64)
+        self.decoupled, self.spread = decoupled, spread
+        self.lr64 = _column([g["lr"] for g in groups], like, f64, spread)
+        self.beta1_64 = _column([g.get("betas", (0.9, 0.999))[0] for g in groups], like, f64, spread)
+        self.beta2_64 = _column([g.get("betas", (0.9, 0.999))[1] for g in groups], like, f64, spread)
         self.beta2 = self.beta2_64.to(like.dtype)
         self.one_minus_beta1 = (1 - self.beta1_64).to(like.dtype)
         self.one_minus_beta2 = (1 - self.beta2_64).to(like.dtype)
-        self.eps = _column([g.get("eps", 1e-8) for g in groups], like)
-        self.weight_decay = _column([g.get("weight_decay", 0.0) for g in groups], like)
-        self.decay_factor = (1 - self.lr64 * _column([g.get("weight_decay", 0.0) for g in groups], like, f64)
-                             ).to(like.dtype)
-        self.wd64 = _column([g.get("weight_decay", 0.0) for g in groups], like, f64)
+        self.eps = _column([g.get("eps", 1e-8) for g in groups], like, spread=spread)
+        self.weight_decay = _column([g.get("weight_decay", 0.0) for g in groups], like, spread=spread)
+        self.wd64 = _column([g.get("weight_decay", 0.0) for g in groups], like, f64, spread)
+        self.decay_factor = (1 - self.lr64 * self.wd64).to(like.dtype)
         self.any_decay = bool((self.weight_decay != 0).any())
         amsgrad = {bool(g.get("amsgrad", False)) for g in groups}
         if len(amsgrad) > 1:
@@ -366,7 +376,7 @@ class BatchedAdam:
 
     def set_lr(self, lrs: Sequence[float]) -> None:
         """New per-member learning rates (a schedule moved them); the moments are kept."""
-        self.lr64 = _column(lrs, self.lr64)
+        self.lr64 = _column(lrs, self.lr64, spread=self.spread)
         self.decay_factor = (1 - self.lr64 * self.wd64).to(self.eps.dtype)
 
     @torch.no_grad()
@@ -394,11 +404,11 @@ class BatchedAdam:
             p.sub_(step_size * m / denom)                                           # p = p − η·m̂/(√v̂ + ε)
 
 
-FusedRule = Callable[[Sequence[dict], Tensor], "BatchedSGD | BatchedAdam"]
+FusedRule = Callable[..., "BatchedSGD | BatchedAdam"]  # (groups, like, spread=None) -> rule
 _FUSED_RULES: dict[str, FusedRule] = {
-    "sgd": lambda groups, like: BatchedSGD(groups, like),
-    "adam": lambda groups, like: BatchedAdam(groups, like, decoupled=False),
-    "adamw": lambda groups, like: BatchedAdam(groups, like, decoupled=True),
+    "sgd": lambda groups, like, spread=None: BatchedSGD(groups, like, spread),
+    "adam": lambda groups, like, spread=None: BatchedAdam(groups, like, decoupled=False, spread=spread),
+    "adamw": lambda groups, like, spread=None: BatchedAdam(groups, like, decoupled=True, spread=spread),
 }
 # flags that must be off (or unset) for the fused rules; they do not change the math when off
 _OFF_FLAGS = ("maximize", "differentiable")
@@ -574,6 +584,116 @@ def _forward(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], act
         if i < len(acts):
             h = acts[i](h)
     return h
+
+
+# d act / d input from the activation's output h, for the hand-written backward of _FlatMLP: the
+# kernels autograd runs for torch.relu / tanh / sigmoid, so the gradients are autograd's numbers
+_ACTIVATION_BACKWARD = {
+    torch.relu: (torch.relu_, lambda g, h: torch.ops.aten.threshold_backward(g, h, 0)),   # relu'(0) = 0
+    torch.tanh: (torch.tanh_, torch.ops.aten.tanh_backward),                             # 1 − h²
+    torch.sigmoid: (torch.sigmoid_, torch.ops.aten.sigmoid_backward),                    # h·(1 − h)
+}
+
+
+class _FlatMLP:
+    """M stacked MLPs whose parameters live in one flat buffer, trained without autograd.
+
+    Layer l's Wᵀ of all members is ``flat[o:o + M·in·out].view(M, in, out)`` and its bias the next
+    ``(M, 1, out)`` block, so every product reads and writes contiguous stacks, and the gradients
+    have the same layout in ``grad``: one fused update (:class:`BatchedSGD`, :class:`BatchedAdam`
+    with hyperparameters spread over the buffer, see :meth:`spread`) steps all members at once.
+
+    :meth:`step` is forward, loss and backward by hand for cross-entropy on class indices and the
+    activations of ``_ACTIVATION_BACKWARD``. With logits kept as (M, classes, B), the softmax runs
+    over a short dimension that is not the innermost one (vectorized over the batch; the same
+    kernel over a trailing dimension of 2 is ~20× slower) and, for member k with mean loss
+    L = −(1/B) Σ_b log softmax(z_b)[y_b] (label smoothing s: the target is (1 − s)·onehot + s/C)::
+
+        dL/dz_b = (softmax(z_b) − target_b) / B
+        dWᵀ[l] = h[l]ᵀ · dh[l+1],   db[l] = Σ_b dh[l+1],   dh[l] = (dh[l+1] · W[l]) ⊙ act'(h[l])
+
+    which is what autograd computes from the same formulas (rounding aside).
+    """
+
+    def __init__(self, linears: Sequence[Sequence[nn.Linear]], acts: Sequence[Callable]):
+        M = len(linears)
+        first = linears[0][0].weight
+        self.M, self.acts = M, list(acts)
+        self.shapes = [(lin.in_features, lin.out_features) for lin in linears[0]]
+        sizes = [n for i, o in self.shapes for n in (M * i * o, M * o)]
+        self.flat = torch.empty(sum(sizes), dtype=first.dtype, device=first.device)
+        self.grad = torch.zeros_like(self.flat)
+        offsets = [0]
+        for n in sizes:
+            offsets.append(offsets[-1] + n)
+        self.W, self.B, self.gW, self.gB = [], [], [], []
+        for j, (i, o) in enumerate(self.shapes):
+            w, b = slice(offsets[2 * j], offsets[2 * j + 1]), slice(offsets[2 * j + 1], offsets[2 * j + 2])
+            self.W.append(self.flat[w].view(M, i, o))
+            self.B.append(self.flat[b].view(M, 1, o))
+            self.gW.append(self.grad[w].view(M, i, o))
+            self.gB.append(self.grad[b].view(M, o))
+        with torch.no_grad():
+            for j in range(len(self.shapes)):
+                self.W[j].copy_(torch.stack([ls[j].weight.t() for ls in linears]))
+                self.B[j].copy_(torch.stack([ls[j].bias for ls in linears]).unsqueeze(1))
+        # member index of every element of the flat buffer: spreads (M,) hyperparameters over it
+        counts = torch.tensor([n // M for n in sizes], device=first.device)
+        rows = torch.arange(M, device=first.device)
+        self.member = torch.cat([rows.repeat_interleave(int(c)) for c in counts])
+
+    @staticmethod
+    def supports(loss: Loss, y: Tensor, acts: Sequence[Callable]) -> bool:
+        """Whether :meth:`step` computes this loss and these activations by hand."""
+        return (loss.name == "cross_entropy" and not y.dtype.is_floating_point
+                and all(a in _ACTIVATION_BACKWARD for a in acts))
+
+    def spread(self, column: Tensor) -> Tensor:
+        """(M,) per-member values → one value per element of the flat buffer."""
+        return column[self.member]
+
+    def copy_to(self, linears: Sequence[Sequence[nn.Linear]]) -> None:
+        """Member k's weights back into its own layers."""
+        with torch.no_grad():
+            for k, ls in enumerate(linears):
+                for j, lin in enumerate(ls):
+                    lin.weight.copy_(self.W[j][k].t())
+                    lin.bias.copy_(self.B[j][k, 0])
+
+    @torch.no_grad()
+    def step(self, x: Tensor, y: Tensor, label_smoothing: float = 0.0) -> tuple[Tensor, Tensor]:
+        """Forward, loss and gradients (into :attr:`grad`) for a batch ``x`` (M, B, in), ``y`` (M, B);
+        returns each member's mean loss and correct count, shape (M,) each."""
+        M, B = x.shape[:2]
+        hs = [x.flatten(2)]
+        for j in range(len(self.shapes) - 1):
+            h = torch.baddbmm(self.B[j], hs[-1], self.W[j])
+            hs.append(_ACTIVATION_BACKWARD[self.acts[j]][0](h))
+        # the logits as (M, C, B): zᵀ = W·hᵀ + b
+        zt = torch.baddbmm(self.B[-1].transpose(1, 2), self.W[-1].transpose(1, 2), hs[-1].transpose(1, 2))
+        C = zt.shape[1]
+        log_p = torch.log_softmax(zt, dim=1)
+        yi = y.long().unsqueeze(1)
+        nll = log_p.gather(1, yi).neg_()
+        if label_smoothing:
+            per = nll.mul_(1 - label_smoothing).sub_(log_p.mean(1, keepdim=True), alpha=label_smoothing)
+        else:
+            per = nll
+        losses = per.view(M, B).mean(1)
+        correct = (zt.argmax(1) == y).sum(1)
+        dz = log_p.exp_()                                     # softmax
+        dz.scatter_add_(1, yi, torch.full_like(nll, -(1 - label_smoothing)))
+        if label_smoothing:
+            dz.sub_(label_smoothing / C)
+        dz.mul_(1.0 / B)
+        dzb = dz.transpose(1, 2)                              # (M, B, C)
+        g = dzb
+        for j in range(len(self.shapes) - 1, -1, -1):
+            torch.sum(g, 1, out=self.gB[j])
+            torch.bmm(hs[j].transpose(1, 2), g, out=self.gW[j])
+            if j > 0:
+                g = _ACTIVATION_BACKWARD[self.acts[j - 1]][1](torch.bmm(g, self.W[j].transpose(1, 2)), hs[j])
+        return losses, correct
 
 
 def member_losses(loss: Loss, z: Tensor, y: Tensor) -> Tensor:
@@ -799,8 +919,92 @@ def _chunks_by_memory(batch: list[Member], idx: list[int], budget: int | None = 
     return [idx[i:i + size] for i in range(0, len(idx), size)]
 
 
+class _EpochTally:
+    """One epoch's step losses, correct counts and batch sizes, kept on the device (nothing in a step
+    reads from it); :meth:`read` is the epoch's one read. Both engines use it."""
+
+    def __init__(self):
+        self.losses: list[Tensor] = []
+        self.correct: list[Tensor] = []
+        self.counts: list[int] = []
+
+    def add(self, losses: Tensor, size: int, correct: Tensor | None) -> None:
+        self.losses.append(losses)
+        self.counts.append(size)
+        if correct is not None:
+            self.correct.append(correct)
+
+    def read(self, batch: Sequence[Member], alive: list[bool], epoch: int, global_step: int
+             ) -> tuple[Tensor, Tensor | None, int]:
+        """The NaN check and fit's sums: ``(Σ loss·batch size per member in float64, correct per
+        member or None, samples seen)``, on the CPU. A member whose loss turned non-finite fails
+        as its solo run would, at the first such step (``alive[k]`` turns False, its ``error`` is set)."""
+        L = torch.stack(self.losses)
+        finite = torch.isfinite(L).cpu()
+        sizes = torch.tensor(self.counts, dtype=torch.float64, device=L.device).view(-1, 1)
+        total = (L.double() * sizes).sum(0).cpu()
+        correct = torch.stack(self.correct).sum(0).cpu() if self.correct else None
+        steps = len(self.losses)
+        for k in range(len(batch)):
+            if alive[k] and not bool(finite[:, k].all()):
+                bad = int((~finite[:, k]).nonzero()[0, 0])
+                alive[k] = False
+                batch[k].error = NonFiniteLossError(float(L[bad, k]), epoch, bad, global_step - steps + bad)
+        return total, correct, sum(self.counts)
+
+
+def _epoch_logs(k: int, member: Member, read: tuple, val: list[dict] | None, elapsed: float) -> dict:
+    """Member k's epoch record as :func:`trainlab.fit` writes it, from :meth:`_EpochTally.read`."""
+    total, correct, seen = read
+    logs = {"loss": float(total[k]) / max(seen, 1)}
+    if correct is not None:
+        logs["accuracy"] = int(correct[k]) / max(seen, 1)
+    if val is not None:
+        logs.update({f"val_{key}": v for key, v in val[k].items()})
+    logs["lr"] = float(member.optimizer.param_groups[0]["lr"])
+    logs["time"] = elapsed
+    return logs
+
+
+def _autograd_step(forward: Callable[[], Tensor], leaves: Sequence[Tensor], loss: Loss, y: Tensor,
+                   update: Callable[[Tensor], None], active: Tensor | None = None
+                   ) -> tuple[Tensor, Tensor | None]:
+    """One batched step through autograd, for both engines: the members' logits ``forward()``
+    (M, B, ...), their mean losses, one backward of their sum (member k's parameters only see
+    member k's loss; with ``active``, stopped members see none) and ``update(losses)``. Returns
+    the losses and correct counts (M,), on the device."""
+    for p in leaves:
+        p.grad = None
+    z = forward()
+    losses = member_losses(loss, z, y)
+    objective = losses if active is None else torch.where(active, losses, torch.zeros((), device=losses.device))
+    objective.sum().backward()
+    values = losses.detach()
+    update(values)
+    return values, member_correct(loss, z.detach(), y)
+
+
+def _updater(mode: str, rule, batch: Sequence[Member], alive: list[bool]) -> Callable[[Tensor], None]:
+    """The update after a backward pass: the fused rule, or each live member's own optimizer
+    (its closure returns that member's loss)."""
+    if mode == "fused":
+        return lambda values: rule.step()
+
+    def per_member(values: Tensor) -> None:
+        for k, m in enumerate(batch):
+            if alive[k]:
+                m.optimizer.step(lambda k=k: values[k])
+    return per_member
+
+
 def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[MemberOutcome]:
-    """Train members of identical signature together; returns their outcomes in order."""
+    """Train members of identical signature together; returns their outcomes in order.
+
+    Fused, with cross-entropy on class indices and ReLU/tanh/sigmoid: :class:`_FlatMLP` (one flat
+    buffer, forward and backward by hand, one update for all). Otherwise stacked leaves through
+    autograd: one (M, in, out) leaf per layer (fused) or the members' own parameters stacked in
+    the graph (per member).
+    """
     t_start = time.perf_counter()
     M = len(batch)
     first = batch[0]
@@ -812,25 +1016,47 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
     acts = [_activation_forward(b.act) or b.act for b in first.model.blocks]
     layers = [_linears(m.model) for m in batch]
     shapes = [(lin.out_features, lin.in_features) for lin in layers[0]]
+    flat = None
+    alive = [True] * M
 
-    if mode == "fused":
-        # each layer's weights stacked into one (M, out, in) leaf, its biases into one (M, 1, out) leaf
+    if mode == "fused" and _FlatMLP.supports(loss, first.data.train.y, acts):
+        flat = _FlatMLP(layers, acts)
+        rule = _FUSED_RULES[family]([m.optimizer.param_groups[0] for m in batch], flat.flat, flat.spread)
+        leaves: list[Tensor] = []
+
+        def params() -> tuple[list[Tensor], list[Tensor]]:
+            return flat.W, flat.B
+    elif mode == "fused":
+        # each layer's weights stacked into one (M, in, out) leaf, its biases into one (M, 1, out) leaf
         with torch.no_grad():
             W = [torch.stack([ls[j].weight.t() for ls in layers]).requires_grad_() for j in range(len(shapes))]
             B = [torch.stack([ls[j].bias for ls in layers]).unsqueeze(1).requires_grad_() for j in range(len(shapes))]
         leaves = [t for pair in zip(W, B) for t in pair]
-        detached = [p.detach() for p in leaves]  # the rule updates these views of the leaves in place
-        rule = _FUSED_RULES[family]([m.optimizer.param_groups[0] for m in batch], W[0])
+        rule = _RowRule(_FUSED_RULES[family]([m.optimizer.param_groups[0] for m in batch], W[0]), leaves)
 
         def params() -> tuple[list[Tensor], list[Tensor]]:
             return W, B
     else:
+        rule = None
         leaves = [p for ls in layers for lin in ls for p in (lin.weight, lin.bias)]
 
         def params() -> tuple[list[Tensor], list[Tensor]]:
             ws = [torch.stack([ls[j].weight.t() for ls in layers]) for j in range(len(shapes))]
             bs = [torch.stack([ls[j].bias for ls in layers]).unsqueeze(1) for j in range(len(shapes))]
             return ws, bs
+    update = _updater(mode, rule, batch, alive)
+
+    def copy_back(ks) -> None:  # fused: the members' own models get the current stacked weights
+        if mode != "fused":
+            return
+        if flat is not None:
+            flat.copy_to([layers[k] if k in ks else [] for k in range(M)])
+            return
+        with torch.no_grad():
+            for k in ks:
+                for j, lin in enumerate(layers[k]):
+                    lin.weight.copy_(W[j][k].t())
+                    lin.bias.copy_(B[j][k, 0])
 
     X = _Stack([m.data.train.X for m in batch])
     Y = _Stack([m.data.train.y for m in batch])
@@ -842,21 +1068,10 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
         err = ValueError(f"no training batches: {n} samples with batch_size={cfg.train.batch_size} and drop_last=True")
         return [MemberOutcome(m.config, None, err, {"batched": M, "mode": mode}) for m in batch]
     recording = [k for k, m in enumerate(batch) if m.recorder is not None]
-
-    def sync_models() -> None:  # fused: the members' own models get the current stacked weights
-        if mode != "fused":
-            return
-        with torch.no_grad():
-            for k in recording:
-                for j, lin in enumerate(layers[k]):
-                    lin.weight.copy_(W[j][k].t())
-                    lin.bias.copy_(B[j][k, 0])
-
     for k in recording:
         batch[k].loop = _MemberLoop(batch[k], steps)
         batch[k].recorder.set_loop(batch[k].loop)
         batch[k].recorder.on_train_begin({})
-    alive = [True] * M
     global_step = 0
     val_sets = _EvalSets(batch, "val") if first.data.val is not None else None
     for epoch in range(cfg.train.epochs):
@@ -867,76 +1082,38 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
             X_epoch, Y_epoch = X.take(order), Y.take(order)
         else:
             X_epoch, Y_epoch = X.full(M), Y.full(M)
-        step_losses, step_correct, counts = [], [], []
+        tally = _EpochTally()
         for b in range(steps):
             xb, yb = X_epoch[:, b * bsz:(b + 1) * bsz], Y_epoch[:, b * bsz:(b + 1) * bsz]
-            for p in leaves:
-                p.grad = None
             if recording and b == steps - 1:  # the recorder snapshots weights before an epoch's last step
-                sync_models()
+                copy_back(recording)
                 for k in recording:
                     if alive[k]:
                         batch[k].loop.epoch, batch[k].loop.step = epoch, global_step
                         batch[k].recorder.on_batch_begin(b, {"batch": b, "size": xb.shape[1]})
-            ws, bs = params()
-            z = _forward(xb, ws, bs, acts)
-            losses = member_losses(loss, z, yb)
-            losses.sum().backward()  # member k's parameters only see member k's loss
-            values = losses.detach()
-            if mode == "fused":
-                rule.step(detached, [p.grad for p in leaves])
+            if flat is not None:
+                values, c = flat.step(xb, yb, loss.label_smoothing)
+                rule.step([flat.flat], [flat.grad])
             else:
-                for k, m in enumerate(batch):
-                    if alive[k]:
-                        m.optimizer.step(lambda k=k: values[k])
-            step_losses.append(values)
-            counts.append(xb.shape[1])
-            c = member_correct(loss, z.detach(), yb)
-            if c is not None:
-                step_correct.append(c)
+                values, c = _autograd_step(lambda: _forward(xb, *params(), acts), leaves, loss, yb, update)
+            tally.add(values, xb.shape[1], c)
             global_step += 1
-        # the epoch's one read: a member whose loss turned non-finite fails as its solo run would,
-        # at the first such step (the NaN check of fit, made once per epoch)
-        L = torch.stack(step_losses)
-        finite = torch.isfinite(L).cpu()
-        for k in range(M):
-            if alive[k] and not bool(finite[:, k].all()):
-                bad = int((~finite[:, k]).nonzero()[0, 0])
-                alive[k] = False
-                batch[k].error = NonFiniteLossError(float(L[bad, k]), epoch, bad, global_step - steps + bad)
+        read = tally.read(batch, alive, epoch, global_step)
         if not any(alive):
             break
-        ws, bs = params()
-        val = val_sets.evaluate(ws, bs, acts) if val_sets is not None else None
-        # fit sums loss·batch size in float64 (Python floats) and divides by the samples seen
-        seen = sum(counts)
-        total = (L.double().cpu() * torch.tensor(counts, dtype=torch.float64).view(-1, 1)).sum(0)
-        correct = torch.stack(step_correct).sum(0).cpu() if step_correct else None
+        val = val_sets.evaluate(*params(), acts) if val_sets is not None else None
         elapsed = (time.perf_counter() - t0) / M
         for k, m in enumerate(batch):
-            if not alive[k]:
-                continue
-            logs = {"loss": float(total[k]) / max(seen, 1)}
-            if correct is not None:
-                logs["accuracy"] = int(correct[k]) / max(seen, 1)
-            if val is not None:
-                logs.update({f"val_{key}": v for key, v in val[k].items()})
-            logs["lr"] = float(m.optimizer.param_groups[0]["lr"])
-            logs["time"] = elapsed
-            m.history.on_epoch_end(epoch, logs)
+            if alive[k]:
+                m.history.on_epoch_end(epoch, _epoch_logs(k, m, read, val, elapsed))
         if recording:
-            sync_models()
+            copy_back(recording)
             for k in recording:
                 if alive[k]:
                     batch[k].loop.epoch, batch[k].loop.step = epoch, global_step
                     batch[k].recorder.on_epoch_end(epoch, dict(batch[k].history.records()[-1]))
 
-    if mode == "fused":  # the trained weights go back into each member's own model
-        with torch.no_grad():
-            for k, ls in enumerate(layers):
-                for j, lin in enumerate(ls):
-                    lin.weight.copy_(W[j][k].t())
-                    lin.bias.copy_(B[j][k, 0])
+    copy_back(range(M))  # the trained weights go back into each member's own model
     for k in recording:
         if alive[k]:
             batch[k].recorder.on_train_end({})
@@ -1017,19 +1194,14 @@ def _ln_forward(self, x: Tensor) -> Tensor:
     return _normalize_reference(x, self.weight, self.bias, tuple(range(x.dim() - k, x.dim())), self.eps)
 
 
-def _dropout_forward(self, x: Tensor) -> Tensor:
-    """:class:`trainlab.nn.Dropout` with the mask given as ``self._vmask`` (drawn per member)."""
-    p = self.p
-    if not self.training:
-        return x * (1.0 - p) if self.mode == "classic" and p > 0 else x
-    if p == 0.0:
-        return x
-    if p == 1.0:
-        return x * 0.0
-    if self._vmask is None:  # tracing the shapes: no mask yet
+def _given_mask(self, x: Tensor) -> Tensor:
+    """:meth:`trainlab.nn.Dropout.mask_for` on the base copy: the mask given as ``self._vmask``
+    (drawn per member outside ``vmap``); while tracing shapes (no mask yet) it records the input's
+    shape and keeps every unit."""
+    if self._vmask is None:
         self._vshape = tuple(x.shape)
-        return x
-    return x * self._vmask
+        return torch.ones((), dtype=x.dtype, device=x.device)
+    return self._vmask
 
 
 def _activation_forward(mod: nn.Module):
@@ -1083,7 +1255,7 @@ def _vmap_base(model: nn.Module) -> tuple[nn.Module, list[nn.Module]]:
         elif _activation_forward(mod) is not None:
             mod.forward = _activation_forward(mod)
         elif type(mod) is Dropout:
-            mod.forward = types.MethodType(_dropout_forward, mod)
+            mod.mask_for = types.MethodType(_given_mask, mod)
             mod._vmask, mod._vshape = None, None
             if 0.0 < mod.p < 1.0:
                 drops.append(mod)
@@ -1281,13 +1453,8 @@ def _train_vmapped(batch: list[Member], mode: str, family: str | None) -> list[M
                 d._vmask = None
             _trace(base, torch.empty((B, *first.data.train.X.shape[1:]), dtype=like.dtype, device="meta"))
             mask_shapes[B] = [d._vshape for d in drops]
-        out = []
-        for d, shape in zip(drops, mask_shapes[B]):
-            scale = 1.0 / (1.0 - d.p) if d.mode == "inverted" else 1.0
-            rows = [torch.rand(shape, generator=g, dtype=like.dtype, device=like.device).ge_(d.p) for g in drop_gens]
-            mask = torch.stack(rows)
-            out.append(mask.mul_(scale) if scale != 1.0 else mask)
-        return out
+        return [torch.stack([d.draw_mask(shape, like, g) for g in drop_gens])
+                for d, shape in zip(drops, mask_shapes[B])]
 
     def sync(k: int) -> None:  # member k's own model gets its row of the stack
         with torch.no_grad():
@@ -1315,7 +1482,7 @@ def _train_vmapped(batch: list[Member], mode: str, family: str | None) -> list[M
     alive = [True] * M
     frozen = [False] * M  # stopped early: its own model holds its final state
     active = torch.ones(M, dtype=torch.bool, device=device)  # members still training
-    zero = torch.zeros((), device=device)
+    update = _updater(mode, rule if mode == "fused" else None, batch, alive)
 
     masked = list(alive)
 
@@ -1369,7 +1536,7 @@ def _train_vmapped(batch: list[Member], mode: str, family: str | None) -> list[M
             X_epoch, Y_epoch = X.take(order), Y.take(order)
         else:
             X_epoch, Y_epoch = X.full(M), Y.full(M)
-        step_losses, step_correct, counts = [], [], []
+        tally = _EpochTally()
         for b in range(steps):
             xb, yb = X_epoch[:, b * bsz:(b + 1) * bsz], Y_epoch[:, b * bsz:(b + 1) * bsz]
             for k in range(M):
@@ -1388,51 +1555,20 @@ def _train_vmapped(batch: list[Member], mode: str, family: str | None) -> list[M
                 if now != lrs:  # a schedule moved some member's lr: the rule's lr column follows
                     lrs = now
                     rule.rule.set_lr([lr if a else 0.0 for lr, a in zip(lrs, alive)])
-            for p in leaves:
-                p.grad = None
-            z = batched_forward(params(), buffers, xb, draw_masks(xb.shape[1], xb))
-            losses = member_losses(loss, z, yb)
-            # member k's parameters only see member k's loss; stopped members see none
-            torch.where(active, losses, zero).sum().backward()
-            values = losses.detach()
-            if mode == "fused":
-                rule.step()
-            else:
-                for k, m in enumerate(batch):
-                    if alive[k]:
-                        m.optimizer.step(lambda k=k: values[k])
-            step_losses.append(values)
-            counts.append(xb.shape[1])
-            c = member_correct(loss, z.detach(), yb)
-            if c is not None:
-                step_correct.append(c)
+            values, c = _autograd_step(lambda: batched_forward(params(), buffers, xb, draw_masks(xb.shape[1], xb)),
+                                       leaves, loss, yb, update, active)
+            tally.add(values, xb.shape[1], c)
             global_step += 1
-        # the epoch's one read: the NaN check and the sums (fit's float64 sum of loss·batch size)
-        L = torch.stack(step_losses)
-        finite = torch.isfinite(L).cpu()
-        total = (L.double() * torch.tensor(counts, dtype=torch.float64, device=L.device).view(-1, 1)).sum(0).cpu()
-        correct = torch.stack(step_correct).sum(0).cpu() if step_correct else None
-        for k in range(M):
-            if alive[k] and not bool(finite[:, k].all()):
-                bad = int((~finite[:, k]).nonzero()[0, 0])
-                alive[k] = False
-                batch[k].error = NonFiniteLossError(float(L[bad, k]), epoch, bad, global_step - steps + bad)
+        read = tally.read(batch, alive, epoch, global_step)
         if not any(alive):
             break
         mask_out()
         val = evaluate_split("val", params(), buffers) if first.data.val is not None else None
-        seen = sum(counts)
         elapsed = (time.perf_counter() - t0) / max(sum(alive), 1)
         for k, m in enumerate(batch):
             if not alive[k]:
                 continue
-            logs = {"loss": float(total[k]) / max(seen, 1)}
-            if correct is not None:
-                logs["accuracy"] = int(correct[k]) / max(seen, 1)
-            if val is not None:
-                logs.update({f"val_{key}": v for key, v in val[k].items()})
-            logs["lr"] = float(m.optimizer.param_groups[0]["lr"])
-            logs["time"] = elapsed
+            logs = _epoch_logs(k, m, read, val, elapsed)
             m.loop.epoch, m.loop.step = epoch, global_step
             if k in observed:
                 sync(k)
