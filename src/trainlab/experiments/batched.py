@@ -598,49 +598,54 @@ _ACTIVATION_BACKWARD = {
 class _FlatMLP:
     """M stacked MLPs whose parameters live in one flat buffer, trained without autograd.
 
-    Layer l's Wᵀ of all members is ``flat[o:o + M·in·out].view(M, in, out)`` and its bias the next
-    ``(M, 1, out)`` block, so every product reads and writes contiguous stacks, and the gradients
-    have the same layout in ``grad``: one fused update (:class:`BatchedSGD`, :class:`BatchedAdam`
-    with hyperparameters spread over the buffer, see :meth:`spread`) steps all members at once.
+    Layer l's weights of all members are ``flat[o:o + M·out·in].view(M, out, in)`` (each member's
+    ``nn.Linear.weight``) and its biases the next ``(M, out, 1)`` block; the gradients have the
+    same layout in ``grad``, so one fused update (:class:`BatchedSGD`, :class:`BatchedAdam` with
+    hyperparameters spread over the buffer, see :meth:`spread`) steps all members at once.
 
-    :meth:`step` is forward, loss and backward by hand for cross-entropy on class indices and the
-    activations of ``_ACTIVATION_BACKWARD``. With logits kept as (M, classes, B), the softmax runs
-    over a short dimension that is not the innermost one (vectorized over the batch; the same
-    kernel over a trailing dimension of 2 is ~20× slower) and, for member k with mean loss
-    L = −(1/B) Σ_b log softmax(z_b)[y_b] (label smoothing s: the target is (1 − s)·onehot + s/C)::
+    Activations are kept feature-major, hᵀ of shape (M, features, B): then every product reads
+    its operands in the layout the batched GEMM wants, including the thin ones (a 2-unit output
+    layer costs ~10 µs for 32 members instead of ~100 µs through transposed views), the softmax
+    runs over the class dimension vectorized along the batch (over a trailing dimension of 2 it
+    is ~20× slower) and bias gradients are sums over the innermost dimension.
 
-        dL/dz_b = (softmax(z_b) − target_b) / B
-        dWᵀ[l] = h[l]ᵀ · dh[l+1],   db[l] = Σ_b dh[l+1],   dh[l] = (dh[l+1] · W[l]) ⊙ act'(h[l])
+    :meth:`step` is forward, loss and backward by hand, for cross-entropy on class indices and
+    the activations of ``_ACTIVATION_BACKWARD``: for member k with mean loss
+    L = −(1/B) Σ_b log softmax(z_b)[y_b] (with label smoothing s the target is
+    (1 − s)·onehot + s/C)::
 
-    which is what autograd computes from the same formulas (rounding aside).
+        dL/dzᵀ = (softmax(zᵀ) − targetᵀ) / B
+        dW[l] = dhᵀ[l+1] · h[l],   db[l] = Σ_b dhᵀ[l+1],   dhᵀ[l] = (W[l]ᵀ · dhᵀ[l+1]) ⊙ act'(hᵀ[l])
+
+    which is what autograd computes from the same formulas (rounding aside; tested against solo
+    runs through autograd).
     """
 
     def __init__(self, linears: Sequence[Sequence[nn.Linear]], acts: Sequence[Callable]):
         M = len(linears)
         first = linears[0][0].weight
         self.M, self.acts = M, list(acts)
-        self.shapes = [(lin.in_features, lin.out_features) for lin in linears[0]]
-        sizes = [n for i, o in self.shapes for n in (M * i * o, M * o)]
+        self.shapes = [(lin.out_features, lin.in_features) for lin in linears[0]]
+        sizes = [n for o, i in self.shapes for n in (M * o * i, M * o)]
         self.flat = torch.empty(sum(sizes), dtype=first.dtype, device=first.device)
         self.grad = torch.zeros_like(self.flat)
         offsets = [0]
         for n in sizes:
             offsets.append(offsets[-1] + n)
         self.W, self.B, self.gW, self.gB = [], [], [], []
-        for j, (i, o) in enumerate(self.shapes):
+        for j, (o, i) in enumerate(self.shapes):
             w, b = slice(offsets[2 * j], offsets[2 * j + 1]), slice(offsets[2 * j + 1], offsets[2 * j + 2])
-            self.W.append(self.flat[w].view(M, i, o))
-            self.B.append(self.flat[b].view(M, 1, o))
-            self.gW.append(self.grad[w].view(M, i, o))
+            self.W.append(self.flat[w].view(M, o, i))
+            self.B.append(self.flat[b].view(M, o, 1))
+            self.gW.append(self.grad[w].view(M, o, i))
             self.gB.append(self.grad[b].view(M, o))
         with torch.no_grad():
             for j in range(len(self.shapes)):
-                self.W[j].copy_(torch.stack([ls[j].weight.t() for ls in linears]))
-                self.B[j].copy_(torch.stack([ls[j].bias for ls in linears]).unsqueeze(1))
+                self.W[j].copy_(torch.stack([ls[j].weight for ls in linears]))
+                self.B[j].copy_(torch.stack([ls[j].bias for ls in linears]).unsqueeze(-1))
         # member index of every element of the flat buffer: spreads (M,) hyperparameters over it
-        counts = torch.tensor([n // M for n in sizes], device=first.device)
         rows = torch.arange(M, device=first.device)
-        self.member = torch.cat([rows.repeat_interleave(int(c)) for c in counts])
+        self.member = torch.cat([rows.repeat_interleave(n // M) for n in sizes])
 
     @staticmethod
     def supports(loss: Loss, y: Tensor, acts: Sequence[Callable]) -> bool:
@@ -652,25 +657,28 @@ class _FlatMLP:
         """(M,) per-member values → one value per element of the flat buffer."""
         return column[self.member]
 
-    def copy_to(self, linears: Sequence[Sequence[nn.Linear]]) -> None:
-        """Member k's weights back into its own layers."""
+    def stacked(self) -> tuple[list[Tensor], list[Tensor]]:
+        """The weights as :func:`_forward` takes them: Wᵀ (M, in, out) and b (M, 1, out), views."""
+        return [w.transpose(1, 2) for w in self.W], [b.transpose(1, 2) for b in self.B]
+
+    def copy_to(self, linears: dict[int, Sequence[nn.Linear]]) -> None:
+        """Member k's weights back into its own layers ``linears[k]``."""
         with torch.no_grad():
-            for k, ls in enumerate(linears):
+            for k, ls in linears.items():
                 for j, lin in enumerate(ls):
-                    lin.weight.copy_(self.W[j][k].t())
-                    lin.bias.copy_(self.B[j][k, 0])
+                    lin.weight.copy_(self.W[j][k])
+                    lin.bias.copy_(self.B[j][k, :, 0])
 
     @torch.no_grad()
     def step(self, x: Tensor, y: Tensor, label_smoothing: float = 0.0) -> tuple[Tensor, Tensor]:
         """Forward, loss and gradients (into :attr:`grad`) for a batch ``x`` (M, B, in), ``y`` (M, B);
         returns each member's mean loss and correct count, shape (M,) each."""
         M, B = x.shape[:2]
-        hs = [x.flatten(2)]
+        hs = [x.flatten(2).transpose(1, 2)]                   # hᵀ: (M, in, B)
         for j in range(len(self.shapes) - 1):
-            h = torch.baddbmm(self.B[j], hs[-1], self.W[j])
+            h = torch.bmm(self.W[j], hs[-1]).add_(self.B[j])
             hs.append(_ACTIVATION_BACKWARD[self.acts[j]][0](h))
-        # the logits as (M, C, B): zᵀ = W·hᵀ + b
-        zt = torch.baddbmm(self.B[-1].transpose(1, 2), self.W[-1].transpose(1, 2), hs[-1].transpose(1, 2))
+        zt = torch.bmm(self.W[-1], hs[-1]).add_(self.B[-1])  # logits: (M, C, B)
         C = zt.shape[1]
         log_p = torch.log_softmax(zt, dim=1)
         yi = y.long().unsqueeze(1)
@@ -680,19 +688,23 @@ class _FlatMLP:
         else:
             per = nll
         losses = per.view(M, B).mean(1)
-        correct = (zt.argmax(1) == y).sum(1)
-        dz = log_p.exp_()                                     # softmax
-        dz.scatter_add_(1, yi, torch.full_like(nll, -(1 - label_smoothing)))
+        # argmax over classes, the first of equal maxima (argmax's rule), without argmax: over a
+        # dimension that is not the innermost one, argmax (and any integer reduction) is ~100x
+        # slower than a float amax/amin there
+        top = zt.amax(1, keepdim=True)
+        classes = torch.arange(C, dtype=zt.dtype, device=zt.device).view(1, C, 1)
+        pred = torch.where(zt == top, classes, float(C)).amin(1)
+        correct = (pred.long() == y).sum(1)
+        g = log_p.exp_()                                      # softmax
+        g.scatter_add_(1, yi, torch.full_like(nll, -(1 - label_smoothing)))
         if label_smoothing:
-            dz.sub_(label_smoothing / C)
-        dz.mul_(1.0 / B)
-        dzb = dz.transpose(1, 2)                              # (M, B, C)
-        g = dzb
+            g.sub_(label_smoothing / C)
+        g.mul_(1.0 / B)
         for j in range(len(self.shapes) - 1, -1, -1):
-            torch.sum(g, 1, out=self.gB[j])
-            torch.bmm(hs[j].transpose(1, 2), g, out=self.gW[j])
+            torch.sum(g, 2, out=self.gB[j])
+            torch.bmm(g, hs[j].transpose(1, 2), out=self.gW[j])
             if j > 0:
-                g = _ACTIVATION_BACKWARD[self.acts[j - 1]][1](torch.bmm(g, self.W[j].transpose(1, 2)), hs[j])
+                g = _ACTIVATION_BACKWARD[self.acts[j - 1]][1](torch.bmm(self.W[j].transpose(1, 2), g), hs[j])
         return losses, correct
 
 
@@ -1025,7 +1037,7 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
         leaves: list[Tensor] = []
 
         def params() -> tuple[list[Tensor], list[Tensor]]:
-            return flat.W, flat.B
+            return flat.stacked()
     elif mode == "fused":
         # each layer's weights stacked into one (M, in, out) leaf, its biases into one (M, 1, out) leaf
         with torch.no_grad():
@@ -1050,7 +1062,7 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
         if mode != "fused":
             return
         if flat is not None:
-            flat.copy_to([layers[k] if k in ks else [] for k in range(M)])
+            flat.copy_to({k: layers[k] for k in ks})
             return
         with torch.no_grad():
             for k in ks:
