@@ -1133,7 +1133,8 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
     peak = _peak_memory(device)
     out = []
     for k, m in enumerate(batch):
-        info = {"batched": M, "mode": mode, "engine": "stack", "peak_memory_bytes": peak}
+        info = {"batched": M, "mode": mode, "engine": "stack", "backward": "by hand" if flat is not None else "autograd",
+                "peak_memory_bytes": peak}
         if m.error is not None:
             out.append(MemberOutcome(m.config, None, m.error, {**info, "wall_time": wall}))
             continue
