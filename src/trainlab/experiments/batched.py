@@ -1219,26 +1219,52 @@ EVAL_CHUNK_BYTES = 1 << 28  # activations of one batched evaluation chunk, all m
 
 
 def _bn_forward(self, x: Tensor) -> Tensor:
-    """:class:`trainlab.nn.BatchNorm1d`/``2d``'s forward in plain ops (see the section comment)."""
-    from trainlab.nn.normalization import _normalize_reference, _view
+    """:class:`trainlab.nn.BatchNorm1d`/``2d``'s forward in plain ops (see the section comment).
+
+    The steps of its ``autograd.Function`` (μ, x − μ, σ² = mean((x − μ)²), 1/√(σ² + ε), γ·x̂ + β),
+    differentiated by autograd; μ and σ² of the batch also feed the running estimates, so each
+    is computed once.
+    """
+    from trainlab.nn.normalization import _affine
 
     dims, shape = self._axes(x.dim())
     if not (self.training or not self.track_running_stats):
         return self._normalize_with(x, self.running_mean.view(shape), self.running_var.view(shape), shape)
     n = x.numel() // x.shape[1]
-    y = _normalize_reference(x, _view(self.weight, shape), _view(self.bias, shape), dims, self.eps,
-                             self.eps_placement == "inside")
+    mu = x.mean(dims, keepdim=True)
+    xc = x - mu
+    var = (xc * xc).mean(dims, keepdim=True)                               # biased σ²
+    inv_std = (var + self.eps).rsqrt() if self.eps_placement == "inside" else 1.0 / (var.sqrt() + self.eps)
+    y = _affine(xc * inv_std, self.weight, self.bias, shape)
     if self.training and self.track_running_stats:
         with torch.no_grad():
-            xd = x.detach()
-            mu = xd.mean(dims, keepdim=True)
-            var = (xd - mu).square().mean(dims)
             self.num_batches_tracked.add_(1)
             m = self.momentum if self.momentum is not None else 1.0 / self.num_batches_tracked.to(x.dtype)
             correction = n / (n - 1) if self.unbiased_running_var else 1.0
-            self.running_mean.mul_(1.0 - m).add_(mu.view(-1) * m)          # (1 − m)·running + m·μ_B
-            self.running_var.mul_(1.0 - m).add_(var.view(-1) * (m * correction))
+            self.running_mean.mul_(1.0 - m).add_(mu.detach().view(-1) * m)          # (1 − m)·running + m·μ_B
+            self.running_var.mul_(1.0 - m).add_(var.detach().view(-1) * (m * correction))
     return y
+
+
+def _max_pool_forward(self, x: Tensor) -> Tensor:
+    """``nn.MaxPool2d`` with window = stride (no padding, dilation or ceil mode) as the elementwise
+    maximum of its k² strided views: the same maxima, ~7x faster than ``max_pool2d`` on the CPU at
+    these sizes (its kernel also tracks the argmax). Gradients differ only where two entries of a
+    window tie at the maximum (max_pool2d sends it to the first, ``maximum`` splits it); after a
+    ReLU such ties are zeros, whose gradient the ReLU stops either way."""
+    k = self.kernel_size if isinstance(self.kernel_size, int) else None
+    simple = (k is not None and self.stride in (k, (k, k), None) and self.padding in (0, (0, 0))
+              and self.dilation in (1, (1, 1)) and not self.ceil_mode and not self.return_indices)
+    if not simple:
+        return nn.functional.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                                        ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+    ho, wo = x.shape[-2] // k, x.shape[-1] // k
+    out = None
+    for i in range(k):
+        for j in range(k):
+            v = x[..., i:i + ho * k:k, j:j + wo * k:k]
+            out = v if out is None else torch.maximum(out, v)
+    return out
 
 
 def _ln_forward(self, x: Tensor) -> Tensor:
@@ -1307,6 +1333,8 @@ def _vmap_base(model: nn.Module) -> tuple[nn.Module, list[nn.Module]]:
             mod.forward = types.MethodType(_bn_forward, mod)
         elif isinstance(mod, LayerNorm):
             mod.forward = types.MethodType(_ln_forward, mod)
+        elif type(mod) is nn.MaxPool2d:
+            mod.forward = types.MethodType(_max_pool_forward, mod)
         elif _activation_forward(mod) is not None:
             mod.forward = _activation_forward(mod)
         elif type(mod) is Dropout:
