@@ -719,7 +719,8 @@ class _FlatMLP:
             losses, c, _, _ = self.head(self.forward_t(x)[-1], y, label_smoothing)
             total += losses.double().cpu() * x.shape[1]
             correct += c.cpu()
-        return [{"loss": float(total[k]) / max(n, 1), "accuracy": int(correct[k]) / max(n, 1)} for k in range(M)]
+        total, correct = total.tolist(), correct.tolist()
+        return [{"loss": total[k] / max(n, 1), "accuracy": correct[k] / max(n, 1)} for k in range(M)]
 
     @torch.no_grad()
     def step(self, x: Tensor, y: Tensor, label_smoothing: float = 0.0) -> tuple[Tensor, Tensor]:
@@ -985,15 +986,16 @@ class _EpochTally:
             self.correct.append(correct)
 
     def read(self, batch: Sequence[Member], alive: list[bool], epoch: int, global_step: int
-             ) -> tuple[Tensor, Tensor | None, int]:
+             ) -> tuple[list[float], list[int] | None, int]:
         """The NaN check and fit's sums: ``(Σ loss·batch size per member in float64, correct per
-        member or None, samples seen)``, on the CPU. A member whose loss turned non-finite fails
-        as its solo run would, at the first such step (``alive[k]`` turns False, its ``error`` is set)."""
+        member or None, samples seen)``, as Python numbers. A member whose loss turned non-finite
+        fails as its solo run would, at the first such step (``alive[k]`` turns False, its
+        ``error`` is set)."""
         L = torch.stack(self.losses)
         finite = torch.isfinite(L).cpu()
         sizes = torch.tensor(self.counts, dtype=torch.float64, device=L.device).view(-1, 1)
-        total = (L.double() * sizes).sum(0).cpu()
-        correct = torch.stack(self.correct).sum(0).cpu() if self.correct else None
+        total = (L.double() * sizes).sum(0).tolist()
+        correct = torch.stack(self.correct).sum(0).tolist() if self.correct else None
         steps = len(self.losses)
         for k in range(len(batch)):
             if alive[k] and not bool(finite[:, k].all()):
@@ -1006,9 +1008,9 @@ class _EpochTally:
 def _epoch_logs(k: int, member: Member, read: tuple, val: list[dict] | None, elapsed: float) -> dict:
     """Member k's epoch record as :func:`trainlab.fit` writes it, from :meth:`_EpochTally.read`."""
     total, correct, seen = read
-    logs = {"loss": float(total[k]) / max(seen, 1)}
+    logs = {"loss": total[k] / max(seen, 1)}
     if correct is not None:
-        logs["accuracy"] = int(correct[k]) / max(seen, 1)
+        logs["accuracy"] = correct[k] / max(seen, 1)
     if val is not None:
         logs.update({f"val_{key}": v for key, v in val[k].items()})
     logs["lr"] = float(member.optimizer.param_groups[0]["lr"])
