@@ -408,3 +408,16 @@ def test_diagnostics_of_vmapped_members_equal_those_of_solo_runs():
                 if isinstance(v, float) and math.isfinite(v):
                     assert rb["layers"][layer][key] == pytest.approx(v, rel=1e-4, abs=1e-7), (layer, key)
     assert [v.kind for v in solo.extras["verdicts"]] == [v.kind for v in outcomes[1].result.extras["verdicts"]]
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_evaluation_max_pool_gives_max_pool2d_exactly(k):
+    # the vmap base's max-pool (eval mode, no gradients): the maximum of k² strided views
+    from torch import nn
+    base, _ = batched._vmap_base(nn.Sequential(nn.MaxPool2d(k)))
+    x = torch.randn(3, 4, 11, 13)
+    base.eval()
+    with torch.no_grad():
+        assert torch.equal(base(x), torch.nn.functional.max_pool2d(x, k))
+    base.train()  # training: max_pool2d itself (its gradient goes to one entry per window)
+    assert torch.equal(base(x), torch.nn.functional.max_pool2d(x, k))
