@@ -65,6 +65,27 @@ def test_members_equal_solo_runs_after_ten_steps(name, mode, monkeypatch):
             assert o.result.final[k] == pytest.approx(v, abs=1e-5)
 
 
+@pytest.mark.parametrize("activation,smoothing,opt", [("relu", 0.1, dict(name="adam", lr=0.01)),
+                                                      ("sigmoid", 0.0, dict(momentum=0.9, nesterov=True))])
+def test_hand_written_backward_equals_autograd_solo_runs(activation, smoothing, opt):
+    # the flat engine: forward, loss and backward by hand, one update over one buffer (3 classes:
+    # the softmax and the argmax over more than two logits)
+    cfgs = []
+    for s, lr in enumerate([0.01, 0.03, 0.1]):
+        c = cfg(seed=s, epochs=2, activation=activation, **{**opt, "lr": lr}).model_dump()
+        c["data"] = dict(BLOBS)
+        c["loss"] = {"name": "cross_entropy", "label_smoothing": smoothing}
+        cfgs.append(parse_config(c))
+    outcomes = train_group(cfgs)
+    assert all(o.info["backward"] == "by hand" and o.info["batched"] == 3 for o in outcomes), outcomes[0].info
+    for c, o in zip(cfgs, outcomes):
+        solo = run_experiment(c, write=False, verbose=False)  # 20 steps through fit and autograd
+        assert max_param_diff(solo.model, o.result.model) <= 1e-5
+        for a, b in zip(solo.history.records(), o.result.history.records()):
+            for k in ("loss", "accuracy", "val_loss", "val_accuracy"):
+                assert b[k] == pytest.approx(a[k], abs=1e-5), k
+
+
 def test_each_member_has_its_own_init_and_data_order():
     outcomes = train_group([cfg(seed=0, lr=0.0), cfg(seed=1, lr=0.0)])  # lr 0: the initial weights
     w0, w1 = (o.result.model.blocks[0].linear.weight for o in outcomes)
@@ -387,3 +408,16 @@ def test_diagnostics_of_vmapped_members_equal_those_of_solo_runs():
                 if isinstance(v, float) and math.isfinite(v):
                     assert rb["layers"][layer][key] == pytest.approx(v, rel=1e-4, abs=1e-7), (layer, key)
     assert [v.kind for v in solo.extras["verdicts"]] == [v.kind for v in outcomes[1].result.extras["verdicts"]]
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_evaluation_max_pool_gives_max_pool2d_exactly(k):
+    # the vmap base's max-pool (eval mode, no gradients): the maximum of k² strided views
+    from torch import nn
+    base, _ = batched._vmap_base(nn.Sequential(nn.MaxPool2d(k)))
+    x = torch.randn(3, 4, 11, 13)
+    base.eval()
+    with torch.no_grad():
+        assert torch.equal(base(x), torch.nn.functional.max_pool2d(x, k))
+    base.train()  # training: max_pool2d itself (its gradient goes to one entry per window)
+    assert torch.equal(base(x), torch.nn.functional.max_pool2d(x, k))

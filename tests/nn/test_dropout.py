@@ -165,3 +165,16 @@ def test_dropconnect_in_mlp_and_validation():
     m = DropConnect(4, 3, p=0.0)
     x = torch.randn(2, 4)
     torch.testing.assert_close(m(x), nn.functional.linear(x, m.weight, m.bias))
+
+
+def test_the_mask_hook_gives_the_forward_its_mask():
+    # forward multiplies by mask_for(x); draw_mask from a generator in the same state draws the
+    # same mask, and a mask supplied through the hook (as batched sweeps do) is the one used
+    d = Dropout(0.3, generator=torch.Generator().manual_seed(5))
+    x = torch.randn(4, 6)
+    y = d(x)
+    mask = d.draw_mask(x.shape, x, torch.Generator().manual_seed(5))
+    assert torch.equal(y, x * mask) and torch.equal(mask.unique(), torch.tensor([0.0, 1 / 0.7]))
+    given = torch.zeros(4, 6)
+    d.mask_for = lambda inp: given
+    assert torch.equal(d(x), x * given)

@@ -77,6 +77,22 @@ class Dropout(nn.Module):
         self.mode = _check_mode(mode)
         self.generator = generator
 
+    @property
+    def scale(self) -> float:
+        """The value a kept unit's mask holds while training: 1/(1 − p) inverted, 1 classic."""
+        return 1.0 / (1.0 - self.p) if self.mode == "inverted" else 1.0
+
+    def draw_mask(self, shape, like: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """A training mask of ``shape`` (``scale`` with probability 1 − p, else 0), drawn from
+        ``generator`` (default: torch's global one), with ``like``'s dtype and device."""
+        return _keep_mask(shape, self.p, like, generator, self.scale)
+
+    def mask_for(self, x: Tensor) -> Tensor:
+        """The mask that multiplies ``x`` while training (0 < p < 1): a fresh :meth:`draw_mask`
+        from this layer's generator. The hook for code that supplies masks drawn elsewhere
+        (batched sweeps run many members' layers at once, each with its own stream of masks)."""
+        return self.draw_mask(x.shape, x, self.generator)
+
     def forward(self, x: Tensor) -> Tensor:
         p = self.p
         if not self.training:
@@ -85,8 +101,7 @@ class Dropout(nn.Module):
             return x
         if p == 1.0:
             return x * 0.0
-        scale = 1.0 / (1.0 - p) if self.mode == "inverted" else 1.0
-        return x * _keep_mask(x.shape, p, x, self.generator, scale)
+        return x * self.mask_for(x)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, mode={self.mode!r}"
