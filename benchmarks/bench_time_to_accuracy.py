@@ -258,13 +258,16 @@ def trainlab_cnn(train, test, target, max_epochs, seed=0, recipe: dict | None = 
 
 # trainlab's recipes. The learning rate follows a one-cycle schedule over ``cycle_epochs`` epochs
 # (warm up, then anneal to almost 0): annealing is what lets a net reach its accuracy in few epochs.
+# The CNN's cycle is 2 epochs: it reached 99.07 % after epoch 2, where the 3-epoch cycle needed all
+# three (97.7, 98.5, 99.1 %) — the shorter cycle anneals sooner and wins by a whole epoch. Should
+# epoch 2 fall just short, the fit goes on at the annealed rate for up to two more epochs.
 RECIPES = {
     "mlp": {"hidden": (256, 256), "norm": "batch", "optimizer": "sgd",
             "optimizer_args": {"lr": 0.2, "momentum": 0.9, "nesterov": True}, "batch_size": 256,
             "schedule": "one_cycle", "schedule_args": {"pct_start": 0.25}, "cycle_epochs": 3},
     "cnn": {"channels": (16, 32), "hidden": 128, "norm": "batch", "dropout": 0.0, "optimizer": "sgd",
             "optimizer_args": {"lr": 0.1, "momentum": 0.9, "nesterov": True}, "batch_size": 128,
-            "schedule": "one_cycle", "schedule_args": {"pct_start": 0.25}, "cycle_epochs": 3},
+            "schedule": "one_cycle", "schedule_args": {"pct_start": 0.25}, "cycle_epochs": 2},
 }
 
 
