@@ -20,6 +20,7 @@ import math
 import re
 import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -191,6 +192,16 @@ def build_training(cfg: Config, device: torch.device, data: Splits | None = None
     ``pretrained=False`` skips loading ``model.pretrained`` (a resumed run's checkpoint holds
     every weight, so the source run folder is not needed then).
     """
+    # the global RNG is one per process: two threads building at once (the playground's race
+    # mode builds A and B side by side) would interleave their draws and get other weights
+    with _GLOBAL_RNG_LOCK:
+        return _build_training(cfg, device, data, pretrained)
+
+
+_GLOBAL_RNG_LOCK = threading.RLock()
+
+
+def _build_training(cfg: Config, device: torch.device, data: Splits | None, pretrained: bool):
     torch.manual_seed(cfg.seed)
     data = build_data(cfg) if data is None else data
     data = shift_test_split(cfg, data)
