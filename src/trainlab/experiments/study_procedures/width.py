@@ -47,7 +47,8 @@ def width_sweep(ctx: StudyContext, *, data: dict, base: dict, widths: list[int],
     the seeds), ``.test_spread`` (points), ``.cpu_s_per_epoch``, ``.parameters``; and
     ``widest.*`` / ``narrowest.*`` / ``reference.*`` aliases, ``best_val_width``,
     ``widest_minus_reference.test_points``, ``cost_ratio`` (CPU per epoch of the widest over the
-    reference width).
+    reference width); and per width what the widest net adds over it: ``width<w>.widest_test_points``
+    (points of test accuracy), ``.widest_train_loss_change`` and ``.widest_cost_ratio``.
     """
     from trainlab.experiments.plots import plot_panels
     from trainlab.experiments.studies import StudyError
@@ -109,6 +110,10 @@ def width_sweep(ctx: StudyContext, *, data: dict, base: dict, widths: list[int],
     metrics["widest_minus_reference.test_points"] = 100 * (metrics["widest.test_accuracy"] - metrics["reference.test_accuracy"])
     metrics["widest_minus_reference.val_points"] = 100 * (metrics["widest.val_accuracy"] - metrics["reference.val_accuracy"])
     metrics["cost_ratio"] = metrics["widest.cpu_s_per_epoch"] / metrics["reference.cpu_s_per_epoch"]
+    for w in widths:  # what the widest net adds over each width, and what it costs more
+        metrics[f"width{w}.widest_test_points"] = 100 * (metrics["widest.test_accuracy"] - metrics[f"width{w}.test_accuracy"])
+        metrics[f"width{w}.widest_train_loss_change"] = metrics["widest.train_loss"] - metrics[f"width{w}.train_loss"]
+        metrics[f"width{w}.widest_cost_ratio"] = metrics["widest.cpu_s_per_epoch"] / metrics[f"width{w}.cpu_s_per_epoch"]
     metrics["n_train"], metrics["n_test"] = len(train_ds), len(test_ds)
     metrics["wall_time_s"] = time.perf_counter() - t0
     metrics["threads"] = torch.get_num_threads()
