@@ -148,4 +148,5 @@ def test_width_sweep_reports_each_width_and_names_the_bad_parameter(tmp_path):
     assert m["width8.parameters"] == 784 * 8 + 8 + 8 * 8 + 8 + 8 * 10 + 10
     assert m["widest.train_loss"] == m["width32.train_loss"] and m["reference.train_loss"] == m["width32.train_loss"]
     assert m["narrowest.test_spread"] >= 0 and m["cost_ratio"] > 0
-    assert m["widest_minus_reference.test_points"] == 0.0
+    assert m["widest_minus_reference.test_points"] == 0.0 and m["width32.widest_cost_ratio"] == 1.0
+    assert m["width8.widest_test_points"] == pytest.approx(100 * (m["width32.test_accuracy"] - m["width8.test_accuracy"]))
