@@ -130,3 +130,23 @@ def test_recipe_ablation_names_the_bad_parameter_before_training(tmp_path):
     with pytest.raises(StudyError, match=r"params.pairs.bn: unknown variant\(s\) 'deep'"):
         recipe_ablation(ctx, data={"name": "mnist", "n_train": 10}, recipe={}, variants={"recipe": {}},
                         pairs={"bn": ["recipe", "deep"]})
+
+
+def test_width_sweep_reports_each_width_and_names_the_bad_parameter(tmp_path):
+    from trainlab.experiments.studies import StudyContext, StudyError
+    from trainlab.experiments.study_procedures.width import width_sweep
+
+    ctx = StudyContext(tmp_path)
+    data = {"name": "mnist", "n_train": 300, "n_val": 100, "n_test": 100}
+    base = {"model": {"kind": "mlp"}, "optimizer": {"name": "adam", "lr": 0.001},
+            "train": {"epochs": 1, "batch_size": 64}, "diagnostics": None}
+    with pytest.raises(StudyError, match=r"params.data: .*in-memory MNIST subset"):
+        width_sweep(ctx, data={"name": "mnist"}, base=base, widths=[8, 32])
+    with pytest.raises(StudyError, match=r"params.reference: 16 is not one of the widths"):
+        width_sweep(ctx, data=data, base=base, widths=[8, 32], reference=16)
+    m = width_sweep(ctx, data=data, base=base, widths=[8, 32], depth=2, seeds=2).metrics
+    assert m["width8.parameters"] == 784 * 8 + 8 + 8 * 8 + 8 + 8 * 10 + 10
+    assert m["widest.train_loss"] == m["width32.train_loss"] and m["reference.train_loss"] == m["width32.train_loss"]
+    assert m["narrowest.test_spread"] >= 0 and m["cost_ratio"] > 0
+    assert m["widest_minus_reference.test_points"] == 0.0 and m["width32.widest_cost_ratio"] == 1.0
+    assert m["width8.widest_test_points"] == pytest.approx(100 * (m["width32.test_accuracy"] - m["width8.test_accuracy"]))

@@ -33,6 +33,7 @@ from trainlab.experiments.study_procedures.recurrent import rnn_long_memory
 from trainlab.experiments.study_procedures.recurrent_dynamics import (rnn_chaos, rnn_norm, rnn_one_to_many,
                                                                     rnn_output_recurrence)
 from trainlab.experiments.study_procedures.variance_init import variance_init
+from trainlab.experiments.study_procedures.width import width_sweep
 from trainlab.experiments.study_procedures.regularization import (early_stopping, generalization_gap, l1_sparsity,
                                                                  weight_decay_forms)
 from trainlab.experiments.study_procedures.worked_examples import cross_entropy_example
@@ -79,4 +80,5 @@ PROCEDURES = {
     "variance_init": variance_init,
     "surrogate_loss": surrogate_loss,
     "weight_decay_forms": weight_decay_forms,
+    "width_sweep": width_sweep,
 }
