@@ -161,3 +161,24 @@ def test_trainlab_native_0_turns_the_kernels_off(monkeypatch):
     p.grad = torch.ones(3)
     O.Adam([p], lr=0.1).step()  # the foreach path
     assert torch.allclose(p.detach(), torch.full((3,), 0.9))
+
+
+@pytest.mark.parametrize("cls,kwargs", [CASES[3], CASES[6], CASES[12]], ids=[IDS[3], IDS[6], IDS[12]])
+def test_large_tensors_split_over_threads_give_the_same_numbers(cls, kwargs):
+    # tensors above the kernels' threshold are split over torch's intra-op threads (OpenMP);
+    # an elementwise rule gives the same bits whatever the split
+    before = torch.get_num_threads()
+    finals = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            g = torch.Generator().manual_seed(0)
+            p = torch.nn.Parameter(torch.randn(300, 400, generator=g))
+            opt = cls([p], **kwargs)
+            for _ in range(5):
+                p.grad = torch.randn(p.shape, generator=g)
+                opt.step()
+            finals.append(p.detach().clone())
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(finals[0], finals[1])

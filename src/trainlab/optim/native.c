@@ -20,6 +20,30 @@
 
 #define INLINE static inline __attribute__((always_inline))
 
+/* SPLIT(n, nthreads, statement): run the statement over the element range [lo, hi) — for a tensor
+ * of at least PARALLEL_MIN elements split into nthreads contiguous chunks on OpenMP threads (the
+ * process's runtime: torch's), else once over [0, n) in the calling thread. The statement calls
+ * a rule's loop with its flags as constants, so each chunk runs the same vectorized loop; an
+ * elementwise rule gives the same numbers whatever the split. */
+#define PARALLEL_MIN 32768
+#ifdef _OPENMP
+#include <omp.h>
+#define SPLIT(n, nthreads, ...)                                                          \
+    if ((nthreads) > 1 && (n) >= PARALLEL_MIN) {                                         \
+        _Pragma("omp parallel num_threads(nthreads)")                                    \
+        {                                                                                \
+            const int64_t t_ = omp_get_thread_num(), tt_ = omp_get_num_threads();       \
+            const int64_t lo = (n) * t_ / tt_, hi = (n) * (t_ + 1) / tt_;                \
+            __VA_ARGS__;                                                                 \
+        }                                                                                \
+    } else {                                                                             \
+        const int64_t lo = 0, hi = (n);                                                  \
+        __VA_ARGS__;                                                                     \
+    }
+#else
+#define SPLIT(n, nthreads, ...) { const int64_t lo = 0, hi = (n); __VA_ARGS__; }
+#endif
+
 #define T float
 #define NAME(rule) trainlab_##rule##_f32
 #define SQRT sqrtf
@@ -33,7 +57,7 @@
 #define SQRT sqrt
 #include __FILE__
 
-int trainlab_native_version(void) { return 2; }
+int trainlab_native_version(void) { return 3; }
 
 #else  /* the kernels, for element type T */
 
@@ -73,15 +97,16 @@ INLINE void NAME(adam_tensor)(T *restrict p, const T *restrict gp, T *restrict m
 
 void NAME(adam)(int64_t count, T **ps, T **gs, T **ms, T **vs, T **vmaxs, const int64_t *sizes,
                 double b1, double b2, double eps_term, double scale, int inside, int negate,
-                int coupled, double lam, double shrink) {
+                int coupled, double lam, double shrink, int nthreads) {
     const T w = (T)(1.0 - b1), b2_ = (T)b2, c2 = (T)(1.0 - b2), eps = (T)eps_term, scale_ = (T)scale;
     const T sign = negate ? (T)-1 : (T)1, lam_ = (T)lam, shrink_ = (T)shrink;
     const int low = fabs((double)w) < 0.5, ams = vmaxs != 0;
     for (int64_t k = 0; k < count; k++) {
         T *vmax = ams ? vmaxs[k] : 0;
         /* each flag combination gets its own copy of the loop, with the flags as constants */
-#define ADAM(C, A, I, L) NAME(adam_tensor)(ps[k], gs[k], ms[k], vs[k], vmax, sizes[k], w, b2_, c2, eps, \
-                                           scale_, sign, lam_, shrink_, C, A, I, L)
+#define ADAM(C, A, I, L) NAME(adam_tensor)(ps[k] + lo, gs[k] + lo, ms[k] + lo, vs[k] + lo, vmax ? vmax + lo : 0, \
+                                           hi - lo, w, b2_, c2, eps, scale_, sign, lam_, shrink_, C, A, I, L)
+        SPLIT(sizes[k], nthreads,
         if (low) {
             if (coupled) { if (ams) { if (inside) ADAM(1, 1, 1, 1); else ADAM(1, 1, 0, 1); }
                            else { if (inside) ADAM(1, 0, 1, 1); else ADAM(1, 0, 0, 1); } }
@@ -92,7 +117,7 @@ void NAME(adam)(int64_t count, T **ps, T **gs, T **ms, T **vs, T **vmaxs, const 
                            else { if (inside) ADAM(1, 0, 1, 0); else ADAM(1, 0, 0, 0); } }
             else { if (ams) { if (inside) ADAM(0, 1, 1, 0); else ADAM(0, 1, 0, 0); }
                    else { if (inside) ADAM(0, 0, 1, 0); else ADAM(0, 0, 0, 0); } }
-        }
+        })
 #undef ADAM
     }
 }
@@ -122,17 +147,18 @@ INLINE void NAME(sgd_tensor)(T *restrict p, const T *restrict gp, T *restrict bu
 }
 
 void NAME(sgd)(int64_t count, T **ps, T **gs, T **bufs, const int64_t *sizes, double mu, double dampening,
-               double scale, int nesterov, int first, int negate, int coupled, double lam) {
+               double scale, int nesterov, int first, int negate, int coupled, double lam, int nthreads) {
     const T mu_ = (T)mu, keep = (T)(1.0 - dampening), scale_ = (T)scale;
     const T sign = negate ? (T)-1 : (T)1, lam_ = (T)lam;
     for (int64_t k = 0; k < count; k++) {
-#define SGD(C, M, F, N) NAME(sgd_tensor)(ps[k], gs[k], bufs ? bufs[k] : 0, sizes[k], mu_, keep, scale_, \
-                                         sign, lam_, C, M, F, N)
+#define SGD(C, M, F, N) NAME(sgd_tensor)(ps[k] + lo, gs[k] + lo, bufs ? bufs[k] + lo : 0, hi - lo, mu_, keep, \
+                                         scale_, sign, lam_, C, M, F, N)
+        SPLIT(sizes[k], nthreads,
         if (!bufs) { if (coupled) SGD(1, 0, 0, 0); else SGD(0, 0, 0, 0); }
         else if (first) { if (coupled) { if (nesterov) SGD(1, 1, 1, 1); else SGD(1, 1, 1, 0); }
                           else { if (nesterov) SGD(0, 1, 1, 1); else SGD(0, 1, 1, 0); } }
         else { if (coupled) { if (nesterov) SGD(1, 1, 0, 1); else SGD(1, 1, 0, 0); }
-               else { if (nesterov) SGD(0, 1, 0, 1); else SGD(0, 1, 0, 0); } }
+               else { if (nesterov) SGD(0, 1, 0, 1); else SGD(0, 1, 0, 0); } })
 #undef SGD
     }
 }
@@ -154,14 +180,16 @@ INLINE void NAME(adagrad_tensor)(T *restrict p, const T *restrict gp, T *restric
 }
 
 void NAME(adagrad)(int64_t count, T **ps, T **gs, T **rs, const int64_t *sizes, double eps, double scale,
-                   int inside, int include_current, int negate, int coupled, double lam) {
+                   int inside, int include_current, int negate, int coupled, double lam, int nthreads) {
     const T eps_ = (T)eps, scale_ = (T)scale, sign = negate ? (T)-1 : (T)1, lam_ = (T)lam;
     for (int64_t k = 0; k < count; k++) {
-#define ADAGRAD(C, I, N) NAME(adagrad_tensor)(ps[k], gs[k], rs[k], sizes[k], eps_, scale_, sign, lam_, C, I, N)
+#define ADAGRAD(C, I, N) NAME(adagrad_tensor)(ps[k] + lo, gs[k] + lo, rs[k] + lo, hi - lo, eps_, scale_, sign, \
+                                              lam_, C, I, N)
+        SPLIT(sizes[k], nthreads,
         if (coupled) { if (inside) { if (include_current) ADAGRAD(1, 1, 1); else ADAGRAD(1, 1, 0); }
                        else { if (include_current) ADAGRAD(1, 0, 1); else ADAGRAD(1, 0, 0); } }
         else { if (inside) { if (include_current) ADAGRAD(0, 1, 1); else ADAGRAD(0, 1, 0); }
-               else { if (include_current) ADAGRAD(0, 0, 1); else ADAGRAD(0, 0, 0); } }
+               else { if (include_current) ADAGRAD(0, 0, 1); else ADAGRAD(0, 0, 0); } })
 #undef ADAGRAD
     }
 }
@@ -181,13 +209,15 @@ INLINE void NAME(rmsprop_tensor)(T *restrict p, const T *restrict gp, T *restric
 }
 
 void NAME(rmsprop)(int64_t count, T **ps, T **gs, T **rs, const int64_t *sizes, double rho, double eps,
-                   double scale, int inside, int negate, int coupled, double lam) {
+                   double scale, int inside, int negate, int coupled, double lam, int nthreads) {
     const T rho_ = (T)rho, c = (T)(1.0 - rho), eps_ = (T)eps, scale_ = (T)scale;
     const T sign = negate ? (T)-1 : (T)1, lam_ = (T)lam;
     for (int64_t k = 0; k < count; k++) {
-#define RMSPROP(C, I) NAME(rmsprop_tensor)(ps[k], gs[k], rs[k], sizes[k], rho_, c, eps_, scale_, sign, lam_, C, I)
+#define RMSPROP(C, I) NAME(rmsprop_tensor)(ps[k] + lo, gs[k] + lo, rs[k] + lo, hi - lo, rho_, c, eps_, scale_, \
+                                           sign, lam_, C, I)
+        SPLIT(sizes[k], nthreads,
         if (coupled) { if (inside) RMSPROP(1, 1); else RMSPROP(1, 0); }
-        else { if (inside) RMSPROP(0, 1); else RMSPROP(0, 0); }
+        else { if (inside) RMSPROP(0, 1); else RMSPROP(0, 0); })
 #undef RMSPROP
     }
 }

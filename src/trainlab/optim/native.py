@@ -5,7 +5,9 @@ elementwise ops, each one a pass over memory; on a CPU each op also costs a disp
 PyTorch's ``fused=True`` kernels do the whole rule in one pass. So do these: ``native.c`` holds
 Adam/AdamW (every ε mode, AMSGrad), SGD (with and without PyTorch-form momentum, Nesterov),
 Adagrad and RMSprop, each written out as the fast path's operations in its order, looping over
-the group's tensors in one call — no gradient copy into a flat buffer, no per-tensor dispatch.
+the group's tensors in one call — no gradient copy into a flat buffer, no per-tensor dispatch. A
+tensor of 32,768 elements or more is split over torch's intra-op threads (OpenMP, sharing the
+runtime torch has loaded; ``torch.get_num_threads()`` is read at every step).
 
 The C file is compiled at the first step that can use it (a fraction of a second with the
 system's C compiler, ``$CC`` or ``cc``) into ``$TRAINLAB_CACHE_DIR`` (default
@@ -42,6 +44,9 @@ __all__ = ["native_rule", "native_problem", "kernels"]
 
 SOURCE = Path(__file__).with_name("native.c")
 FLAGS = ["-O3", "-fPIC", "-shared", "-std=c99", "-ffp-contract=off", "-fno-math-errno"]
+# OpenMP splits large tensors over torch's intra-op threads; a compiler without it builds the
+# single-threaded kernels. At run time the library shares the libgomp torch has loaded.
+OPENMP = ["-fopenmp"]
 _TYPES = {torch.float32: "f32", torch.float64: "f64"}
 _LIB: ctypes.CDLL | None = None
 _PROBLEM: str | None = None  # why the kernels cannot be built here (set once tried)
@@ -66,7 +71,7 @@ def _cache_dir() -> Path:
 
 def _build(cc: str) -> Path:
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join([cc] + FLAGS + [sys.platform]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(source + " ".join([cc] + FLAGS + OPENMP + [sys.platform]).encode()).hexdigest()[:16]
     target = _cache_dir() / "native" / f"optim-{key}.so"
     if target.exists():
         return target
@@ -74,9 +79,12 @@ def _build(cc: str) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        done = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True,
-                              timeout=120)
-        if done.returncode != 0:
+        for extra in (OPENMP, []):  # without OpenMP if the compiler lacks it
+            done = subprocess.run([cc, *FLAGS, *extra, "-o", tmp, str(SOURCE), "-lm"], capture_output=True,
+                                  text=True, timeout=120)
+            if done.returncode == 0:
+                break
+        else:
             first = (done.stderr.strip().splitlines() or ["(no message)"])[0]
             raise OSError(f"{os.path.basename(cc)} failed on native.c: {first}")
         os.replace(tmp, target)  # atomic: a concurrent build leaves one complete file
@@ -88,10 +96,11 @@ def _build(cc: str) -> Path:
 
 def _declare(lib: ctypes.CDLL) -> None:
     i64, i32, dbl, vp = ctypes.c_int64, ctypes.c_int, ctypes.c_double, ctypes.c_void_p
-    signatures = {"adam": [i64, vp, vp, vp, vp, vp, vp, dbl, dbl, dbl, dbl, i32, i32, i32, dbl, dbl],
-                  "sgd": [i64, vp, vp, vp, vp, dbl, dbl, dbl, i32, i32, i32, i32, dbl],
-                  "adagrad": [i64, vp, vp, vp, vp, dbl, dbl, i32, i32, i32, i32, dbl],
-                  "rmsprop": [i64, vp, vp, vp, vp, dbl, dbl, dbl, i32, i32, i32, dbl]}
+    # the last argument of each: the threads to split large tensors over
+    signatures = {"adam": [i64, vp, vp, vp, vp, vp, vp, dbl, dbl, dbl, dbl, i32, i32, i32, dbl, dbl, i32],
+                  "sgd": [i64, vp, vp, vp, vp, dbl, dbl, dbl, i32, i32, i32, i32, dbl, i32],
+                  "adagrad": [i64, vp, vp, vp, vp, dbl, dbl, i32, i32, i32, i32, dbl, i32],
+                  "rmsprop": [i64, vp, vp, vp, vp, dbl, dbl, dbl, i32, i32, i32, dbl, i32]}
     for suffix in ("f32", "f64"):
         for name, argtypes in signatures.items():
             fn = getattr(lib, f"trainlab_{name}_{suffix}")  # attribute access caches the function object
@@ -229,7 +238,8 @@ def native_rule(chain):
             c1, c2 = adam._corrections(info.t)
             eps_term = {"outside": adam.eps * math.sqrt(c2), "inside": adam.eps * c2, "hat": adam.eps}[adam.eps_mode]
             fn(len(params), ps, grads, m, v, vmax[0] if vmax else None, sizes, adam.b1, adam.b2, eps_term,
-               (math.sqrt(c2) / c1) * -info.lr, inside, *sign_decay, 1 - info.lr * head["decoupled"])
+               (math.sqrt(c2) / c1) * -info.lr, inside, *sign_decay, 1 - info.lr * head["decoupled"],
+               torch.get_num_threads())
             return True
         return adam_step
 
@@ -252,7 +262,8 @@ def native_rule(chain):
                 return False
             fn, grads, (ps, *buf), sizes = got
             fn(len(params), ps, grads, buf[0] if mom else None, sizes, mom.momentum if mom else 0.0,
-               mom.dampening if mom else 0.0, -info.lr, int(bool(mom and mom.nesterov)), int(first), *sign_decay)
+               mom.dampening if mom else 0.0, -info.lr, int(bool(mom and mom.nesterov)), int(first), *sign_decay,
+               torch.get_num_threads())
             if first:
                 for st, b in zip(states, bufs):
                     st[key] = b
@@ -269,7 +280,7 @@ def native_rule(chain):
                 return False
             fn, grads, (ps, sums), sizes = got
             fn(len(params), ps, grads, sums, sizes, ada.eps, -tail.rate(info), int(ada.eps_placement == "inside"),
-               int(ada.include_current), *sign_decay)
+               int(ada.include_current), *sign_decay, torch.get_num_threads())
             return True
         return adagrad_step
 
@@ -283,7 +294,7 @@ def native_rule(chain):
                 return False
             fn, grads, (ps, avgs), sizes = got
             fn(len(params), ps, grads, avgs, sizes, rms.alpha, rms.eps, -info.lr, int(rms.eps_placement == "inside"),
-               *sign_decay)
+               *sign_decay, torch.get_num_threads())
             return True
         return rmsprop_step
     return None
