@@ -236,3 +236,40 @@ def test_nan_is_reported_at_the_step_where_it_appeared(each_step, monkeypatch):
         fit(model, (X, y), loss="cross_entropy", optimizer=opt, epochs=2, batch_size=8, shuffle=False,
             callbacks=[ProgressLogger(stream=io.StringIO(), bar=False)])
     assert (info.value.epoch, info.value.step, info.value.global_step) == (0, 2, 2)
+
+
+def test_train_and_eval_switches_respect_a_train_override_and_restore_the_mode():
+    import torch.nn.functional as F
+    from trainlab.train.loop import evaluate
+
+    class FrozenNorm(torch.nn.Module):  # keeps its batch norm in eval mode, as fine-tuning code does
+        def __init__(self):
+            super().__init__()
+            self.lin, self.bn, self.out = torch.nn.Linear(2, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2)
+
+        def train(self, mode: bool = True):
+            super().train(mode)
+            self.bn.eval()
+            return self
+
+        def forward(self, x):
+            return self.out(self.bn(self.lin(x)))
+
+    X, y = torch.randn(64, 2), torch.randint(0, 2, (64,))
+    plain = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 2))
+    for model in (plain, FrozenNorm()):
+        for mode in (True, False):
+            model.train(mode)
+            before = [m.training for m in model.modules()]
+            evaluate(model, (X, y), F.cross_entropy)
+            assert [m.training for m in model.modules()] == before
+    frozen = FrozenNorm()
+    seen = []
+
+    class Spy(trainlab.train.callbacks.Callback):
+        def on_batch_begin(self, batch, logs=None):
+            seen.append((frozen.training, frozen.bn.training))
+
+    trainlab.fit(frozen, (X, y), (X, y), loss=F.cross_entropy, optimizer=torch.optim.SGD(frozen.parameters(), lr=0.1),
+                 epochs=2, batch_size=32, callbacks=[Spy()], verbose=False)
+    assert seen and all(s == (True, False) for s in seen), seen[:3]  # training, with the frozen norm

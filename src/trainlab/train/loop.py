@@ -17,6 +17,7 @@ tensor sums); the correct counts are summed once per epoch either way.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from typing import Iterable
@@ -54,7 +55,7 @@ def default_device() -> torch.device:
 def model_dtype(model: nn.Module) -> torch.dtype:
     """The dtype of the model's first floating parameter or buffer (torch's default without one):
     numpy inputs are cast to it."""
-    for t in (*model.parameters(), *model.buffers()):
+    for t in itertools.chain(model.parameters(), model.buffers()):  # lazily: stops at the first
         if t.is_floating_point():
             return t.dtype
     return torch.get_default_dtype()
@@ -81,11 +82,17 @@ def _correct_counter(loss_fn):
 
 
 def _set_mode(model: nn.Module, modules: list[nn.Module], training: bool) -> bool:
-    """``model.train(training)`` unless every module is in that mode already (the walk over the
-    module tree is what a tiny model's epoch would notice). Returns whether it changed anything."""
+    """``model.train(training)`` over ``modules`` (the model's, listed once). When no module
+    overrides ``train`` — ``nn.Module.train`` only sets each module's flag — the flags are set
+    directly, and not at all when every module is in that mode already: the recursive walk is
+    what a tiny model's epoch would notice. Returns whether it may have changed anything."""
+    if any(type(m).train is not nn.Module.train for m in modules):
+        model.train(training)  # an override may do more than set flags (keep a norm frozen, ...)
+        return True
     if all(m.training == training for m in modules):
         return False
-    model.train(training)
+    for m in modules:
+        m.__dict__["training"] = training  # where nn.Module.train puts it
     return True
 
 
@@ -157,7 +164,7 @@ def evaluate(model: nn.Module, data, loss: str | Loss = "cross_entropy", *,
                 corrects.append(c.reshape(()).double())  # sequences' per-step accuracy counts fractions
     finally:
         if changed:
-            model.train(was_training)
+            _set_mode(model, modules, was_training)
     if not totals:
         return {"loss": 0.0}
     if isinstance(totals[0], float):
