@@ -20,7 +20,6 @@ import math
 import re
 import shutil
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,7 +36,7 @@ from trainlab.experiments.report import (Section, early_stops, epoch_records, hi
 from trainlab.losses import Loss
 from trainlab.train.callbacks import Callback, History
 from trainlab.train.checkpoint import atomic_write_bytes, atomic_write_json, save_weights
-from trainlab.train.loop import NonFiniteLossError, default_device, evaluate, fit
+from trainlab.train.loop import GLOBAL_RNG_LOCK, NonFiniteLossError, default_device, evaluate, fit
 
 
 @dataclass
@@ -192,13 +191,11 @@ def build_training(cfg: Config, device: torch.device, data: Splits | None = None
     ``pretrained=False`` skips loading ``model.pretrained`` (a resumed run's checkpoint holds
     every weight, so the source run folder is not needed then).
     """
-    # the global RNG is one per process: two threads building at once (the playground's race
-    # mode builds A and B side by side) would interleave their draws and get other weights
-    with _GLOBAL_RNG_LOCK:
+    # the global RNG is one per process: two threads building at once, or one seeding it for
+    # its fit while another builds (the playground's race mode runs A and B side by side), would
+    # interleave with the draws and give other weights
+    with GLOBAL_RNG_LOCK:
         return _build_training(cfg, device, data, pretrained)
-
-
-_GLOBAL_RNG_LOCK = threading.RLock()
 
 
 def _build_training(cfg: Config, device: torch.device, data: Splits | None, pretrained: bool):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 import time
 from typing import Iterable
 
@@ -30,6 +31,11 @@ from trainlab.data.dataset import Dataset, as_dataset
 from trainlab.losses import Loss, resolve_loss
 from trainlab.train.callbacks import Callback, CallbackList, History, ProgressLogger
 
+
+# the global RNG is one per process: whatever seeds it and then draws from it in sequence (a
+# run's build, fit's seeding) holds this lock, so threads of one process (the playground's race
+# mode builds and starts two runs side by side) cannot land a seed in the middle of another's draws
+GLOBAL_RNG_LOCK = threading.RLock()
 
 # on the CPU a step's loss is read (and checked) at once; False keeps it on the device until the
 # epoch ends, as on a GPU (the tests run that path on the CPU this way)
@@ -438,7 +444,8 @@ def fit(model: nn.Module, train, val=None, *, loss, optimizer: torch.optim.Optim
         if isinstance(model, DistributedDataParallel):  # the loop wraps the bare module itself
             model = model.module
     if seed is not None:
-        torch.manual_seed(seed)
+        with GLOBAL_RNG_LOCK:
+            torch.manual_seed(seed)
     if generator is None:
         generator = torch.Generator()
         order_seed = seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item())
