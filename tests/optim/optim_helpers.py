@@ -68,6 +68,23 @@ def roundtrip(state_dict):
     return torch.load(buf, weights_only=False)
 
 
+def resume_from_state_dicts(make_opt, dtype=torch.float64, steps=10):
+    """(a straight run of 2·``steps`` steps, the same run saved after ``steps`` and resumed from
+    its state dicts in a fresh model and optimizer, the first run's model and optimizer, the saved
+    optimizer state): the flat params at the end of each run, and what tests load further."""
+    straight = trajectory(make_opt, dtype, 2 * steps)
+    model, X, y = problem(dtype)
+    opt = make_opt(model.parameters())
+    trajectory(None, dtype, steps, model=model, opt=opt)
+    saved_model, saved_opt = roundtrip(model.state_dict()), roundtrip(opt.state_dict())
+    model2, _, _ = problem(dtype, seed=5)
+    model2.load_state_dict(saved_model)
+    opt2 = make_opt(model2.parameters())
+    opt2.load_state_dict(saved_opt)
+    resumed = trajectory(None, dtype, steps, model=model2, opt=opt2, start=steps)
+    return straight, resumed, (model, opt), saved_opt
+
+
 def foreach_only(opt):
     """``opt`` with the one-pass native kernels off: its steps take the foreach (or flat) path."""
     opt.native = False
@@ -78,4 +95,4 @@ def maxdiff(a, b) -> float:
     return (a - b).abs().max().item()
 
 
-__all__ = ["TOL", "problem", "flat", "make_closure", "trajectory", "roundtrip", "foreach_only", "maxdiff", "copy"]
+__all__ = ["TOL", "problem", "flat", "make_closure", "trajectory", "roundtrip", "resume_from_state_dicts", "foreach_only", "maxdiff", "copy"]

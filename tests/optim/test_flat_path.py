@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import trainlab.optim as O
-from optim_helpers import TOL, maxdiff, problem, roundtrip, trajectory
+from optim_helpers import TOL, maxdiff, problem, resume_from_state_dicts, trajectory
 from test_fast_paths import CASES, IDS
 
 
@@ -79,17 +79,7 @@ def test_not_elementwise_chains_and_missing_grads_take_the_per_tensor_path():
 
 
 def test_state_dict_round_trip_and_resume_match_an_uninterrupted_run():
-    make = _flat(lambda p: O.Adam(p, lr=0.01, amsgrad=True))
-    straight = trajectory(make, torch.float64, 20)
-    model, X, y = problem(torch.float64)
-    opt = make(model.parameters())
-    trajectory(None, torch.float64, 10, model=model, opt=opt)
-    saved_model, saved_opt = roundtrip(model.state_dict()), roundtrip(opt.state_dict())
-    model2, _, _ = problem(torch.float64, seed=5)
-    model2.load_state_dict(saved_model)
-    opt2 = make(model2.parameters())
-    opt2.load_state_dict(saved_opt)
-    resumed = trajectory(None, torch.float64, 10, model=model2, opt=opt2, start=10)
+    straight, resumed, (model, opt), saved_opt = resume_from_state_dicts(_flat(lambda p: O.Adam(p, lr=0.01, amsgrad=True)))
     assert torch.equal(resumed, straight)
     # loading into the running optimizer (its state no longer the flat views) rebuilds the buffers
     opt.load_state_dict(saved_opt)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import trainlab.optim as O
-from optim_helpers import TOL, foreach_only, maxdiff, problem, roundtrip, trajectory
+from optim_helpers import TOL, foreach_only, maxdiff, resume_from_state_dicts, trajectory
 from trainlab.optim import native
 from trainlab.optim.chain import ChainOptimizer
 
@@ -111,17 +111,8 @@ def test_tensors_the_kernels_do_not_take_fall_back_to_the_same_numbers():
 
 
 def test_resume_from_a_state_dict_matches_an_uninterrupted_run():
-    make = lambda p: O.Adam(p, lr=0.01, amsgrad=True)  # noqa: E731
-    straight = trajectory(make, torch.float64, 20)
-    model, X, y = problem(torch.float64)
-    opt = make(model.parameters())
-    trajectory(None, torch.float64, 10, model=model, opt=opt)
-    saved_model, saved_opt = roundtrip(model.state_dict()), roundtrip(opt.state_dict())
-    model2, _, _ = problem(torch.float64, seed=5)
-    model2.load_state_dict(saved_model)
-    opt2 = make(model2.parameters())
-    opt2.load_state_dict(saved_opt)
-    assert torch.equal(trajectory(None, torch.float64, 10, model=model2, opt=opt2, start=10), straight)
+    straight, resumed, _, _ = resume_from_state_dicts(lambda p: O.Adam(p, lr=0.01, amsgrad=True))
+    assert torch.equal(resumed, straight)
 
 
 def test_without_a_compiler_the_optimizers_fall_back(monkeypatch, tmp_path):

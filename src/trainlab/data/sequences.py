@@ -104,6 +104,16 @@ def copy_task(n_samples: int = 1000, length: int = 5, delay: int = 10, symbols: 
     return Dataset(X.contiguous(), y.contiguous(), "copy")
 
 
+def _frequencies_and_phases(n: int, min_freq: float, max_freq: float, g: torch.Generator):
+    """f ~ U(min_freq, max_freq) cycles per step and φ ~ U(0, 2π), each of shape (n, 1), float64."""
+    if not (0 < min_freq <= max_freq <= 0.5):
+        raise ValueError(f"need 0 < min_freq <= max_freq <= 0.5 (cycles per step), got min_freq={min_freq!r}, "
+                         f"max_freq={max_freq!r}")
+    f = min_freq + (max_freq - min_freq) * torch.rand(n, 1, generator=g, dtype=torch.float64)
+    phase = 2 * math.pi * torch.rand(n, 1, generator=g, dtype=torch.float64)
+    return f, phase
+
+
 def noisy_sine(n_samples: int = 1000, length: int = 50, noise: float = 0.1, min_freq: float = 0.05,
                max_freq: float = 0.2, seed: int = 0) -> Dataset:
     """Noisy sine waves; predict the clean wave one step ahead at every step.
@@ -123,12 +133,8 @@ def noisy_sine(n_samples: int = 1000, length: int = 50, noise: float = 0.1, min_
     _positive_int("length", length, 2)
     if not (isinstance(noise, (int, float)) and noise >= 0):
         raise ValueError(f"noise must be >= 0, got {noise!r}")
-    if not (0 < min_freq <= max_freq <= 0.5):
-        raise ValueError(f"need 0 < min_freq <= max_freq <= 0.5 (cycles per step), got min_freq={min_freq!r}, "
-                         f"max_freq={max_freq!r}")
     g = torch.Generator().manual_seed(seed)
-    f = min_freq + (max_freq - min_freq) * torch.rand(n_samples, 1, generator=g, dtype=torch.float64)
-    phase = 2 * math.pi * torch.rand(n_samples, 1, generator=g, dtype=torch.float64)
+    f, phase = _frequencies_and_phases(n_samples, min_freq, max_freq, g)
     t = torch.arange(length + 1, dtype=torch.float64)
     wave = torch.sin(2 * math.pi * f * t + phase)
     X = wave[:, :-1] + noise * torch.randn(n_samples, length, generator=g, dtype=torch.float64)
@@ -153,12 +159,8 @@ def sine_generation(n_samples: int = 1000, length: int = 30, min_freq: float = 0
     """
     _positive_int("n_samples", n_samples, 2)
     _positive_int("length", length, 2)
-    if not (0 < min_freq <= max_freq <= 0.5):
-        raise ValueError(f"need 0 < min_freq <= max_freq <= 0.5 (cycles per step), got min_freq={min_freq!r}, "
-                         f"max_freq={max_freq!r}")
     g = torch.Generator().manual_seed(seed)
-    f = min_freq + (max_freq - min_freq) * torch.rand(n_samples, 1, generator=g, dtype=torch.float64)
-    phase = 2 * math.pi * torch.rand(n_samples, 1, generator=g, dtype=torch.float64)
+    f, phase = _frequencies_and_phases(n_samples, min_freq, max_freq, g)
     t = torch.arange(1, length + 1, dtype=torch.float64)
     y = torch.sin(2 * math.pi * f * t + phase)
     X = torch.cat([f / max_freq, torch.sin(phase), torch.cos(phase)], dim=1)
