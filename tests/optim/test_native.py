@@ -10,6 +10,7 @@ import torch
 
 import trainlab.optim as O
 from optim_helpers import TOL, foreach_only, maxdiff, resume_from_state_dicts, trajectory
+from trainlab import native_build
 from trainlab.optim import native
 from trainlab.optim.chain import ChainOptimizer
 
@@ -117,7 +118,7 @@ def test_resume_from_a_state_dict_matches_an_uninterrupted_run():
 
 def test_without_a_compiler_the_optimizers_fall_back(monkeypatch, tmp_path):
     monkeypatch.setenv("TRAINLAB_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(native, "_compiler", lambda: None)
+    monkeypatch.setattr(native_build, "compiler", lambda: None)
     native._reset()
     try:
         assert native.kernels() is None

@@ -10,9 +10,7 @@ tensor of 32,768 elements or more is split over torch's intra-op threads (OpenMP
 runtime torch has loaded; ``torch.get_num_threads()`` is read at every step).
 
 The C file is compiled at the first step that can use it (a fraction of a second with the
-system's C compiler, ``$CC`` or ``cc``) into ``$TRAINLAB_CACHE_DIR`` (default
-``~/.cache/trainlab``), keyed by the source and the compiler, written atomically, and loaded with
-:mod:`ctypes`. Without a compiler the optimizers take the foreach/flat path as before (``fused=True``
+system's C compiler) and cached, as :mod:`trainlab.native_build` describes. Without a compiler the optimizers take the foreach/flat path as before (``fused=True``
 then stops with one line naming the fix). ``TRAINLAB_NATIVE=0`` turns the kernels off.
 
 Numerics: the same operations in the same order as the fast path, on numbers of the tensors' type,
@@ -25,73 +23,20 @@ difference to the foreach path (0–2 ulp).
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import math
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from trainlab.native_build import NativeLibrary
 from trainlab.optim.transforms import (AddWeightDecay, DecoupledWeightDecay, Momentum, Negate,
                                        ScaleByAdagrad, ScaleByAdam, ScaleByLearningRate, ScaleByRms)
 
 __all__ = ["native_rule", "native_problem", "kernels"]
 
-SOURCE = Path(__file__).with_name("native.c")
-FLAGS = ["-O3", "-fPIC", "-shared", "-std=c99", "-ffp-contract=off", "-fno-math-errno"]
-# OpenMP splits large tensors over torch's intra-op threads; a compiler without it builds the
-# single-threaded kernels. At run time the library shares the libgomp torch has loaded.
-OPENMP = ["-fopenmp"]
+FLAGS = ["-O3", "-std=c99", "-ffp-contract=off", "-fno-math-errno"]
 _TYPES = {torch.float32: "f32", torch.float64: "f64"}
-_LIB: ctypes.CDLL | None = None
-_PROBLEM: str | None = None  # why the kernels cannot be built here (set once tried)
-_TRIED = False
-
-
-def _compiler() -> str | None:
-    for name in ([os.environ["CC"]] if os.environ.get("CC") else []) + ["cc", "gcc", "clang"]:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("TRAINLAB_CACHE_DIR")
-    if root:
-        return Path(root)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "trainlab"
-
-
-def _build(cc: str) -> Path:
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join([cc] + FLAGS + OPENMP + [sys.platform]).encode()).hexdigest()[:16]
-    target = _cache_dir() / "native" / f"optim-{key}.so"
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
-        for extra in (OPENMP, []):  # without OpenMP if the compiler lacks it
-            done = subprocess.run([cc, *FLAGS, *extra, "-o", tmp, str(SOURCE), "-lm"], capture_output=True,
-                                  text=True, timeout=120)
-            if done.returncode == 0:
-                break
-        else:
-            first = (done.stderr.strip().splitlines() or ["(no message)"])[0]
-            raise OSError(f"{os.path.basename(cc)} failed on native.c: {first}")
-        os.replace(tmp, target)  # atomic: a concurrent build leaves one complete file
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -107,41 +52,27 @@ def _declare(lib: ctypes.CDLL) -> None:
             fn.argtypes, fn.restype = argtypes, None
 
 
+LIBRARY = NativeLibrary(Path(__file__).with_name("native.c"), "optim", "the one-pass optimizer kernels", _declare,
+                        FLAGS)
+
+
 def kernels() -> ctypes.CDLL | None:
     """The loaded kernel library, building it at the first call; ``None`` when it cannot be built
     here (:func:`native_problem` says why) or ``TRAINLAB_NATIVE=0``."""
-    global _LIB, _PROBLEM, _TRIED
-    if os.environ.get("TRAINLAB_NATIVE", "1") == "0":
-        return None
-    if not _TRIED:
-        _TRIED = True
-        cc = _compiler()
-        if cc is None:
-            _PROBLEM = ("the one-pass optimizer kernels need a C compiler, and none was found "
-                        "(looked for $CC, cc, gcc, clang): apt-get install gcc, or set CC, "
-                        "or use fused=False")
-        else:
-            try:
-                lib = ctypes.CDLL(str(_build(cc)))
-                _declare(lib)
-                _LIB = lib
-            except (OSError, subprocess.SubprocessError) as err:
-                _PROBLEM = f"the one-pass optimizer kernels could not be built: {err}"
-    return _LIB
+    return LIBRARY.get()
 
 
 def native_problem() -> str | None:
     """Why :func:`kernels` is ``None`` (one line), or ``None`` when the kernels work."""
-    if os.environ.get("TRAINLAB_NATIVE", "1") == "0":
-        return "the one-pass optimizer kernels are turned off (TRAINLAB_NATIVE=0)"
-    kernels()
-    return _PROBLEM
+    problem = LIBRARY.problem()
+    if problem and "need a C compiler" in problem:
+        return problem + ", or use fused=False"
+    return problem
 
 
 def _reset() -> None:
     """Forget the loaded library (tests build it again under another environment)."""
-    global _LIB, _PROBLEM, _TRIED
-    _LIB, _PROBLEM, _TRIED = None, None, False
+    LIBRARY.reset()
 
 
 def _split_chain(chain) -> tuple[dict, list]:
