@@ -188,7 +188,7 @@ def test_functorch_transforms_take_the_full_autograd_function_path():
     Functions have no setup_context); the readable forms are plain tensor ops and vmap fine."""
     z = torch.randn(3, 5)
     with pytest.raises(RuntimeError, match="setup_context"):
-        torch.func.vmap(tn.relu)(z)
+        torch.func.vmap(tn.sigmoid)(z)
     with tn.readable_layers():
         torch.testing.assert_close(torch.func.vmap(tn.gelu)(z), torch.nn.functional.gelu(z))
         torch.testing.assert_close(torch.func.vmap(tn.LayerNorm(5))(z), torch.nn.functional.layer_norm(z, (5,)))
@@ -206,3 +206,20 @@ def test_batch_norm_keeps_float32_running_estimates_for_a_bfloat16_input():
     torch.testing.assert_close(layers[0].running_mean, layers[1].running_mean, rtol=2 ** -7, atol=1e-3)
     torch.testing.assert_close(layers[0].running_var, layers[1].running_var, rtol=2 ** -7, atol=1e-3)
     torch.testing.assert_close(layers[0].running_mean, 0.1 * x.float().mean(0), rtol=1e-2, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("make", [tn.ReLU, tn.LeakyReLU, lambda: tn.LeakyReLU(0.3), lambda: tn.GeneralizedRectifier(-1.0),
+                                  lambda: tn.GeneralizedRectifier(1.5), tn.PReLU, lambda: tn.PReLU(6)],
+                         ids=["relu", "leaky", "leaky0.3", "abs", "slope1.5", "prelu", "prelu6"])
+def test_the_rectifiers_fast_path_is_bit_equal_to_the_readable_form(make, dtype):
+    """The rectifiers' fast path (torch's kernels) computes the same selects as the readable
+    forms: values and input gradients bit-equal (at z = ±0 too); the learned slope's gradient is a
+    sum, equal up to its summation order."""
+    layer = make().to(dtype)
+    x, g = _data((16, 6), dtype)
+    fast = _run(copy.deepcopy(layer), x, g, fast=True)
+    readable = _run(copy.deepcopy(layer), x, g, fast=False)
+    assert torch.equal(fast[0], readable[0]) and torch.equal(fast[1], readable[1])
+    for a, b in zip(fast[2:], readable[2:]):
+        assert _ulps(a, b) <= 4 if dtype == torch.float32 else torch.allclose(a, b, rtol=1e-12, atol=0)
