@@ -13,8 +13,9 @@ scikit-learn  ``MLPClassifier(hidden_layer_sizes=(256, 256), solver="adam",
 It prints seconds per epoch (the median over the epochs, which run round-robin — one epoch of
 each contestant in turn — so that other work on the machine slows all three alike; CPU time too),
 test accuracy after the same epochs, and trainlab's time as a fraction of each peer's. The goal:
-trainlab's epoch ≤ 0.6× the DataLoader loop's and ≤ 0.6× MLPClassifier's, at equal test accuracy
-(within ±0.5 points). Data: trainlab's MNIST loader (50,000 train / 10,000 test images in [0, 1]).
+trainlab's epoch ≤ 1.05× the best hand-written loop's (and so ≤ 0.65× the DataLoader loop's) and
+≤ 0.6× MLPClassifier's, at equal test accuracy (within ±0.5 points; against the best loop within
+±0.3 points averaged over 3 seeds, ``--seeds 3``). Data: trainlab's MNIST loader (50,000 train / 10,000 test images in [0, 1]).
 
 trainlab's optimizer is ``trainlab.optim.Adam`` when that import works (else ``torch.optim.Adam``);
 the line "optimizer:" says which ran. A fourth, reference row runs trainlab's loop with PyTorch's
@@ -25,6 +26,7 @@ ratios from one run, not absolute numbers across runs.
 
     python benchmarks/bench_mnist_mlp.py               # 3 epochs on MNIST
     python benchmarks/bench_mnist_mlp.py --epochs 5
+    python benchmarks/bench_mnist_mlp.py --seeds 3     # three seeds: times over all, mean accuracy
     python benchmarks/bench_mnist_mlp.py --threads 1   # one thread each (steadier on a busy machine)
     python benchmarks/bench_mnist_mlp.py --quick       # a few batches each, one thread (a smoke test)
 """
@@ -218,7 +220,22 @@ def race(train, test, epochs: int, seed: int) -> list[dict]:
             cpu[c.name].append(time.process_time() - c0)
     return [{"name": c.name, "optimizer": c.optimizer, "s_per_epoch": statistics.median(wall[c.name]),
              "cpu_s_per_epoch": statistics.median(cpu[c.name]), "epoch_times": wall[c.name],
-             "accuracy": c.accuracy(test)} for c in contestants]
+             "epoch_cpu_times": cpu[c.name], "accuracy": c.accuracy(test)} for c in contestants]
+
+
+def races(train, test, epochs: int, seeds: list[int]) -> list[dict]:
+    """:func:`race` once per seed; per contestant the median epoch time over every seed's epochs,
+    the mean test accuracy and each seed's accuracy."""
+    per_seed = [race(train, test, epochs, seed) for seed in seeds]
+    rows = []
+    for same in zip(*per_seed):
+        walls = [t for r in same for t in r["epoch_times"]]
+        cpus = [t for r in same for t in r["epoch_cpu_times"]]
+        accs = [r["accuracy"] for r in same]
+        rows.append({**same[0], "s_per_epoch": statistics.median(walls), "cpu_s_per_epoch": statistics.median(cpus),
+                     "epoch_times": walls, "epoch_cpu_times": cpus, "accuracy": statistics.fmean(accs),
+                     "accuracies": accs})
+    return rows
 
 
 def _per_call(fn, n: int) -> tuple[float, float]:
@@ -287,6 +304,8 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=1, help="race this many seeds (seed, seed + 1, ...): times "
+                   "over all their epochs, accuracy as the mean (the issue's goal: within 0.3 points over 3)")
     p.add_argument("--quick", action="store_true", help="512 samples (4 batches), 1 epoch: a smoke test")
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--breakdown", action="store_true", help="also time each piece of a training step")
@@ -312,7 +331,8 @@ def run(args) -> dict:
     train, test, source = load_data(args.quick, args.seed)
     print(f"data: {source}, {len(train)} train / {len(test)} test; MLP 784-{'-'.join(map(str, HIDDEN))}-10 "
           f"ReLU, Adam lr {LR}, batch {BATCH}, {epochs} epoch(s); torch threads: {torch.get_num_threads()}")
-    rows = race(train, test, epochs, args.seed)
+    seeds = list(range(args.seed, args.seed + max(1, args.seeds)))
+    rows = races(train, test, epochs, seeds)
     print(f"optimizer: trainlab used {rows[0]['optimizer']}")
     mine = rows[0]
     print(f"\n{'':28s}{'s/epoch':>9s}{'CPU s/epoch':>13s}{'test acc':>10s}{'trainlab / this':>17s}"
@@ -326,21 +346,30 @@ def run(args) -> dict:
           " the fourth row is a reference: trainlab's loop with PyTorch's fused Adam, to show the optimizer's\n"
           " share; the last, the best hand-written loop: tensors in memory, index slicing, fused Adam)")
     print()
-    for r in rows[1:3]:
+    if len(seeds) > 1:
+        print("test accuracy per seed " + ", ".join(str(s) for s in seeds) + ":")
+        for r in rows:
+            print(f"  {r['name']:26s}" + "".join(f"{100 * a:8.2f}%" for a in r["accuracies"]))
+    # the time goals: 0.65x the DataLoader loop (the speed issue's goal 3: 1.05x the best loop,
+    # which itself takes ~0.62x the DataLoader loop's time) and 0.6x scikit-learn
+    for r, goal in ((rows[1], 0.65), (rows[2], 0.6)):
         gap = 100 * (mine["accuracy"] - r["accuracy"])
-        time_ok, acc_ok = r["ratio"] <= 0.6, abs(gap) <= 0.5
-        print(f"vs {r['name']}: time ratio {r['ratio']:.2f} (goal <= 0.6: {'met' if time_ok else 'NOT met'}), "
+        time_ok, acc_ok = r["ratio"] <= goal, abs(gap) <= 0.5
+        print(f"vs {r['name']}: time ratio {r['ratio']:.2f} (goal <= {goal}: {'met' if time_ok else 'NOT met'}), "
               f"accuracy gap {gap:+.2f} points (goal within 0.5: {'met' if acc_ok else 'NOT met'})")
         slug = "".join(c if c.isalnum() else "_" for c in r["name"].lower()).strip("_")
-        print(f"RATIO mnist_mlp.epoch_vs_{slug} {r['ratio']:.3f} <= 0.6")  # for make bench's table
+        print(f"RATIO mnist_mlp.epoch_vs_{slug} {r['ratio']:.3f} <= {goal}")  # for make bench's table
     best = rows[4]
+    gap = 100 * (mine["accuracy"] - best["accuracy"])
     print(f"vs {best['name']}: time ratio {best['ratio']:.2f} (goal <= 1.05: "
-          f"{'met' if best['ratio'] <= 1.05 else 'NOT met'}), accuracy gap "
-          f"{100 * (mine['accuracy'] - best['accuracy']):+.2f} points")
+          f"{'met' if best['ratio'] <= 1.05 else 'NOT met'}), accuracy gap {gap:+.2f} points over "
+          f"{len(seeds)} seed(s) (goal within 0.3 over 3 seeds: {'met' if abs(gap) <= 0.3 else 'NOT met'})")
     print(f"RATIO mnist_mlp.epoch_vs_best_loop {best['ratio']:.3f} <= 1.05")
+    if len(seeds) >= 3:
+        print(f"RATIO mnist_mlp.accuracy_gap_points_vs_best_loop_{len(seeds)}_seeds {abs(gap):.3f} <= 0.3")
     if args.quick:
         print("(quick mode: a smoke test; the numbers mean nothing)")
-    result = {"epochs": epochs, "source": source, "quick": args.quick, "rows": rows}
+    result = {"epochs": epochs, "seeds": seeds, "source": source, "quick": args.quick, "rows": rows}
     if args.breakdown:
         result["breakdown"] = breakdown(train, n=5 if args.quick else 200)
     if args.json:

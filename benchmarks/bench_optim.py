@@ -322,8 +322,8 @@ def _main(args) -> dict:
         for row_name, row in ep["rows"].items():
             print(f"  {row_name:28s}{row['s_per_epoch']:8.3f} s/epoch  accuracy {row['accuracy']:.4f}  "
                   f"× loop {row['ratio_to_loop']:.2f}  ({row['optimizer']})")
-        print(f"  time ratio trainlab / DataLoader loop: {ep['ratio']:.2f} (goal ≤ 0.6)")
-        print(f"RATIO optim.mnist_epoch_fit_vs_dataloader {ep['ratio']:.3f} <= 0.6")
+        print(f"  time ratio trainlab / DataLoader loop: {ep['ratio']:.2f} (goal ≤ 0.65: the speed issue's goal 3)")
+        print(f"RATIO optim.mnist_epoch_fit_vs_dataloader {ep['ratio']:.3f} <= 0.65")
         if fused:
             print("  (the fused and compiled rows trained one epoch more: their compiling first epoch, untimed)")
     if args.json:
