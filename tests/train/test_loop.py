@@ -273,3 +273,14 @@ def test_train_and_eval_switches_respect_a_train_override_and_restore_the_mode()
     trainlab.fit(frozen, (X, y), (X, y), loss=F.cross_entropy, optimizer=torch.optim.SGD(frozen.parameters(), lr=0.1),
                  epochs=2, batch_size=32, callbacks=[Spy()], verbose=False)
     assert seen and all(s == (True, False) for s in seen), seen[:3]  # training, with the frozen norm
+
+
+def test_manual_seed_leaves_the_global_rng_as_torch_manual_seed_does():
+    from trainlab.train.loop import manual_seed
+
+    manual_seed(11)
+    ours = (torch.rand(4), torch.randn(3), torch.randint(0, 100, (5,)))
+    torch.manual_seed(11)
+    theirs = (torch.rand(4), torch.randn(3), torch.randint(0, 100, (5,)))
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    assert torch.initial_seed() == 11

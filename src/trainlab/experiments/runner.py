@@ -36,7 +36,7 @@ from trainlab.experiments.report import (Section, early_stops, epoch_records, hi
 from trainlab.losses import Loss
 from trainlab.train.callbacks import Callback, History
 from trainlab.train.checkpoint import atomic_write_bytes, atomic_write_json, save_weights
-from trainlab.train.loop import GLOBAL_RNG_LOCK, NonFiniteLossError, default_device, evaluate, fit
+from trainlab.train.loop import GLOBAL_RNG_LOCK, NonFiniteLossError, default_device, evaluate, fit, manual_seed
 
 
 @dataclass
@@ -199,7 +199,7 @@ def build_training(cfg: Config, device: torch.device, data: Splits | None = None
 
 
 def _build_training(cfg: Config, device: torch.device, data: Splits | None, pretrained: bool):
-    torch.manual_seed(cfg.seed)
+    manual_seed(cfg.seed)
     data = build_data(cfg) if data is None else data
     data = shift_test_split(cfg, data)
     loss = Loss(resolve_loss_name(cfg, data.train), label_smoothing=cfg.loss.label_smoothing)
