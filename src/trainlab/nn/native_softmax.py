@@ -1,0 +1,192 @@
+"""Fused C kernels for the softmax, log-softmax and ELU/SELU fast paths on the CPU.
+
+The torch-op fast paths of :mod:`trainlab.nn.activations` run a softmax as five or six ops (max,
+subtract, exp, sum, reciprocal, multiply), each a pass over the tensor, and torch's exp costs
+about 1.5 ns an element on CPUs where it is not vectorized well. ``native_softmax.c`` does a row's
+whole formula in one call, with an exponential of its own that the compiler vectorizes:
+
+=====================  ==========================================================================
+kernel                 formula (rows of D along the last, contiguous dimension)
+=====================  ==========================================================================
+softmax forward        y = e/Σe, e = e^(z − m), m = max z (one reciprocal per row, then a multiply)
+softmax backward       dz = y⊙g − y·⟨g, y⟩
+log-softmax forward    y = (z − m) − log Σe^(z − m)
+log-softmax backward   dz = g − e^y·Σg
+ELU/SELU forward       y = λz for z > 0, λα(e^z − 1) otherwise (elementwise)
+ELU/SELU backward      dz = g·(λ if y > 0 else y + λα)   (y + λα = λαe^z; λα at z = 0, as PyTorch)
+=====================  ==========================================================================
+
+The Functions take a kernel when the tensor is on the CPU, contiguous, float32 or float64, the
+dimension is the last one, and (in backward) no graph of the gradient is wanted; everything else
+keeps the torch-op path. Built on first use with ``-march=native`` (the cache key includes the
+CPU), as :mod:`trainlab.native_build` describes; ``TRAINLAB_NATIVE=0`` turns the kernels off.
+
+Numerics. The exponential: Cody–Waite reduction x = n·ln2 + r with Cephes' polynomial (float) or
+Padé form (double) for e^r and 2^n from exponent bits; overflow gives inf, underflow 0 (through
+the subnormals, rounded once), NaN stays NaN, e^(−inf) = 0. Measured against the exact value
+over a dense sweep and the special values (``tests/nn/test_native_softmax.py``): at most
+:data:`EXP_ULPS_F32` ulp in float32 and :data:`EXP_ULPS_F64` ulp in float64 (an ulp of the
+result; in the subnormal range, of the smallest subnormal). ELU's e^z − 1 (z ≤ 0) keeps relative
+precision near 0 as 2^n·(e^r − 1) + (2^n − 1): at most :data:`EXPM1_ULPS_F32` /
+:data:`EXPM1_ULPS_F64` ulp. Compiled with fused multiply-adds where the CPU has them, and the
+row sums are vectorized partial sums (another association than torch's), so the layers agree
+with torch and with the readable forms to a few ulp relative to the tensor's largest value, not
+bit for bit; the tests hold them to the bounds of ``tests/nn/test_fastpath.py``.
+"""
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from trainlab.native_build import NativeLibrary
+
+__all__ = ["kernels", "native_problem", "rows_usable", "elementwise_usable", "softmax_forward",
+           "softmax_backward", "log_softmax_forward", "log_softmax_backward", "elu_forward", "elu_backward",
+           "EXP_ULPS_F32", "EXP_ULPS_F64", "EXPM1_ULPS_F32", "EXPM1_ULPS_F64"]
+
+# -fno-trapping-math lets the compiler vectorize the exponential's clamps (selects); the kernels
+# never read floating-point exception flags. -fopenmp-simd honours the `omp simd` reductions
+# without the OpenMP runtime.
+FLAGS = ["-O3", "-std=gnu99", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math",
+         "-fopenmp-simd"]
+
+# the measured worst cases (tests/nn/test_native_softmax.py sweeps them), in ulps of the result
+EXP_ULPS_F32 = 1.0
+EXP_ULPS_F64 = 1.0
+EXPM1_ULPS_F32 = 1.0
+EXPM1_ULPS_F64 = 1.0
+
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    i64, i32, dbl, vp = ctypes.c_int64, ctypes.c_int, ctypes.c_double, ctypes.c_void_p
+    signatures = {"softmax_forward": [vp, vp, i64, i64, i32], "softmax_backward": [vp, vp, vp, i64, i64, i32],
+                  "log_softmax_forward": [vp, vp, i64, i64, i32],
+                  "log_softmax_backward": [vp, vp, vp, i64, i64, i32],
+                  "elu_forward": [vp, vp, i64, dbl, dbl, i32], "elu_backward": [vp, vp, vp, i64, dbl, dbl, i32],
+                  "exp": [vp, vp, i64], "expm1_neg": [vp, vp, i64]}
+    for suffix in ("f32", "f64"):
+        for name, argtypes in signatures.items():
+            fn = getattr(lib, f"trainlab_{name}_{suffix}")
+            fn.argtypes, fn.restype = argtypes, None
+
+
+LIBRARY = NativeLibrary(Path(__file__).with_name("native_softmax.c"), "softmax",
+                        "the fused softmax and ELU kernels", _declare, FLAGS)
+
+# (kernel name, dtype) -> the ctypes function, filled when the library loads
+_FUNCTIONS: dict[tuple[str, torch.dtype], object] = {}
+
+
+def kernels() -> ctypes.CDLL | None:
+    """The loaded kernel library, building it at the first call; ``None`` when it cannot be built
+    here (:func:`native_problem` says why) or ``TRAINLAB_NATIVE=0``."""
+    lib = LIBRARY.get()
+    if lib is not None and not _FUNCTIONS:
+        for dtype, suffix in _SUFFIX.items():
+            for name in ("softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
+                         "elu_forward", "elu_backward", "exp", "expm1_neg"):
+                _FUNCTIONS[name, dtype] = getattr(lib, f"trainlab_{name}_{suffix}")
+    return lib
+
+
+def native_problem() -> str | None:
+    """Why :func:`kernels` is ``None`` (one line), or ``None`` when the kernels work."""
+    return LIBRARY.problem()
+
+
+def _reset() -> None:
+    """Forget the loaded library (tests build it again under another environment)."""
+    LIBRARY.reset()
+    _FUNCTIONS.clear()
+
+
+def elementwise_usable(z: Tensor) -> bool:
+    """True when an elementwise kernel can take ``z``: a dense, contiguous float32/float64 CPU tensor
+    (and the kernels are available)."""
+    return (z.dtype in _SUFFIX and z.layout is torch.strided and z.device.type == "cpu" and z.is_contiguous()
+            and kernels() is not None)
+
+
+def rows_usable(z: Tensor, dim: int) -> bool:
+    """True when a row kernel can take ``z`` along ``dim``: :func:`elementwise_usable` and ``dim`` is
+    the last dimension, of at least one element."""
+    ndim = z.dim()
+    return ndim > 0 and (dim == -1 or dim == ndim - 1) and z.shape[-1] > 0 and elementwise_usable(z)
+
+
+def _threads(n: int) -> int:
+    # the kernels split only tensors of 32768 elements or more; below, the thread count is not read
+    return torch.get_num_threads() if n >= 32768 else 1
+
+
+def _rows(name: str, z: Tensor) -> Tensor:
+    y = torch.empty_like(z)
+    d = z.shape[-1]
+    n = z.numel()
+    _FUNCTIONS[name, z.dtype](z.data_ptr(), y.data_ptr(), n // d, d, _threads(n))
+    return y
+
+
+def _rows_backward(name: str, y: Tensor, g: Tensor) -> Tensor:
+    g = g.contiguous()  # e.g. the expanded gradient of a sum
+    dz = torch.empty_like(y)
+    d = y.shape[-1]
+    n = y.numel()
+    _FUNCTIONS[name, y.dtype](y.data_ptr(), g.data_ptr(), dz.data_ptr(), n // d, d, _threads(n))
+    return dz
+
+
+def softmax_forward(z: Tensor) -> Tensor:
+    """softmax along the last dimension of ``z`` (:func:`rows_usable` must hold)."""
+    return _rows("softmax_forward", z)
+
+
+def softmax_backward(y: Tensor, g: Tensor) -> Tensor:
+    """dz = y⊙g − y·⟨g, y⟩ along the last dimension, from the output ``y`` of :func:`softmax_forward`."""
+    return _rows_backward("softmax_backward", y, g)
+
+
+def log_softmax_forward(z: Tensor) -> Tensor:
+    """log-softmax along the last dimension of ``z`` (:func:`rows_usable` must hold)."""
+    return _rows("log_softmax_forward", z)
+
+
+def log_softmax_backward(y: Tensor, g: Tensor) -> Tensor:
+    """dz = g − e^y·Σg along the last dimension, from the output ``y`` of :func:`log_softmax_forward`."""
+    return _rows_backward("log_softmax_backward", y, g)
+
+
+def elu_forward(z: Tensor, alpha: float, scale: float) -> Tensor:
+    """scale·(z if z > 0 else α(e^z − 1)) elementwise (:func:`elementwise_usable` must hold)."""
+    y = torch.empty_like(z)
+    n = z.numel()
+    _FUNCTIONS["elu_forward", z.dtype](z.data_ptr(), y.data_ptr(), n, alpha, scale, _threads(n))
+    return y
+
+
+def elu_backward(y: Tensor, g: Tensor, alpha: float, scale: float) -> Tensor:
+    """dz = g·(λ if y > 0 else y + λα), λ = scale, from the output ``y`` of :func:`elu_forward`."""
+    g = g.contiguous()
+    dz = torch.empty_like(y)
+    n = y.numel()
+    _FUNCTIONS["elu_backward", y.dtype](y.data_ptr(), g.data_ptr(), dz.data_ptr(), n, alpha, scale, _threads(n))
+    return dz
+
+
+def exp(x: Tensor) -> Tensor:
+    """The kernels' e^x elementwise, for tests of its error (``x`` contiguous float32/float64 CPU)."""
+    y = torch.empty_like(x)
+    _FUNCTIONS["exp", x.dtype](x.data_ptr(), y.data_ptr(), x.numel())
+    return y
+
+
+def expm1_neg(x: Tensor) -> Tensor:
+    """The ELU kernels' e^x − 1 for x ≤ 0 elementwise, for tests of its error."""
+    y = torch.empty_like(x)
+    _FUNCTIONS["expm1_neg", x.dtype](x.data_ptr(), y.data_ptr(), x.numel())
+    return y
