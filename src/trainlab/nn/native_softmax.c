@@ -208,9 +208,7 @@ INLINE void NAME(softmax_forward_rows)(const T *restrict z, T *restrict y, int64
             yk[i] = e;
             total += e;
         }
-        /* one reciprocal per row and a multiply: two roundings instead of a division's one */
-        const T inv = (T)1 / total;
-        for (int64_t i = 0; i < d; i++) yk[i] *= inv;
+        for (int64_t i = 0; i < d; i++) yk[i] /= total;
     }
 }
 
@@ -222,7 +220,9 @@ INLINE void NAME(softmax_backward_rows)(const T *restrict y, const T *restrict g
         T dot = 0;
 #pragma omp simd reduction(+:dot)
         for (int64_t i = 0; i < d; i++) dot += gk[i] * yk[i];
-        for (int64_t i = 0; i < d; i++) dk[i] = yk[i] * gk[i] - yk[i] * dot;
+        /* y⊙(g − ⟨g, y⟩): g − ⟨g, y⟩ rounds once where the terms cancel, so each dz is within
+         * about an ulp of itself; y⊙g − y·⟨g, y⟩ would err by an ulp of the larger terms */
+        for (int64_t i = 0; i < d; i++) dk[i] = yk[i] * (gk[i] - dot);
     }
 }
 
