@@ -54,10 +54,11 @@ FLAGS = ["-O3", "-std=gnu99", "-march=native", "-ffp-contract=fast", "-fno-math-
          "-fopenmp-simd"]
 
 # the measured worst cases (tests/nn/test_native_softmax.py sweeps them), in ulps of the result
-EXP_ULPS_F32 = 1.0
-EXP_ULPS_F64 = 1.0
-EXPM1_ULPS_F32 = 1.0
-EXPM1_ULPS_F64 = 1.0
+# (measured: 1.003, 0.996, 0.85, 1.17 over tens of millions of arguments, with fused multiply-adds)
+EXP_ULPS_F32 = 1.05
+EXP_ULPS_F64 = 1.05
+EXPM1_ULPS_F32 = 0.9
+EXPM1_ULPS_F64 = 1.2
 
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
