@@ -9,11 +9,12 @@
  * (libm's exp is a scalar call): Cody–Waite range reduction x = n·ln2 + r, |r| ≤ ln2/2, with
  * ln2 split in two (ln2 = C1 + C2, C1 with few bits so that n·C1 is exact); e^r from Cephes'
  * polynomial (float: r + r²·P(r), P minimax of degree 5) or the Taylor series (double, to r¹³);
- * 2^n built from its exponent bits. The scale is applied as two factors 2^n₁·2^n₂, n₁ + n₂ = n,
- * each a normal number, so that results in the subnormal range come out right (one rounding at
- * the end) and overflow rounds to inf in the last multiply. The clamp of x keeps n in range;
- * NaN passes through the clamp and the arithmetic. Max error: see native_softmax.py (measured by
- * the tests against float64/long double exp over a dense sweep).
+ * 2^n built from its exponent bits. Every exponent here is ≤ 0 (z − max z, a log-probability),
+ * which is the exponential's domain: 2^n is applied as 2^(n+25)·2^−25 (float), the first factor
+ * a normal number, so that results in the subnormal range come out right (one rounding at the
+ * end) for one extra multiply. The clamp of x keeps n in range; NaN passes through the clamp and
+ * the arithmetic; e^−inf = 0. Max error: see native_softmax.py (measured by the tests against
+ * float64/long double exp over a dense sweep).
  *
  * Reductions (max, Σ) are `omp simd` reductions: vectorized partial sums, so a row's sum is
  * associated differently from a scalar loop (and from torch), by a few ulps at most.
@@ -81,15 +82,16 @@ INLINE float expm1_reduced_f32(float r) {
     return p * (r * r) + r;
 }
 
-/* e^x: x = n·ln2 + r; e^x = 2^n₁·2^n₂·(1 + (e^r − 1)). Clamped to [−104, 89]: e^−104 < 2^−150
- * rounds to 0 and e^89 > FLT_MAX overflows to inf, so the clamp changes no result. */
+/* e^x for x ≤ 0 (every exponent in these kernels is: z − max z, or a log-probability): x = n·ln2 + r,
+ * e^x = ((1 + (e^r − 1))·2^(n+25))·2^−25. The first product is exact (a normal number, as n + 25 ≥
+ * −125); the second rounds once, into the subnormals where e^x < 2^−126. Clamped to [−104, 0]:
+ * e^−104 < 2^−150 rounds to 0; a positive x (never passed) gives 1. */
 INLINE float exp_f32(float x) {
     x = x < -104.0f ? -104.0f : x;   /* NaN fails both tests and passes through */
-    x = x > 89.0f ? 89.0f : x;
+    x = x > 0.0f ? 0.0f : x;
     const float n = rint_f32(x * LOG2E_F32);
     const float r = (x - n * C1_F32) - n * C2_F32;
-    const float n1 = rint_f32(0.5f * n), n2 = n - n1;   /* |n₁|, |n₂| ≤ 75: normal scales */
-    return ((1.0f + expm1_reduced_f32(r)) * pow2_f32(n1)) * pow2_f32(n2);
+    return ((1.0f + expm1_reduced_f32(r)) * pow2_f32(n + 25.0f)) * 0x1p-25f;
 }
 
 /* e^z − 1 for z ≤ 0 (ELU's negative side) with relative precision near 0: 2^n·(e^r − 1) + (2^n − 1),
@@ -126,14 +128,13 @@ INLINE double expm1_reduced_f64(double r) {
     return p * (r * r) + r;
 }
 
-/* e^x, as exp_f32; clamped to [−746, 710] (e^−746 < 2^−1075 rounds to 0, e^710 > DBL_MAX) */
+/* e^x for x ≤ 0, as exp_f32: ((1 + (e^r − 1))·2^(n+55))·2^−55; clamped to [−746, 0] (e^−746 < 2^−1075) */
 INLINE double exp_f64(double x) {
     x = x < -746.0 ? -746.0 : x;
-    x = x > 710.0 ? 710.0 : x;
+    x = x > 0.0 ? 0.0 : x;
     const double n = rint_f64(x * LOG2E_F64);
     const double r = (x - n * C1_F64) - n * C2_F64;
-    const double n1 = rint_f64(0.5 * n), n2 = n - n1;   /* |n₁|, |n₂| ≤ 538 */
-    return ((1.0 + expm1_reduced_f64(r)) * pow2_f64(n1)) * pow2_f64(n2);
+    return ((1.0 + expm1_reduced_f64(r)) * pow2_f64(n + 55.0)) * 0x1p-55;
 }
 
 /* e^z − 1 for z ≤ 0, as expm1_neg_f32; clamped at −40 (e^−40 < 2^−54) */
@@ -164,7 +165,7 @@ INLINE double expm1_neg_f64(double z) {
 #define LOG log
 #include __FILE__
 
-/* the exponentials on their own, for the tests' error sweep */
+/* the exponentials on their own (x ≤ 0), for the tests' error sweep */
 void trainlab_exp_f32(const float *restrict x, float *restrict y, int64_t n) {
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) y[i] = exp_f32(x[i]);
