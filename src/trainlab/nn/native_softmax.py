@@ -65,38 +65,37 @@ EXPM1_ULPS_F32 = 0.9
 EXPM1_ULPS_F64 = 1.2
 
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+_KERNELS = ("softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
+            "elu_forward", "elu_backward", "exp", "expm1_neg")
+
+# kernel name -> {dtype: the ctypes function}, filled when the library loads (a dict lookup per call)
+_FUNCTIONS: dict[str, dict[torch.dtype, object]] = {name: {} for name in _KERNELS}
 
 
 def _declare(lib: ctypes.CDLL) -> None:
     i64, i32, dbl, vp = ctypes.c_int64, ctypes.c_int, ctypes.c_double, ctypes.c_void_p
-    signatures = {"softmax_forward": [vp, vp, i64, i64, i32], "softmax_backward": [vp, vp, vp, i64, i64, i32],
-                  "log_softmax_forward": [vp, vp, i64, i64, i32],
-                  "log_softmax_backward": [vp, vp, vp, i64, i64, i32],
-                  "elu_forward": [vp, vp, i64, dbl, dbl, i32], "elu_backward": [vp, vp, vp, i64, dbl, dbl, i32],
-                  "exp": [vp, vp, i64], "expm1_neg": [vp, vp, i64]}
-    for suffix in ("f32", "f64"):
+    rows, rows_backward = [vp, vp, i64, i64, i32], [vp, vp, vp, i64, i64, i32]
+    signatures = {"softmax_forward": rows, "softmax_backward": rows_backward, "log_softmax_forward": rows,
+                  "log_softmax_backward": rows_backward, "elu_forward": [vp, vp, i64, dbl, dbl, i32],
+                  "elu_backward": [vp, vp, vp, i64, dbl, dbl, i32], "exp": [vp, vp, i64], "expm1_neg": [vp, vp, i64]}
+    for dtype, suffix in _SUFFIX.items():
         for name, argtypes in signatures.items():
             fn = getattr(lib, f"trainlab_{name}_{suffix}")
             fn.argtypes, fn.restype = argtypes, None
+            _FUNCTIONS[name][dtype] = fn
 
 
 LIBRARY = NativeLibrary(Path(__file__).with_name("native_softmax.c"), "softmax",
                         "the fused softmax and ELU kernels", _declare, FLAGS)
-
-# (kernel name, dtype) -> the ctypes function, filled when the library loads
-_FUNCTIONS: dict[tuple[str, torch.dtype], object] = {}
+_get_library = LIBRARY.get
+_STRIDED = torch.strided
+_PARALLEL_MIN = 32768  # the kernels split a tensor over threads from this many elements (PARALLEL_MIN)
 
 
 def kernels() -> ctypes.CDLL | None:
     """The loaded kernel library, building it at the first call; ``None`` when it cannot be built
     here (:func:`native_problem` says why) or ``TRAINLAB_NATIVE=0``."""
-    lib = LIBRARY.get()
-    if lib is not None and not _FUNCTIONS:
-        for dtype, suffix in _SUFFIX.items():
-            for name in ("softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
-                         "elu_forward", "elu_backward", "exp", "expm1_neg"):
-                _FUNCTIONS[name, dtype] = getattr(lib, f"trainlab_{name}_{suffix}")
-    return lib
+    return LIBRARY.get()
 
 
 def native_problem() -> str | None:
@@ -107,71 +106,76 @@ def native_problem() -> str | None:
 def _reset() -> None:
     """Forget the loaded library (tests build it again under another environment)."""
     LIBRARY.reset()
-    _FUNCTIONS.clear()
+    for table in _FUNCTIONS.values():
+        table.clear()
 
 
+# The checks run at every forward: a handful of tensor attributes (~0.1 µs each) and the library
+# (which reads TRAINLAB_NATIVE), in one function, cheapest first.
 def elementwise_usable(z: Tensor) -> bool:
     """True when an elementwise kernel can take ``z``: a dense, contiguous float32/float64 CPU tensor
     (and the kernels are available)."""
-    # cheapest tests first: a call's checks cost ~1 µs of a ~100 µs layer
-    return (z.dtype in _SUFFIX and z.is_cpu and z.layout is torch.strided and z.is_contiguous()
-            and kernels() is not None)
+    return (z.dtype in _SUFFIX and z.is_cpu and z.layout is _STRIDED and z.is_contiguous()
+            and _get_library() is not None)
 
 
 def rows_usable(z: Tensor, dim: int) -> bool:
     """True when a row kernel can take ``z`` along ``dim``: :func:`elementwise_usable` and ``dim`` is
     the last dimension, of at least one element."""
     last = z.dim() - 1
-    return last >= 0 and (dim == -1 or dim == last) and z.shape[last] > 0 and elementwise_usable(z)
+    return (last >= 0 and (dim == -1 or dim == last) and z.dtype in _SUFFIX and z.is_cpu and z.layout is _STRIDED
+            and z.is_contiguous() and z.shape[last] > 0 and _get_library() is not None)
 
 
 def _threads(n: int) -> int:
-    # the kernels split only tensors of 32768 elements or more; below, the thread count is not read
-    return torch.get_num_threads() if n >= 32768 else 1
+    # below the split threshold the kernels do not read the thread count: spare the call
+    return torch.get_num_threads() if n >= _PARALLEL_MIN else 1
 
 
-def _rows(name: str, z: Tensor) -> Tensor:
-    y = torch.empty_like(z)
-    d = z.shape[-1]
-    n = z.numel()
-    _FUNCTIONS[name, z.dtype](z.data_ptr(), y.data_ptr(), n // d, d, _threads(n))
-    return y
-
-
-def _rows_backward(name: str, y: Tensor, g: Tensor) -> Tensor:
-    g = g.contiguous()  # e.g. the expanded gradient of a sum
-    dz = torch.empty_like(y)
-    d = y.shape[-1]
-    n = y.numel()
-    _FUNCTIONS[name, y.dtype](y.data_ptr(), g.data_ptr(), dz.data_ptr(), n // d, d, _threads(n))
-    return dz
+_SOFTMAX_FORWARD, _SOFTMAX_BACKWARD = _FUNCTIONS["softmax_forward"], _FUNCTIONS["softmax_backward"]
+_LOG_SOFTMAX_FORWARD, _LOG_SOFTMAX_BACKWARD = _FUNCTIONS["log_softmax_forward"], _FUNCTIONS["log_softmax_backward"]
+_ELU_FORWARD, _ELU_BACKWARD = _FUNCTIONS["elu_forward"], _FUNCTIONS["elu_backward"]
 
 
 def softmax_forward(z: Tensor) -> Tensor:
     """softmax along the last dimension of ``z`` (:func:`rows_usable` must hold)."""
-    return _rows("softmax_forward", z)
+    y = torch.empty_like(z)
+    d, n = z.shape[-1], z.numel()
+    _SOFTMAX_FORWARD[z.dtype](z.data_ptr(), y.data_ptr(), n // d, d, _threads(n))
+    return y
 
 
 def softmax_backward(y: Tensor, g: Tensor) -> Tensor:
-    """dz = y⊙g − y·⟨g, y⟩ along the last dimension, from the output ``y`` of :func:`softmax_forward`."""
-    return _rows_backward("softmax_backward", y, g)
+    """dz = y⊙(g − ⟨g, y⟩) along the last dimension, from the output ``y`` of :func:`softmax_forward`."""
+    g = g.contiguous()  # e.g. the expanded gradient of a sum
+    dz = torch.empty_like(y)
+    d, n = y.shape[-1], y.numel()
+    _SOFTMAX_BACKWARD[y.dtype](y.data_ptr(), g.data_ptr(), dz.data_ptr(), n // d, d, _threads(n))
+    return dz
 
 
 def log_softmax_forward(z: Tensor) -> Tensor:
     """log-softmax along the last dimension of ``z`` (:func:`rows_usable` must hold)."""
-    return _rows("log_softmax_forward", z)
+    y = torch.empty_like(z)
+    d, n = z.shape[-1], z.numel()
+    _LOG_SOFTMAX_FORWARD[z.dtype](z.data_ptr(), y.data_ptr(), n // d, d, _threads(n))
+    return y
 
 
 def log_softmax_backward(y: Tensor, g: Tensor) -> Tensor:
     """dz = g − e^y·Σg along the last dimension, from the output ``y`` of :func:`log_softmax_forward`."""
-    return _rows_backward("log_softmax_backward", y, g)
+    g = g.contiguous()
+    dz = torch.empty_like(y)
+    d, n = y.shape[-1], y.numel()
+    _LOG_SOFTMAX_BACKWARD[y.dtype](y.data_ptr(), g.data_ptr(), dz.data_ptr(), n // d, d, _threads(n))
+    return dz
 
 
 def elu_forward(z: Tensor, alpha: float, scale: float) -> Tensor:
     """scale·(z if z > 0 else α(e^z − 1)) elementwise (:func:`elementwise_usable` must hold)."""
     y = torch.empty_like(z)
     n = z.numel()
-    _FUNCTIONS["elu_forward", z.dtype](z.data_ptr(), y.data_ptr(), n, alpha, scale, _threads(n))
+    _ELU_FORWARD[z.dtype](z.data_ptr(), y.data_ptr(), n, alpha, scale, _threads(n))
     return y
 
 
@@ -180,7 +184,7 @@ def elu_backward(y: Tensor, g: Tensor, alpha: float, scale: float) -> Tensor:
     g = g.contiguous()
     dz = torch.empty_like(y)
     n = y.numel()
-    _FUNCTIONS["elu_backward", y.dtype](y.data_ptr(), g.data_ptr(), dz.data_ptr(), n, alpha, scale, _threads(n))
+    _ELU_BACKWARD[y.dtype](y.data_ptr(), g.data_ptr(), dz.data_ptr(), n, alpha, scale, _threads(n))
     return dz
 
 
@@ -188,12 +192,12 @@ def exp(x: Tensor) -> Tensor:
     """The kernels' e^x for x ≤ 0 (a positive x gives 1) elementwise, for tests of its error (``x``
     contiguous float32/float64 CPU)."""
     y = torch.empty_like(x)
-    _FUNCTIONS["exp", x.dtype](x.data_ptr(), y.data_ptr(), x.numel())
+    _FUNCTIONS["exp"][x.dtype](x.data_ptr(), y.data_ptr(), x.numel())
     return y
 
 
 def expm1_neg(x: Tensor) -> Tensor:
     """The ELU kernels' e^x − 1 for x ≤ 0 elementwise, for tests of its error."""
     y = torch.empty_like(x)
-    _FUNCTIONS["expm1_neg", x.dtype](x.data_ptr(), y.data_ptr(), x.numel())
+    _FUNCTIONS["expm1_neg"][x.dtype](x.data_ptr(), y.data_ptr(), x.numel())
     return y
