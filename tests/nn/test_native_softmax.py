@@ -228,6 +228,14 @@ def test_c_path_passes_gradcheck_and_gradgradcheck(name):
     assert torch.autograd.gradgradcheck(fn, (z,))  # the double backward keeps its torch-op branch
 
 
+def test_a_contiguous_slice_with_an_offset_takes_the_c_path(monkeypatch):
+    calls = _counting(monkeypatch, "softmax_forward")
+    z = torch.randn(6, 9, generator=torch.Generator().manual_seed(4), dtype=torch.float64)[2:5]
+    assert z.is_contiguous() and z.storage_offset() == 18
+    torch.testing.assert_close(A.softmax(z, -1), torch.softmax(z, -1), rtol=1e-12, atol=1e-12)
+    assert calls
+
+
 def test_threads_split_rows_without_changing_a_bit():
     gen = torch.Generator().manual_seed(2)
     z = torch.randn(300, 257, generator=gen) * 5   # above the split threshold (32768 elements)

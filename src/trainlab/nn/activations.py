@@ -35,6 +35,9 @@ Each activation also has its *readable form* (``_<name>_readable``): the formula
 ops, differentiated by autograd. The Functions are the fast path used by default;
 ``trainlab.nn.set_fast_layers(False)`` (or ``with trainlab.nn.readable_layers():``) switches every
 layer to its readable form, and the tests prove the two agree (see :mod:`trainlab.nn.fastpath`).
+On the CPU the fast paths of softmax, log-softmax and ELU/SELU call fused C kernels with an
+exponential of their own (:mod:`trainlab.nn.native_softmax`) for contiguous float32/float64
+tensors along the last dimension; other inputs keep the torch-op path.
 """
 from __future__ import annotations
 
