@@ -169,7 +169,9 @@ def test_softmaxes_at_extreme_logits_match_torch(name, dtype):
                       [7.0, 7.0, 7.0, 7.0],         # all equal: exactly uniform
                       [-1e4, -1e4, -1e4 + 1, -1e4],
                       [-inf, -inf, -inf, -inf],     # nothing left: NaN, as torch
-                      [float("nan"), 0.0, 1.0, 2.0]], dtype=dtype)
+                      [float("nan"), 0.0, 1.0, 2.0],
+                      [inf, 0.0, 1.0, 2.0],           # inf − inf: NaN, as torch
+                      [3e38, -3e38, 0.0, 1.0]], dtype=dtype)  # z − m overflows to −inf in float32
     g = torch.linspace(-1, 1, z.numel(), dtype=dtype).view_as(z)
     ours = _value_and_grad(lambda t: fast(t, -1), z, g)
     ref = _value_and_grad(lambda t: theirs(t, -1), z, g)
