@@ -8,8 +8,8 @@ whole formula in one call, with an exponential of its own that the compiler vect
 =====================  ==========================================================================
 kernel                 formula (rows of D along the last, contiguous dimension)
 =====================  ==========================================================================
-softmax forward        y = e/Σe, e = e^(z − m), m = max z (one reciprocal per row, then a multiply)
-softmax backward       dz = y⊙g − y·⟨g, y⟩
+softmax forward        y = e/Σe, e = e^(z − m), m = max z
+softmax backward       dz = y⊙(g − ⟨g, y⟩)   (= y⊙g − y·⟨g, y⟩, one rounding fewer where they cancel)
 log-softmax forward    y = (z − m) − log Σe^(z − m)
 log-softmax backward   dz = g − e^y·Σg
 ELU/SELU forward       y = λz for z > 0, λα(e^z − 1) otherwise (elementwise)
@@ -27,15 +27,15 @@ r¹³ (double) for e^r − 1, and 2^n from exponent bits, applied as two factors
 subnormal range round once; underflow gives 0, e^(−inf) = 0, NaN stays NaN. Measured against
 the exact value over a dense sweep and the special values (``tests/nn/test_native_softmax.py``):
 at most :data:`EXP_ULPS_F32` ulp in float32 and :data:`EXP_ULPS_F64` ulp in float64 (an ulp of the
-result; in the subnormal range, the subnormals' spacing), where torch.exp is itself within 1 ulp.
+result; in the subnormal range, the subnormals' spacing).
 ELU's e^z − 1 (z ≤ 0) keeps relative precision near 0 as 2^n·(e^r − 1) + (2^n − 1): at most
 :data:`EXPM1_ULPS_F32` / :data:`EXPM1_ULPS_F64` ulp. Compiled with fused multiply-adds where the
 CPU has them; the row sums are vectorized partial sums (another association than torch's). So the
 layers agree with torch and with the readable forms to rounding, not bit for bit: in float64 to
-1e-12, in float32 within 4 ε of the exact value (ε = 2⁻²³ relative to the largest value, or for a
-gradient to its largest term, as ``tests/nn/test_fastpath.py`` counts) — the tests hold them to it.
-Softmax's output is y = e/Σe by a division (one rounding); its gradient y⊙(g − ⟨g, y⟩), where
-g − ⟨g, y⟩ rounds once, stays within about an ulp of the terms where they cancel.
+1e-12; in float32 within 4 ε of the exact value (the float64 formula), ε = 2⁻²³ relative to the
+tensor's largest value (``tests/nn/test_fastpath.py``'s measure) — for the gradient of a saturated
+row, relative to its largest term (y⊙g, or g for log-softmax), whose rounding it inherits. Softmax's
+y = e/Σe is a division (one rounding).
 """
 from __future__ import annotations
 
