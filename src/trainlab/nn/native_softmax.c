@@ -19,7 +19,7 @@
  * Reductions (max, Σ) are `omp simd` reductions: vectorized partial sums, so a row's sum is
  * associated differently from a scalar loop (and from torch), by a few ulps at most.
  *
- * The file is compiled once per element type: the first pass below defines the helpers and the
+ * The file is compiled once per element type: the first pass below defines the shared functions and the
  * types' exponentials and includes the file again for the kernels.
  */
 #ifndef T
