@@ -19,8 +19,8 @@
  * Reductions (max, Σ) are `omp simd` reductions: vectorized partial sums, so a row's sum is
  * associated differently from a scalar loop (and from torch), by a few ulps at most.
  *
- * The file is compiled once per element type: the first pass below defines the shared functions and the
- * types' exponentials and includes the file again for the kernels.
+ * The file is compiled once per element type: the first pass below defines the shared functions
+ * and the types' exponentials and includes the file again for the kernels.
  */
 #ifndef T
 #include <math.h>
