@@ -76,7 +76,7 @@ def test_expm1_keeps_relative_precision_down_to_tiny_arguments(dtype):
     assert err.max() <= bound, (float(err.max()), x[err.argmax()])
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.float64, marks=needs_long_double)])
 def test_exp_special_values_are_those_of_expf(dtype):
     x = torch.tensor([0.0, -0.0, float("-inf"), float("nan"), -1e30], dtype=dtype)
     y = N.exp(x)
@@ -144,12 +144,13 @@ def test_softmaxes_on_the_c_path_match_the_readable_form_and_torch(name, shape, 
             for a, b in zip(ours, _value_and_grad(lambda t: reference(t, -1), z, g)):
                 torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     else:
-        # test_fastpath's bound, 4 ε of the largest magnitude, from the exact value: the float64
-        # readable form (which the float64 case holds to torch) of the float32 shifted logits z − max z.
-        # Every float32 softmax rounds z − max z first, which moves e^(z − m) by up to |z − m|·2⁻²⁴
-        # relative (10 ulps at z − m = −20): that error belongs to the input, not to the kernel
-        # relative to its terms: y⊙g and y·⟨g, y⟩ (softmax), g and softmax·Σg (log-softmax): where a
-        # saturated row makes them cancel, the gradient's rounding is of their size, not of the difference
+        # 4 ε (test_fastpath's bound) from the exact value: the float64 readable form (which the
+        # float64 case holds to torch) of the float32 shifted logits z − max z. Every float32 softmax
+        # rounds z − max z first, which moves e^(z − m) by up to |z − m|·2⁻²⁴ relative (10 ulps at
+        # z − m = −20): that error belongs to the input, not to the kernel. The output's ε is relative
+        # to its largest value, the gradient's to its largest term, y⊙g or y·⟨g, y⟩ (softmax), g or
+        # softmax·Σg (log-softmax): where a saturated row makes them cancel, the gradient's rounding
+        # is of their size, not of the small difference.
         shifted = (z - z.amax(-1, keepdim=True)).double()
         y, dz = _value_and_grad(lambda t: readable(t, -1), shifted, g.double())
         p = y if name == "softmax" else y.exp()
