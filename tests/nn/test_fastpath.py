@@ -111,7 +111,12 @@ def test_both_forms_pass_gradcheck_and_gradgradcheck(name):
 # their zero crossings the rounding error is relative to the terms, not to the tiny difference.
 # 4 ε for the elementwise layers (a few roundings each way), 8 ε for the normalization layers
 # (sums over up to 128 values in different orders; pairwise summation keeps that to a few ε).
-# Measured: at most 2.8 ε (softmax's input gradient) and 2.1 ε (a BatchNorm2d γ gradient).
+# Both float32 forms are held to the exact value (the readable form evaluated in float64 on the
+# same inputs): the softmax fast path computes its own exponential (trainlab.nn.native_softmax),
+# whose rounding is independent of torch.exp's, so the two float32 forms can differ by the sum of
+# their errors, while each stays within the bound of the exact value.
+# Measured against the exact value: fast paths at most 2.6 ε (a BatchNorm2d γ gradient) and 1.9 ε
+# (log-softmax's input gradient), readable forms at most 3.8 ε (softmax's input gradient).
 EPS32 = 2.0 ** -23
 
 
@@ -128,9 +133,12 @@ def test_fast_path_equals_readable_form_in_float32_to_a_few_ulps(name):
     x, g = _data(shape, torch.float32, seed=7)
     fast = _run(copy.deepcopy(layer), x, g, fast=True)
     readable = _run(copy.deepcopy(layer), x, g, fast=False)
+    exact = _run(copy.deepcopy(layer).double(), x.double(), g.double(), fast=False)
     bound = 8 if name in NORMS else 4
-    for what, a, b in zip(["output", "input gradient", "parameter gradient", "parameter gradient"], fast, readable):
-        assert _ulps(a, b) <= bound, (what, _ulps(a, b))
+    whats = ["output", "input gradient", "parameter gradient", "parameter gradient"]
+    for form, result in (("fast", fast), ("readable", readable)):
+        for what, a, b in zip(whats, result, exact):
+            assert _ulps(a, b) <= bound, (form, what, _ulps(a, b))
 
 
 @pytest.mark.parametrize("momentum", [0.1, None])

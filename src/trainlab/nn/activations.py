@@ -38,6 +38,9 @@ Each activation also has its *readable form* (``_<name>_readable``): the formula
 ops, differentiated by autograd. The Functions are the fast path used by default;
 ``trainlab.nn.set_fast_layers(False)`` (or ``with trainlab.nn.readable_layers():``) switches every
 layer to its readable form, and the tests prove the two agree (see :mod:`trainlab.nn.fastpath`).
+On the CPU the fast paths of softmax, log-softmax and ELU/SELU call fused C kernels with an
+exponential of their own (:mod:`trainlab.nn.native_softmax`) for contiguous float32/float64
+tensors along the last dimension; other inputs keep the torch-op path.
 """
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ from torch import Tensor, nn
 
 from trainlab.nn.fastpath import SWITCH as _SWITCH
 from trainlab.nn.fastpath import function_apply
+from trainlab.nn import native_softmax as _native
 
 __all__ = [
     "sigmoid", "tanh", "relu", "generalized_rectifier", "leaky_relu", "prelu", "elu", "selu", "gelu",
@@ -300,18 +304,26 @@ class _ELU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z, alpha, scale):
+        ctx.alpha, ctx.scale = alpha, scale
+        ctx.native = _native.elementwise_usable(z)
+        if ctx.native:  # one fused C pass (trainlab.nn.native_softmax); the backward needs y only
+            y = _native.elu_forward(z, alpha, scale)
+            ctx.save_for_backward(y)
+            return y
         negative = torch.expm1(z.clamp_max(0)).mul_(scale * alpha)   # λα(e^z − 1) for z ≤ 0, 0 above
         y = torch.add(negative, z.clamp_min(0), alpha=scale)
         ctx.save_for_backward(y, negative)
-        ctx.alpha, ctx.scale = alpha, scale
         return y
 
     @staticmethod
     def backward(ctx, g):
-        y, negative = ctx.saved_tensors
+        y, *rest = ctx.saved_tensors
         la, lam = ctx.alpha * ctx.scale, ctx.scale
         if torch.is_grad_enabled():  # in terms of the output: λαe^z = y + λα for z ≤ 0 (y ≤ 0 there)
             return torch.where(y > 0, lam, y + la) * g, None, None
+        if ctx.native:  # dz = g·(λ if y > 0 else y + λα), one pass
+            return _native.elu_backward(y, g, ctx.alpha, ctx.scale), None, None
+        (negative,) = rest
         # d/dz λα(e^z − 1) = λαe^z = negative + λα for z ≤ 0; λ for z > 0 (where negative = 0)
         slope = negative + la
         if la != lam:  # add (λ − λα) on the positive side; with α = 1 the two sides already agree
@@ -440,19 +452,26 @@ def _log_softmax_readable(z: Tensor, dim: int) -> Tensor:
 class _Softmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, dim):
+        ctx.dim = dim
+        ctx.native = _native.rows_usable(z, dim)
+        if ctx.native:  # the same formula in one C call per tensor (trainlab.nn.native_softmax)
+            y = _native.softmax_forward(z)
+            ctx.save_for_backward(y)
+            return y
         # softmax(z) = softmax(z − c) for any c; c = max z makes every exponent ≤ 0 (no overflow)
         e = (z - z.amax(dim, keepdim=True)).exp_()
         # e·(1/Σe): one reciprocal per row and a multiply, where a division broadcast along the
         # rows is ~2× slower here; two roundings instead of one (≤ 1.5 ulp)
         y = e.mul_(e.sum(dim, keepdim=True).reciprocal_())
         ctx.save_for_backward(y)
-        ctx.dim = dim
         return y
 
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
         # Jacobian diag(y) − y yᵀ: dz = y ⊙ g − y·⟨g, y⟩
+        if ctx.native and not torch.is_grad_enabled():
+            return _native.softmax_backward(y, g), None
         gy = g * y
         if torch.is_grad_enabled():
             return gy - y * gy.sum(ctx.dim, keepdim=True), None
@@ -462,21 +481,29 @@ class _Softmax(torch.autograd.Function):
 class _LogSoftmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, dim):
+        ctx.dim = dim
+        ctx.native = _native.rows_usable(z, dim)
+        if ctx.native:  # one C call; its backward recomputes softmax(z) = e^y with its own (fast) exp
+            y = _native.log_softmax_forward(z)
+            ctx.save_for_backward(y)
+            return y
         shifted = z - z.amax(dim, keepdim=True)
         e = shifted.exp()
         total = e.sum(dim, keepdim=True)
         y = shifted.sub_(total.log())
         # softmax(z) = e/Σe: keeping e and Σe saves the backward an exp over the whole tensor
         ctx.save_for_backward(y, e, total)
-        ctx.dim = dim
         return y
 
     @staticmethod
     def backward(ctx, g):
-        y, e, total = ctx.saved_tensors
+        y, *rest = ctx.saved_tensors
         # Jacobian I − 1·softmaxᵀ: dz = g − softmax(z)·Σg, softmax(z) = e^y = e/Σe
         if torch.is_grad_enabled():  # y carries the graph (e and Σe are intermediates without one)
             return g - y.exp() * g.sum(ctx.dim, keepdim=True), None
+        if ctx.native:
+            return _native.log_softmax_backward(y, g), None
+        e, total = rest
         return torch.addcmul(g, e, g.sum(ctx.dim, keepdim=True).div_(total), value=-1.0), None
 
 
