@@ -1,0 +1,371 @@
+/* trainlab's fused normalization kernels (see trainlab/nn/native_layers.py).
+ *
+ * Layer norm over the last D values of each of R rows, and training-mode batch norm over the
+ * (N, C, S) layout of a contiguous (N, C, *spatial) tensor (S = the spatial size, 1 for an (N, C)
+ * input), forward and backward: the formulas of trainlab/nn/normalization.py, one call each way.
+ *
+ * Forward, per row (layer norm) or channel (batch norm), over its n values:
+ *     μ = Σx/n,   σ² = Σ(x − μ)²/n (biased),   r = 1/√(σ² + ε)        two passes: the mean first
+ *     x̂ = (x − μ)·r,   y = γ·x̂ + β                                      (γ, β optional)
+ * μ and r (batch norm: σ² too) are written out; the backward recomputes x̂ from them and x.
+ * Backward with g = ∂L/∂y:
+ *     layer norm  ĝ = g·γ,   ∂L/∂x = (ĝ − x̂·mean(ĝ·x̂) − mean(ĝ))·r        (means over the row)
+ *                 ∂L/∂γ = Σ_rows g·x̂,   ∂L/∂β = Σ_rows g
+ *     batch norm  s = γ·r,   ∂L/∂x = s·g − s·Σg/n − x̂·(s·Σg·x̂/n)        (sums over the channel)
+ *                 ∂L/∂γ = Σ g·x̂,   ∂L/∂β = Σ g
+ * Every output of a backward may be NULL (not wanted). layer_norm_backward returns 1, having
+ * computed nothing, when it cannot allocate its D double sums (per thread) for ∂L/∂γ, ∂L/∂β; else 0.
+ *
+ * Numerics: the sums (Σx, Σ(x − μ)², Σĝ, Σĝx̂, Σg, Σgx̂) accumulate in double for both element
+ * types, and μ, σ², r are computed in double and rounded to the element type once; the
+ * elementwise arithmetic is in the element type, from those rounded values, so the forward's x̂
+ * and the backward's are the same numbers. A sum's order depends on the vectorization (and, with
+ * threads, on the split), never on the data.
+ *
+ * Threads: a tensor of at least PARALLEL_MIN elements is split over nthreads OpenMP threads (the
+ * process's runtime: torch's) by rows (layer norm) or channels (batch norm); each row or channel
+ * is then computed as in one thread, except layer norm's ∂L/∂γ, ∂L/∂β: each thread sums its rows,
+ * and the threads' sums are added in thread order.
+ *
+ * The file is compiled once per element type: the first pass below defines the type and includes
+ * the file again for the kernels.
+ */
+#ifndef T
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#define INLINE static inline __attribute__((always_inline))
+#define PARALLEL_MIN 32768
+
+#ifdef _OPENMP
+#include <omp.h>
+/* PARTS(count, n, nthreads, statement): run the statement over the index range [lo, hi) of count
+ * rows or channels — split into contiguous chunks on up to nthreads OpenMP threads when the tensor
+ * has n >= PARALLEL_MIN elements, else once over [0, count); `part` is the chunk's number. */
+#define PARTS(count, n, nthreads, ...)                                                   \
+    if ((nthreads) > 1 && (n) >= PARALLEL_MIN && (count) > 1) {                          \
+        const int nt_ = (int64_t)(nthreads) < (count) ? (nthreads) : (int)(count);        \
+        _Pragma("omp parallel num_threads(nt_)")                                         \
+        {                                                                                \
+            const int64_t part = omp_get_thread_num(), parts_ = omp_get_num_threads();   \
+            const int64_t lo = (count) * part / parts_, hi = (count) * (part + 1) / parts_; \
+            __VA_ARGS__;                                                                 \
+        }                                                                                \
+    } else {                                                                             \
+        const int64_t part = 0, lo = 0, hi = (count);                                    \
+        (void)part;                                                                      \
+        __VA_ARGS__;                                                                     \
+    }
+/* how many chunks PARTS makes (the partial sums layer norm's backward needs) */
+#define NPARTS(count, n, nthreads) \
+    (((nthreads) > 1 && (n) >= PARALLEL_MIN && (count) > 1) ? ((int64_t)(nthreads) < (count) ? (nthreads) : (int)(count)) : 1)
+/* SIMD_SUM(s): the next loop's sum into s may be vectorized (partial sums in the vector's lanes) */
+#define PRAGMA_(text) _Pragma(#text)
+#define SIMD_SUM(a) PRAGMA_(omp simd reduction(+:a))
+#define SIMD_SUM2(a, b) PRAGMA_(omp simd reduction(+:a, b))
+#else
+#define PARTS(count, n, nthreads, ...) { const int64_t part = 0, lo = 0, hi = (count); (void)part; __VA_ARGS__; }
+#define NPARTS(count, n, nthreads) 1
+#define SIMD_SUM(a)
+#define SIMD_SUM2(a, b)
+#endif
+
+#define T float
+#define NAME(kernel) trainlab_##kernel##_f32
+#include __FILE__
+#undef T
+#undef NAME
+
+#define T double
+#define NAME(kernel) trainlab_##kernel##_f64
+#include __FILE__
+
+int trainlab_native_norm_version(void) { return 1; }
+
+#else  /* the kernels, for element type T */
+
+/* ---- layer norm --------------------------------------------------------------------------------- */
+
+/* rows [lo, hi): μ, r, y; the affine flags are constants in each copy of the loop */
+INLINE void NAME(ln_forward_rows)(int64_t lo, int64_t hi, int64_t D, const T *restrict x, const T *restrict w,
+                                  const T *restrict b, double eps, T *restrict y, T *restrict mean,
+                                  T *restrict rstd, const int has_w, const int has_b) {
+    for (int64_t r = lo; r < hi; r++) {
+        const T *restrict xr = x + r * D;
+        T *restrict yr = y + r * D;
+        double s = 0.0;
+        SIMD_SUM(s)
+        for (int64_t j = 0; j < D; j++) s += (double)xr[j];
+        const double mu = s / (double)D;
+        double q = 0.0;
+        SIMD_SUM(q)
+        for (int64_t j = 0; j < D; j++) {
+            const double d = (double)xr[j] - mu;
+            q += d * d;
+        }
+        const T m = (T)mu, inv = (T)(1.0 / sqrt(q / (double)D + eps));
+        mean[r] = m;
+        rstd[r] = inv;
+        for (int64_t j = 0; j < D; j++) {
+            T v = (xr[j] - m) * inv;
+            if (has_w) v = v * w[j];
+            if (has_b) v = v + b[j];
+            yr[j] = v;
+        }
+    }
+}
+
+void NAME(layer_norm_forward)(int64_t R, int64_t D, const T *x, const T *w, const T *b, double eps, T *y,
+                              T *mean, T *rstd, int nthreads) {
+#define LN_FWD(W, B) NAME(ln_forward_rows)(lo, hi, D, x, w, b, eps, y, mean, rstd, W, B)
+    PARTS(R, R * D, nthreads,
+          if (w) { if (b) LN_FWD(1, 1); else LN_FWD(1, 0); }
+          else { if (b) LN_FWD(0, 1); else LN_FWD(0, 0); })
+#undef LN_FWD
+}
+
+/* rows [lo, hi): ∂L/∂x (when dx), and this chunk's Σ g·x̂, Σ g into sw, sb (when wanted) */
+INLINE void NAME(ln_backward_rows)(int64_t lo, int64_t hi, int64_t D, const T *restrict g, const T *restrict x,
+                                   const T *restrict mean, const T *restrict rstd, const T *restrict w,
+                                   T *restrict dx, double *restrict sw, double *restrict sb,
+                                   const int has_w, const int want_dx, const int want_sw, const int want_sb) {
+    for (int64_t r = lo; r < hi; r++) {
+        const T *restrict gr = g + r * D, *restrict xr = x + r * D;
+        const T m = mean[r], inv = rstd[r];
+        if (want_sw || want_sb) {
+            for (int64_t j = 0; j < D; j++) {
+                const T x_hat = (xr[j] - m) * inv;
+                if (want_sw) sw[j] += (double)(gr[j] * x_hat);
+                if (want_sb) sb[j] += (double)gr[j];
+            }
+        }
+        if (!want_dx) continue;
+        double a = 0.0, c = 0.0;  /* Σ ĝ, Σ ĝ·x̂ */
+        SIMD_SUM2(a, c)
+        for (int64_t j = 0; j < D; j++) {
+            const T x_hat = (xr[j] - m) * inv;
+            const T gh = has_w ? gr[j] * w[j] : gr[j];
+            a += (double)gh;
+            c += (double)gh * (double)x_hat;
+        }
+        const T mean_g = (T)(a / (double)D), mean_gx = (T)(c / (double)D);
+        T *restrict dr = dx + r * D;
+        for (int64_t j = 0; j < D; j++) {
+            const T x_hat = (xr[j] - m) * inv;
+            const T gh = has_w ? gr[j] * w[j] : gr[j];
+            dr[j] = (gh - x_hat * mean_gx - mean_g) * inv;
+        }
+    }
+}
+
+int NAME(layer_norm_backward)(int64_t R, int64_t D, const T *g, const T *x, const T *mean, const T *rstd,
+                              const T *w, T *dx, T *dw, T *db, int nthreads) {
+    const int64_t parts = (dw || db) ? NPARTS(R, R * D, nthreads) : 1;
+    double *acc = 0;  /* per chunk: D sums of g·x̂, then D sums of g */
+    if (dw || db) {
+        acc = (double *)calloc((size_t)(2 * D * parts), sizeof(double));
+        if (!acc) return 1;  /* out of memory: nothing computed */
+    }
+#define LN_BWD(W, X, SW, SB) NAME(ln_backward_rows)(lo, hi, D, g, x, mean, rstd, w, dx, acc ? acc + 2 * D * part : 0, \
+                                                    acc ? acc + 2 * D * part + D : 0, W, X, SW, SB)
+    PARTS(R, R * D, nthreads,
+          if (dx) {
+              if (w) { if (dw) { if (db) LN_BWD(1, 1, 1, 1); else LN_BWD(1, 1, 1, 0); }
+                       else { if (db) LN_BWD(1, 1, 0, 1); else LN_BWD(1, 1, 0, 0); } }
+              else { if (db) LN_BWD(0, 1, 0, 1); else LN_BWD(0, 1, 0, 0); }
+          } else {
+              if (dw) { if (db) LN_BWD(0, 0, 1, 1); else LN_BWD(0, 0, 1, 0); }
+              else if (db) LN_BWD(0, 0, 0, 1);
+          })
+#undef LN_BWD
+    if (acc) {
+        for (int64_t p = 1; p < parts; p++)  /* the chunks' sums in chunk order */
+            for (int64_t j = 0; j < 2 * D; j++) acc[j] += acc[2 * D * p + j];
+        for (int64_t j = 0; j < D; j++) {
+            if (dw) dw[j] = (T)acc[j];
+            if (db) db[j] = (T)acc[D + j];
+        }
+        free(acc);
+    }
+    return 0;
+}
+
+/* ---- batch norm --------------------------------------------------------------------------------- */
+
+/* (N, C) inputs: a channel is a column, so each pass runs along the rows and across a block of up
+ * to BLOCK channels at a time, with the block's double sums on the stack */
+#ifndef BLOCK
+#define BLOCK 256
+#endif
+
+/* channels [lo, hi) of x viewed as (N, C, S): μ, σ², r per channel, then y */
+INLINE void NAME(bn_forward_channels)(int64_t lo, int64_t hi, int64_t N, int64_t C, int64_t S,
+                                      const T *restrict x, const T *restrict w, const T *restrict b, double eps,
+                                      T *restrict y, T *restrict mean, T *restrict var, T *restrict rstd,
+                                      const int has_w, const int has_b) {
+    const double n = (double)(N * S);
+    if (S == 1) {
+        for (int64_t c0 = lo; c0 < hi; c0 += BLOCK) {
+            const int64_t k = hi - c0 < BLOCK ? hi - c0 : BLOCK;
+            double s[BLOCK], mu[BLOCK];
+            for (int64_t c = 0; c < k; c++) s[c] = 0.0;
+            for (int64_t i = 0; i < N; i++) {
+                const T *restrict xr = x + i * C + c0;
+                for (int64_t c = 0; c < k; c++) s[c] += (double)xr[c];
+            }
+            for (int64_t c = 0; c < k; c++) {
+                mu[c] = s[c] / n;
+                s[c] = 0.0;
+            }
+            for (int64_t i = 0; i < N; i++) {
+                const T *restrict xr = x + i * C + c0;
+                for (int64_t c = 0; c < k; c++) {
+                    const double d = (double)xr[c] - mu[c];
+                    s[c] += d * d;
+                }
+            }
+            for (int64_t c = 0; c < k; c++) {
+                mean[c0 + c] = (T)mu[c];
+                var[c0 + c] = (T)(s[c] / n);
+                rstd[c0 + c] = (T)(1.0 / sqrt(s[c] / n + eps));
+            }
+            const T *restrict m = mean + c0, *restrict inv = rstd + c0;
+            const T *restrict wc = has_w ? w + c0 : 0, *restrict bc = has_b ? b + c0 : 0;
+            for (int64_t i = 0; i < N; i++) {
+                const T *restrict xr = x + i * C + c0;
+                T *restrict yr = y + i * C + c0;
+                for (int64_t c = 0; c < k; c++) {
+                    T v = (xr[c] - m[c]) * inv[c];
+                    if (has_w) v = v * wc[c];
+                    if (has_b) v = v + bc[c];
+                    yr[c] = v;
+                }
+            }
+        }
+        return;
+    }
+    for (int64_t c = lo; c < hi; c++) {  /* (N, C, S): a channel is N contiguous runs of S values */
+        double s = 0.0;
+        for (int64_t i = 0; i < N; i++) {
+            const T *restrict xs = x + (i * C + c) * S;
+            SIMD_SUM(s)
+            for (int64_t j = 0; j < S; j++) s += (double)xs[j];
+        }
+        const double mu = s / n;
+        double q = 0.0;
+        for (int64_t i = 0; i < N; i++) {
+            const T *restrict xs = x + (i * C + c) * S;
+            SIMD_SUM(q)
+            for (int64_t j = 0; j < S; j++) {
+                const double d = (double)xs[j] - mu;
+                q += d * d;
+            }
+        }
+        const T m = (T)mu, inv = (T)(1.0 / sqrt(q / n + eps));
+        mean[c] = m;
+        var[c] = (T)(q / n);
+        rstd[c] = inv;
+        const T wc = has_w ? w[c] : (T)1, bc = has_b ? b[c] : (T)0;
+        for (int64_t i = 0; i < N; i++) {
+            const T *restrict xs = x + (i * C + c) * S;
+            T *restrict ys = y + (i * C + c) * S;
+            for (int64_t j = 0; j < S; j++) {
+                T v = (xs[j] - m) * inv;
+                if (has_w) v = v * wc;
+                if (has_b) v = v + bc;
+                ys[j] = v;
+            }
+        }
+    }
+}
+
+void NAME(batch_norm_forward)(int64_t N, int64_t C, int64_t S, const T *x, const T *w, const T *b, double eps,
+                              T *y, T *mean, T *var, T *rstd, int nthreads) {
+#define BN_FWD(W, B) NAME(bn_forward_channels)(lo, hi, N, C, S, x, w, b, eps, y, mean, var, rstd, W, B)
+    PARTS(C, N * C * S, nthreads,
+          if (w) { if (b) BN_FWD(1, 1); else BN_FWD(1, 0); }
+          else { if (b) BN_FWD(0, 1); else BN_FWD(0, 0); })
+#undef BN_FWD
+}
+
+/* channels [lo, hi): Σg, Σg·x̂ per channel, then ∂L/∂x (when dx) */
+INLINE void NAME(bn_backward_channels)(int64_t lo, int64_t hi, int64_t N, int64_t C, int64_t S,
+                                       const T *restrict g, const T *restrict x, const T *restrict mean,
+                                       const T *restrict rstd, const T *restrict w, T *restrict dx,
+                                       T *restrict dw, T *restrict db, const int has_w, const int want_dx) {
+    const double n = (double)(N * S);
+    if (S == 1) {
+        for (int64_t c0 = lo; c0 < hi; c0 += BLOCK) {
+            const int64_t k = hi - c0 < BLOCK ? hi - c0 : BLOCK;
+            double sg[BLOCK], sgx[BLOCK];
+            T s[BLOCK], k1[BLOCK], k2[BLOCK];
+            const T *restrict m = mean + c0, *restrict inv = rstd + c0;
+            for (int64_t c = 0; c < k; c++) sg[c] = sgx[c] = 0.0;
+            for (int64_t i = 0; i < N; i++) {
+                const T *restrict gr = g + i * C + c0, *restrict xr = x + i * C + c0;
+                for (int64_t c = 0; c < k; c++) {
+                    const T x_hat = (xr[c] - m[c]) * inv[c];
+                    sg[c] += (double)gr[c];
+                    sgx[c] += (double)gr[c] * (double)x_hat;
+                }
+            }
+            for (int64_t c = 0; c < k; c++) {
+                if (dw) dw[c0 + c] = (T)sgx[c];
+                if (db) db[c0 + c] = (T)sg[c];
+            }
+            if (!want_dx) continue;
+            for (int64_t c = 0; c < k; c++) {  /* s = γ·r, −s·Σg/n, −s·Σg·x̂/n */
+                s[c] = has_w ? inv[c] * w[c0 + c] : inv[c];
+                k1[c] = (T)(-(double)s[c] * sg[c] / n);
+                k2[c] = (T)(-(double)s[c] * sgx[c] / n);
+            }
+            for (int64_t i = 0; i < N; i++) {
+                const T *restrict gr = g + i * C + c0, *restrict xr = x + i * C + c0;
+                T *restrict dr = dx + i * C + c0;
+                for (int64_t c = 0; c < k; c++) {
+                    const T x_hat = (xr[c] - m[c]) * inv[c];
+                    dr[c] = (gr[c] * s[c] + k1[c]) + x_hat * k2[c];
+                }
+            }
+        }
+        return;
+    }
+    for (int64_t c = lo; c < hi; c++) {
+        const T m = mean[c], inv = rstd[c];
+        double sg = 0.0, sgx = 0.0;
+        for (int64_t i = 0; i < N; i++) {
+            const T *restrict gs = g + (i * C + c) * S, *restrict xs = x + (i * C + c) * S;
+            SIMD_SUM2(sg, sgx)
+            for (int64_t j = 0; j < S; j++) {
+                const T x_hat = (xs[j] - m) * inv;
+                sg += (double)gs[j];
+                sgx += (double)gs[j] * (double)x_hat;
+            }
+        }
+        if (dw) dw[c] = (T)sgx;
+        if (db) db[c] = (T)sg;
+        if (!want_dx) continue;
+        const T s = has_w ? inv * w[c] : inv;
+        const T k1 = (T)(-(double)s * sg / n), k2 = (T)(-(double)s * sgx / n);
+        for (int64_t i = 0; i < N; i++) {
+            const T *restrict gs = g + (i * C + c) * S, *restrict xs = x + (i * C + c) * S;
+            T *restrict ds = dx + (i * C + c) * S;
+            for (int64_t j = 0; j < S; j++) {
+                const T x_hat = (xs[j] - m) * inv;
+                ds[j] = (gs[j] * s + k1) + x_hat * k2;
+            }
+        }
+    }
+}
+
+void NAME(batch_norm_backward)(int64_t N, int64_t C, int64_t S, const T *g, const T *x, const T *mean,
+                               const T *rstd, const T *w, T *dx, T *dw, T *db, int nthreads) {
+#define BN_BWD(W, X) NAME(bn_backward_channels)(lo, hi, N, C, S, g, x, mean, rstd, w, dx, dw, db, W, X)
+    PARTS(C, N * C * S, nthreads,
+          if (dx) { if (w) BN_BWD(1, 1); else BN_BWD(0, 1); }
+          else BN_BWD(0, 0))
+#undef BN_BWD
+}
+
+#endif
