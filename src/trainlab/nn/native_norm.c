@@ -7,7 +7,9 @@
  * Forward, per row (layer norm) or channel (batch norm), over its n values:
  *     μ = Σx/n,   σ² = Σ(x − μ)²/n (biased),   r = 1/√(σ² + ε)        two passes: the mean first
  *     x̂ = (x − μ)·r,   y = γ·x̂ + β                                      (γ, β optional)
- * μ and r (batch norm: σ² too) are written out; the backward recomputes x̂ from them and x.
+ * μ and r are written out (the backward recomputes x̂ from them and x), and batch norm's σ²·c for
+ * the running variance: c = n/(n − 1) or 1, the product rounded as torch rounds var·c (both
+ * factors in the element type).
  * Backward with g = ∂L/∂y:
  *     layer norm  ĝ = g·γ,   ∂L/∂x = (ĝ − x̂·mean(ĝ·x̂) − mean(ĝ))·r        (means over the row)
  *                 ∂L/∂γ = Σ_rows g·x̂,   ∂L/∂β = Σ_rows g
@@ -60,16 +62,14 @@
 /* how many chunks PARTS makes (the partial sums layer norm's backward needs) */
 #define NPARTS(count, n, nthreads) \
     (((nthreads) > 1 && (n) >= PARALLEL_MIN && (count) > 1) ? ((int64_t)(nthreads) < (count) ? (nthreads) : (int)(count)) : 1)
-/* SIMD_SUM(s): the next loop's sum into s may be vectorized (partial sums in the vector's lanes) */
-#define PRAGMA_(text) _Pragma(#text)
-#define SIMD_SUM(a) PRAGMA_(omp simd reduction(+:a))
-#define SIMD_SUM2(a, b) PRAGMA_(omp simd reduction(+:a, b))
 #else
 #define PARTS(count, n, nthreads, ...) { const int64_t part = 0, lo = 0, hi = (count); (void)part; __VA_ARGS__; }
 #define NPARTS(count, n, nthreads) 1
-#define SIMD_SUM(a)
-#define SIMD_SUM2(a, b)
 #endif
+
+/* A sum along a row runs in LANES partial sums (in double: LANES/4 256-bit vectors, whose additions
+ * do not wait on each other), added in lane order at the end: its order depends on the length only. */
+#define LANES 16
 
 #define T float
 #define NAME(kernel) trainlab_##kernel##_f32
@@ -87,6 +87,34 @@ int trainlab_native_norm_version(void) { return 1; }
 
 /* ---- layer norm --------------------------------------------------------------------------------- */
 
+/* Σ x over n values, in double */
+INLINE double NAME(sum)(const T *restrict x, int64_t n) {
+    double part[LANES] = {0.0}, s = 0.0;
+    int64_t j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int64_t l = 0; l < LANES; l++) part[l] += (double)x[j + l];
+    for (int64_t l = 0; j + l < n; l++) part[l] += (double)x[j + l];
+    for (int64_t l = 0; l < LANES; l++) s += part[l];
+    return s;
+}
+
+/* Σ (x − μ)² over n values, in double */
+INLINE double NAME(sum_sq_dev)(const T *restrict x, int64_t n, double mu) {
+    double part[LANES] = {0.0}, s = 0.0;
+    int64_t j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int64_t l = 0; l < LANES; l++) {
+            const double d = (double)x[j + l] - mu;
+            part[l] += d * d;
+        }
+    for (int64_t l = 0; j + l < n; l++) {
+        const double d = (double)x[j + l] - mu;
+        part[l] += d * d;
+    }
+    for (int64_t l = 0; l < LANES; l++) s += part[l];
+    return s;
+}
+
 /* rows [lo, hi): μ, r, y; the affine flags are constants in each copy of the loop */
 INLINE void NAME(ln_forward_rows)(int64_t lo, int64_t hi, int64_t D, const T *restrict x, const T *restrict w,
                                   const T *restrict b, double eps, T *restrict y, T *restrict mean,
@@ -94,17 +122,9 @@ INLINE void NAME(ln_forward_rows)(int64_t lo, int64_t hi, int64_t D, const T *re
     for (int64_t r = lo; r < hi; r++) {
         const T *restrict xr = x + r * D;
         T *restrict yr = y + r * D;
-        double s = 0.0;
-        SIMD_SUM(s)
-        for (int64_t j = 0; j < D; j++) s += (double)xr[j];
-        const double mu = s / (double)D;
-        double q = 0.0;
-        SIMD_SUM(q)
-        for (int64_t j = 0; j < D; j++) {
-            const double d = (double)xr[j] - mu;
-            q += d * d;
-        }
-        const T m = (T)mu, inv = (T)(1.0 / sqrt(q / (double)D + eps));
+        const double mu = NAME(sum)(xr, D) / (double)D;
+        const double var = NAME(sum_sq_dev)(xr, D, mu) / (double)D;
+        const T m = (T)mu, inv = (T)(1.0 / sqrt(var + eps));
         mean[r] = m;
         rstd[r] = inv;
         for (int64_t j = 0; j < D; j++) {
@@ -125,7 +145,23 @@ void NAME(layer_norm_forward)(int64_t R, int64_t D, const T *x, const T *w, cons
 #undef LN_FWD
 }
 
-/* rows [lo, hi): ∂L/∂x (when dx), and this chunk's Σ g·x̂, Σ g into sw, sb (when wanted) */
+/* one value of a row in the backward's pass of sums: Σĝ, Σĝ·x̂ into lane l of pa, pc (when the
+ * input gradient is wanted), g·x̂ and g into the column sums sw, sb (when wanted) */
+INLINE void NAME(ln_backward_sums)(int64_t j, int64_t l, const T *restrict gr, const T *restrict xr,
+                                   const T *restrict w, T m, T inv, double *restrict pa, double *restrict pc,
+                                   double *restrict sw, double *restrict sb, const int has_w, const int want_dx,
+                                   const int want_sw, const int want_sb) {
+    const T x_hat = (xr[j] - m) * inv;
+    if (want_dx) {
+        const T gh = has_w ? gr[j] * w[j] : gr[j];
+        pa[l] += (double)gh;
+        pc[l] += (double)gh * (double)x_hat;
+    }
+    if (want_sw) sw[j] += (double)gr[j] * (double)x_hat;
+    if (want_sb) sb[j] += (double)gr[j];
+}
+
+/* rows [lo, hi): ∂L/∂x (when wanted), and this chunk's Σ g·x̂, Σ g into sw, sb (when wanted) */
 INLINE void NAME(ln_backward_rows)(int64_t lo, int64_t hi, int64_t D, const T *restrict g, const T *restrict x,
                                    const T *restrict mean, const T *restrict rstd, const T *restrict w,
                                    T *restrict dx, double *restrict sw, double *restrict sb,
@@ -133,25 +169,22 @@ INLINE void NAME(ln_backward_rows)(int64_t lo, int64_t hi, int64_t D, const T *r
     for (int64_t r = lo; r < hi; r++) {
         const T *restrict gr = g + r * D, *restrict xr = x + r * D;
         const T m = mean[r], inv = rstd[r];
-        if (want_sw || want_sb) {
-            for (int64_t j = 0; j < D; j++) {
-                const T x_hat = (xr[j] - m) * inv;
-                if (want_sw) sw[j] += (double)(gr[j] * x_hat);
-                if (want_sb) sb[j] += (double)gr[j];
-            }
-        }
+        double pa[LANES] = {0.0}, pc[LANES] = {0.0};  /* Σ ĝ, Σ ĝ·x̂ in lanes */
+        int64_t j = 0;
+        for (; j + LANES <= D; j += LANES)
+            for (int64_t l = 0; l < LANES; l++)
+                NAME(ln_backward_sums)(j + l, l, gr, xr, w, m, inv, pa, pc, sw, sb, has_w, want_dx, want_sw, want_sb);
+        for (int64_t l = 0; j + l < D; l++)
+            NAME(ln_backward_sums)(j + l, l, gr, xr, w, m, inv, pa, pc, sw, sb, has_w, want_dx, want_sw, want_sb);
         if (!want_dx) continue;
-        double a = 0.0, c = 0.0;  /* Σ ĝ, Σ ĝ·x̂ */
-        SIMD_SUM2(a, c)
-        for (int64_t j = 0; j < D; j++) {
-            const T x_hat = (xr[j] - m) * inv;
-            const T gh = has_w ? gr[j] * w[j] : gr[j];
-            a += (double)gh;
-            c += (double)gh * (double)x_hat;
+        double a = 0.0, c = 0.0;
+        for (int64_t l = 0; l < LANES; l++) {
+            a += pa[l];
+            c += pc[l];
         }
         const T mean_g = (T)(a / (double)D), mean_gx = (T)(c / (double)D);
         T *restrict dr = dx + r * D;
-        for (int64_t j = 0; j < D; j++) {
+        for (j = 0; j < D; j++) {
             const T x_hat = (xr[j] - m) * inv;
             const T gh = has_w ? gr[j] * w[j] : gr[j];
             dr[j] = (gh - x_hat * mean_gx - mean_g) * inv;
@@ -202,8 +235,8 @@ int NAME(layer_norm_backward)(int64_t R, int64_t D, const T *g, const T *x, cons
 /* channels [lo, hi) of x viewed as (N, C, S): μ, σ², r per channel, then y */
 INLINE void NAME(bn_forward_channels)(int64_t lo, int64_t hi, int64_t N, int64_t C, int64_t S,
                                       const T *restrict x, const T *restrict w, const T *restrict b, double eps,
-                                      T *restrict y, T *restrict mean, T *restrict var, T *restrict rstd,
-                                      const int has_w, const int has_b) {
+                                      T correction, T *restrict y, T *restrict mean, T *restrict var,
+                                      T *restrict rstd, const int has_w, const int has_b) {
     const double n = (double)(N * S);
     if (S == 1) {
         for (int64_t c0 = lo; c0 < hi; c0 += BLOCK) {
@@ -227,7 +260,7 @@ INLINE void NAME(bn_forward_channels)(int64_t lo, int64_t hi, int64_t N, int64_t
             }
             for (int64_t c = 0; c < k; c++) {
                 mean[c0 + c] = (T)mu[c];
-                var[c0 + c] = (T)(s[c] / n);
+                var[c0 + c] = (T)(s[c] / n) * correction;
                 rstd[c0 + c] = (T)(1.0 / sqrt(s[c] / n + eps));
             }
             const T *restrict m = mean + c0, *restrict inv = rstd + c0;
@@ -247,24 +280,13 @@ INLINE void NAME(bn_forward_channels)(int64_t lo, int64_t hi, int64_t N, int64_t
     }
     for (int64_t c = lo; c < hi; c++) {  /* (N, C, S): a channel is N contiguous runs of S values */
         double s = 0.0;
-        for (int64_t i = 0; i < N; i++) {
-            const T *restrict xs = x + (i * C + c) * S;
-            SIMD_SUM(s)
-            for (int64_t j = 0; j < S; j++) s += (double)xs[j];
-        }
+        for (int64_t i = 0; i < N; i++) s += NAME(sum)(x + (i * C + c) * S, S);
         const double mu = s / n;
         double q = 0.0;
-        for (int64_t i = 0; i < N; i++) {
-            const T *restrict xs = x + (i * C + c) * S;
-            SIMD_SUM(q)
-            for (int64_t j = 0; j < S; j++) {
-                const double d = (double)xs[j] - mu;
-                q += d * d;
-            }
-        }
+        for (int64_t i = 0; i < N; i++) q += NAME(sum_sq_dev)(x + (i * C + c) * S, S, mu);
         const T m = (T)mu, inv = (T)(1.0 / sqrt(q / n + eps));
         mean[c] = m;
-        var[c] = (T)(q / n);
+        var[c] = (T)(q / n) * correction;
         rstd[c] = inv;
         const T wc = has_w ? w[c] : (T)1, bc = has_b ? b[c] : (T)0;
         for (int64_t i = 0; i < N; i++) {
@@ -281,12 +303,21 @@ INLINE void NAME(bn_forward_channels)(int64_t lo, int64_t hi, int64_t N, int64_t
 }
 
 void NAME(batch_norm_forward)(int64_t N, int64_t C, int64_t S, const T *x, const T *w, const T *b, double eps,
-                              T *y, T *mean, T *var, T *rstd, int nthreads) {
-#define BN_FWD(W, B) NAME(bn_forward_channels)(lo, hi, N, C, S, x, w, b, eps, y, mean, var, rstd, W, B)
+                              double correction, T *y, T *mean, T *var, T *rstd, int nthreads) {
+    const T c_ = (T)correction;
+#define BN_FWD(W, B) NAME(bn_forward_channels)(lo, hi, N, C, S, x, w, b, eps, c_, y, mean, var, rstd, W, B)
     PARTS(C, N * C * S, nthreads,
           if (w) { if (b) BN_FWD(1, 1); else BN_FWD(1, 0); }
           else { if (b) BN_FWD(0, 1); else BN_FWD(0, 0); })
 #undef BN_FWD
+}
+
+/* one value of a run of S: g and g·x̂ into lane l of pg, pgx */
+INLINE void NAME(bn_sums)(int64_t j, int64_t l, const T *restrict gs, const T *restrict xs, T m, T inv,
+                          double *restrict pg, double *restrict pgx) {
+    const T x_hat = (xs[j] - m) * inv;
+    pg[l] += (double)gs[j];
+    pgx[l] += (double)gs[j] * (double)x_hat;
 }
 
 /* channels [lo, hi): Σg, Σg·x̂ per channel, then ∂L/∂x (when dx) */
@@ -336,11 +367,14 @@ INLINE void NAME(bn_backward_channels)(int64_t lo, int64_t hi, int64_t N, int64_
         double sg = 0.0, sgx = 0.0;
         for (int64_t i = 0; i < N; i++) {
             const T *restrict gs = g + (i * C + c) * S, *restrict xs = x + (i * C + c) * S;
-            SIMD_SUM2(sg, sgx)
-            for (int64_t j = 0; j < S; j++) {
-                const T x_hat = (xs[j] - m) * inv;
-                sg += (double)gs[j];
-                sgx += (double)gs[j] * (double)x_hat;
+            double pg[LANES] = {0.0}, pgx[LANES] = {0.0};
+            int64_t j = 0;
+            for (; j + LANES <= S; j += LANES)
+                for (int64_t l = 0; l < LANES; l++) NAME(bn_sums)(j + l, l, gs, xs, m, inv, pg, pgx);
+            for (int64_t l = 0; j + l < S; l++) NAME(bn_sums)(j + l, l, gs, xs, m, inv, pg, pgx);
+            for (int64_t l = 0; l < LANES; l++) {
+                sg += pg[l];
+                sgx += pgx[l];
             }
         }
         if (dw) dw[c] = (T)sgx;

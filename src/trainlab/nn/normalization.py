@@ -75,16 +75,17 @@ class _BatchNormTrain(torch.autograd.Function):
         ctx.eps, ctx.dims, ctx.shape, ctx.n = eps, dims, shape, n
         kernels = _NORM.for_dtype(x.dtype) if _usable(x, weight, bias) else None
         ctx.kernels = kernels
-        if kernels is not None:  # one C pass over the (N, C, S) layout: μ, σ², 1/√(σ² + ε), y
+        if kernels is not None:  # one C pass over the (N, C, S) layout: μ, σ²·c, 1/√(σ² + ε), y
             c = x.shape[1]
             ctx.ncs = (x.shape[0], c, n // x.shape[0])
             y = torch.empty_like(x)
-            stats = torch.empty((3, c), dtype=x.dtype)  # μ, σ², 1/√(σ² + ε)
+            stats = torch.empty(3, c, dtype=x.dtype)  # μ, σ²·c (for the running variance), 1/√(σ² + ε)
             at, step = stats.data_ptr(), c * x.element_size()
-            kernels.batch_norm_forward(*ctx.ncs, x.data_ptr(), _ptr(weight), _ptr(bias), eps, y.data_ptr(),
-                                       at, at + step, at + 2 * step, torch.get_num_threads())
+            kernels.batch_norm_forward(*ctx.ncs, x.data_ptr(), _ptr(weight), _ptr(bias), eps,
+                                       1.0 if running is None else running[3], y.data_ptr(), at, at + step,
+                                       at + 2 * step, torch.get_num_threads())
             if running is not None:
-                _update_running(running, stats[0], stats[1])
+                _lerp_running(running, stats[0], stats[1])
             ctx.save_for_backward(x, weight, bias, stats)
             return y
         mu = x.sum(dims, keepdim=True).div_(n)          # sum/n: the same value as mean(), one op faster
@@ -94,7 +95,8 @@ class _BatchNormTrain(torch.autograd.Function):
         x_hat = xc.mul_(inv_std)
         y = _affine(x_hat, weight, bias, shape)
         if running is not None:
-            _update_running(running, mu.view(-1), var.view(-1))
+            correction = running[3]
+            _lerp_running(running, mu.view(-1), var.view(-1) if correction == 1.0 else var.view(-1) * correction)
         ctx.save_for_backward(x, weight, bias, x_hat, inv_std)
         return y
 
@@ -130,13 +132,15 @@ class _BatchNormTrain(torch.autograd.Function):
         return dx, dw, db, None, None, None, None
 
 
-def _update_running(running: tuple, mu: Tensor, var: Tensor) -> None:
-    """running ← lerp(running, batch, m) for the mean and the variance (times c) in one foreach op;
-    ``running`` = (running_mean, running_var, m, c), ``mu`` and ``var`` the batch's, per channel."""
-    running_mean, running_var, m, correction = running
-    batch_var = var if correction == 1.0 else var * correction
+def _lerp_running(running: tuple, mu: Tensor, batch_var: Tensor) -> None:
+    """running ← lerp(running, batch, m) for the mean and the variance in one foreach op;
+    ``running`` = (running_mean, running_var, m, c), ``mu`` and ``batch_var`` = σ²·c the batch's,
+    per channel."""
+    running_mean, running_var, m, _ = running
     dtype = running_mean.dtype  # a lower-precision input (bfloat16, float16) keeps float32 estimates
-    torch._foreach_lerp_([running_mean, running_var], [mu.to(dtype), batch_var.to(dtype)], m)
+    if mu.dtype != dtype:
+        mu, batch_var = mu.to(dtype), batch_var.to(dtype)
+    torch._foreach_lerp_([running_mean, running_var], [mu, batch_var], m)
 
 
 def _sync_group():
@@ -225,7 +229,7 @@ class _LayerNormFn(torch.autograd.Function):
             rows = x.numel() // d
             ctx.rd = (rows, d)
             y = torch.empty_like(x)
-            stats = torch.empty((2, rows), dtype=x.dtype)  # μ, 1/√(σ² + ε) per row, as torch saves them
+            stats = torch.empty(2, rows, dtype=x.dtype)  # μ, 1/√(σ² + ε) per row, as torch saves them
             at = stats.data_ptr()
             kernels.layer_norm_forward(rows, d, x.data_ptr(), _ptr(weight), _ptr(bias), eps, y.data_ptr(),
                                        at, at + rows * x.element_size(), torch.get_num_threads())
