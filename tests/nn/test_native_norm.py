@@ -10,8 +10,8 @@ per channel: ∂L/∂x ∝ ε/σ² of its terms); Σ|g·x̂| and Σ|g| for ∂L/
 rounding of μ itself: x − μ carries ε|μ|/2, which the normalization scales by r. The bound, in units
 of ε = 2⁻²³ of the largest term, is therefore 4·(1 + κ) with κ = max |μ|·r over the rows
 (channels): 4 for well-conditioned data, more where a row's spread is small next to its mean
-(torch's kernels have the same term). Measured on the data below: at most 2 ε where κ < 1, and
-about 35 ε on a layer norm over 3 features (κ ≈ 30).
+(torch's kernels have the same term). Measured on the data below: at most 1.1 ε where κ < 1, and
+7.6 ε (bound 178 ε) on a layer norm over 3 features, where κ ≈ 44.
 """
 import collections
 from types import SimpleNamespace
