@@ -14,6 +14,11 @@ The training-mode forward passes of batch and layer norm are ``torch.autograd.Fu
 the backward written out (the three-term formula of Ioffe & Szegedy 2015, §3): that is what keeps
 them close to PyTorch's fused kernels in speed. Each has a readable reference formula that the
 tests compare against and that autograd differentiates when a graph of the gradient is requested.
+
+On the CPU, for contiguous float32/float64 tensors, each Function does its forward and its backward
+in one call of a fused C kernel (``native_norm.c``, see :mod:`trainlab.nn.native_layers`), which
+saves μ and 1/√(σ² + ε) instead of x̂, as torch does; everywhere else (CUDA, other dtypes,
+non-contiguous inputs, ``TRAINLAB_NATIVE=0``, no C compiler) it runs the same formulas as torch ops.
 """
 from __future__ import annotations
 
