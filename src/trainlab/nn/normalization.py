@@ -118,8 +118,8 @@ class _BatchNormTrain(torch.autograd.Function):
             g = g.contiguous()
             c = stats.shape[1]
             dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-            dw = torch.empty(c, dtype=x.dtype) if weight is not None and ctx.needs_input_grad[1] else None
-            db = torch.empty(c, dtype=x.dtype) if bias is not None and ctx.needs_input_grad[2] else None
+            dw = torch.empty_like(weight) if weight is not None and ctx.needs_input_grad[1] else None
+            db = torch.empty_like(bias) if bias is not None and ctx.needs_input_grad[2] else None
             at = stats.data_ptr()
             ctx.kernels.batch_norm_backward(*ctx.ncs, g.data_ptr(), x.data_ptr(), at, at + 2 * c * x.element_size(),
                                             _ptr(weight), _ptr(dx), _ptr(dw), _ptr(db), torch.get_num_threads())
