@@ -349,3 +349,16 @@ def test_eps_outside_takes_the_readable_form(calls):
     x, g = _data((8, 6), torch.float64)
     _run(bn, x, g)
     assert not calls
+
+
+def test_torch_compile_traces_the_torch_ops(monkeypatch, calls):
+    """While torch.compile traces a layer its tensors have no memory: the torch-op path is traced."""
+    from trainlab.nn import native_layers
+
+    monkeypatch.setattr(native_layers, "_compiling", lambda: True)
+    x, g = _data((8, 6), torch.float64)
+    for ours, theirs in ((tn.LayerNorm(6).double(), nn.LayerNorm(6).double()),
+                         (tn.BatchNorm1d(6).double(), nn.BatchNorm1d(6).double())):
+        for a, b in zip(_run(ours, x, g)[0], _run(theirs, x, g)[0]):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert not calls

@@ -83,7 +83,8 @@ class LayerKernels:
 
 def usable(x: Tensor, *others: Tensor | None) -> bool:
     """Whether ``x`` and the tensors in ``others`` (``None`` skipped) can be handed to a kernel:
-    dense, contiguous, on the CPU, all of ``x``'s dtype."""
+    dense, contiguous, on the CPU, all of ``x``'s dtype — and not while ``torch.compile`` traces
+    the layer (its tensors have no memory then; the torch ops are traced, as without kernels)."""
     if not x.is_cpu or x.layout is not torch.strided or not x.is_contiguous():
         return False
     dtype = x.dtype
@@ -91,7 +92,10 @@ def usable(x: Tensor, *others: Tensor | None) -> bool:
         if t is not None and (t.dtype != dtype or not t.is_cpu or t.layout is not torch.strided
                               or not t.is_contiguous()):
             return False
-    return True
+    return not _compiling()
+
+
+_compiling = torch.compiler.is_compiling
 
 
 def ptr(t: Tensor | None) -> int | None:
