@@ -38,6 +38,7 @@
 #include <stdlib.h>
 
 #define INLINE static inline __attribute__((always_inline))
+#define NOINLINE static __attribute__((noinline))
 #define PARALLEL_MIN 32768
 
 #ifdef _OPENMP
@@ -136,36 +137,46 @@ INLINE void NAME(ln_forward_rows)(int64_t lo, int64_t hi, int64_t D, const T *re
     }
 }
 
+/* each flag combination is its own function, compiled with the flags as constants */
+#define LN_FWD(W, B)                                                                                     \
+    NOINLINE void NAME(ln_forward_##W##B)(int64_t lo, int64_t hi, int64_t D, const T *x, const T *w,      \
+                                          const T *b, double eps, T *y, T *mean, T *rstd) {             \
+        NAME(ln_forward_rows)(lo, hi, D, x, w, b, eps, y, mean, rstd, W, B);                             \
+    }
+LN_FWD(0, 0) LN_FWD(0, 1) LN_FWD(1, 0) LN_FWD(1, 1)
+#undef LN_FWD
+
 void NAME(layer_norm_forward)(int64_t R, int64_t D, const T *x, const T *w, const T *b, double eps, T *y,
                               T *mean, T *rstd, int nthreads) {
-#define LN_FWD(W, B) NAME(ln_forward_rows)(lo, hi, D, x, w, b, eps, y, mean, rstd, W, B)
-    PARTS(R, R * D, nthreads,
-          if (w) { if (b) LN_FWD(1, 1); else LN_FWD(1, 0); }
-          else { if (b) LN_FWD(0, 1); else LN_FWD(0, 0); })
-#undef LN_FWD
+    void (*const rows)(int64_t, int64_t, int64_t, const T *, const T *, const T *, double, T *, T *, T *) =
+        w ? (b ? NAME(ln_forward_11) : NAME(ln_forward_10)) : (b ? NAME(ln_forward_01) : NAME(ln_forward_00));
+    PARTS(R, R * D, nthreads, rows(lo, hi, D, x, w, b, eps, y, mean, rstd))
 }
 
 /* one value of a row in the backward's pass of sums: Σĝ, Σĝ·x̂ into lane l of pa, pc (when the
- * input gradient is wanted), g·x̂ and g into the column sums sw, sb (when wanted) */
+ * input gradient is wanted), g·x̂ and g into the column sums sw, sb (when γ's or β's gradient is) */
 INLINE void NAME(ln_backward_sums)(int64_t j, int64_t l, const T *restrict gr, const T *restrict xr,
                                    const T *restrict w, T m, T inv, double *restrict pa, double *restrict pc,
                                    double *restrict sw, double *restrict sb, const int has_w, const int want_dx,
-                                   const int want_sw, const int want_sb) {
+                                   const int want_sums) {
     const T x_hat = (xr[j] - m) * inv;
     if (want_dx) {
         const T gh = has_w ? gr[j] * w[j] : gr[j];
         pa[l] += (double)gh;
         pc[l] += (double)gh * (double)x_hat;
     }
-    if (want_sw) sw[j] += (double)gr[j] * (double)x_hat;
-    if (want_sb) sb[j] += (double)gr[j];
+    if (want_sums) {
+        sw[j] += (double)gr[j] * (double)x_hat;
+        sb[j] += (double)gr[j];
+    }
 }
 
-/* rows [lo, hi): ∂L/∂x (when wanted), and this chunk's Σ g·x̂, Σ g into sw, sb (when wanted) */
+/* rows [lo, hi): ∂L/∂x (when wanted), and this chunk's Σ g·x̂, Σ g into sw, sb (when wanted: both,
+ * even when one of ∂L/∂γ, ∂L/∂β is not, to keep the copies of the loop few) */
 INLINE void NAME(ln_backward_rows)(int64_t lo, int64_t hi, int64_t D, const T *restrict g, const T *restrict x,
                                    const T *restrict mean, const T *restrict rstd, const T *restrict w,
                                    T *restrict dx, double *restrict sw, double *restrict sb,
-                                   const int has_w, const int want_dx, const int want_sw, const int want_sb) {
+                                   const int has_w, const int want_dx, const int want_sums) {
     for (int64_t r = lo; r < hi; r++) {
         const T *restrict gr = g + r * D, *restrict xr = x + r * D;
         const T m = mean[r], inv = rstd[r];
@@ -173,9 +184,9 @@ INLINE void NAME(ln_backward_rows)(int64_t lo, int64_t hi, int64_t D, const T *r
         int64_t j = 0;
         for (; j + LANES <= D; j += LANES)
             for (int64_t l = 0; l < LANES; l++)
-                NAME(ln_backward_sums)(j + l, l, gr, xr, w, m, inv, pa, pc, sw, sb, has_w, want_dx, want_sw, want_sb);
+                NAME(ln_backward_sums)(j + l, l, gr, xr, w, m, inv, pa, pc, sw, sb, has_w, want_dx, want_sums);
         for (int64_t l = 0; j + l < D; l++)
-            NAME(ln_backward_sums)(j + l, l, gr, xr, w, m, inv, pa, pc, sw, sb, has_w, want_dx, want_sw, want_sb);
+            NAME(ln_backward_sums)(j + l, l, gr, xr, w, m, inv, pa, pc, sw, sb, has_w, want_dx, want_sums);
         if (!want_dx) continue;
         double a = 0.0, c = 0.0;
         for (int64_t l = 0; l < LANES; l++) {
@@ -192,26 +203,36 @@ INLINE void NAME(ln_backward_rows)(int64_t lo, int64_t hi, int64_t D, const T *r
     }
 }
 
+#define LN_BWD(W, X, S)                                                                                   \
+    NOINLINE void NAME(ln_backward_##W##X##S)(int64_t lo, int64_t hi, int64_t D, const T *g, const T *x,     \
+                                              const T *mean, const T *rstd, const T *w, T *dx, double *sw,   \
+                                              double *sb) {                                                  \
+        NAME(ln_backward_rows)(lo, hi, D, g, x, mean, rstd, w, dx, sw, sb, W, X, S);                        \
+    }
+LN_BWD(1, 1, 1) LN_BWD(1, 1, 0) LN_BWD(0, 1, 1) LN_BWD(0, 1, 0) LN_BWD(0, 0, 1)
+#undef LN_BWD
+
 int NAME(layer_norm_backward)(int64_t R, int64_t D, const T *g, const T *x, const T *mean, const T *rstd,
                               const T *w, T *dx, T *dw, T *db, int nthreads) {
+    const int sums = dw || db;
+    void (*rows)(int64_t, int64_t, int64_t, const T *, const T *, const T *, const T *, const T *, T *,
+                 double *, double *) = 0;
+    if (dx) {
+        if (w) rows = sums ? NAME(ln_backward_111) : NAME(ln_backward_110);
+        else rows = sums ? NAME(ln_backward_011) : NAME(ln_backward_010);
+    } else if (sums) {
+        rows = NAME(ln_backward_001);
+    } else {
+        return 0;
+    }
     const int64_t parts = (dw || db) ? NPARTS(R, R * D, nthreads) : 1;
     double *acc = 0;  /* per chunk: D sums of g·x̂, then D sums of g */
     if (dw || db) {
         acc = (double *)calloc((size_t)(2 * D * parts), sizeof(double));
         if (!acc) return 1;  /* out of memory: nothing computed */
     }
-#define LN_BWD(W, X, SW, SB) NAME(ln_backward_rows)(lo, hi, D, g, x, mean, rstd, w, dx, acc ? acc + 2 * D * part : 0, \
-                                                    acc ? acc + 2 * D * part + D : 0, W, X, SW, SB)
     PARTS(R, R * D, nthreads,
-          if (dx) {
-              if (w) { if (dw) { if (db) LN_BWD(1, 1, 1, 1); else LN_BWD(1, 1, 1, 0); }
-                       else { if (db) LN_BWD(1, 1, 0, 1); else LN_BWD(1, 1, 0, 0); } }
-              else { if (db) LN_BWD(0, 1, 0, 1); else LN_BWD(0, 1, 0, 0); }
-          } else {
-              if (dw) { if (db) LN_BWD(0, 0, 1, 1); else LN_BWD(0, 0, 1, 0); }
-              else if (db) LN_BWD(0, 0, 0, 1);
-          })
-#undef LN_BWD
+          rows(lo, hi, D, g, x, mean, rstd, w, dx, acc ? acc + 2 * D * part : 0, acc ? acc + 2 * D * part + D : 0))
     if (acc) {
         for (int64_t p = 1; p < parts; p++)  /* the chunks' sums in chunk order */
             for (int64_t j = 0; j < 2 * D; j++) acc[j] += acc[2 * D * p + j];
@@ -302,14 +323,22 @@ INLINE void NAME(bn_forward_channels)(int64_t lo, int64_t hi, int64_t N, int64_t
     }
 }
 
+#define BN_FWD(W, B)                                                                                      \
+    NOINLINE void NAME(bn_forward_##W##B)(int64_t lo, int64_t hi, int64_t N, int64_t C, int64_t S,          \
+                                          const T *x, const T *w, const T *b, double eps, T correction,    \
+                                          T *y, T *mean, T *var, T *rstd) {                                \
+        NAME(bn_forward_channels)(lo, hi, N, C, S, x, w, b, eps, correction, y, mean, var, rstd, W, B);    \
+    }
+BN_FWD(0, 0) BN_FWD(0, 1) BN_FWD(1, 0) BN_FWD(1, 1)
+#undef BN_FWD
+
 void NAME(batch_norm_forward)(int64_t N, int64_t C, int64_t S, const T *x, const T *w, const T *b, double eps,
                               double correction, T *y, T *mean, T *var, T *rstd, int nthreads) {
+    void (*const channels)(int64_t, int64_t, int64_t, int64_t, int64_t, const T *, const T *, const T *, double,
+                           T, T *, T *, T *, T *) =
+        w ? (b ? NAME(bn_forward_11) : NAME(bn_forward_10)) : (b ? NAME(bn_forward_01) : NAME(bn_forward_00));
     const T c_ = (T)correction;
-#define BN_FWD(W, B) NAME(bn_forward_channels)(lo, hi, N, C, S, x, w, b, eps, c_, y, mean, var, rstd, W, B)
-    PARTS(C, N * C * S, nthreads,
-          if (w) { if (b) BN_FWD(1, 1); else BN_FWD(1, 0); }
-          else { if (b) BN_FWD(0, 1); else BN_FWD(0, 0); })
-#undef BN_FWD
+    PARTS(C, N * C * S, nthreads, channels(lo, hi, N, C, S, x, w, b, eps, c_, y, mean, var, rstd))
 }
 
 /* one value of a run of S: g and g·x̂ into lane l of pg, pgx */
@@ -393,13 +422,21 @@ INLINE void NAME(bn_backward_channels)(int64_t lo, int64_t hi, int64_t N, int64_
     }
 }
 
+#define BN_BWD(W, X)                                                                                      \
+    NOINLINE void NAME(bn_backward_##W##X)(int64_t lo, int64_t hi, int64_t N, int64_t C, int64_t S,          \
+                                           const T *g, const T *x, const T *mean, const T *rstd, const T *w, \
+                                           T *dx, T *dw, T *db) {                                           \
+        NAME(bn_backward_channels)(lo, hi, N, C, S, g, x, mean, rstd, w, dx, dw, db, W, X);                 \
+    }
+BN_BWD(1, 1) BN_BWD(0, 1) BN_BWD(0, 0)
+#undef BN_BWD
+
 void NAME(batch_norm_backward)(int64_t N, int64_t C, int64_t S, const T *g, const T *x, const T *mean,
                                const T *rstd, const T *w, T *dx, T *dw, T *db, int nthreads) {
-#define BN_BWD(W, X) NAME(bn_backward_channels)(lo, hi, N, C, S, g, x, mean, rstd, w, dx, dw, db, W, X)
-    PARTS(C, N * C * S, nthreads,
-          if (dx) { if (w) BN_BWD(1, 1); else BN_BWD(0, 1); }
-          else BN_BWD(0, 0))
-#undef BN_BWD
+    void (*const channels)(int64_t, int64_t, int64_t, int64_t, int64_t, const T *, const T *, const T *,
+                           const T *, const T *, T *, T *, T *) =
+        dx ? (w ? NAME(bn_backward_11) : NAME(bn_backward_01)) : NAME(bn_backward_00);
+    PARTS(C, N * C * S, nthreads, channels(lo, hi, N, C, S, g, x, mean, rstd, w, dx, dw, db))
 }
 
 #endif
