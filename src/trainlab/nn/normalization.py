@@ -14,9 +14,15 @@ The training-mode forward passes of batch and layer norm are ``torch.autograd.Fu
 the backward written out (the three-term formula of Ioffe & Szegedy 2015, §3): that is what keeps
 them close to PyTorch's fused kernels in speed. Each has a readable reference formula that the
 tests compare against and that autograd differentiates when a graph of the gradient is requested.
+
+On the CPU, for contiguous float32/float64 tensors, each Function does its forward and its backward
+in one call of a fused C kernel (``native_norm.c``, see :mod:`trainlab.nn.native_layers`), which
+saves μ and 1/√(σ² + ε) instead of x̂, as torch does; everywhere else (CUDA, other dtypes,
+non-contiguous inputs, ``TRAINLAB_NATIVE=0``, no C compiler) it runs the same formulas as torch ops.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -25,6 +31,9 @@ from torch.nn.utils import parametrize
 
 from trainlab.nn.fastpath import SWITCH as _SWITCH
 from trainlab.nn.fastpath import function_apply
+from trainlab.nn.native_layers import NORM as _NORM
+from trainlab.nn.native_layers import ptr as _ptr
+from trainlab.nn.native_layers import usable as _usable
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "WeightNorm", "weight_norm", "remove_weight_norm",
            "convert_sync_batchnorm"]
@@ -63,11 +72,31 @@ class _BatchNormTrain(torch.autograd.Function):
         ∂L/∂x = γ/√(σ² + ε) · (g − (Σ g)/n − x̂·(Σ g·x̂)/n)
     — the two sums are the parameter gradients already; with s = γ/√(σ² + ε) the input
     gradient is s·g − x̂·(s·Σg·x̂/n) − s·Σg/n: two multiply-adds over the batch.
+
+    For a contiguous float32/float64 CPU input each direction is one call of the fused C kernel
+    (``native_norm.c``: the statistics summed in double, the forward saving μ, 1/√(σ² + ε) rather
+    than x̂, and σ²·c for the running variance); otherwise the torch ops below.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps, dims, shape, running):
         n = x.numel() // x.shape[1]
+        ctx.eps, ctx.dims, ctx.shape, ctx.n = eps, dims, shape, n
+        kernels = _NORM.for_dtype(x.dtype) if _usable(x, weight, bias) else None
+        ctx.kernels = kernels
+        if kernels is not None:  # one C pass over the (N, C, S) layout: μ, σ²·c, 1/√(σ² + ε), y
+            c = x.shape[1]
+            ctx.ncs = (x.shape[0], c, n // x.shape[0])
+            y = torch.empty_like(x)
+            stats = torch.empty(3, c, dtype=x.dtype)  # μ, σ²·c (for the running variance), 1/√(σ² + ε)
+            at, step = stats.data_ptr(), c * x.element_size()
+            kernels.batch_norm_forward(*ctx.ncs, x.data_ptr(), _ptr(weight), _ptr(bias), eps,
+                                       1.0 if running is None else running[3], y.data_ptr(), at, at + step,
+                                       at + 2 * step, torch.get_num_threads())
+            if running is not None:
+                _lerp_running(running, stats[0], stats[1])
+            ctx.save_for_backward(x, weight, bias, stats)
+            return y
         mu = x.sum(dims, keepdim=True).div_(n)          # sum/n: the same value as mean(), one op faster
         xc = x - mu
         var = (xc * xc).sum(dims, keepdim=True).div_(n)
@@ -75,22 +104,31 @@ class _BatchNormTrain(torch.autograd.Function):
         x_hat = xc.mul_(inv_std)
         y = _affine(x_hat, weight, bias, shape)
         if running is not None:
-            running_mean, running_var, m, correction = running
-            batch_var = var.view(-1) if correction == 1.0 else var.view(-1) * correction
-            dtype = running_mean.dtype  # a lower-precision input (bfloat16, float16) keeps float32 estimates
-            torch._foreach_lerp_([running_mean, running_var], [mu.view(-1).to(dtype), batch_var.to(dtype)], m)
+            correction = running[3]
+            _lerp_running(running, mu.view(-1), var.view(-1) if correction == 1.0 else var.view(-1) * correction)
         ctx.save_for_backward(x, weight, bias, x_hat, inv_std)
-        ctx.eps, ctx.dims, ctx.shape, ctx.n = eps, dims, shape, n
         return y
 
     @staticmethod
     def backward(ctx, g):
-        x, weight, bias, x_hat, inv_std = ctx.saved_tensors
+        x, weight, bias, *saved = ctx.saved_tensors
         dims, shape, n = ctx.dims, ctx.shape, ctx.n
         if torch.is_grad_enabled():
             ref = lambda x_, w_, b_: _normalize_reference(x_, _view(w_, shape), _view(b_, shape), dims, ctx.eps)
             dx, dw, db = _autograd_backward(ref, (x, weight, bias), g)
             return dx, dw, db, None, None, None, None
+        if ctx.kernels is not None:  # the forward's μ and 1/√(σ² + ε); x̂ is recomputed from x
+            stats, = saved
+            g = g.contiguous()
+            c = stats.shape[1]
+            dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+            dw = torch.empty_like(weight) if weight is not None and ctx.needs_input_grad[1] else None
+            db = torch.empty_like(bias) if bias is not None and ctx.needs_input_grad[2] else None
+            at = stats.data_ptr()
+            ctx.kernels.batch_norm_backward(*ctx.ncs, g.data_ptr(), x.data_ptr(), at, at + 2 * c * x.element_size(),
+                                            _ptr(weight), _ptr(dx), _ptr(dw), _ptr(db), torch.get_num_threads())
+            return dx, dw, db, None, None, None, None
+        x_hat, inv_std = saved
         sum_g = g.sum(dims, keepdim=True)                     # ∂L/∂β
         sum_gx = (g * x_hat).sum(dims, keepdim=True)          # ∂L/∂γ
         dx = None
@@ -101,6 +139,17 @@ class _BatchNormTrain(torch.autograd.Function):
         dw = sum_gx.view(-1) if weight is not None and ctx.needs_input_grad[1] else None
         db = sum_g.view(-1) if bias is not None and ctx.needs_input_grad[2] else None
         return dx, dw, db, None, None, None, None
+
+
+def _lerp_running(running: tuple, mu: Tensor, batch_var: Tensor) -> None:
+    """running ← lerp(running, batch, m) for the mean and the variance in one foreach op;
+    ``running`` = (running_mean, running_var, m, c), ``mu`` and ``batch_var`` = σ²·c the batch's,
+    per channel."""
+    running_mean, running_var, m, _ = running
+    dtype = running_mean.dtype  # a lower-precision input (bfloat16, float16) keeps float32 estimates
+    if mu.dtype != dtype:
+        mu, batch_var = mu.to(dtype), batch_var.to(dtype)
+    torch._foreach_lerp_([running_mean, running_var], [mu, batch_var], m)
 
 
 def _sync_group():
@@ -177,10 +226,28 @@ class _LayerNormFn(torch.autograd.Function):
     Note: the per-sample terms enter through an addcmul whose first argument is full-size and
     binary ops, the broadcasts TensorIterator vectorizes; the sums over the features as
     matrix-vector products with γ measured slower here.
+
+    For a contiguous float32/float64 CPU input (γ, β of its dtype) each direction is one call of
+    the fused C kernel (``native_norm.c``), which saves μ and 1/√(σ² + ε) per row, as torch does;
+    otherwise the torch ops below.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps, dims):
+        ctx.eps, ctx.dims = eps, dims
+        kernels = _NORM.for_dtype(x.dtype) if _usable(x, weight, bias) else None
+        ctx.kernels = kernels
+        if kernels is not None:  # one C pass per row: μ, 1/√(σ² + ε), y
+            d = x.shape[-1] if len(dims) == 1 else math.prod(x.shape[dims[0]:])
+            rows = x.numel() // d
+            ctx.rd = (rows, d)
+            y = torch.empty_like(x)
+            stats = torch.empty(2, rows, dtype=x.dtype)  # μ, 1/√(σ² + ε) per row, as torch saves them
+            at = stats.data_ptr()
+            kernels.layer_norm_forward(rows, d, x.data_ptr(), _ptr(weight), _ptr(bias), eps, y.data_ptr(),
+                                       at, at + rows * x.element_size(), torch.get_num_threads())
+            ctx.save_for_backward(x, weight, bias, stats)
+            return y
         mu = x.mean(dims, keepdim=True)
         xc = x - mu
         var = (xc * xc).mean(dims, keepdim=True)
@@ -188,17 +255,30 @@ class _LayerNormFn(torch.autograd.Function):
         x_hat = xc.mul_(inv_std)
         y = _affine(x_hat, weight, bias, None)
         ctx.save_for_backward(x, weight, bias, x_hat, inv_std)
-        ctx.eps, ctx.dims = eps, dims
         return y
 
     @staticmethod
     def backward(ctx, g):
-        x, weight, bias, x_hat, inv_std = ctx.saved_tensors
+        x, weight, bias, *saved = ctx.saved_tensors
         dims = ctx.dims
         if torch.is_grad_enabled():
             ref = lambda x_, w_, b_: _normalize_reference(x_, w_, b_, dims, ctx.eps)
             dx, dw, db = _autograd_backward(ref, (x, weight, bias), g)
             return dx, dw, db, None, None
+        if ctx.kernels is not None:  # the forward's μ and 1/√(σ² + ε); x̂ is recomputed from x
+            stats, = saved
+            g = g.contiguous()
+            rows, d = ctx.rd
+            dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+            dw = torch.empty_like(weight) if weight is not None and ctx.needs_input_grad[1] else None
+            db = torch.empty_like(bias) if bias is not None and ctx.needs_input_grad[2] else None
+            at = stats.data_ptr()
+            if ctx.kernels.layer_norm_backward(rows, d, g.data_ptr(), x.data_ptr(), at, at + rows * x.element_size(),
+                                               _ptr(weight), _ptr(dx), _ptr(dw), _ptr(db), torch.get_num_threads()):
+                raise MemoryError(f"layer norm's backward could not allocate the sums for ∂L/∂γ, ∂L/∂β "
+                                  f"({2 * d} doubles per thread)")
+            return dx, dw, db, None, None
+        x_hat, inv_std = saved
         batch_dims = tuple(range(g.dim() - len(dims)))
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
