@@ -65,7 +65,9 @@ class NativeLibrary:
         what: the kernels in words, for the one-line problem ("the one-pass optimizer kernels").
         declare: sets ``argtypes``/``restype`` of the library's functions once it is loaded.
         flags: compiler flags (``-shared -fPIC`` are added). With ``-march=native`` the CPU's
-            model and flags enter the cache key, so a shared cache never serves another CPU's build.
+            model and flags enter the cache key, so a shared cache never serves another CPU's build;
+            a compiler that rejects it builds without it. A compiler without OpenMP builds the
+            single-threaded kernels.
     """
 
     def __init__(self, source: Path, name: str, what: str, declare: Callable[[ctypes.CDLL], None],
@@ -86,9 +88,14 @@ class NativeLibrary:
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
         os.close(fd)
         try:
-            for omp in (OPENMP, []):  # without OpenMP if the compiler lacks it
-                done = subprocess.run([cc, "-shared", "-fPIC", *self.flags, *omp, "-o", tmp, str(self.source), "-lm"],
-                                      capture_output=True, text=True, timeout=120)
+            # without OpenMP if the compiler lacks it; without -march=native if it rejects that
+            portable = [f for f in self.flags if f != "-march=native"]
+            attempts = [(self.flags, OPENMP), (self.flags, [])]
+            if portable != self.flags:
+                attempts += [(portable, OPENMP), (portable, [])]
+            for flags, omp in attempts:
+                done = subprocess.run([cc, "-shared", "-fPIC", *flags, *omp, "-o", tmp, str(self.source), "-lm"],
+                                      capture_output=True, text=True, timeout=300)
                 if done.returncode == 0:
                     break
             else:
