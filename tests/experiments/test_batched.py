@@ -411,13 +411,47 @@ def test_diagnostics_of_vmapped_members_equal_those_of_solo_runs():
 
 
 @pytest.mark.parametrize("k", [2, 3])
-def test_evaluation_max_pool_gives_max_pool2d_exactly(k):
-    # the vmap base's max-pool (eval mode, no gradients): the maximum of k² strided views
+@pytest.mark.parametrize("size", [(11, 13), (12, 12)])  # strided views; rows of k-tuples (divisible)
+def test_evaluation_max_pool_gives_max_pool2d_exactly(k, size):
+    # the vmap base's max-pool (eval mode, no gradients): maxima of strided views
     from torch import nn
     base, _ = batched._vmap_base(nn.Sequential(nn.MaxPool2d(k)))
-    x = torch.randn(3, 4, 11, 13)
+    x = torch.randn(3, 4, *size)
     base.eval()
     with torch.no_grad():
         assert torch.equal(base(x), torch.nn.functional.max_pool2d(x, k))
     base.train()  # training: max_pool2d itself (its gradient goes to one entry per window)
     assert torch.equal(base(x), torch.nn.functional.max_pool2d(x, k))
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("negative_gamma", [False, True])
+def test_pool_first_evaluation_gives_the_models_numbers_exactly(activation, negative_gamma, monkeypatch):
+    # eval mode: conv → batch norm → activation → max-pool stages pool first (the same numbers,
+    # bit for bit); a γ < 0 (batch norm then decreases in its input) keeps the written order
+    from torch.func import functional_call
+
+    from trainlab.nn.normalization import _BatchNorm
+    torch.manual_seed(0)
+    model = catalog.MODELS["cnn"](in_shape=(1, 12, 12), channels=[4, 6], hidden=8, classes=3, norm="batch",
+                                  activation=activation)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, _BatchNorm):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_()
+        if negative_gamma:
+            model.features[1].weight[0] = -0.7
+    model.eval()
+    base, _ = batched._vmap_base(model, pool_first=True)
+    base.eval()
+    taken = []
+    stage = batched._pool_first_stage
+    monkeypatch.setattr(batched, "_pool_first_stage", lambda mods: taken.append(stage(mods)) or taken[-1])
+    state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    x = torch.randn(5, 144)
+    with torch.no_grad():
+        assert torch.equal(functional_call(base, state, (x,)), model(x))
+    assert taken.count(True) == (1 if negative_gamma else 2)  # the first stage's γ has the negative entry
