@@ -455,3 +455,25 @@ def test_pool_first_evaluation_gives_the_models_numbers_exactly(activation, nega
     with torch.no_grad():
         assert torch.equal(functional_call(base, state, (x,)), model(x))
     assert taken.count(True) == (1 if negative_gamma else 2)  # the first stage's γ has the negative entry
+
+
+def test_training_pools_before_relu_with_the_same_outputs_and_gradients():
+    # relu → max-pool runs as max-pool → relu on the base copy: same outputs, same gradients
+    # (inputs with exact zeros and ties, where the gradient's routing could differ)
+    from torch import nn
+    from torch.func import functional_call
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+    base, _ = batched._vmap_base(model)
+    x = torch.randn(4, 1, 8, 8).round()  # many equal values after the convolution's rounding
+    with torch.no_grad():
+        model[0].weight.copy_(model[0].weight.round())
+        model[0].bias.zero_()
+    params = {k: v.detach().clone().requires_grad_() for k, v in model.named_parameters()}
+    ya, yb = model(x), functional_call(base, params, (x,))
+    assert torch.equal(ya, yb)
+    g = torch.randn_like(ya)
+    ya.backward(g)
+    yb.backward(g)
+    for k, p in model.named_parameters():
+        assert torch.equal(p.grad, params[k].grad), k

@@ -1396,24 +1396,37 @@ def _pool_first_stage(mods: Sequence[nn.Module]) -> bool:
             and (bn.weight is None or bool((bn.weight >= 0).all())))
 
 
-def _pool_first_forward(self: nn.Sequential, x: Tensor) -> Tensor:
-    """``nn.Sequential``'s forward, except that in evaluation (eval mode, no gradients) each stage
-    ``conv → batch norm → activation → max-pool`` pools first: ``act(bn(pool(conv(x))))``.
+def _is_relu(act: nn.Module) -> bool:
+    return act.__dict__.get("forward") is torch.relu or type(act) is nn.ReLU
 
-    The same numbers: in eval mode batch norm is ``x·scale + shift`` per channel with scale ≥ 0
-    here, and the activation never decreases, so both are non-decreasing functions of x even
-    after rounding (a correctly rounded monotone operation stays monotone) and commute with the
-    window's maximum; they then run on k² times fewer elements. Only used on the CPU member
-    after member (the γ check reads the device), never under ``vmap``.
+
+def _stages_forward(self: nn.Sequential, x: Tensor) -> Tensor:
+    """``nn.Sequential``'s forward on the base copy, with max-pools moved ahead of what commutes
+    with them, so that those layers run on k² times fewer elements; the same numbers, bit for bit:
+
+    - ``ReLU → max-pool`` is ``max-pool → ReLU``, in training too: ReLU keeps positive values and
+      sends the rest to 0, so a window's first maximum (where ``max_pool2d`` sends the gradient)
+      is the same element whenever it is positive, and otherwise every gradient in the window is
+      0 either way (relu'(0) = 0);
+    - in evaluation (eval mode, no gradients) and with ``self._pool_first`` set, ``conv → batch norm
+      → activation → max-pool`` is ``conv → max-pool → batch norm → activation``
+      (:func:`_pool_first_stage`): in eval mode batch norm is ``x·scale + shift`` per channel with
+      scale ≥ 0 there, and the activation never decreases, so both are non-decreasing functions
+      of x even after rounding (a correctly rounded monotone operation stays monotone) and
+      commute with the window's maximum. Only member after member on the CPU (the γ check reads
+      the member's tensors), never under ``vmap``.
     """
     mods = list(self._modules.values())
-    fast = not self.training and not torch.is_grad_enabled()
+    evaluating = self._pool_first and not self.training and not torch.is_grad_enabled()
     i = 0
     while i < len(mods):
-        if fast and _pool_first_stage(mods[i:i + 4]):
+        if evaluating and _pool_first_stage(mods[i:i + 4]):
             conv, bn, act, pool = mods[i:i + 4]
             x = act(bn(pool(conv(x))))
             i += 4
+        elif i + 1 < len(mods) and _is_relu(mods[i]) and _simple_pool(mods[i + 1]) is not None:
+            x = mods[i](mods[i + 1](x))
+            i += 2
         else:
             x = mods[i](x)
             i += 1
@@ -1472,8 +1485,9 @@ def _activation_forward(mod: nn.Module):
 
 def _vmap_base(model: nn.Module, pool_first: bool = False) -> tuple[nn.Module, list[nn.Module]]:
     """A copy of ``model`` on ``meta`` with the forwards above; returns it and its dropout layers
-    that draw masks (in forward order, as registered). ``pool_first``: its ``nn.Sequential``
-    blocks evaluate conv stages pooling first (:func:`_pool_first_forward`; not under ``vmap``)."""
+    that draw masks (in forward order, as registered). Its ``nn.Sequential`` blocks pool early
+    (:func:`_stages_forward`; with ``pool_first`` also ahead of batch norm in evaluation, which is
+    not for ``vmap``)."""
     import copy
     import types
 
@@ -1496,8 +1510,9 @@ def _vmap_base(model: nn.Module, pool_first: bool = False) -> tuple[nn.Module, l
             mod._vmask, mod._vshape = None, None
             if 0.0 < mod.p < 1.0:
                 drops.append(mod)
-        elif pool_first and type(mod) is nn.Sequential:
-            mod.forward = types.MethodType(_pool_first_forward, mod)
+        elif type(mod) is nn.Sequential:
+            mod.forward = types.MethodType(_stages_forward, mod)
+            mod._pool_first = pool_first
     return base, drops
 
 
