@@ -1206,22 +1206,33 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
             if getattr(first.data, which) is not None:
                 for k, row in enumerate(flat.evaluate(_EvalSets(batch, which), loss.label_smoothing)):
                     finals[k].update({f"{which}_{key}": v for key, v in row.items()})
-    wall = (time.perf_counter() - t_start) / M
-    peak = _peak_memory(device)
+    info = {"batched": M, "mode": mode, "engine": "stack", "backward": "by hand" if flat is not None else "autograd"}
+    return _outcomes(batch, info, t_start, lambda k: finals[k] if finals is not None
+                     else final_metrics(batch[k].model, batch[k].data, batch[k].loss, device))
+
+
+def _outcomes(batch: Sequence[Member], info: dict, t_start: float, final: Callable[[int], dict],
+              extras: Callable[[int], dict] | None = None) -> list[MemberOutcome]:
+    """The members' outcomes at the end of a batched run, for both engines: each member's
+    :class:`RunResult` as :func:`run_experiment` returns it (history, ``final(k)``, its
+    diagnostics and verdicts, ``extras(k)``) or its error; ``info`` (how they were trained) gains
+    the peak memory, a failed member's also the wall time."""
+    from trainlab.diagnostics.verdicts import diagnose_run
+
+    wall = (time.perf_counter() - t_start) / len(batch)
+    info = {**info, "peak_memory_bytes": _peak_memory(batch[0].device)}
     out = []
     for k, m in enumerate(batch):
-        info = {"batched": M, "mode": mode, "engine": "stack", "backward": "by hand" if flat is not None else "autograd",
-                "peak_memory_bytes": peak}
         if m.error is not None:
             out.append(MemberOutcome(m.config, None, m.error, {**info, "wall_time": wall}))
             continue
-        final = finals[k] if finals is not None else final_metrics(m.model, m.data, m.loss, device)
-        result = RunResult(m.config, m.model, m.history, final, wall)
+        result = RunResult(m.config, m.model, m.history, final(k), wall)
+        if extras is not None:
+            result.extras.update(extras(k))
         if m.recorder is not None:  # what run_experiment puts there
             result.extras["diagnostics"] = m.recorder
-        from trainlab.diagnostics.verdicts import diagnose_run
         result.extras["verdicts"] = diagnose_run(result, m.loss, m.data)
-        out.append(MemberOutcome(m.config, result, None, info))
+        out.append(MemberOutcome(m.config, result, None, dict(info)))
     return out
 
 
@@ -1873,21 +1884,7 @@ def _train_vmapped(batch: list[Member], mode: str, family: str | None) -> list[M
         if getattr(first.data, which) is not None:
             for k, row in enumerate(evaluate_split(which, final_p, final_b)):
                 finals[k].update({f"{which}_{key}": v for key, v in row.items()})
-    wall = (time.perf_counter() - t_start) / M
-    peak = _peak_memory(device)
-    out = []
-    for k, m in enumerate(batch):
-        info = {"batched": M, "mode": mode, "engine": "vmap", "peak_memory_bytes": peak}
-        if m.error is not None:
-            out.append(MemberOutcome(m.config, None, m.error, {**info, "wall_time": wall}))
-            continue
-        final = finals[k]
-        result = RunResult(m.config, m.model, m.history, final, wall)
-        from trainlab.experiments.runner import early_stops
-        result.extras.update(data=m.data, loss=m.loss, early_stops=early_stops(callbacks[k]))
-        if m.recorder is not None:
-            result.extras["diagnostics"] = m.recorder
-        from trainlab.diagnostics.verdicts import diagnose_run
-        result.extras["verdicts"] = diagnose_run(result, m.loss, m.data)
-        out.append(MemberOutcome(m.config, result, None, info))
-    return out
+    from trainlab.experiments.runner import early_stops
+
+    return _outcomes(batch, {"batched": M, "mode": mode, "engine": "vmap"}, t_start, finals.__getitem__,
+                     lambda k: {"data": batch[k].data, "loss": batch[k].loss, "early_stops": early_stops(callbacks[k])})
