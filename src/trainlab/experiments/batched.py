@@ -685,9 +685,9 @@ class _FlatMLP:
         """Inputs ``xt`` (M, in, B), feature-major → [xᵀ, h₁ᵀ, ..., logitsᵀ], each (M, features, B)."""
         hs = [xt]
         for j in range(len(self.shapes) - 1):
-            h = torch.bmm(self.W[j], hs[-1]).add_(self.B[j])
+            h = torch.baddbmm(self.B[j], self.W[j], hs[-1])
             hs.append(_ACTIVATION_BACKWARD[self.acts[j]][0](h))
-        hs.append(torch.bmm(self.W[-1], hs[-1]).add_(self.B[-1]))
+        hs.append(torch.baddbmm(self.B[-1], self.W[-1], hs[-1]))
         return hs
 
     @staticmethod
