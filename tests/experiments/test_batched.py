@@ -477,3 +477,29 @@ def test_training_pools_before_relu_with_the_same_outputs_and_gradients():
     yb.backward(g)
     for k, p in model.named_parameters():
         assert torch.equal(p.grad, params[k].grad), k
+
+
+@pytest.mark.parametrize("draws", [False, True])
+def test_members_of_one_data_section_and_seed_share_its_loading(draws, monkeypatch):
+    # members with the same data section and seed load it once; a loader that draws from the
+    # global RNG loads for every member (the model's init must see the solo run's stream)
+    calls = []
+    moons = catalog.DATASETS["moons"]
+
+    def loader(**kw):
+        calls.append(kw["seed"] if "seed" in kw else None)
+        if draws:
+            torch.rand(1)
+        return moons(**kw)
+    loader.__signature__ = __import__("inspect").signature(moons)
+    monkeypatch.setitem(catalog.DATASETS, "moons", loader)
+    cfgs = [cfg(seed=0, lr=0.1), cfg(seed=0, lr=0.05), cfg(seed=1)]
+    loaded = {}
+    shared = [batched.prepare_member(c, loaded) for c in cfgs]
+    n_shared = len(calls)
+    alone = [batched.prepare_member(c) for c in cfgs]
+    assert n_shared == (len(cfgs) + 1 if draws else 2)  # drawing: one probe, then every member in its stream
+    for a, b in zip(shared, alone):
+        assert torch.equal(a.data.train.X, b.data.train.X) and torch.equal(a.data.val.y, b.data.val.y)
+        for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values()):
+            assert torch.equal(p, q)

@@ -520,15 +520,38 @@ class _MemberLoop:
         self.stop_training = False
 
 
-def prepare_member(cfg: Config) -> Member:
+def prepare_member(cfg: Config, loaded: dict | None = None) -> Member:
     """Build data, loss, model, initialization and optimizer in :func:`run_experiment`'s order.
 
     The order matters: the global RNG is seeded with the run's seed and then consumed by the data
     loader (if it draws from it), the model's initialization and the initializer, exactly as in a
     solo run; :func:`trainlab.fit` then seeds the data-order generator with the same seed.
+
+    ``loaded`` (a dict the caller keeps across members) holds the data sets built so far, by data
+    section and seed: a member whose data an earlier member built takes it from there instead of
+    loading it again (8 MNIST members of 4 seeds: 4 loads, not 8). Only data whose building drew
+    nothing from the global RNG is kept, so the model's initialization sees the stream it sees in
+    a solo run; a loader that does draw is noted and loads for every member.
     """
     device = torch.device(cfg.train.device) if cfg.train.device else default_device()
-    data, loss, model, optimizer = build_training(cfg, device)
+    data = None
+    if loaded is not None:
+        spec = canonical_json(cfg.data.model_dump(mode="json"))
+        key = canonical_json([spec, cfg.seed])
+        data = loaded.get(key)
+        if data is None and spec not in loaded:
+            from trainlab.experiments.runner import build_data
+            from trainlab.train.loop import GLOBAL_RNG_LOCK
+
+            with GLOBAL_RNG_LOCK:
+                torch.manual_seed(cfg.seed)  # as build_training seeds before loading
+                before = torch.random.get_rng_state()
+                data = build_data(cfg)
+                if torch.equal(torch.random.get_rng_state(), before):
+                    loaded[key] = data
+                else:  # the loader draws from the global RNG: build_training loads it in the stream
+                    loaded[spec], data = True, None
+    data, loss, model, optimizer = build_training(cfg, device, data)
     loss.check_pairing(model)
     torch.manual_seed(cfg.seed)  # as fit does before training (leaves the global RNG where a solo run has it)
     generator = torch.Generator()
@@ -905,12 +928,13 @@ def train_group(configs: Sequence[Config | dict], *, mode: str = "auto", solo: C
     # group by everything that must be shared, then by shapes once the pieces are built
     members: dict[int, Member] = {}
     groups: dict[tuple, list[int]] = {}
+    loaded: dict = {}  # data sets built so far, shared by members of one data section and seed
     for i, cfg in enumerate(cfgs):
         reason = why_not_batchable_config(cfg, batch_convs_on_cpu=batch_convs_on_cpu)
         member = None
         if reason is None:
             try:
-                member = prepare_member(cfg)
+                member = prepare_member(cfg, loaded)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as err:
@@ -1246,11 +1270,13 @@ def _outcomes(batch: Sequence[Member], info: dict, t_start: float, final: Callab
 # on the base copy only, never on the members' models):
 #
 # - batch norm: trainlab's training-mode batch norm is an ``autograd.Function`` with a hand-written
-#   backward, which ``vmap`` cannot batch; the base runs ``_normalize_reference`` (the readable
-#   formula the fast backward is tested against) and updates its running statistics in place.
-#   In place on a buffer under ``vmap`` writes member k's row of the stacked buffer, so every
-#   member keeps its own running mean and variance, updated from its own batch.
-# - layer norm: the same (its fast path is an ``autograd.Function`` too).
+#   backward written in the old ``ctx`` style, which ``vmap`` cannot batch; the base runs the same
+#   formulas, backward included, as a Function ``vmap`` can batch (``_BatchNormBatched``; with ε
+#   outside the root, the plain-ops steps through autograd) and updates its running statistics in
+#   place. In place on a buffer under ``vmap`` writes member k's row of the stacked buffer, so
+#   every member keeps its own running mean and variance, updated from its own batch.
+# - layer norm: the readable formula ``_normalize_reference`` (its fast path is an
+#   ``autograd.Function`` too).
 # - dropout: a solo run draws each mask from torch's global RNG, seeded by the run's seed, layer
 #   after layer in forward order. Each member gets a ``torch.Generator`` seeded as that RNG is at
 #   the start of its solo run and draws the same masks in the same order, outside ``vmap``; the
