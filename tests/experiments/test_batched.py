@@ -411,13 +411,95 @@ def test_diagnostics_of_vmapped_members_equal_those_of_solo_runs():
 
 
 @pytest.mark.parametrize("k", [2, 3])
-def test_evaluation_max_pool_gives_max_pool2d_exactly(k):
-    # the vmap base's max-pool (eval mode, no gradients): the maximum of k² strided views
+@pytest.mark.parametrize("size", [(11, 13), (12, 12)])  # strided views; rows of k-tuples (divisible)
+def test_evaluation_max_pool_gives_max_pool2d_exactly(k, size):
+    # the vmap base's max-pool (eval mode, no gradients): maxima of strided views
     from torch import nn
     base, _ = batched._vmap_base(nn.Sequential(nn.MaxPool2d(k)))
-    x = torch.randn(3, 4, 11, 13)
+    x = torch.randn(3, 4, *size)
     base.eval()
     with torch.no_grad():
         assert torch.equal(base(x), torch.nn.functional.max_pool2d(x, k))
     base.train()  # training: max_pool2d itself (its gradient goes to one entry per window)
     assert torch.equal(base(x), torch.nn.functional.max_pool2d(x, k))
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("negative_gamma", [False, True])
+def test_pool_first_evaluation_gives_the_models_numbers_exactly(activation, negative_gamma, monkeypatch):
+    # eval mode: conv → batch norm → activation → max-pool stages pool first (the same numbers,
+    # bit for bit); a γ < 0 (batch norm then decreases in its input) keeps the written order
+    from torch.func import functional_call
+
+    from trainlab.nn.normalization import _BatchNorm
+    torch.manual_seed(0)
+    model = catalog.MODELS["cnn"](in_shape=(1, 12, 12), channels=[4, 6], hidden=8, classes=3, norm="batch",
+                                  activation=activation)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, _BatchNorm):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_()
+        if negative_gamma:
+            model.features[1].weight[0] = -0.7
+    model.eval()
+    base, _ = batched._vmap_base(model, pool_first=True)
+    base.eval()
+    taken = []
+    stage = batched._pool_first_stage
+    monkeypatch.setattr(batched, "_pool_first_stage", lambda mods: taken.append(stage(mods)) or taken[-1])
+    state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    x = torch.randn(5, 144)
+    with torch.no_grad():
+        assert torch.equal(functional_call(base, state, (x,)), model(x))
+    assert taken.count(True) == (1 if negative_gamma else 2)  # the first stage's γ has the negative entry
+
+
+def test_training_pools_before_relu_with_the_same_outputs_and_gradients():
+    # relu → max-pool runs as max-pool → relu on the base copy: same outputs, same gradients
+    # (inputs with exact zeros and ties, where the gradient's routing could differ)
+    from torch import nn
+    from torch.func import functional_call
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+    base, _ = batched._vmap_base(model)
+    x = torch.randn(4, 1, 8, 8).round()  # many equal values after the convolution's rounding
+    with torch.no_grad():
+        model[0].weight.copy_(model[0].weight.round())
+        model[0].bias.zero_()
+    params = {k: v.detach().clone().requires_grad_() for k, v in model.named_parameters()}
+    ya, yb = model(x), functional_call(base, params, (x,))
+    assert torch.equal(ya, yb)
+    g = torch.randn_like(ya)
+    ya.backward(g)
+    yb.backward(g)
+    for k, p in model.named_parameters():
+        assert torch.equal(p.grad, params[k].grad), k
+
+
+@pytest.mark.parametrize("draws", [False, True])
+def test_members_of_one_data_section_and_seed_share_its_loading(draws, monkeypatch):
+    # members with the same data section and seed load it once; a loader that draws from the
+    # global RNG loads for every member (the model's init must see the solo run's stream)
+    calls = []
+    moons = catalog.DATASETS["moons"]
+
+    def loader(**kw):
+        calls.append(kw["seed"] if "seed" in kw else None)
+        if draws:
+            torch.rand(1)
+        return moons(**kw)
+    loader.__signature__ = __import__("inspect").signature(moons)
+    monkeypatch.setitem(catalog.DATASETS, "moons", loader)
+    cfgs = [cfg(seed=0, lr=0.1), cfg(seed=0, lr=0.05), cfg(seed=1)]
+    loaded = {}
+    shared = [batched.prepare_member(c, loaded) for c in cfgs]
+    n_shared = len(calls)
+    alone = [batched.prepare_member(c) for c in cfgs]
+    assert n_shared == (len(cfgs) + 1 if draws else 2)  # drawing: one probe, then every member in its stream
+    for a, b in zip(shared, alone):
+        assert torch.equal(a.data.train.X, b.data.train.X) and torch.equal(a.data.val.y, b.data.val.y)
+        for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values()):
+            assert torch.equal(p, q)

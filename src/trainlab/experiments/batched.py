@@ -520,15 +520,38 @@ class _MemberLoop:
         self.stop_training = False
 
 
-def prepare_member(cfg: Config) -> Member:
+def prepare_member(cfg: Config, loaded: dict | None = None) -> Member:
     """Build data, loss, model, initialization and optimizer in :func:`run_experiment`'s order.
 
     The order matters: the global RNG is seeded with the run's seed and then consumed by the data
     loader (if it draws from it), the model's initialization and the initializer, exactly as in a
     solo run; :func:`trainlab.fit` then seeds the data-order generator with the same seed.
+
+    ``loaded`` (a dict the caller keeps across members) holds the data sets built so far, by data
+    section and seed: a member whose data an earlier member built takes it from there instead of
+    loading it again (8 MNIST members of 4 seeds: 4 loads, not 8). Only data whose building drew
+    nothing from the global RNG is kept, so the model's initialization sees the stream it sees in
+    a solo run; a loader that does draw is noted and loads for every member.
     """
     device = torch.device(cfg.train.device) if cfg.train.device else default_device()
-    data, loss, model, optimizer = build_training(cfg, device)
+    data = None
+    if loaded is not None:
+        spec = canonical_json(cfg.data.model_dump(mode="json"))
+        key = canonical_json([spec, cfg.seed])
+        data = loaded.get(key)
+        if data is None and spec not in loaded:
+            from trainlab.experiments.runner import build_data
+            from trainlab.train.loop import GLOBAL_RNG_LOCK
+
+            with GLOBAL_RNG_LOCK:
+                torch.manual_seed(cfg.seed)  # as build_training seeds before loading
+                before = torch.random.get_rng_state()
+                data = build_data(cfg)
+                if torch.equal(torch.random.get_rng_state(), before):
+                    loaded[key] = data
+                else:  # the loader draws from the global RNG: build_training loads it in the stream
+                    loaded[spec], data = True, None
+    data, loss, model, optimizer = build_training(cfg, device, data)
     loss.check_pairing(model)
     torch.manual_seed(cfg.seed)  # as fit does before training (leaves the global RNG where a solo run has it)
     generator = torch.Generator()
@@ -568,13 +591,16 @@ class _Stack:
         first = tensors[0]
         self.shared = all(t is first or torch.equal(t, first) for t in tensors[1:])
         self.data = first if self.shared else torch.stack(list(tensors))
-        self.rows = None if self.shared else torch.arange(len(tensors), device=first.device).view(-1, 1)
+        # member k's rows start at k·n in the (M·n, ...) view of the stack
+        self.offsets = None if self.shared else (torch.arange(len(tensors), device=first.device) * len(first)).view(-1, 1)
 
     def take(self, idx: Tensor) -> Tensor:
         """Rows ``idx`` (M, B) of each member's tensor: (M, B, ...)."""
-        if self.shared:  # index_select: ~10x faster than advanced indexing for these sizes
+        # index_select: ~10x faster than advanced indexing for these sizes
+        if self.shared:
             return self.data.index_select(0, idx.reshape(-1)).view(*idx.shape, *self.data.shape[1:])
-        return self.data[self.rows, idx]
+        rows = (idx + self.offsets).reshape(-1)  # member k's row i is row k·n + i of the flattened stack
+        return self.data.flatten(0, 1).index_select(0, rows).view(*idx.shape, *self.data.shape[2:])
 
     def full(self, m: int) -> Tensor:
         return self.data.unsqueeze(0).expand(m, *self.data.shape) if self.shared else self.data
@@ -597,7 +623,8 @@ def _forward(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], act
 # d act / d input from the activation's output h, for the hand-written backward of _FlatMLP: the
 # kernels autograd runs for torch.relu / tanh / sigmoid, so the gradients are autograd's numbers
 _ACTIVATION_BACKWARD = {
-    torch.relu: (torch.relu_, lambda g, h: torch.ops.aten.threshold_backward(g, h, 0)),   # relu'(0) = 0
+    # relu'(0) = 0; written over g (the backward's fresh product), saving a buffer per layer
+    torch.relu: (torch.relu_, lambda g, h: torch.ops.aten.threshold_backward.grad_input(g, h, 0, grad_input=g)),
     torch.tanh: (torch.tanh_, torch.ops.aten.tanh_backward),                             # 1 − h²
     torch.sigmoid: (torch.sigmoid_, torch.ops.aten.sigmoid_backward),                    # h·(1 − h)
 }
@@ -677,13 +704,13 @@ class _FlatMLP:
                     lin.weight.copy_(self.W[j][k])
                     lin.bias.copy_(self.B[j][k, :, 0])
 
-    def forward_t(self, x: Tensor) -> list[Tensor]:
-        """``x`` (M, B, in) → [xᵀ, h₁ᵀ, ..., logitsᵀ], each (M, features, B)."""
-        hs = [x.flatten(2).transpose(1, 2)]
+    def forward_t(self, xt: Tensor) -> list[Tensor]:
+        """Inputs ``xt`` (M, in, B), feature-major → [xᵀ, h₁ᵀ, ..., logitsᵀ], each (M, features, B)."""
+        hs = [xt]
         for j in range(len(self.shapes) - 1):
-            h = torch.bmm(self.W[j], hs[-1]).add_(self.B[j])
+            h = torch.baddbmm(self.B[j], self.W[j], hs[-1])
             hs.append(_ACTIVATION_BACKWARD[self.acts[j]][0](h))
-        hs.append(torch.bmm(self.W[-1], hs[-1]).add_(self.B[-1]))
+        hs.append(torch.baddbmm(self.B[-1], self.W[-1], hs[-1]))
         return hs
 
     @staticmethod
@@ -715,20 +742,22 @@ class _FlatMLP:
         n, M = sets.n, sets.m
         total = torch.zeros(M, dtype=torch.float64)
         correct = torch.zeros(M, dtype=torch.long)
+        xt_all = sets.features_major()
         for i in range(0, n, 8192):  # fit's evaluate: chunk losses weighted by chunk size
-            x, y = sets.X.full(M)[:, i:i + 8192], sets.Y.full(M)[:, i:i + 8192]
-            losses, c, _, _ = self.head(self.forward_t(x)[-1], y, label_smoothing)
-            total += losses.double().cpu() * x.shape[1]
+            xt, y = xt_all[:, :, i:i + 8192], sets.Y.full(M)[:, i:i + 8192]
+            zt = self.forward_t(xt)[-1]
+            losses, c, _, _ = self.head(zt, y, label_smoothing)
+            total += losses.double().cpu() * y.shape[1]
             correct += c.cpu()
         total, correct = total.tolist(), correct.tolist()
         return [{"loss": total[k] / max(n, 1), "accuracy": correct[k] / max(n, 1)} for k in range(M)]
 
     @torch.no_grad()
-    def step(self, x: Tensor, y: Tensor, label_smoothing: float = 0.0) -> tuple[Tensor, Tensor]:
-        """Forward, loss and gradients (into :attr:`grad`) for a batch ``x`` (M, B, in), ``y`` (M, B);
-        returns each member's mean loss and correct count, shape (M,) each."""
-        M, B = x.shape[:2]
-        hs = self.forward_t(x)
+    def step(self, xt: Tensor, y: Tensor, label_smoothing: float = 0.0) -> tuple[Tensor, Tensor]:
+        """Forward, loss and gradients (into :attr:`grad`) for a batch ``xt`` (M, in, B)
+        (feature-major), ``y`` (M, B); returns each member's mean loss and correct count, (M,) each."""
+        B = xt.shape[2]
+        hs = self.forward_t(xt)
         zt = hs.pop()                                         # logits: (M, C, B)
         C = zt.shape[1]
         losses, correct, log_p, yi = self.head(zt, y, label_smoothing)
@@ -738,10 +767,15 @@ class _FlatMLP:
             g.sub_(label_smoothing / C)
         g.mul_(1.0 / B)
         for j in range(len(self.shapes) - 1, -1, -1):
+            out, inp = self.shapes[j]
             torch.sum(g, 2, out=self.gB[j])
-            torch.bmm(g, hs[j].transpose(1, 2), out=self.gW[j])
+            if inp < out:  # dWᵀ = h·dhᵀ: a product with a thin result (in columns) is ~4x slower in MKL
+                self.gW[j].copy_(torch.bmm(hs[j], g.transpose(1, 2)).transpose(1, 2))
+            else:
+                torch.bmm(g, hs[j].transpose(1, 2), out=self.gW[j])
             if j > 0:
-                g = _ACTIVATION_BACKWARD[self.acts[j - 1]][1](torch.bmm(self.W[j].transpose(1, 2), g), hs[j])
+                dh = torch.bmm(self.W[j].transpose(1, 2), g)
+                g = _ACTIVATION_BACKWARD[self.acts[j - 1]][1](dh, hs[j])
         return losses, correct
 
 
@@ -786,6 +820,17 @@ class _EvalSets:
         sets = [getattr(m.data, which) for m in members]
         self.X, self.Y = _Stack([s.X for s in sets]), _Stack([s.y for s in sets])
         self.n, self.m, self.loss = len(sets[0]), len(members), members[0].loss
+        self._xt: Tensor | None = None
+
+    def features_major(self) -> Tensor:
+        """The inputs as (M, features, n), contiguous per member (one shared copy when all members'
+        inputs are equal): the layout :class:`_FlatMLP` computes in, made once per split."""
+        if self._xt is None:
+            if self.X.shared:
+                self._xt = self.X.data.flatten(1).t().contiguous().unsqueeze(0).expand(self.m, -1, -1)
+            else:
+                self._xt = self.X.data.flatten(2).transpose(1, 2).contiguous()
+        return self._xt
 
     @torch.no_grad()
     def evaluate(self, weights, biases, acts, chunk: int = 8192) -> list[dict]:
@@ -848,12 +893,14 @@ def train_group(configs: Sequence[Config | dict], *, mode: str = "auto", solo: C
             members beyond it form further batches. Default :data:`MAX_BATCH_BYTES`.
         batch_convs_on_cpu: batch models with convolutions on the CPU too. Off by default: at one
             thread ``vmap`` runs M convolutions as one grouped convolution, which oneDNN computes
-            up to 3x slower (forward) than M separate ones, so batched training steps gain little
-            there; a batched CNN's gain on the CPU is mostly its evaluation (member by member in
-            cache-sized chunks, max-pool without argmax): 8 small MNIST CNNs trained 1.6x faster
-            than one after another at one thread. Sweep workers running solo CNNs side by side
-            use the cores as well. On a GPU they are always batched (there the per-step launch
-            overhead is what M small models pay).
+            up to 3x slower (forward) than M separate ones, so the convolutions themselves gain
+            nothing there; a batched CNN's gain on the CPU comes from the layers around them (batch
+            norm with its closed-form backward, max-pool ahead of ReLU) and from its evaluation
+            (member by member in cache-sized chunks, pooling ahead of batch norm and activation,
+            max-pool without argmax): 8 small MNIST CNNs trained 1.8x faster than one after another
+            at one thread (CPU time, on a shared machine). Sweep workers running solo CNNs side by
+            side use the cores as well. On a GPU they are always batched (there the per-step
+            launch overhead is what M small models pay).
 
     Returns:
         one :class:`MemberOutcome` per config, in order. ``info`` says how it was trained
@@ -883,12 +930,13 @@ def train_group(configs: Sequence[Config | dict], *, mode: str = "auto", solo: C
     # group by everything that must be shared, then by shapes once the pieces are built
     members: dict[int, Member] = {}
     groups: dict[tuple, list[int]] = {}
+    loaded: dict = {}  # data sets built so far, shared by members of one data section and seed
     for i, cfg in enumerate(cfgs):
         reason = why_not_batchable_config(cfg, batch_convs_on_cpu=batch_convs_on_cpu)
         member = None
         if reason is None:
             try:
-                member = prepare_member(cfg)
+                member = prepare_member(cfg, loaded)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as err:
@@ -1135,6 +1183,10 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
             X_epoch, Y_epoch = X.take(order), Y.take(order)
         else:
             X_epoch, Y_epoch = X.full(M), Y.full(M)
+        if flat is not None:  # the flat engine's layout, feature-major (M, in, n): one copy per epoch,
+            # which also serves as the batches' (M, B, in) views, so the gathered copy is not kept
+            Xt_epoch = X_epoch.flatten(2).transpose(1, 2).contiguous()
+            X_epoch = Xt_epoch.transpose(1, 2)
         tally = _EpochTally()
         for b in range(steps):
             xb, yb = X_epoch[:, b * bsz:(b + 1) * bsz], Y_epoch[:, b * bsz:(b + 1) * bsz]
@@ -1145,7 +1197,7 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
                         batch[k].loop.epoch, batch[k].loop.step = epoch, global_step
                         batch[k].recorder.on_batch_begin(b, {"batch": b, "size": xb.shape[1]})
             if flat is not None:
-                values, c = flat.step(xb, yb, loss.label_smoothing)
+                values, c = flat.step(Xt_epoch[:, :, b * bsz:(b + 1) * bsz], yb, loss.label_smoothing)
                 rule.step([flat.flat], [flat.grad])
             else:
                 values, c = _autograd_step(lambda: _forward(xb, *params(), acts), leaves, loss, yb, update)
@@ -1182,22 +1234,33 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
             if getattr(first.data, which) is not None:
                 for k, row in enumerate(flat.evaluate(_EvalSets(batch, which), loss.label_smoothing)):
                     finals[k].update({f"{which}_{key}": v for key, v in row.items()})
-    wall = (time.perf_counter() - t_start) / M
-    peak = _peak_memory(device)
+    info = {"batched": M, "mode": mode, "engine": "stack", "backward": "by hand" if flat is not None else "autograd"}
+    return _outcomes(batch, info, t_start, lambda k: finals[k] if finals is not None
+                     else final_metrics(batch[k].model, batch[k].data, batch[k].loss, device))
+
+
+def _outcomes(batch: Sequence[Member], info: dict, t_start: float, final: Callable[[int], dict],
+              extras: Callable[[int], dict] | None = None) -> list[MemberOutcome]:
+    """The members' outcomes at the end of a batched run, for both engines: each member's
+    :class:`RunResult` as :func:`run_experiment` returns it (history, ``final(k)``, its
+    diagnostics and verdicts, ``extras(k)``) or its error; ``info`` (how they were trained) gains
+    the peak memory, a failed member's also the wall time."""
+    from trainlab.diagnostics.verdicts import diagnose_run
+
+    wall = (time.perf_counter() - t_start) / len(batch)
+    info = {**info, "peak_memory_bytes": _peak_memory(batch[0].device)}
     out = []
     for k, m in enumerate(batch):
-        info = {"batched": M, "mode": mode, "engine": "stack", "backward": "by hand" if flat is not None else "autograd",
-                "peak_memory_bytes": peak}
         if m.error is not None:
             out.append(MemberOutcome(m.config, None, m.error, {**info, "wall_time": wall}))
             continue
-        final = finals[k] if finals is not None else final_metrics(m.model, m.data, m.loss, device)
-        result = RunResult(m.config, m.model, m.history, final, wall)
+        result = RunResult(m.config, m.model, m.history, final(k), wall)
+        if extras is not None:
+            result.extras.update(extras(k))
         if m.recorder is not None:  # what run_experiment puts there
             result.extras["diagnostics"] = m.recorder
-        from trainlab.diagnostics.verdicts import diagnose_run
         result.extras["verdicts"] = diagnose_run(result, m.loss, m.data)
-        out.append(MemberOutcome(m.config, result, None, info))
+        out.append(MemberOutcome(m.config, result, None, dict(info)))
     return out
 
 
@@ -1211,11 +1274,13 @@ def _train_batch(batch: list[Member], mode: str, family: str | None) -> list[Mem
 # on the base copy only, never on the members' models):
 #
 # - batch norm: trainlab's training-mode batch norm is an ``autograd.Function`` with a hand-written
-#   backward, which ``vmap`` cannot batch; the base runs ``_normalize_reference`` (the readable
-#   formula the fast backward is tested against) and updates its running statistics in place.
-#   In place on a buffer under ``vmap`` writes member k's row of the stacked buffer, so every
-#   member keeps its own running mean and variance, updated from its own batch.
-# - layer norm: the same (its fast path is an ``autograd.Function`` too).
+#   backward written in the old ``ctx`` style, which ``vmap`` cannot batch; the base runs the same
+#   formulas, backward included, as a Function ``vmap`` can batch (``_BatchNormBatched``; with ε
+#   outside the root, the plain-ops steps through autograd) and updates its running statistics in
+#   place. In place on a buffer under ``vmap`` writes member k's row of the stacked buffer, so
+#   every member keeps its own running mean and variance, updated from its own batch.
+# - layer norm: the readable formula ``_normalize_reference`` (its fast path is an
+#   ``autograd.Function`` too).
 # - dropout: a solo run draws each mask from torch's global RNG, seeded by the run's seed, layer
 #   after layer in forward order. Each member gets a ``torch.Generator`` seeded as that RNG is at
 #   the start of its solo run and draws the same masks in the same order, outside ``vmap``; the
@@ -1230,12 +1295,64 @@ EVAL_CHUNK_BYTES = 1 << 28  # activations of one batched evaluation chunk, all m
 EVAL_CACHE_BYTES = 1 << 25  # activations of one member's evaluation chunk on the CPU (about cache-sized)
 
 
-def _bn_forward(self, x: Tensor) -> Tensor:
-    """:class:`trainlab.nn.BatchNorm1d`/``2d``'s forward in plain ops (see the section comment).
+class _BatchNormBatched(torch.autograd.Function):
+    """Training-mode batch norm (ε inside the root) with the closed-form backward, written so that
+    ``vmap`` can batch it (``generate_vmap_rule``: no ``ctx`` in the forward, intermediates
+    returned as outputs): the formulas of :class:`trainlab.nn.normalization._BatchNormTrain`,
+    the solo runs' batch norm. Differentiated by autograd instead, the plain-ops form costs about
+    ten passes over the activations backward; this one costs three.
 
-    The steps of its ``autograd.Function`` (μ, x − μ, σ² = mean((x − μ)²), 1/√(σ² + ε), γ·x̂ + β),
-    differentiated by autograd; μ and σ² of the batch also feed the running estimates, so each
-    is computed once.
+    Forward:  μ = Σx/n,  σ² = Σ(x − μ)²/n,  x̂ = (x − μ)/√(σ² + ε),  y = γ·x̂ + β
+    Backward: ∂L/∂β = Σ g,  ∂L/∂γ = Σ g·x̂,  ∂L/∂x = s·g − s·Σg/n − x̂·s·Σg·x̂/n,  s = γ/√(σ² + ε)
+    Returns ``(y, μ, σ², x̂, 1/√(σ² + ε))``; only y is differentiable (μ and σ² feed the running
+    estimates).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, weight, bias, eps, dims, shape):
+        from trainlab.nn.normalization import _affine
+
+        n = x.numel() // x.shape[1]
+        mu = x.sum(dims, keepdim=True).div_(n)
+        xc = x - mu
+        var = (xc * xc).sum(dims, keepdim=True).div_(n)                    # biased σ²
+        inv_std = (var + eps).rsqrt_()
+        x_hat = xc.mul_(inv_std)
+        return _affine(x_hat, weight, bias, shape), mu, var, x_hat, inv_std
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, eps, dims, shape = inputs
+        _, mu, var, x_hat, inv_std = output
+        ctx.mark_non_differentiable(mu, var, x_hat, inv_std)
+        ctx.save_for_backward(weight, x_hat, inv_std)
+        ctx.dims, ctx.shape, ctx.n, ctx.has_bias = dims, shape, x.numel() // x.shape[1], bias is not None
+
+    @staticmethod
+    def backward(ctx, g, *_):
+        weight, x_hat, inv_std = ctx.saved_tensors
+        dims, shape, n = ctx.dims, ctx.shape, ctx.n
+        sum_g = g.sum(dims, keepdim=True)                                  # ∂L/∂β
+        sum_gx = (g * x_hat).sum(dims, keepdim=True)                       # ∂L/∂γ
+        dx = None
+        if ctx.needs_input_grad[0]:
+            scale = inv_std if weight is None else inv_std * weight.view(shape)   # s = γ/√(σ² + ε)
+            dx = torch.addcmul(sum_g.mul(scale).mul_(-1.0 / n), g, scale)     # s·g − s·Σg/n
+            dx = dx.addcmul(x_hat, scale.mul(sum_gx), value=-1.0 / n)         #  − x̂·s·Σg·x̂/n
+        dw = sum_gx.view(-1) if weight is not None and ctx.needs_input_grad[1] else None
+        db = sum_g.view(-1) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return dx, dw, db, None, None, None
+
+
+def _bn_forward(self, x: Tensor) -> Tensor:
+    """:class:`trainlab.nn.BatchNorm1d`/``2d``'s forward in ops ``vmap`` batches (see the section comment).
+
+    With ε inside the root (the default), :class:`_BatchNormBatched`: the formulas of its
+    ``autograd.Function``, backward included. Otherwise its steps in plain ops (μ, x − μ,
+    σ² = mean((x − μ)²), 1/(√σ² + ε), γ·x̂ + β), differentiated by autograd. μ and σ² of the
+    batch also feed the running estimates, so each is computed once.
     """
     from trainlab.nn.normalization import _affine
 
@@ -1243,11 +1360,13 @@ def _bn_forward(self, x: Tensor) -> Tensor:
     if not (self.training or not self.track_running_stats):
         return self._normalize_with(x, self.running_mean.view(shape), self.running_var.view(shape), shape)
     n = x.numel() // x.shape[1]
-    mu = x.mean(dims, keepdim=True)
-    xc = x - mu
-    var = (xc * xc).mean(dims, keepdim=True)                               # biased σ²
-    inv_std = (var + self.eps).rsqrt() if self.eps_placement == "inside" else 1.0 / (var.sqrt() + self.eps)
-    y = _affine(xc * inv_std, self.weight, self.bias, shape)
+    if self.eps_placement == "inside":
+        y, mu, var, _, _ = _BatchNormBatched.apply(x, self.weight, self.bias, self.eps, dims, shape)
+    else:
+        mu = x.mean(dims, keepdim=True)
+        xc = x - mu
+        var = (xc * xc).mean(dims, keepdim=True)                           # biased σ²
+        y = _affine(xc * (1.0 / (var.sqrt() + self.eps)), self.weight, self.bias, shape)
     if self.training and self.track_running_stats:
         with torch.no_grad():
             self.num_batches_tracked.add_(1)
@@ -1258,25 +1377,101 @@ def _bn_forward(self, x: Tensor) -> Tensor:
     return y
 
 
+def _simple_pool(pool: nn.Module) -> int | None:
+    """The window k of an ``nn.MaxPool2d`` whose window is its stride (no padding, dilation, ceil
+    mode or indices), else ``None``."""
+    k = pool.kernel_size if isinstance(pool.kernel_size, int) else None
+    simple = (type(pool) is nn.MaxPool2d and k is not None and pool.stride in (k, (k, k), None)
+              and pool.padding in (0, (0, 0)) and pool.dilation in (1, (1, 1)) and not pool.ceil_mode
+              and not pool.return_indices)
+    return k if simple else None
+
+
 def _max_pool_forward(self, x: Tensor) -> Tensor:
     """``nn.MaxPool2d`` in eval mode without gradients (evaluation), window = stride (no padding,
-    dilation or ceil mode), as the elementwise maximum of its k² strided views: the same maxima, ~7x faster
+    dilation or ceil mode), as elementwise maxima of strided views: the same maxima, ~7x faster
     than ``max_pool2d`` on the CPU at these sizes (its kernel also tracks the argmax). With
     gradients it is ``max_pool2d`` itself: the backward of a chain of ``maximum`` costs more than
     ``max_pool2d``'s whole forward and backward, and would split ties."""
-    k = self.kernel_size if isinstance(self.kernel_size, int) else None
-    simple = (k is not None and self.stride in (k, (k, k), None) and self.padding in (0, (0, 0))
-              and self.dilation in (1, (1, 1)) and not self.ceil_mode and not self.return_indices)
-    if not simple or self.training or torch.is_grad_enabled():
+    k = _simple_pool(self)
+    if k is None or self.training or torch.is_grad_enabled():
         return nn.functional.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
                                         ceil_mode=self.ceil_mode, return_indices=self.return_indices)
     ho, wo = x.shape[-2] // k, x.shape[-1] // k
+    if x.is_contiguous() and x.shape[-2] == ho * k and x.shape[-1] == wo * k:
+        # the maximum over each row's k neighbours (contiguous k-tuples), then over k rows: ~2x
+        # faster than the k² strided views below
+        rows = x.view(*x.shape[:-1], wo, k)
+        out = rows[..., 0]
+        for j in range(1, k):
+            out = torch.maximum(out, rows[..., j])
+        cols = out.view(*x.shape[:-2], ho, k, wo)
+        out = cols[..., 0, :]
+        for i in range(1, k):
+            out = torch.maximum(out, cols[..., i, :])
+        return out
     out = None
     for i in range(k):
         for j in range(k):
             v = x[..., i:i + ho * k:k, j:j + wo * k:k]
             out = v if out is None else torch.maximum(out, v)
     return out
+
+
+# elementwise activations that never decrease: they commute with a maximum (max f(xᵢ) = f(max xᵢ))
+_MONOTONE = (torch.relu, torch.tanh, torch.sigmoid)
+
+
+def _pool_first_stage(mods: Sequence[nn.Module]) -> bool:
+    """Whether ``mods`` is ``conv → batch norm → monotone activation → max-pool`` (on the base copy,
+    see :func:`_vmap_base`) whose batch norm, in eval mode, never decreases in its input
+    (every γ ≥ 0, or no γ)."""
+    from trainlab.nn.normalization import _BatchNorm
+
+    if len(mods) < 4:
+        return False
+    conv, bn, act, pool = mods[:4]
+    monotone = (act.__dict__.get("forward") in _MONOTONE or type(act) in (nn.ReLU, nn.Tanh, nn.Sigmoid))
+    return (isinstance(conv, nn.modules.conv._ConvNd) and isinstance(bn, _BatchNorm) and monotone
+            and _simple_pool(pool) is not None and bn.track_running_stats
+            and (bn.weight is None or bool((bn.weight >= 0).all())))
+
+
+def _is_relu(act: nn.Module) -> bool:
+    return act.__dict__.get("forward") is torch.relu or type(act) is nn.ReLU
+
+
+def _stages_forward(self: nn.Sequential, x: Tensor) -> Tensor:
+    """``nn.Sequential``'s forward on the base copy, with max-pools moved ahead of what commutes
+    with them, so that those layers run on k² times fewer elements; the same numbers, bit for bit:
+
+    - ``ReLU → max-pool`` is ``max-pool → ReLU``, in training too: ReLU keeps positive values and
+      sends the rest to 0, so a window's first maximum (where ``max_pool2d`` sends the gradient)
+      is the same element whenever it is positive, and otherwise every gradient in the window is
+      0 either way (relu'(0) = 0);
+    - in evaluation (eval mode, no gradients) and with ``self._pool_first`` set, ``conv → batch norm
+      → activation → max-pool`` is ``conv → max-pool → batch norm → activation``
+      (:func:`_pool_first_stage`): in eval mode batch norm is ``x·scale + shift`` per channel with
+      scale ≥ 0 there, and the activation never decreases, so both are non-decreasing functions
+      of x even after rounding (a correctly rounded monotone operation stays monotone) and
+      commute with the window's maximum. Only member after member on the CPU (the γ check reads
+      the member's tensors), never under ``vmap``.
+    """
+    mods = list(self._modules.values())
+    evaluating = self._pool_first and not self.training and not torch.is_grad_enabled()
+    i = 0
+    while i < len(mods):
+        if evaluating and _pool_first_stage(mods[i:i + 4]):
+            conv, bn, act, pool = mods[i:i + 4]
+            x = act(bn(pool(conv(x))))
+            i += 4
+        elif i + 1 < len(mods) and _is_relu(mods[i]) and _simple_pool(mods[i + 1]) is not None:
+            x = mods[i](mods[i + 1](x))
+            i += 2
+        else:
+            x = mods[i](x)
+            i += 1
+    return x
 
 
 def _ln_forward(self, x: Tensor) -> Tensor:
@@ -1329,9 +1524,11 @@ def _activation_forward(mod: nn.Module):
     return None
 
 
-def _vmap_base(model: nn.Module) -> tuple[nn.Module, list[nn.Module]]:
+def _vmap_base(model: nn.Module, pool_first: bool = False) -> tuple[nn.Module, list[nn.Module]]:
     """A copy of ``model`` on ``meta`` with the forwards above; returns it and its dropout layers
-    that draw masks (in forward order, as registered)."""
+    that draw masks (in forward order, as registered). Its ``nn.Sequential`` blocks pool early
+    (:func:`_stages_forward`; with ``pool_first`` also ahead of batch norm in evaluation, which is
+    not for ``vmap``)."""
     import copy
     import types
 
@@ -1354,6 +1551,9 @@ def _vmap_base(model: nn.Module) -> tuple[nn.Module, list[nn.Module]]:
             mod._vmask, mod._vshape = None, None
             if 0.0 < mod.p < 1.0:
                 drops.append(mod)
+        elif type(mod) is nn.Sequential:
+            mod.forward = types.MethodType(_stages_forward, mod)
+            mod._pool_first = pool_first
     return base, drops
 
 
@@ -1603,11 +1803,14 @@ def _train_vmapped(batch: list[Member], mode: str, family: str | None) -> list[M
     if by_member:
         eval_chunk = int(max(1, min(eval_chunk, EVAL_CACHE_BYTES // per_sample)))
 
+    eval_base = _vmap_base(first.model, pool_first=True)[0] if by_member else base
+
     def eval_forward(p: dict, bufs: dict, x: Tensor) -> Tensor:
         if not by_member:
             return batched_forward(p, bufs, x, [])
-        return torch.stack([functional_call(base, ({k: v[j] for k, v in p.items()}, {k: v[j] for k, v in bufs.items()}),
-                                            (x[j],)) for j in range(M)])
+        return torch.stack([functional_call(eval_base, ({k: v[j] for k, v in p.items()},
+                                                        {k: v[j] for k, v in bufs.items()}), (x[j],))
+                            for j in range(M)])
 
     def evaluate_split(which: str, p: dict, bufs: dict) -> list[dict]:
         """:func:`trainlab.evaluate` of every member on its split ``which`` (eval mode, batched)."""
@@ -1615,6 +1818,7 @@ def _train_vmapped(batch: list[Member], mode: str, family: str | None) -> list[M
         xs, ys = _Stack([d.X for d in sets]).full(M), _Stack([d.y for d in sets]).full(M)
         nv = len(sets[0])
         base.eval()
+        eval_base.eval()
         try:
             with torch.no_grad():
                 total, correct = [], []
@@ -1628,6 +1832,7 @@ def _train_vmapped(batch: list[Member], mode: str, family: str | None) -> list[M
                 cor = torch.stack(correct).sum(0).cpu() if correct else None
         finally:
             base.train()
+            eval_base.train()
         return [{"loss": float(tot[k]) / max(nv, 1), **({"accuracy": int(cor[k]) / max(nv, 1)} if cor is not None else {})}
                 for k in range(M)]
 
@@ -1709,21 +1914,7 @@ def _train_vmapped(batch: list[Member], mode: str, family: str | None) -> list[M
         if getattr(first.data, which) is not None:
             for k, row in enumerate(evaluate_split(which, final_p, final_b)):
                 finals[k].update({f"{which}_{key}": v for key, v in row.items()})
-    wall = (time.perf_counter() - t_start) / M
-    peak = _peak_memory(device)
-    out = []
-    for k, m in enumerate(batch):
-        info = {"batched": M, "mode": mode, "engine": "vmap", "peak_memory_bytes": peak}
-        if m.error is not None:
-            out.append(MemberOutcome(m.config, None, m.error, {**info, "wall_time": wall}))
-            continue
-        final = finals[k]
-        result = RunResult(m.config, m.model, m.history, final, wall)
-        from trainlab.experiments.runner import early_stops
-        result.extras.update(data=m.data, loss=m.loss, early_stops=early_stops(callbacks[k]))
-        if m.recorder is not None:
-            result.extras["diagnostics"] = m.recorder
-        from trainlab.diagnostics.verdicts import diagnose_run
-        result.extras["verdicts"] = diagnose_run(result, m.loss, m.data)
-        out.append(MemberOutcome(m.config, result, None, info))
-    return out
+    from trainlab.experiments.runner import early_stops
+
+    return _outcomes(batch, {"batched": M, "mode": mode, "engine": "vmap"}, t_start, finals.__getitem__,
+                     lambda k: {"data": batch[k].data, "loss": batch[k].loss, "early_stops": early_stops(callbacks[k])})
