@@ -40,7 +40,8 @@ ops, differentiated by autograd. The Functions are the fast path used by default
 layer to its readable form, and the tests prove the two agree (see :mod:`trainlab.nn.fastpath`).
 On the CPU the fast paths of softmax, log-softmax and ELU/SELU call fused C kernels with an
 exponential of their own (:mod:`trainlab.nn.native_softmax`) for contiguous float32/float64
-tensors along the last dimension; other inputs keep the torch-op path.
+tensors along the last dimension, and the backwards of tanh, sigmoid and GELU are one C pass
+each (their forward values stay torch's); other inputs keep the torch-op path.
 """
 from __future__ import annotations
 
@@ -113,6 +114,8 @@ class _Sigmoid(torch.autograd.Function):
         (y,) = ctx.saved_tensors
         if torch.is_grad_enabled():  # a graph of the gradient is wanted: y carries it (see module doc)
             return g * (y - y * y)
+        if _native.elementwise_usable(y):  # the same arithmetic in one C pass (trainlab.nn.native_softmax)
+            return _native.sigmoid_backward(y, g)
         return torch.addcmul(y, y, y, value=-1.0).mul_(g)  # σ'(z) = σ(z)(1 − σ(z)) = y − y²
 
 
@@ -140,6 +143,8 @@ class _Tanh(torch.autograd.Function):
         (y,) = ctx.saved_tensors
         if torch.is_grad_enabled():
             return g * (1.0 - y * y)
+        if _native.elementwise_usable(y):  # one C pass
+            return _native.tanh_backward(y, g)
         return torch.addcmul(g, g * y, y, value=-1.0)  # tanh'(z) = 1 − tanh²(z): g − g·y·y
 
 
@@ -372,6 +377,8 @@ class _GELU(torch.autograd.Function):
             y = z * cdf
             ctx.save_for_backward(z, cdf)
         ctx.approximate = approximate
+        # the backward's one C pass reads z and Φ(z) (or t), contiguous like z
+        ctx.native = _native.elementwise_usable(z)
         return y
 
     @staticmethod
@@ -380,6 +387,9 @@ class _GELU(torch.autograd.Function):
         if torch.is_grad_enabled():
             dz, = _autograd_backward(lambda z_: _gelu_reference(z_, ctx.approximate), (z,), g)
             return dz, None
+        if ctx.native:  # the formulas below in one C pass each (trainlab.nn.native_softmax)
+            backward = _native.gelu_tanh_backward if ctx.approximate == "tanh" else _native.gelu_backward
+            return backward(z, saved, g), None
         if ctx.approximate == "tanh":
             t = saved
             # d/dz ½z(1 + t) = ½(1 + t) + ½z·(1 − t²)·√(2/π)(1 + 3·0.044715·z²)

@@ -1,9 +1,10 @@
-/* trainlab's fused softmax, log-softmax and ELU/SELU kernels (see trainlab/nn/native_softmax.py).
+/* trainlab's fused softmax, log-softmax and ELU/SELU kernels, and the one-pass backwards of tanh,
+ * σ and GELU (see trainlab/nn/native_softmax.py).
  *
  * Each softmax kernel runs over R rows of D contiguous values (the last dimension) and does a
  * row's whole formula in one call: the max, the exponentials and their sum, the scaling — where
  * the torch-op fast path runs five or six ops, each a pass over the tensor. The ELU kernels are
- * one elementwise pass each way.
+ * one elementwise pass each way; so are the backwards of tanh, σ and GELU.
  *
  * The exponential is our own, written as straight-line arithmetic that the compiler vectorizes
  * (libm's exp is a scalar call): Cody–Waite range reduction x = n·ln2 + r, |r| ≤ ln2/2, with
@@ -183,7 +184,7 @@ void trainlab_expm1_neg_f64(const double *restrict x, double *restrict y, int64_
     for (int64_t i = 0; i < n; i++) y[i] = expm1_neg_f64(x[i]);
 }
 
-int trainlab_native_softmax_version(void) { return 1; }
+int trainlab_native_softmax_version(void) { return 2; }
 
 #else  /* the kernels, for element type T */
 
@@ -297,6 +298,65 @@ void NAME(elu_forward)(const T *z, T *y, int64_t n, double alpha, double scale, 
 void NAME(elu_backward)(const T *y, const T *g, T *dz, int64_t n, double alpha, double scale, int nthreads) {
     const T lam = (T)scale, la = (T)(scale * alpha);
     SPLIT(n, n, nthreads, NAME(elu_backward_range)(y, g, dz, lo, hi, lam, la))
+}
+
+/* ---- the backward passes of tanh, σ and GELU: one elementwise pass each, where the torch-op
+ * fast paths run two to five ops. The forward values stay torch's (elementary functions). ---- */
+
+/* tanh: dz = g − (g·y)·y, y = tanh z (tanh' = 1 − y²) */
+INLINE void NAME(tanh_backward_range)(const T *restrict y, const T *restrict g, T *restrict dz, int64_t lo,
+                                      int64_t hi) {
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++) dz[i] = g[i] - (g[i] * y[i]) * y[i];
+}
+
+/* σ: dz = (y − y·y)·g, y = σ(z) (σ' = σ(1 − σ)) */
+INLINE void NAME(sigmoid_backward_range)(const T *restrict y, const T *restrict g, T *restrict dz, int64_t lo,
+                                         int64_t hi) {
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++) dz[i] = (y[i] - y[i] * y[i]) * g[i];
+}
+
+/* GELU: dz = g·(Φ(z) + z·φ(z)), φ(z) = e^(−z²/2)/√(2π), from z and the saved Φ(z). The exponent
+ * −z²/2 ≤ 0 is the exponential's domain (NaN stays NaN; z = ±inf gives ±inf·0 = NaN, as torch). */
+INLINE void NAME(gelu_backward_range)(const T *restrict z, const T *restrict cdf, const T *restrict g,
+                                      T *restrict dz, int64_t lo, int64_t hi) {
+    const T inv_sqrt_2pi = (T)0.398942280401432677939946059934;
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++) {
+        const T zi = z[i];
+        const T pdf = EXP(zi * zi * (T)-0.5) * inv_sqrt_2pi;
+        dz[i] = (cdf[i] + zi * pdf) * g[i];
+    }
+}
+
+/* GELU, tanh approximation y = ½z(1 + t), t = tanh(√(2/π)(z + 0.044715z³)), from z and the saved t:
+ * dz = g·(½(1 + t) + ½z·(1 − t²)·√(2/π)(1 + 3·0.044715·z²)) */
+INLINE void NAME(gelu_tanh_backward_range)(const T *restrict z, const T *restrict t, const T *restrict g,
+                                           T *restrict dz, int64_t lo, int64_t hi) {
+    const T sqrt_2_over_pi = (T)0.797884560802865355879892119869, k3 = (T)(3 * 0.044715);
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++) {
+        const T zi = z[i], ti = t[i];
+        const T d_inner = (zi * zi * k3 + (T)1) * sqrt_2_over_pi;
+        dz[i] = ((T)0.5 * (ti + (T)1) + (T)0.5 * zi * ((T)1 - ti * ti) * d_inner) * g[i];
+    }
+}
+
+void NAME(tanh_backward)(const T *y, const T *g, T *dz, int64_t n, int nthreads) {
+    SPLIT(n, n, nthreads, NAME(tanh_backward_range)(y, g, dz, lo, hi))
+}
+
+void NAME(sigmoid_backward)(const T *y, const T *g, T *dz, int64_t n, int nthreads) {
+    SPLIT(n, n, nthreads, NAME(sigmoid_backward_range)(y, g, dz, lo, hi))
+}
+
+void NAME(gelu_backward)(const T *z, const T *cdf, const T *g, T *dz, int64_t n, int nthreads) {
+    SPLIT(n, n, nthreads, NAME(gelu_backward_range)(z, cdf, g, dz, lo, hi))
+}
+
+void NAME(gelu_tanh_backward)(const T *z, const T *t, const T *g, T *dz, int64_t n, int nthreads) {
+    SPLIT(n, n, nthreads, NAME(gelu_tanh_backward_range)(z, t, g, dz, lo, hi))
 }
 
 #endif

@@ -1,4 +1,5 @@
-"""Fused C kernels for the softmax, log-softmax and ELU/SELU fast paths on the CPU.
+"""Fused C kernels for the softmax, log-softmax and ELU/SELU fast paths on the CPU, and one-pass
+backwards for tanh, sigmoid and GELU.
 
 The torch-op fast paths of :mod:`trainlab.nn.activations` run a softmax as five or six ops (max,
 subtract, exp, sum, reciprocal, multiply), each a pass over the tensor, and torch's exp costs
@@ -14,7 +15,16 @@ log-softmax forward    y = (z − m) − log Σe^(z − m)
 log-softmax backward   dz = g − e^y·Σg
 ELU/SELU forward       y = λz for z > 0, λα(e^z − 1) otherwise (elementwise)
 ELU/SELU backward      dz = g·(λ if y > 0 else y + λα)   (y + λα = λαe^z; λα at z = 0, as PyTorch)
+tanh backward          dz = g − (g·y)·y, from y = tanh z
+sigmoid backward       dz = (y − y·y)·g, from y = σ(z)
+GELU backward          dz = g·(Φ(z) + z·φ(z)), φ(z) = e^(−z²/2)/√(2π), from z and the saved Φ(z)
+GELU (tanh) backward   dz = g·(½(1 + t) + ½z(1 − t²)·√(2/π)(1 + 3·0.044715z²)), from z and the saved t
 =====================  ==========================================================================
+
+The forward values of tanh, σ and GELU stay torch's (tanh, sigmoid and erf are elementary
+functions, each one torch kernel); their backwards were two to five torch ops each, a pass over
+the tensor apiece, and are one pass here with the same arithmetic (GELU's e^(−z²/2) from the
+exponential below, whose domain x ≤ 0 it is).
 
 The Functions take a kernel when the tensor is on the CPU, contiguous, float32 or float64, the
 dimension is the last one, and (in backward) no graph of the gradient is wanted; everything else
@@ -49,6 +59,7 @@ from trainlab.native_build import NativeLibrary
 
 __all__ = ["kernels", "native_problem", "rows_usable", "elementwise_usable", "softmax_forward",
            "softmax_backward", "log_softmax_forward", "log_softmax_backward", "elu_forward", "elu_backward",
+           "tanh_backward", "sigmoid_backward", "gelu_backward", "gelu_tanh_backward",
            "EXP_ULPS_F32", "EXP_ULPS_F64", "EXPM1_ULPS_F32", "EXPM1_ULPS_F64"]
 
 # -fno-trapping-math lets the compiler vectorize the exponential's clamps (selects); the kernels
@@ -66,7 +77,8 @@ EXPM1_ULPS_F64 = 1.2
 
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _KERNELS = ("softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
-            "elu_forward", "elu_backward", "exp", "expm1_neg")
+            "elu_forward", "elu_backward", "tanh_backward", "sigmoid_backward", "gelu_backward",
+            "gelu_tanh_backward", "exp", "expm1_neg")
 
 # kernel name -> {dtype: the ctypes function}, filled when the library loads (a dict lookup per call)
 _FUNCTIONS: dict[str, dict[torch.dtype, object]] = {name: {} for name in _KERNELS}
@@ -77,7 +89,9 @@ def _declare(lib: ctypes.CDLL) -> None:
     rows, rows_backward = [vp, vp, i64, i64, i32], [vp, vp, vp, i64, i64, i32]
     signatures = {"softmax_forward": rows, "softmax_backward": rows_backward, "log_softmax_forward": rows,
                   "log_softmax_backward": rows_backward, "elu_forward": [vp, vp, i64, dbl, dbl, i32],
-                  "elu_backward": [vp, vp, vp, i64, dbl, dbl, i32], "exp": [vp, vp, i64], "expm1_neg": [vp, vp, i64]}
+                  "elu_backward": [vp, vp, vp, i64, dbl, dbl, i32], "tanh_backward": [vp, vp, vp, i64, i32],
+                  "sigmoid_backward": [vp, vp, vp, i64, i32], "gelu_backward": [vp, vp, vp, vp, i64, i32],
+                  "gelu_tanh_backward": [vp, vp, vp, vp, i64, i32], "exp": [vp, vp, i64], "expm1_neg": [vp, vp, i64]}
     for dtype, suffix in _SUFFIX.items():
         for name, argtypes in signatures.items():
             fn = getattr(lib, f"trainlab_{name}_{suffix}")
@@ -86,7 +100,7 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 
 LIBRARY = NativeLibrary(Path(__file__).with_name("native_softmax.c"), "softmax",
-                        "the fused softmax and ELU kernels", _declare, FLAGS)
+                        "the fused softmax, ELU and activation-backward kernels", _declare, FLAGS)
 _get_library = LIBRARY.get
 _STRIDED = torch.strided
 _PARALLEL_MIN = 32768  # the kernels split a tensor over threads from this many elements (PARALLEL_MIN)
@@ -185,6 +199,47 @@ def elu_backward(y: Tensor, g: Tensor, alpha: float, scale: float) -> Tensor:
     dz = torch.empty_like(y)
     n = y.numel()
     _ELU_BACKWARD[y.dtype](y.data_ptr(), g.data_ptr(), dz.data_ptr(), n, alpha, scale, _threads(n))
+    return dz
+
+
+_TANH_BACKWARD, _SIGMOID_BACKWARD = _FUNCTIONS["tanh_backward"], _FUNCTIONS["sigmoid_backward"]
+_GELU_BACKWARD, _GELU_TANH_BACKWARD = _FUNCTIONS["gelu_backward"], _FUNCTIONS["gelu_tanh_backward"]
+
+
+def tanh_backward(y: Tensor, g: Tensor) -> Tensor:
+    """dz = g − (g·y)·y elementwise, from the output ``y`` of tanh (:func:`elementwise_usable` must hold)."""
+    g = g.contiguous()
+    dz = torch.empty_like(y)
+    n = y.numel()
+    _TANH_BACKWARD[y.dtype](y.data_ptr(), g.data_ptr(), dz.data_ptr(), n, _threads(n))
+    return dz
+
+
+def sigmoid_backward(y: Tensor, g: Tensor) -> Tensor:
+    """dz = (y − y·y)·g elementwise, from the output ``y`` of σ (:func:`elementwise_usable` must hold)."""
+    g = g.contiguous()
+    dz = torch.empty_like(y)
+    n = y.numel()
+    _SIGMOID_BACKWARD[y.dtype](y.data_ptr(), g.data_ptr(), dz.data_ptr(), n, _threads(n))
+    return dz
+
+
+def gelu_backward(z: Tensor, cdf: Tensor, g: Tensor) -> Tensor:
+    """dz = g·(Φ(z) + z·φ(z)) elementwise from ``z`` and ``cdf`` = Φ(z), both contiguous, of one dtype."""
+    g = g.contiguous()
+    dz = torch.empty_like(z)
+    n = z.numel()
+    _GELU_BACKWARD[z.dtype](z.data_ptr(), cdf.data_ptr(), g.data_ptr(), dz.data_ptr(), n, _threads(n))
+    return dz
+
+
+def gelu_tanh_backward(z: Tensor, t: Tensor, g: Tensor) -> Tensor:
+    """dz = g·(½(1 + t) + ½z(1 − t²)·√(2/π)(1 + 3·0.044715z²)) elementwise from ``z`` and the saved
+    ``t`` = tanh(√(2/π)(z + 0.044715z³)), both contiguous, of one dtype."""
+    g = g.contiguous()
+    dz = torch.empty_like(z)
+    n = z.numel()
+    _GELU_TANH_BACKWARD[z.dtype](z.data_ptr(), t.data_ptr(), g.data_ptr(), dz.data_ptr(), n, _threads(n))
     return dz
 
 
