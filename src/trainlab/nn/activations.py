@@ -40,8 +40,9 @@ ops, differentiated by autograd. The Functions are the fast path used by default
 layer to its readable form, and the tests prove the two agree (see :mod:`trainlab.nn.fastpath`).
 On the CPU the fast paths of softmax, log-softmax and ELU/SELU call fused C kernels with an
 exponential of their own (:mod:`trainlab.nn.native_softmax`) for contiguous float32/float64
-tensors along the last dimension, and the backwards of tanh, sigmoid and GELU are one C pass
-each (their forward values stay torch's); other inputs keep the torch-op path.
+tensors along the last dimension; the backwards of tanh, sigmoid and GELU are one C pass each,
+and so is GELU's forward (with an erf of the kernels' own; tanh's and σ's values stay torch's);
+other inputs keep the torch-op path.
 """
 from __future__ import annotations
 
@@ -372,6 +373,9 @@ class _GELU(torch.autograd.Function):
             t = inner.tanh_()
             y = (t + 1.0).mul_(z).mul_(0.5)
             ctx.save_for_backward(z, t)
+        elif _native.elementwise_usable(z):  # y and Φ(z) in one C pass, with the kernels' erf
+            y, cdf = _native.gelu_forward(z)
+            ctx.save_for_backward(z, cdf)
         else:
             cdf = torch.mul(z, 1.0 / _SQRT_2).erf_().add_(1.0).mul_(0.5)   # Φ(z) = ½(1 + erf(z/√2))
             y = z * cdf

@@ -15,16 +15,17 @@ log-softmax forward    y = (z − m) − log Σe^(z − m)
 log-softmax backward   dz = g − e^y·Σg
 ELU/SELU forward       y = λz for z > 0, λα(e^z − 1) otherwise (elementwise)
 ELU/SELU backward      dz = g·(λ if y > 0 else y + λα)   (y + λα = λαe^z; λα at z = 0, as PyTorch)
+GELU forward           y = z·Φ(z), Φ(z) = ½(1 + erf(z/√2)), Φ(z) kept for the backward
 tanh backward          dz = g − (g·y)·y, from y = tanh z
 sigmoid backward       dz = (y − y·y)·g, from y = σ(z)
 GELU backward          dz = g·(Φ(z) + z·φ(z)), φ(z) = e^(−z²/2)/√(2π), from z and the saved Φ(z)
 GELU (tanh) backward   dz = g·(½(1 + t) + ½z(1 − t²)·√(2/π)(1 + 3·0.044715z²)), from z and the saved t
 =====================  ==========================================================================
 
-The forward values of tanh, σ and GELU stay torch's (tanh, sigmoid and erf are elementary
-functions, each one torch kernel); their backwards were two to five torch ops each, a pass over
-the tensor apiece, and are one pass here with the same arithmetic (GELU's e^(−z²/2) from the
-exponential below, whose domain x ≤ 0 it is).
+The forward values of tanh and σ stay torch's (elementary functions, one torch kernel each); their
+backwards, and GELU's forward and backward, were two to five torch ops each, a pass over the tensor
+apiece, and are one pass here with the same arithmetic: GELU's e^(−z²/2) from the exponential
+below (whose domain x ≤ 0 it is), its erf the kernels' own (below).
 
 The Functions take a kernel when the tensor is on the CPU, contiguous, float32 or float64, the
 dimension is the last one, and (in backward) no graph of the gradient is wanted; everything else
@@ -38,6 +39,9 @@ subnormal range round once; underflow gives 0, e^(−inf) = 0, NaN stays NaN. Me
 the exact value over a dense sweep and the special values (``tests/nn/test_native_softmax.py``):
 at most :data:`EXP_ULPS_F32` ulp in float32 and :data:`EXP_ULPS_F64` ulp in float64 (an ulp of the
 result; in the subnormal range, the subnormals' spacing).
+The erf (GELU): x + x·Q(x²) for |x| ≤ 0.9375, else ±(1 − e^(−x² + L(|x|))), Q and L polynomials
+fitted near-minimax to erf(x)/x − 1 and to log(e^(x²)·erfc x) (one piece in float32, two in float64):
+at most :data:`ERF_ULPS_F32` / :data:`ERF_ULPS_F64` ulp of the exact value, measured.
 ELU's e^z − 1 (z ≤ 0) keeps relative precision near 0 as 2^n·(e^r − 1) + (2^n − 1): at most
 :data:`EXPM1_ULPS_F32` / :data:`EXPM1_ULPS_F64` ulp. Compiled with fused multiply-adds where the
 CPU has them; the row sums are vectorized partial sums (another association than torch's). So the
@@ -59,8 +63,9 @@ from trainlab.native_build import NativeLibrary
 
 __all__ = ["kernels", "native_problem", "rows_usable", "elementwise_usable", "softmax_forward",
            "softmax_backward", "log_softmax_forward", "log_softmax_backward", "elu_forward", "elu_backward",
-           "tanh_backward", "sigmoid_backward", "gelu_backward", "gelu_tanh_backward",
-           "EXP_ULPS_F32", "EXP_ULPS_F64", "EXPM1_ULPS_F32", "EXPM1_ULPS_F64"]
+           "tanh_backward", "sigmoid_backward", "gelu_forward", "gelu_backward", "gelu_tanh_backward",
+           "EXP_ULPS_F32", "EXP_ULPS_F64", "EXPM1_ULPS_F32", "EXPM1_ULPS_F64", "ERF_ULPS_F32",
+           "ERF_ULPS_F64"]
 
 # -fno-trapping-math lets the compiler vectorize the exponential's clamps (selects); the kernels
 # never read floating-point exception flags. -fopenmp-simd honours the `omp simd` reductions
@@ -74,11 +79,16 @@ EXP_ULPS_F32 = 1.0
 EXP_ULPS_F64 = 1.0
 EXPM1_ULPS_F32 = 0.9
 EXPM1_ULPS_F64 = 1.2
+# erf (tests/nn/test_native_activations.py): measured 1.318 ulp (float32, against the float64 erf,
+# 4 million arguments in [−4.5, 4.5]; the worst just above 0.9375, from the rounding of the exponent
+# L − x²) and 1.009 ulp (float64, against a 80-bit mpmath erf, 100 thousand arguments)
+ERF_ULPS_F32 = 1.4
+ERF_ULPS_F64 = 1.1
 
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _KERNELS = ("softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
-            "elu_forward", "elu_backward", "tanh_backward", "sigmoid_backward", "gelu_backward",
-            "gelu_tanh_backward", "exp", "expm1_neg")
+            "elu_forward", "elu_backward", "tanh_backward", "sigmoid_backward", "gelu_forward",
+            "gelu_backward", "gelu_tanh_backward", "exp", "expm1_neg", "erf")
 
 # kernel name -> {dtype: the ctypes function}, filled when the library loads (a dict lookup per call)
 _FUNCTIONS: dict[str, dict[torch.dtype, object]] = {name: {} for name in _KERNELS}
@@ -90,8 +100,10 @@ def _declare(lib: ctypes.CDLL) -> None:
     signatures = {"softmax_forward": rows, "softmax_backward": rows_backward, "log_softmax_forward": rows,
                   "log_softmax_backward": rows_backward, "elu_forward": [vp, vp, i64, dbl, dbl, i32],
                   "elu_backward": [vp, vp, vp, i64, dbl, dbl, i32], "tanh_backward": [vp, vp, vp, i64, i32],
-                  "sigmoid_backward": [vp, vp, vp, i64, i32], "gelu_backward": [vp, vp, vp, vp, i64, i32],
-                  "gelu_tanh_backward": [vp, vp, vp, vp, i64, i32], "exp": [vp, vp, i64], "expm1_neg": [vp, vp, i64]}
+                  "sigmoid_backward": [vp, vp, vp, i64, i32], "gelu_forward": [vp, vp, vp, i64, i32],
+                  "gelu_backward": [vp, vp, vp, vp, i64, i32],
+                  "gelu_tanh_backward": [vp, vp, vp, vp, i64, i32], "exp": [vp, vp, i64],
+                  "expm1_neg": [vp, vp, i64], "erf": [vp, vp, i64]}
     for dtype, suffix in _SUFFIX.items():
         for name, argtypes in signatures.items():
             fn = getattr(lib, f"trainlab_{name}_{suffix}")
@@ -224,6 +236,15 @@ def sigmoid_backward(y: Tensor, g: Tensor) -> Tensor:
     return dz
 
 
+def gelu_forward(z: Tensor) -> tuple[Tensor, Tensor]:
+    """(y, Φ(z)): y = z·Φ(z), Φ(z) = ½(1 + erf(z/√2)) elementwise with the kernels' erf
+    (:func:`elementwise_usable` must hold); Φ(z) is for :func:`gelu_backward`."""
+    y, cdf = torch.empty_like(z), torch.empty_like(z)
+    n = z.numel()
+    _FUNCTIONS["gelu_forward"][z.dtype](z.data_ptr(), y.data_ptr(), cdf.data_ptr(), n, _threads(n))
+    return y, cdf
+
+
 def gelu_backward(z: Tensor, cdf: Tensor, g: Tensor) -> Tensor:
     """dz = g·(Φ(z) + z·φ(z)) elementwise from ``z`` and ``cdf`` = Φ(z), both contiguous, of one dtype."""
     g = g.contiguous()
@@ -248,6 +269,13 @@ def exp(x: Tensor) -> Tensor:
     contiguous float32/float64 CPU)."""
     y = torch.empty_like(x)
     _FUNCTIONS["exp"][x.dtype](x.data_ptr(), y.data_ptr(), x.numel())
+    return y
+
+
+def erf(x: Tensor) -> Tensor:
+    """The GELU kernel's erf elementwise, for tests of its error."""
+    y = torch.empty_like(x)
+    _FUNCTIONS["erf"][x.dtype](x.data_ptr(), y.data_ptr(), x.numel())
     return y
 
 
