@@ -1,4 +1,4 @@
-"""The C kernels of tanh, sigmoid and GELU: the erf's error bound, the layers on the C path against
+"""The C kernels of tanh, sigmoid and GELU: the erf's and tanh's error bounds, the layers on the C path against
 their readable forms and PyTorch, special values, and the fallbacks."""
 import numpy as np
 import pytest
@@ -49,6 +49,26 @@ def test_erf_float64_is_within_its_stated_ulp_bound():
     assert err.max() > 0.5
 
 
+def test_tanh_is_within_its_stated_ulp_bound():
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.prec = 80
+    bits = np.arange(0, 0x41300000, 997, dtype=np.uint32).view(np.float32)   # up to 11, where tanh rounds to 1
+    x = np.concatenate([np.linspace(-11, 11, 1_000_001), np.linspace(-1, 1, 500_001), bits, -bits]).astype(np.float32)
+    err = _ulps(N.tanh(torch.from_numpy(x)).numpy().astype(np.float64), np.tanh(x.astype(np.float64)), 23, -126)
+    assert 0.5 < err.max() <= N.TANH_ULPS_F32, (float(err.max()), x[err.argmax()])
+    xd = np.concatenate([np.linspace(-20, 20, 2001), np.linspace(3.9, 4.1, 1001), np.logspace(-300, 1.3, 301)])
+    exact = [mpmath.tanh(mpmath.mpf(float(v))) for v in xd]
+    ulp = [mpmath.ldexp(1, max(int(mpmath.floor(mpmath.log(abs(b), 2))), -1022) - 52) if b else 1 for b in exact]
+    err = np.array([float(abs(mpmath.mpf(float(a)) - b) / u) for a, b, u in zip(N.tanh(torch.from_numpy(xd)).numpy(),
+                                                                                exact, ulp)])
+    assert 0.5 < err.max() <= N.TANH_ULPS_F64, (float(err.max()), xd[err.argmax()])
+    specials = torch.tensor([0.0, -0.0, float("inf"), float("-inf"), float("nan"), 30.0])
+    for dtype in (torch.float32, torch.float64):
+        y = N.tanh(specials.to(dtype))
+        assert torch.equal(y[[0, 2, 3, 5]], torch.tensor([0.0, 1.0, -1.0, 1.0], dtype=dtype))
+        assert torch.signbit(y[1]) and torch.isnan(y[4])
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_erf_special_values(dtype):
     tiny = torch.finfo(dtype).tiny
@@ -69,7 +89,7 @@ LAYERS = {  # name: (fast, readable, torch's, the C entry points it must call)
     "sigmoid": (A.sigmoid, A._sigmoid_readable, torch.sigmoid, ["sigmoid_backward"]),
     "gelu": (A.gelu, lambda z: A._gelu_reference(z, "none"), F.gelu, ["gelu_forward", "gelu_backward"]),
     "gelu_tanh": (lambda z: A.gelu(z, "tanh"), lambda z: A._gelu_reference(z, "tanh"),
-                  lambda z: F.gelu(z, approximate="tanh"), ["gelu_tanh_backward"]),
+                  lambda z: F.gelu(z, approximate="tanh"), ["gelu_tanh_forward", "gelu_tanh_backward"]),
 }
 
 

@@ -41,7 +41,8 @@ layer to its readable form, and the tests prove the two agree (see :mod:`trainla
 On the CPU the fast paths of softmax, log-softmax and ELU/SELU call fused C kernels with an
 exponential of their own (:mod:`trainlab.nn.native_softmax`) for contiguous float32/float64
 tensors along the last dimension; the backwards of tanh, sigmoid and GELU are one C pass each,
-and so is GELU's forward (with an erf of the kernels' own; tanh's and σ's values stay torch's);
+and so are GELU's forwards (with an erf and a tanh of the kernels' own; tanh's and σ's values
+stay torch's);
 other inputs keep the torch-op path.
 """
 from __future__ import annotations
@@ -368,21 +369,22 @@ def _gelu_reference(z: Tensor, approximate: str) -> Tensor:
 class _GELU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, approximate):
-        if approximate == "tanh":
+        ctx.approximate = approximate
+        # one C pass each way (trainlab.nn.native_softmax), with the kernels' erf and tanh; the
+        # backward reads z and Φ(z) (or t)
+        ctx.native = _native.elementwise_usable(z)
+        if ctx.native:
+            y, saved = (_native.gelu_tanh_forward if approximate == "tanh" else _native.gelu_forward)(z)
+            ctx.save_for_backward(z, saved)
+        elif approximate == "tanh":
             inner = (z * z * z).mul_(0.044715).add_(z).mul_(_SQRT_2_OVER_PI)  # √(2/π)(z + 0.044715z³)
             t = inner.tanh_()
             y = (t + 1.0).mul_(z).mul_(0.5)
             ctx.save_for_backward(z, t)
-        elif _native.elementwise_usable(z):  # y and Φ(z) in one C pass, with the kernels' erf
-            y, cdf = _native.gelu_forward(z)
-            ctx.save_for_backward(z, cdf)
         else:
             cdf = torch.mul(z, 1.0 / _SQRT_2).erf_().add_(1.0).mul_(0.5)   # Φ(z) = ½(1 + erf(z/√2))
             y = z * cdf
             ctx.save_for_backward(z, cdf)
-        ctx.approximate = approximate
-        # the backward's one C pass reads z and Φ(z) (or t), contiguous like z
-        ctx.native = _native.elementwise_usable(z)
         return y
 
     @staticmethod

@@ -148,6 +148,21 @@ INLINE double expm1_neg_f64(double z) {
 }
 
 
+/* tanh w for GELU's tanh approximation, from e^(−2|w|): |w| < 0.55, −m/(2 + m) with m = e^(−2|w|) − 1
+ * from expm1_neg (relative precision near 0, where 1 − e^(−2|w|) would cancel); above, 1 − 2e/(1 + e)
+ * with e = e^(−2|w|), whose error shrinks with e where tanh → 1 (what 1 − t² in the backward needs);
+ * the sign of w put back. Large |w|: 1; NaN passes through. */
+INLINE float tanh_f32(float w) {
+    const float a = -2.0f * fabsf(w), m = expm1_neg_f32(a), e = exp_f32(a);
+    const float t = fabsf(w) < 0.55f ? -m / (2.0f + m) : 1.0f - 2.0f * e / (1.0f + e);
+    return copysignf(t, w);
+}
+INLINE double tanh_f64(double w) {
+    const double a = -2.0 * fabs(w), m = expm1_neg_f64(a), e = exp_f64(a);
+    const double t = fabs(w) < 0.55 ? -m / (2.0 + m) : 1.0 - 2.0 * e / (1.0 + e);
+    return copysign(t, w);
+}
+
 /* erf(x), for GELU's Φ(z) = ½(1 + erf(z/√2)), as straight-line arithmetic (both branches are
  * evaluated and one is selected, so the loop vectorizes). |x| ≤ 0.9375: erf x = x + x·Q(x²), Q a
  * polynomial fitted (near-minimax, relative error) to erf(x)/x − 1. Above: erf x = 1 − erfc x with
@@ -238,6 +253,7 @@ INLINE double erf_f64(double x) {
 #define EXP exp_f32
 #define EXPM1_NEG expm1_neg_f32
 #define ERF erf_f32
+#define TANH tanh_f32
 #define LOG logf
 #include __FILE__
 #undef T
@@ -245,6 +261,7 @@ INLINE double erf_f64(double x) {
 #undef EXP
 #undef EXPM1_NEG
 #undef ERF
+#undef TANH
 #undef LOG
 
 #define T double
@@ -252,6 +269,7 @@ INLINE double erf_f64(double x) {
 #define EXP exp_f64
 #define EXPM1_NEG expm1_neg_f64
 #define ERF erf_f64
+#define TANH tanh_f64
 #define LOG log
 #include __FILE__
 
@@ -271,6 +289,14 @@ void trainlab_expm1_neg_f32(const float *restrict x, float *restrict y, int64_t 
 void trainlab_expm1_neg_f64(const double *restrict x, double *restrict y, int64_t n) {
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) y[i] = expm1_neg_f64(x[i]);
+}
+void trainlab_tanh_f32(const float *restrict x, float *restrict y, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) y[i] = tanh_f32(x[i]);
+}
+void trainlab_tanh_f64(const double *restrict x, double *restrict y, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) y[i] = tanh_f64(x[i]);
 }
 void trainlab_erf_f32(const float *restrict x, float *restrict y, int64_t n) {
 #pragma omp simd
@@ -440,6 +466,20 @@ INLINE void NAME(gelu_backward_range)(const T *restrict z, const T *restrict cdf
     }
 }
 
+/* GELU, tanh approximation: y = ½z(1 + t), t = tanh(√(2/π)(z + 0.044715z³)) (the torch-op fast
+ * path's arithmetic, with the tanh above); t is written out too, for the backward */
+INLINE void NAME(gelu_tanh_forward_range)(const T *restrict z, T *restrict y, T *restrict t, int64_t lo,
+                                          int64_t hi) {
+    const T sqrt_2_over_pi = (T)0.797884560802865355879892119869, k = (T)0.044715;
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++) {
+        const T zi = z[i];
+        const T ti = TANH((zi * zi * zi * k + zi) * sqrt_2_over_pi);
+        t[i] = ti;
+        y[i] = (ti + (T)1) * zi * (T)0.5;
+    }
+}
+
 /* GELU, tanh approximation y = ½z(1 + t), t = tanh(√(2/π)(z + 0.044715z³)), from z and the saved t:
  * dz = g·(½(1 + t) + ½z·(1 − t²)·√(2/π)(1 + 3·0.044715·z²)) */
 INLINE void NAME(gelu_tanh_backward_range)(const T *restrict z, const T *restrict t, const T *restrict g,
@@ -467,6 +507,10 @@ void NAME(gelu_forward)(const T *z, T *y, T *cdf, int64_t n, int nthreads) {
 
 void NAME(gelu_backward)(const T *z, const T *cdf, const T *g, T *dz, int64_t n, int nthreads) {
     SPLIT(n, n, nthreads, NAME(gelu_backward_range)(z, cdf, g, dz, lo, hi))
+}
+
+void NAME(gelu_tanh_forward)(const T *z, T *y, T *t, int64_t n, int nthreads) {
+    SPLIT(n, n, nthreads, NAME(gelu_tanh_forward_range)(z, y, t, lo, hi))
 }
 
 void NAME(gelu_tanh_backward)(const T *z, const T *t, const T *g, T *dz, int64_t n, int nthreads) {
