@@ -1,10 +1,11 @@
-/* trainlab's fused softmax, log-softmax and ELU/SELU kernels, and the one-pass backwards of tanh,
- * σ and GELU (see trainlab/nn/native_softmax.py).
+/* trainlab's fused softmax, log-softmax, ELU/SELU and GELU kernels, and the one-pass backwards of
+ * tanh and σ (see trainlab/nn/native_softmax.py).
  *
  * Each softmax kernel runs over R rows of D contiguous values (the last dimension) and does a
  * row's whole formula in one call: the max, the exponentials and their sum, the scaling — where
  * the torch-op fast path runs five or six ops, each a pass over the tensor. The ELU kernels are
- * one elementwise pass each way; so are the backwards of tanh, σ and GELU.
+ * one elementwise pass each way, and so are GELU's (with an erf and a tanh of their own, below)
+ * and the backwards of tanh and σ.
  *
  * The exponential is our own, written as straight-line arithmetic that the compiler vectorizes
  * (libm's exp is a scalar call): Cody–Waite range reduction x = n·ln2 + r, |r| ≤ ln2/2, with
@@ -146,7 +147,6 @@ INLINE double expm1_neg_f64(double z) {
     const double s = pow2_f64(n);
     return s * expm1_reduced_f64(r) + (s - 1.0);
 }
-
 
 /* tanh w for GELU's tanh approximation, from e^(−2|w|): |w| < 0.55, −m/(2 + m) with m = e^(−2|w|) − 1
  * from expm1_neg (relative precision near 0, where 1 − e^(−2|w|) would cancel); above, 1 − 2e/(1 + e)

@@ -1,5 +1,5 @@
-"""Fused C kernels for the softmax, log-softmax and ELU/SELU fast paths on the CPU, and one-pass
-backwards for tanh, sigmoid and GELU.
+"""Fused C kernels for the softmax, log-softmax, ELU/SELU and GELU fast paths on the CPU, and one-pass
+backwards for tanh and sigmoid.
 
 The torch-op fast paths of :mod:`trainlab.nn.activations` run a softmax as five or six ops (max,
 subtract, exp, sum, reciprocal, multiply), each a pass over the tensor, and torch's exp costs
@@ -15,11 +15,11 @@ log-softmax forward    y = (z − m) − log Σe^(z − m)
 log-softmax backward   dz = g − e^y·Σg
 ELU/SELU forward       y = λz for z > 0, λα(e^z − 1) otherwise (elementwise)
 ELU/SELU backward      dz = g·(λ if y > 0 else y + λα)   (y + λα = λαe^z; λα at z = 0, as PyTorch)
-GELU forward           y = z·Φ(z), Φ(z) = ½(1 + erf(z/√2)), Φ(z) kept for the backward
 tanh backward          dz = g − (g·y)·y, from y = tanh z
 sigmoid backward       dz = (y − y·y)·g, from y = σ(z)
-GELU (tanh) forward    y = ½z(1 + t), t = tanh(√(2/π)(z + 0.044715z³)), t kept for the backward
+GELU forward           y = z·Φ(z), Φ(z) = ½(1 + erf(z/√2)), Φ(z) kept for the backward
 GELU backward          dz = g·(Φ(z) + z·φ(z)), φ(z) = e^(−z²/2)/√(2π), from z and the saved Φ(z)
+GELU (tanh) forward    y = ½z(1 + t), t = tanh(√(2/π)(z + 0.044715z³)), t kept for the backward
 GELU (tanh) backward   dz = g·(½(1 + t) + ½z(1 − t²)·√(2/π)(1 + 3·0.044715z²)), from z and the saved t
 =====================  ==========================================================================
 
