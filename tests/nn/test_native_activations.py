@@ -1,4 +1,4 @@
-"""The C kernels of tanh, sigmoid and GELU: the erf's and tanh's error bounds, the layers on the C path against
+"""The C kernels of tanh, sigmoid, SiLU and GELU: the erf's and tanh's error bounds, the layers on the C path against
 their readable forms and PyTorch, special values, and the fallbacks."""
 import numpy as np
 import pytest
@@ -87,6 +87,7 @@ def test_erf_special_values(dtype):
 LAYERS = {  # name: (fast, readable, torch's, the C entry points it must call)
     "tanh": (A.tanh, torch.tanh, torch.tanh, ["tanh_backward"]),
     "sigmoid": (A.sigmoid, A._sigmoid_readable, torch.sigmoid, ["sigmoid_backward"]),
+    "silu": (A.silu, A._silu_reference, F.silu, ["silu_backward"]),
     "gelu": (A.gelu, lambda z: A._gelu_reference(z, "none"), F.gelu, ["gelu_forward", "gelu_backward"]),
     "gelu_tanh": (lambda z: A.gelu(z, "tanh"), lambda z: A._gelu_reference(z, "tanh"),
                   lambda z: F.gelu(z, approximate="tanh"), ["gelu_tanh_forward", "gelu_tanh_backward"]),

@@ -40,7 +40,7 @@ ops, differentiated by autograd. The Functions are the fast path used by default
 layer to its readable form, and the tests prove the two agree (see :mod:`trainlab.nn.fastpath`).
 On the CPU the fast paths of softmax, log-softmax and ELU/SELU call fused C kernels with an
 exponential of their own (:mod:`trainlab.nn.native_softmax`) for contiguous float32/float64
-tensors along the last dimension; the backwards of tanh, sigmoid and GELU are one C pass each,
+tensors along the last dimension; the backwards of tanh, sigmoid, SiLU and GELU are one C pass each,
 and so are GELU's forwards (with an erf and a tanh of the kernels' own; tanh's and σ's values
 stay torch's);
 other inputs keep the torch-op path.
@@ -431,6 +431,7 @@ class _SiLU(torch.autograd.Function):
         s = torch.sigmoid(z)  # σ(z), see _Sigmoid
         y = z * s
         ctx.save_for_backward(z, s, y)
+        ctx.native = _native.elementwise_usable(z)  # then s and y are contiguous too
         return y
 
     @staticmethod
@@ -438,8 +439,11 @@ class _SiLU(torch.autograd.Function):
         z, s, y = ctx.saved_tensors
         if torch.is_grad_enabled():
             return _autograd_backward(_silu_reference, (z,), g)
-        # d/dz zσ(z) = σ(z)(1 + z(1 − σ(z))) = σ + y − y·σ
-        return torch.addcmul(s + y, y, s, value=-1.0).mul_(g)
+        if ctx.native:  # the formula below in one C pass (trainlab.nn.native_softmax)
+            return _native.silu_backward(s, y, g)
+        # d/dz zσ(z) = σ(z)(1 + z(1 − σ(z))) = (y − y·σ) + σ: y − y·σ first, which is exactly 0 where
+        # σ = 1 (large z), while (σ + y) − y·σ would lose σ to the rounding of a large y
+        return torch.addcmul(y, y, s, value=-1.0).add_(s).mul_(g)
 
 
 def silu(z: Tensor) -> Tensor:

@@ -1,11 +1,11 @@
 /* trainlab's fused softmax, log-softmax, ELU/SELU and GELU kernels, and the one-pass backwards of
- * tanh and σ (see trainlab/nn/native_softmax.py).
+ * tanh, σ and SiLU (see trainlab/nn/native_softmax.py).
  *
  * Each softmax kernel runs over R rows of D contiguous values (the last dimension) and does a
  * row's whole formula in one call: the max, the exponentials and their sum, the scaling — where
  * the torch-op fast path runs five or six ops, each a pass over the tensor. The ELU kernels are
  * one elementwise pass each way, and so are GELU's (with an erf and a tanh of their own, below)
- * and the backwards of tanh and σ.
+ * and the backwards of tanh, σ and SiLU.
  *
  * The exponential is our own, written as straight-line arithmetic that the compiler vectorizes
  * (libm's exp is a scalar call): Cody–Waite range reduction x = n·ln2 + r, |r| ≤ ln2/2, with
@@ -440,6 +440,14 @@ INLINE void NAME(sigmoid_backward_range)(const T *restrict y, const T *restrict 
     for (int64_t i = lo; i < hi; i++) dz[i] = (y[i] - y[i] * y[i]) * g[i];
 }
 
+/* SiLU: dz = ((y − y·s) + s)·g from s = σ(z) and y = z·s (d/dz zσ(z) = σ(1 + z(1 − σ)) = σ + y(1 − σ));
+ * y − y·s first: for a large z, s = 1 and y − y·s = 0 exactly, where (s + y) − y·s loses s to y's rounding */
+INLINE void NAME(silu_backward_range)(const T *restrict s, const T *restrict y, const T *restrict g,
+                                      T *restrict dz, int64_t lo, int64_t hi) {
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++) dz[i] = ((y[i] - y[i] * s[i]) + s[i]) * g[i];
+}
+
 /* GELU: y = z·Φ(z), Φ(z) = ½(1 + erf(z/√2)) (the readable form's arithmetic, z/√2 as z·(1/√2) as
  * torch); Φ is written out too, for the backward */
 INLINE void NAME(gelu_forward_range)(const T *restrict z, T *restrict y, T *restrict cdf, int64_t lo, int64_t hi) {
@@ -499,6 +507,10 @@ void NAME(tanh_backward)(const T *y, const T *g, T *dz, int64_t n, int nthreads)
 
 void NAME(sigmoid_backward)(const T *y, const T *g, T *dz, int64_t n, int nthreads) {
     SPLIT(n, n, nthreads, NAME(sigmoid_backward_range)(y, g, dz, lo, hi))
+}
+
+void NAME(silu_backward)(const T *s, const T *y, const T *g, T *dz, int64_t n, int nthreads) {
+    SPLIT(n, n, nthreads, NAME(silu_backward_range)(s, y, g, dz, lo, hi))
 }
 
 void NAME(gelu_forward)(const T *z, T *y, T *cdf, int64_t n, int nthreads) {

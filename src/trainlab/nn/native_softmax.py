@@ -1,5 +1,5 @@
 """Fused C kernels for the softmax, log-softmax, ELU/SELU and GELU fast paths on the CPU, and one-pass
-backwards for tanh and sigmoid.
+backwards for tanh, sigmoid and SiLU.
 
 The torch-op fast paths of :mod:`trainlab.nn.activations` run a softmax as five or six ops (max,
 subtract, exp, sum, reciprocal, multiply), each a pass over the tensor, and torch's exp costs
@@ -17,14 +17,15 @@ ELU/SELU forward       y = λz for z > 0, λα(e^z − 1) otherwise (elementwise
 ELU/SELU backward      dz = g·(λ if y > 0 else y + λα)   (y + λα = λαe^z; λα at z = 0, as PyTorch)
 tanh backward          dz = g − (g·y)·y, from y = tanh z
 sigmoid backward       dz = (y − y·y)·g, from y = σ(z)
+SiLU backward          dz = ((y − y·s) + s)·g, from s = σ(z) and y = z·s
 GELU forward           y = z·Φ(z), Φ(z) = ½(1 + erf(z/√2)), Φ(z) kept for the backward
 GELU backward          dz = g·(Φ(z) + z·φ(z)), φ(z) = e^(−z²/2)/√(2π), from z and the saved Φ(z)
 GELU (tanh) forward    y = ½z(1 + t), t = tanh(√(2/π)(z + 0.044715z³)), t kept for the backward
 GELU (tanh) backward   dz = g·(½(1 + t) + ½z(1 − t²)·√(2/π)(1 + 3·0.044715z²)), from z and the saved t
 =====================  ==========================================================================
 
-The forward values of tanh and σ stay torch's (elementary functions, one torch kernel each); their
-backwards, and GELU's forward and backward, were two to five torch ops each, a pass over the tensor
+The forward values of tanh and σ (and SiLU's σ) stay torch's (elementary functions, one torch
+kernel each); their backwards, and GELU's forward and backward, were two to five torch ops each, a pass over the tensor
 apiece, and are one pass here with the same arithmetic: GELU's e^(−z²/2) from the exponential
 below (whose domain x ≤ 0 it is), its erf and tanh the kernels' own (below).
 
@@ -66,8 +67,8 @@ from trainlab.native_build import NativeLibrary
 
 __all__ = ["kernels", "native_problem", "rows_usable", "elementwise_usable", "softmax_forward",
            "softmax_backward", "log_softmax_forward", "log_softmax_backward", "elu_forward", "elu_backward",
-           "tanh_backward", "sigmoid_backward", "gelu_forward", "gelu_backward", "gelu_tanh_forward",
-           "gelu_tanh_backward",
+           "tanh_backward", "sigmoid_backward", "silu_backward", "gelu_forward", "gelu_backward",
+           "gelu_tanh_forward", "gelu_tanh_backward",
            "EXP_ULPS_F32", "EXP_ULPS_F64", "EXPM1_ULPS_F32", "EXPM1_ULPS_F64", "ERF_ULPS_F32",
            "ERF_ULPS_F64", "TANH_ULPS_F32", "TANH_ULPS_F64"]
 
@@ -97,8 +98,9 @@ TANH_ULPS_F64 = 2.3
 
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _KERNELS = ("softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
-            "elu_forward", "elu_backward", "tanh_backward", "sigmoid_backward", "gelu_forward",
-            "gelu_backward", "gelu_tanh_forward", "gelu_tanh_backward", "exp", "expm1_neg", "erf", "tanh")
+            "elu_forward", "elu_backward", "tanh_backward", "sigmoid_backward", "silu_backward",
+            "gelu_forward", "gelu_backward", "gelu_tanh_forward", "gelu_tanh_backward", "exp", "expm1_neg", "erf",
+            "tanh")
 
 # kernel name -> {dtype: the ctypes function}, filled when the library loads (a dict lookup per call)
 _FUNCTIONS: dict[str, dict[torch.dtype, object]] = {name: {} for name in _KERNELS}
@@ -110,7 +112,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     signatures = {"softmax_forward": rows, "softmax_backward": rows_backward, "log_softmax_forward": rows,
                   "log_softmax_backward": rows_backward, "elu_forward": [vp, vp, i64, dbl, dbl, i32],
                   "elu_backward": [vp, vp, vp, i64, dbl, dbl, i32], "tanh_backward": [vp, vp, vp, i64, i32],
-                  "sigmoid_backward": [vp, vp, vp, i64, i32], "gelu_forward": [vp, vp, vp, i64, i32],
+                  "sigmoid_backward": [vp, vp, vp, i64, i32],
+                  "silu_backward": [vp, vp, vp, vp, i64, i32], "gelu_forward": [vp, vp, vp, i64, i32],
                   "gelu_tanh_forward": [vp, vp, vp, i64, i32],
                   "gelu_backward": [vp, vp, vp, vp, i64, i32],
                   "gelu_tanh_backward": [vp, vp, vp, vp, i64, i32], "exp": [vp, vp, i64],
@@ -244,6 +247,16 @@ def sigmoid_backward(y: Tensor, g: Tensor) -> Tensor:
     dz = torch.empty_like(y)
     n = y.numel()
     _SIGMOID_BACKWARD[y.dtype](y.data_ptr(), g.data_ptr(), dz.data_ptr(), n, _threads(n))
+    return dz
+
+
+def silu_backward(s: Tensor, y: Tensor, g: Tensor) -> Tensor:
+    """dz = ((y − y·s) + s)·g elementwise from ``s`` = σ(z) and ``y`` = z·σ(z), both contiguous, of one
+    dtype."""
+    g = g.contiguous()
+    dz = torch.empty_like(s)
+    n = s.numel()
+    _FUNCTIONS["silu_backward"][s.dtype](s.data_ptr(), y.data_ptr(), g.data_ptr(), dz.data_ptr(), n, _threads(n))
     return dz
 
 
