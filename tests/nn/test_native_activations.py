@@ -193,3 +193,14 @@ def test_fallbacks_take_the_torch_op_path_and_agree(name, case, monkeypatch):
     tol = dict(rtol=1e-2, atol=1e-2) if case == "bfloat16" else dict(rtol=1e-12, atol=1e-12)
     for a, b in zip(ours, _value_and_grad(theirs, z, g)):
         torch.testing.assert_close(a, b, **tol)
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_silu_slope_is_one_for_large_inputs_on_both_paths(native, dtype, monkeypatch):
+    # σ = 1 there and the slope σ + y(1 − σ) is exactly 1; (σ + y) − y·σ would round σ away (0 or 2)
+    if not native:
+        monkeypatch.setenv("TRAINLAB_NATIVE", "0")
+    z = torch.tensor([3e7, 1e10, 1e30, -3e7, -1e30], dtype=dtype)
+    _, dz = _value_and_grad(A.silu, z, torch.ones_like(z))
+    assert torch.equal(dz, torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0], dtype=dtype))
