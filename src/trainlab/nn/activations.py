@@ -40,7 +40,10 @@ ops, differentiated by autograd. The Functions are the fast path used by default
 layer to its readable form, and the tests prove the two agree (see :mod:`trainlab.nn.fastpath`).
 On the CPU the fast paths of softmax, log-softmax and ELU/SELU call fused C kernels with an
 exponential of their own (:mod:`trainlab.nn.native_softmax`) for contiguous float32/float64
-tensors along the last dimension; other inputs keep the torch-op path.
+tensors along the last dimension; the backwards of tanh, sigmoid, SiLU and GELU are one C pass each,
+and so are GELU's forwards (with an erf and a tanh of the kernels' own; tanh's and σ's values
+stay torch's);
+other inputs keep the torch-op path.
 """
 from __future__ import annotations
 
@@ -113,6 +116,8 @@ class _Sigmoid(torch.autograd.Function):
         (y,) = ctx.saved_tensors
         if torch.is_grad_enabled():  # a graph of the gradient is wanted: y carries it (see module doc)
             return g * (y - y * y)
+        if _native.elementwise_usable(y):  # the same arithmetic in one C pass (trainlab.nn.native_softmax)
+            return _native.sigmoid_backward(y, g)
         return torch.addcmul(y, y, y, value=-1.0).mul_(g)  # σ'(z) = σ(z)(1 − σ(z)) = y − y²
 
 
@@ -140,6 +145,8 @@ class _Tanh(torch.autograd.Function):
         (y,) = ctx.saved_tensors
         if torch.is_grad_enabled():
             return g * (1.0 - y * y)
+        if _native.elementwise_usable(y):  # one C pass
+            return _native.tanh_backward(y, g)
         return torch.addcmul(g, g * y, y, value=-1.0)  # tanh'(z) = 1 − tanh²(z): g − g·y·y
 
 
@@ -362,7 +369,14 @@ def _gelu_reference(z: Tensor, approximate: str) -> Tensor:
 class _GELU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, approximate):
-        if approximate == "tanh":
+        ctx.approximate = approximate
+        # one C pass each way (trainlab.nn.native_softmax), with the kernels' erf and tanh; the
+        # backward reads z and Φ(z) (or t)
+        ctx.native = _native.elementwise_usable(z)
+        if ctx.native:
+            y, saved = (_native.gelu_tanh_forward if approximate == "tanh" else _native.gelu_forward)(z)
+            ctx.save_for_backward(z, saved)
+        elif approximate == "tanh":
             inner = (z * z * z).mul_(0.044715).add_(z).mul_(_SQRT_2_OVER_PI)  # √(2/π)(z + 0.044715z³)
             t = inner.tanh_()
             y = (t + 1.0).mul_(z).mul_(0.5)
@@ -371,7 +385,6 @@ class _GELU(torch.autograd.Function):
             cdf = torch.mul(z, 1.0 / _SQRT_2).erf_().add_(1.0).mul_(0.5)   # Φ(z) = ½(1 + erf(z/√2))
             y = z * cdf
             ctx.save_for_backward(z, cdf)
-        ctx.approximate = approximate
         return y
 
     @staticmethod
@@ -380,6 +393,9 @@ class _GELU(torch.autograd.Function):
         if torch.is_grad_enabled():
             dz, = _autograd_backward(lambda z_: _gelu_reference(z_, ctx.approximate), (z,), g)
             return dz, None
+        if ctx.native:  # the formulas below in one C pass each (trainlab.nn.native_softmax)
+            backward = _native.gelu_tanh_backward if ctx.approximate == "tanh" else _native.gelu_backward
+            return backward(z, saved, g), None
         if ctx.approximate == "tanh":
             t = saved
             # d/dz ½z(1 + t) = ½(1 + t) + ½z·(1 − t²)·√(2/π)(1 + 3·0.044715·z²)
@@ -415,6 +431,7 @@ class _SiLU(torch.autograd.Function):
         s = torch.sigmoid(z)  # σ(z), see _Sigmoid
         y = z * s
         ctx.save_for_backward(z, s, y)
+        ctx.native = _native.elementwise_usable(z)  # then s and y are contiguous too
         return y
 
     @staticmethod
@@ -422,8 +439,11 @@ class _SiLU(torch.autograd.Function):
         z, s, y = ctx.saved_tensors
         if torch.is_grad_enabled():
             return _autograd_backward(_silu_reference, (z,), g)
-        # d/dz zσ(z) = σ(z)(1 + z(1 − σ(z))) = σ + y − y·σ
-        return torch.addcmul(s + y, y, s, value=-1.0).mul_(g)
+        if ctx.native:  # the formula below in one C pass (trainlab.nn.native_softmax)
+            return _native.silu_backward(s, y, g)
+        # d/dz zσ(z) = σ(z)(1 + z(1 − σ(z))) = (y − y·σ) + σ: y − y·σ first, which is exactly 0 where
+        # σ = 1 (large z), while (σ + y) − y·σ would lose σ to the rounding of a large y
+        return torch.addcmul(y, y, s, value=-1.0).add_(s).mul_(g)
 
 
 def silu(z: Tensor) -> Tensor:

@@ -1,9 +1,11 @@
-/* trainlab's fused softmax, log-softmax and ELU/SELU kernels (see trainlab/nn/native_softmax.py).
+/* trainlab's fused softmax, log-softmax, ELU/SELU and GELU kernels, and the one-pass backwards of
+ * tanh, σ and SiLU (see trainlab/nn/native_softmax.py).
  *
  * Each softmax kernel runs over R rows of D contiguous values (the last dimension) and does a
  * row's whole formula in one call: the max, the exponentials and their sum, the scaling — where
  * the torch-op fast path runs five or six ops, each a pass over the tensor. The ELU kernels are
- * one elementwise pass each way.
+ * one elementwise pass each way, and so are GELU's (with an erf and a tanh of their own, below)
+ * and the backwards of tanh, σ and SiLU.
  *
  * The exponential is our own, written as straight-line arithmetic that the compiler vectorizes
  * (libm's exp is a scalar call): Cody–Waite range reduction x = n·ln2 + r, |r| ≤ ln2/2, with
@@ -146,22 +148,128 @@ INLINE double expm1_neg_f64(double z) {
     return s * expm1_reduced_f64(r) + (s - 1.0);
 }
 
+/* tanh w for GELU's tanh approximation, from e^(−2|w|): |w| < 0.55, −m/(2 + m) with m = e^(−2|w|) − 1
+ * from expm1_neg (relative precision near 0, where 1 − e^(−2|w|) would cancel); above, 1 − 2e/(1 + e)
+ * with e = e^(−2|w|), whose error shrinks with e where tanh → 1 (what 1 − t² in the backward needs);
+ * the sign of w put back. Large |w|: 1; NaN passes through. */
+INLINE float tanh_f32(float w) {
+    const float a = -2.0f * fabsf(w), m = expm1_neg_f32(a), e = exp_f32(a);
+    const float t = fabsf(w) < 0.55f ? -m / (2.0f + m) : 1.0f - 2.0f * e / (1.0f + e);
+    return copysignf(t, w);
+}
+INLINE double tanh_f64(double w) {
+    const double a = -2.0 * fabs(w), m = expm1_neg_f64(a), e = exp_f64(a);
+    const double t = fabs(w) < 0.55 ? -m / (2.0 + m) : 1.0 - 2.0 * e / (1.0 + e);
+    return copysign(t, w);
+}
+
+/* erf(x), for GELU's Φ(z) = ½(1 + erf(z/√2)), as straight-line arithmetic (both branches are
+ * evaluated and one is selected, so the loop vectorizes). |x| ≤ 0.9375: erf x = x + x·Q(x²), Q a
+ * polynomial fitted (near-minimax, relative error) to erf(x)/x − 1. Above: erf x = 1 − erfc x with
+ * erfc x = e^(−x² + L(x)), L a polynomial in u = (x − c)/h fitted to log(e^(x²)·erfc x), which is
+ * smooth and slowly varying (erfc x itself falls by 8 orders of magnitude); the exponent is ≤ 0,
+ * the exponential's domain. |x| is clamped where erf rounds to 1 (erfc x below half an ulp of 1:
+ * 4 for float, 6 for double, just past the fitted piece [1.75, 5.9]); NaN passes through. The
+ * measured error: see native_softmax.py. */
+INLINE float erf_f32(float x) {
+    const float s = x * x;
+    float q = -5.927233141846955e-4f;            /* Q(s), s = x² ≤ 0.9375² */
+    q = q * s + 4.980865865945816e-3f;
+    q = q * s + -2.6758387684822083e-2f;
+    q = q * s + 1.1281595379114151e-1f;
+    q = q * s + -3.761247396469116e-1f;
+    q = q * s + 1.2837915122509003e-1f;
+    const float small = x * q + x;
+    float a = fabsf(x);
+    a = a > 4.0f ? 4.0f : a;
+    const float u = (a - 2.46875f) * (1.0f / 1.53125f);   /* [0.9375, 4] -> [-1, 1] */
+    float l = 2.4547537323087454e-3f;
+    l = l * u + -1.4291207771748304e-3f;
+    l = l * u + 1.3837390579283237e-2f;
+    l = l * u + -3.952537477016449e-2f;
+    l = l * u + 1.3396091759204865e-1f;
+    l = l * u + -5.454872846603394e-1f;
+    l = l * u + -1.5457416772842407f;
+    const float large = copysignf(1.0f - exp_f32(l - a * a), x);
+    return fabsf(x) <= 0.9375f ? small : large;
+}
+
+/* erf(x) for double, as erf_f32: Q of degree 11; above 0.9375, L in two pieces, [0.9375, 1.75] and
+ * [1.75, 5.9] (selected like the branches); x² enters the exponent as hi + lo (lo = fma(a, a, −hi),
+ * exact), e^(L − hi − lo) = e^(L − hi)·(1 − lo) to well below an ulp. */
+INLINE double erf_f64(double x) {
+    const double s = x * x;
+    double q = -8.295841576715291e-10;
+    q = q * s + 1.3964662532482722e-08;
+    q = q * s + -1.6260104645439855e-07;
+    q = q * s + 1.6453572950971671e-06;
+    q = q * s + -1.4925190861275305e-05;
+    q = q * s + 0.00012055316392561405;
+    q = q * s + -0.0008548326626970754;
+    q = q * s + 0.0052239776193964;
+    q = q * s + -0.02686617064458276;
+    q = q * s + 0.11283791670952525;
+    q = q * s + -0.37612638903183704;
+    q = q * s + 0.1283791670955126;
+    const double small = x * q + x;
+    double a = fabs(x);
+    a = a > 6.0 ? 6.0 : a;
+    double u = (a - 1.34375) * (1.0 / 0.40625);          /* [0.9375, 1.75] -> [-1, 1] */
+    double la = 1.1849487477485105e-11;
+    la = la * u + -1.4684620924703508e-10;
+    la = la * u + 1.184517061559252e-09;
+    la = la * u + -5.199519185702545e-09;
+    la = la * u + -3.043666726565294e-08;
+    la = la * u + 1.0692721818063051e-06;
+    la = la * u + -1.6271002138852498e-05;
+    la = la * u + 0.00019259626735708497;
+    la = la * u + -0.002004857933872842;
+    la = la * u + 0.019869805698272458;
+    la = la * u + -0.22113716641183417;
+    la = la * u + -1.0522686667365215;
+    u = (a - 3.825) * (1.0 / 2.075);                      /* [1.75, 5.9] -> [-1, 1] */
+    double lb = 7.739393727886811e-06;
+    lb = lb * u + 3.967875817308135e-05;
+    lb = lb * u + 9.374016625161312e-05;
+    lb = lb * u + 0.000148871201494583;
+    lb = lb * u + 8.944171956116513e-05;
+    lb = lb * u + 0.00020939279269541902;
+    lb = lb * u + -0.0004116321246135669;
+    lb = lb * u + 0.0013636285761938472;
+    lb = lb * u + -0.004131486529077774;
+    lb = lb * u + 0.012396023744651784;
+    lb = lb * u + -0.03779270610405855;
+    lb = lb * u + 0.12339432477881822;
+    lb = lb * u + -0.5105178573334888;
+    lb = lb * u + -1.9455782060969473;
+    const double l = a < 1.75 ? la : lb;
+    const double hi = a * a, lo = fma(a, a, -hi);
+    const double large = copysign(1.0 - exp_f64(l - hi) * (1.0 - lo), x);
+    return fabs(x) <= 0.9375 ? small : large;
+}
+
 #define T float
 #define NAME(kernel) trainlab_##kernel##_f32
 #define EXP exp_f32
 #define EXPM1_NEG expm1_neg_f32
+#define ERF erf_f32
+#define TANH tanh_f32
 #define LOG logf
 #include __FILE__
 #undef T
 #undef NAME
 #undef EXP
 #undef EXPM1_NEG
+#undef ERF
+#undef TANH
 #undef LOG
 
 #define T double
 #define NAME(kernel) trainlab_##kernel##_f64
 #define EXP exp_f64
 #define EXPM1_NEG expm1_neg_f64
+#define ERF erf_f64
+#define TANH tanh_f64
 #define LOG log
 #include __FILE__
 
@@ -182,8 +290,24 @@ void trainlab_expm1_neg_f64(const double *restrict x, double *restrict y, int64_
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) y[i] = expm1_neg_f64(x[i]);
 }
+void trainlab_tanh_f32(const float *restrict x, float *restrict y, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) y[i] = tanh_f32(x[i]);
+}
+void trainlab_tanh_f64(const double *restrict x, double *restrict y, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) y[i] = tanh_f64(x[i]);
+}
+void trainlab_erf_f32(const float *restrict x, float *restrict y, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) y[i] = erf_f32(x[i]);
+}
+void trainlab_erf_f64(const double *restrict x, double *restrict y, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) y[i] = erf_f64(x[i]);
+}
 
-int trainlab_native_softmax_version(void) { return 1; }
+int trainlab_native_softmax_version(void) { return 2; }
 
 #else  /* the kernels, for element type T */
 
@@ -297,6 +421,112 @@ void NAME(elu_forward)(const T *z, T *y, int64_t n, double alpha, double scale, 
 void NAME(elu_backward)(const T *y, const T *g, T *dz, int64_t n, double alpha, double scale, int nthreads) {
     const T lam = (T)scale, la = (T)(scale * alpha);
     SPLIT(n, n, nthreads, NAME(elu_backward_range)(y, g, dz, lo, hi, lam, la))
+}
+
+/* ---- the backward passes of tanh, σ and GELU: one elementwise pass each, where the torch-op
+ * fast paths run two to five ops. The forward values stay torch's (elementary functions). ---- */
+
+/* tanh: dz = g − (g·y)·y, y = tanh z (tanh' = 1 − y²) */
+INLINE void NAME(tanh_backward_range)(const T *restrict y, const T *restrict g, T *restrict dz, int64_t lo,
+                                      int64_t hi) {
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++) dz[i] = g[i] - (g[i] * y[i]) * y[i];
+}
+
+/* σ: dz = (y − y·y)·g, y = σ(z) (σ' = σ(1 − σ)) */
+INLINE void NAME(sigmoid_backward_range)(const T *restrict y, const T *restrict g, T *restrict dz, int64_t lo,
+                                         int64_t hi) {
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++) dz[i] = (y[i] - y[i] * y[i]) * g[i];
+}
+
+/* SiLU: dz = ((y − y·s) + s)·g from s = σ(z) and y = z·s (d/dz zσ(z) = σ(1 + z(1 − σ)) = σ + y(1 − σ));
+ * y − y·s first: for a large z, s = 1 and y − y·s = 0 exactly, where (s + y) − y·s loses s to y's rounding */
+INLINE void NAME(silu_backward_range)(const T *restrict s, const T *restrict y, const T *restrict g,
+                                      T *restrict dz, int64_t lo, int64_t hi) {
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++) dz[i] = ((y[i] - y[i] * s[i]) + s[i]) * g[i];
+}
+
+/* GELU: y = z·Φ(z), Φ(z) = ½(1 + erf(z/√2)) (the readable form's arithmetic, z/√2 as z·(1/√2) as
+ * torch); Φ is written out too, for the backward */
+INLINE void NAME(gelu_forward_range)(const T *restrict z, T *restrict y, T *restrict cdf, int64_t lo, int64_t hi) {
+    const T inv_sqrt_2 = (T)0.707106781186547524400844362105;
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++) {
+        const T zi = z[i];
+        const T c = (T)0.5 * ((T)1 + ERF(zi * inv_sqrt_2));
+        cdf[i] = c;
+        y[i] = zi * c;
+    }
+}
+
+/* GELU: dz = g·(Φ(z) + z·φ(z)), φ(z) = e^(−z²/2)/√(2π), from z and the saved Φ(z). The exponent
+ * −z²/2 ≤ 0 is the exponential's domain (NaN stays NaN; z = ±inf gives ±inf·0 = NaN, as torch). */
+INLINE void NAME(gelu_backward_range)(const T *restrict z, const T *restrict cdf, const T *restrict g,
+                                      T *restrict dz, int64_t lo, int64_t hi) {
+    const T inv_sqrt_2pi = (T)0.398942280401432677939946059934;
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++) {
+        const T zi = z[i];
+        const T pdf = EXP(zi * zi * (T)-0.5) * inv_sqrt_2pi;
+        dz[i] = (cdf[i] + zi * pdf) * g[i];
+    }
+}
+
+/* GELU, tanh approximation: y = ½z(1 + t), t = tanh(√(2/π)(z + 0.044715z³)) (the torch-op fast
+ * path's arithmetic, with the tanh above); t is written out too, for the backward */
+INLINE void NAME(gelu_tanh_forward_range)(const T *restrict z, T *restrict y, T *restrict t, int64_t lo,
+                                          int64_t hi) {
+    const T sqrt_2_over_pi = (T)0.797884560802865355879892119869, k = (T)0.044715;
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++) {
+        const T zi = z[i];
+        const T ti = TANH((zi * zi * zi * k + zi) * sqrt_2_over_pi);
+        t[i] = ti;
+        y[i] = (ti + (T)1) * zi * (T)0.5;
+    }
+}
+
+/* GELU, tanh approximation y = ½z(1 + t), t = tanh(√(2/π)(z + 0.044715z³)), from z and the saved t:
+ * dz = g·(½(1 + t) + ½z·(1 − t²)·√(2/π)(1 + 3·0.044715·z²)) */
+INLINE void NAME(gelu_tanh_backward_range)(const T *restrict z, const T *restrict t, const T *restrict g,
+                                           T *restrict dz, int64_t lo, int64_t hi) {
+    const T sqrt_2_over_pi = (T)0.797884560802865355879892119869, k3 = (T)(3 * 0.044715);
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++) {
+        const T zi = z[i], ti = t[i];
+        const T d_inner = (zi * zi * k3 + (T)1) * sqrt_2_over_pi;
+        dz[i] = ((T)0.5 * (ti + (T)1) + (T)0.5 * zi * ((T)1 - ti * ti) * d_inner) * g[i];
+    }
+}
+
+void NAME(tanh_backward)(const T *y, const T *g, T *dz, int64_t n, int nthreads) {
+    SPLIT(n, n, nthreads, NAME(tanh_backward_range)(y, g, dz, lo, hi))
+}
+
+void NAME(sigmoid_backward)(const T *y, const T *g, T *dz, int64_t n, int nthreads) {
+    SPLIT(n, n, nthreads, NAME(sigmoid_backward_range)(y, g, dz, lo, hi))
+}
+
+void NAME(silu_backward)(const T *s, const T *y, const T *g, T *dz, int64_t n, int nthreads) {
+    SPLIT(n, n, nthreads, NAME(silu_backward_range)(s, y, g, dz, lo, hi))
+}
+
+void NAME(gelu_forward)(const T *z, T *y, T *cdf, int64_t n, int nthreads) {
+    SPLIT(n, n, nthreads, NAME(gelu_forward_range)(z, y, cdf, lo, hi))
+}
+
+void NAME(gelu_backward)(const T *z, const T *cdf, const T *g, T *dz, int64_t n, int nthreads) {
+    SPLIT(n, n, nthreads, NAME(gelu_backward_range)(z, cdf, g, dz, lo, hi))
+}
+
+void NAME(gelu_tanh_forward)(const T *z, T *y, T *t, int64_t n, int nthreads) {
+    SPLIT(n, n, nthreads, NAME(gelu_tanh_forward_range)(z, y, t, lo, hi))
+}
+
+void NAME(gelu_tanh_backward)(const T *z, const T *t, const T *g, T *dz, int64_t n, int nthreads) {
+    SPLIT(n, n, nthreads, NAME(gelu_tanh_backward_range)(z, t, g, dz, lo, hi))
 }
 
 #endif

@@ -1,4 +1,5 @@
-"""Fused C kernels for the softmax, log-softmax and ELU/SELU fast paths on the CPU.
+"""Fused C kernels for the softmax, log-softmax, ELU/SELU and GELU fast paths on the CPU, and one-pass
+backwards for tanh, sigmoid and SiLU.
 
 The torch-op fast paths of :mod:`trainlab.nn.activations` run a softmax as five or six ops (max,
 subtract, exp, sum, reciprocal, multiply), each a pass over the tensor, and torch's exp costs
@@ -14,7 +15,19 @@ log-softmax forward    y = (z − m) − log Σe^(z − m)
 log-softmax backward   dz = g − e^y·Σg
 ELU/SELU forward       y = λz for z > 0, λα(e^z − 1) otherwise (elementwise)
 ELU/SELU backward      dz = g·(λ if y > 0 else y + λα)   (y + λα = λαe^z; λα at z = 0, as PyTorch)
+tanh backward          dz = g − (g·y)·y, from y = tanh z
+sigmoid backward       dz = (y − y·y)·g, from y = σ(z)
+SiLU backward          dz = ((y − y·s) + s)·g, from s = σ(z) and y = z·s
+GELU forward           y = z·Φ(z), Φ(z) = ½(1 + erf(z/√2)), Φ(z) kept for the backward
+GELU backward          dz = g·(Φ(z) + z·φ(z)), φ(z) = e^(−z²/2)/√(2π), from z and the saved Φ(z)
+GELU (tanh) forward    y = ½z(1 + t), t = tanh(√(2/π)(z + 0.044715z³)), t kept for the backward
+GELU (tanh) backward   dz = g·(½(1 + t) + ½z(1 − t²)·√(2/π)(1 + 3·0.044715z²)), from z and the saved t
 =====================  ==========================================================================
+
+The forward values of tanh and σ (and SiLU's σ) stay torch's (elementary functions, one torch
+kernel each); their backwards, and GELU's forward and backward, were two to five torch ops each, a pass over the tensor
+apiece, and are one pass here with the same arithmetic: GELU's e^(−z²/2) from the exponential
+below (whose domain x ≤ 0 it is), its erf and tanh the kernels' own (below).
 
 The Functions take a kernel when the tensor is on the CPU, contiguous, float32 or float64, the
 dimension is the last one, and (in backward) no graph of the gradient is wanted; everything else
@@ -28,6 +41,11 @@ subnormal range round once; underflow gives 0, e^(−inf) = 0, NaN stays NaN. Me
 the exact value over a dense sweep and the special values (``tests/nn/test_native_softmax.py``):
 at most :data:`EXP_ULPS_F32` ulp in float32 and :data:`EXP_ULPS_F64` ulp in float64 (an ulp of the
 result; in the subnormal range, the subnormals' spacing).
+The erf (GELU): x + x·Q(x²) for |x| ≤ 0.9375, else ±(1 − e^(−x² + L(|x|))), Q and L polynomials
+fitted near-minimax to erf(x)/x − 1 and to log(e^(x²)·erfc x) (one piece in float32, two in float64):
+at most :data:`ERF_ULPS_F32` / :data:`ERF_ULPS_F64` ulp of the exact value, measured. GELU (tanh)'s
+tanh|w| = −m/(2 + m), m = e^(−2|w|) − 1 from the ELU kernels' expm1 (relative precision near 0), for
+|w| < 0.55, else 1 − 2e/(1 + e), e = e^(−2|w|): at most :data:`TANH_ULPS_F32` / :data:`TANH_ULPS_F64` ulp.
 ELU's e^z − 1 (z ≤ 0) keeps relative precision near 0 as 2^n·(e^r − 1) + (2^n − 1): at most
 :data:`EXPM1_ULPS_F32` / :data:`EXPM1_ULPS_F64` ulp. Compiled with fused multiply-adds where the
 CPU has them; the row sums are vectorized partial sums (another association than torch's). So the
@@ -49,7 +67,10 @@ from trainlab.native_build import NativeLibrary
 
 __all__ = ["kernels", "native_problem", "rows_usable", "elementwise_usable", "softmax_forward",
            "softmax_backward", "log_softmax_forward", "log_softmax_backward", "elu_forward", "elu_backward",
-           "EXP_ULPS_F32", "EXP_ULPS_F64", "EXPM1_ULPS_F32", "EXPM1_ULPS_F64"]
+           "tanh_backward", "sigmoid_backward", "silu_backward", "gelu_forward", "gelu_backward",
+           "gelu_tanh_forward", "gelu_tanh_backward",
+           "EXP_ULPS_F32", "EXP_ULPS_F64", "EXPM1_ULPS_F32", "EXPM1_ULPS_F64", "ERF_ULPS_F32",
+           "ERF_ULPS_F64", "TANH_ULPS_F32", "TANH_ULPS_F64"]
 
 # -fno-trapping-math lets the compiler vectorize the exponential's clamps (selects); the kernels
 # never read floating-point exception flags. -fopenmp-simd honours the `omp simd` reductions
@@ -63,10 +84,23 @@ EXP_ULPS_F32 = 1.0
 EXP_ULPS_F64 = 1.0
 EXPM1_ULPS_F32 = 0.9
 EXPM1_ULPS_F64 = 1.2
+# erf (tests/nn/test_native_activations.py): measured 1.318 ulp (float32, against the float64 erf,
+# 4 million arguments in [−4.5, 4.5]; the worst just above 0.9375, from the rounding of the exponent
+# L − x²) and 1.009 ulp (float64, against a 80-bit mpmath erf, 100 thousand arguments)
+ERF_ULPS_F32 = 1.4
+ERF_ULPS_F64 = 1.1
+# GELU (tanh)'s tanh: −m/(2 + m), m = e^(−2|w|) − 1, below |w| = 0.55 (m's error, ≤ 1.2 ulp, amplified
+# by 2/(2 + m) ∈ [1, 1.5]), 1 − 2e/(1 + e), e = e^(−2|w|), above: measured 2.211 ulp (float32, 5 million
+# arguments, against numpy's float64 tanh) and 2.003 ulp (float64, 10 thousand, against mpmath), the
+# worst at the switch; near tanh = ±1 it is about 1 ulp
+TANH_ULPS_F32 = 2.3
+TANH_ULPS_F64 = 2.3
 
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _KERNELS = ("softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
-            "elu_forward", "elu_backward", "exp", "expm1_neg")
+            "elu_forward", "elu_backward", "tanh_backward", "sigmoid_backward", "silu_backward",
+            "gelu_forward", "gelu_backward", "gelu_tanh_forward", "gelu_tanh_backward", "exp", "expm1_neg", "erf",
+            "tanh")
 
 # kernel name -> {dtype: the ctypes function}, filled when the library loads (a dict lookup per call)
 _FUNCTIONS: dict[str, dict[torch.dtype, object]] = {name: {} for name in _KERNELS}
@@ -77,7 +111,13 @@ def _declare(lib: ctypes.CDLL) -> None:
     rows, rows_backward = [vp, vp, i64, i64, i32], [vp, vp, vp, i64, i64, i32]
     signatures = {"softmax_forward": rows, "softmax_backward": rows_backward, "log_softmax_forward": rows,
                   "log_softmax_backward": rows_backward, "elu_forward": [vp, vp, i64, dbl, dbl, i32],
-                  "elu_backward": [vp, vp, vp, i64, dbl, dbl, i32], "exp": [vp, vp, i64], "expm1_neg": [vp, vp, i64]}
+                  "elu_backward": [vp, vp, vp, i64, dbl, dbl, i32], "tanh_backward": [vp, vp, vp, i64, i32],
+                  "sigmoid_backward": [vp, vp, vp, i64, i32],
+                  "silu_backward": [vp, vp, vp, vp, i64, i32], "gelu_forward": [vp, vp, vp, i64, i32],
+                  "gelu_tanh_forward": [vp, vp, vp, i64, i32],
+                  "gelu_backward": [vp, vp, vp, vp, i64, i32],
+                  "gelu_tanh_backward": [vp, vp, vp, vp, i64, i32], "exp": [vp, vp, i64],
+                  "expm1_neg": [vp, vp, i64], "erf": [vp, vp, i64], "tanh": [vp, vp, i64]}
     for dtype, suffix in _SUFFIX.items():
         for name, argtypes in signatures.items():
             fn = getattr(lib, f"trainlab_{name}_{suffix}")
@@ -86,7 +126,7 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 
 LIBRARY = NativeLibrary(Path(__file__).with_name("native_softmax.c"), "softmax",
-                        "the fused softmax and ELU kernels", _declare, FLAGS)
+                        "the fused softmax, ELU and activation-backward kernels", _declare, FLAGS)
 _get_library = LIBRARY.get
 _STRIDED = torch.strided
 _PARALLEL_MIN = 32768  # the kernels split a tensor over threads from this many elements (PARALLEL_MIN)
@@ -188,11 +228,94 @@ def elu_backward(y: Tensor, g: Tensor, alpha: float, scale: float) -> Tensor:
     return dz
 
 
+_TANH_BACKWARD, _SIGMOID_BACKWARD = _FUNCTIONS["tanh_backward"], _FUNCTIONS["sigmoid_backward"]
+_GELU_BACKWARD, _GELU_TANH_BACKWARD = _FUNCTIONS["gelu_backward"], _FUNCTIONS["gelu_tanh_backward"]
+
+
+def tanh_backward(y: Tensor, g: Tensor) -> Tensor:
+    """dz = g − (g·y)·y elementwise, from the output ``y`` of tanh (:func:`elementwise_usable` must hold)."""
+    g = g.contiguous()
+    dz = torch.empty_like(y)
+    n = y.numel()
+    _TANH_BACKWARD[y.dtype](y.data_ptr(), g.data_ptr(), dz.data_ptr(), n, _threads(n))
+    return dz
+
+
+def sigmoid_backward(y: Tensor, g: Tensor) -> Tensor:
+    """dz = (y − y·y)·g elementwise, from the output ``y`` of σ (:func:`elementwise_usable` must hold)."""
+    g = g.contiguous()
+    dz = torch.empty_like(y)
+    n = y.numel()
+    _SIGMOID_BACKWARD[y.dtype](y.data_ptr(), g.data_ptr(), dz.data_ptr(), n, _threads(n))
+    return dz
+
+
+def silu_backward(s: Tensor, y: Tensor, g: Tensor) -> Tensor:
+    """dz = ((y − y·s) + s)·g elementwise from ``s`` = σ(z) and ``y`` = z·σ(z), both contiguous, of one
+    dtype."""
+    g = g.contiguous()
+    dz = torch.empty_like(s)
+    n = s.numel()
+    _FUNCTIONS["silu_backward"][s.dtype](s.data_ptr(), y.data_ptr(), g.data_ptr(), dz.data_ptr(), n, _threads(n))
+    return dz
+
+
+def gelu_forward(z: Tensor) -> tuple[Tensor, Tensor]:
+    """(y, Φ(z)): y = z·Φ(z), Φ(z) = ½(1 + erf(z/√2)) elementwise with the kernels' erf
+    (:func:`elementwise_usable` must hold); Φ(z) is for :func:`gelu_backward`."""
+    y, cdf = torch.empty_like(z), torch.empty_like(z)
+    n = z.numel()
+    _FUNCTIONS["gelu_forward"][z.dtype](z.data_ptr(), y.data_ptr(), cdf.data_ptr(), n, _threads(n))
+    return y, cdf
+
+
+def gelu_backward(z: Tensor, cdf: Tensor, g: Tensor) -> Tensor:
+    """dz = g·(Φ(z) + z·φ(z)) elementwise from ``z`` and ``cdf`` = Φ(z), both contiguous, of one dtype."""
+    g = g.contiguous()
+    dz = torch.empty_like(z)
+    n = z.numel()
+    _GELU_BACKWARD[z.dtype](z.data_ptr(), cdf.data_ptr(), g.data_ptr(), dz.data_ptr(), n, _threads(n))
+    return dz
+
+
+def gelu_tanh_forward(z: Tensor) -> tuple[Tensor, Tensor]:
+    """(y, t): y = ½z(1 + t), t = tanh(√(2/π)(z + 0.044715z³)) elementwise with the kernels' tanh
+    (:func:`elementwise_usable` must hold); t is for :func:`gelu_tanh_backward`."""
+    y, t = torch.empty_like(z), torch.empty_like(z)
+    n = z.numel()
+    _FUNCTIONS["gelu_tanh_forward"][z.dtype](z.data_ptr(), y.data_ptr(), t.data_ptr(), n, _threads(n))
+    return y, t
+
+
+def gelu_tanh_backward(z: Tensor, t: Tensor, g: Tensor) -> Tensor:
+    """dz = g·(½(1 + t) + ½z(1 − t²)·√(2/π)(1 + 3·0.044715z²)) elementwise from ``z`` and the saved
+    ``t`` = tanh(√(2/π)(z + 0.044715z³)), both contiguous, of one dtype."""
+    g = g.contiguous()
+    dz = torch.empty_like(z)
+    n = z.numel()
+    _GELU_TANH_BACKWARD[z.dtype](z.data_ptr(), t.data_ptr(), g.data_ptr(), dz.data_ptr(), n, _threads(n))
+    return dz
+
+
 def exp(x: Tensor) -> Tensor:
     """The kernels' e^x for x ≤ 0 (a positive x gives 1) elementwise, for tests of its error (``x``
     contiguous float32/float64 CPU)."""
     y = torch.empty_like(x)
     _FUNCTIONS["exp"][x.dtype](x.data_ptr(), y.data_ptr(), x.numel())
+    return y
+
+
+def erf(x: Tensor) -> Tensor:
+    """The GELU kernel's erf elementwise, for tests of its error."""
+    y = torch.empty_like(x)
+    _FUNCTIONS["erf"][x.dtype](x.data_ptr(), y.data_ptr(), x.numel())
+    return y
+
+
+def tanh(x: Tensor) -> Tensor:
+    """The GELU (tanh) kernel's tanh elementwise, for tests of its error."""
+    y = torch.empty_like(x)
+    _FUNCTIONS["tanh"][x.dtype](x.data_ptr(), y.data_ptr(), x.numel())
     return y
 
 
