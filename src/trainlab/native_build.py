@@ -137,3 +137,19 @@ class NativeLibrary:
     def reset(self) -> None:
         """Forget the loaded library (tests build it again under another environment)."""
         self._lib, self._problem, self._tried = None, None, False
+
+
+def build_all() -> dict[str, str | None]:
+    """Build (or find in the cache) every kernel library trainlab has; ``what → problem`` (``None``
+    where it works). ``python -m trainlab.native_build`` runs it, so a first training run does not
+    pay the builds."""
+    from trainlab.nn import native_layers, native_softmax
+    from trainlab.optim import native
+
+    libraries = [native.LIBRARY, native_softmax.LIBRARY, native_layers.NORM.library]
+    return {lib.what: lib.problem() for lib in libraries}
+
+
+if __name__ == "__main__":
+    for what, problem in build_all().items():
+        print(f"{what}: {problem or 'built'}")
