@@ -232,6 +232,62 @@ def test_batch_norm_kernels_in_float32_within_the_stated_bound(cls, torch_cls, s
         assert _ulps(getattr(ours, name), ref, float(ref.abs().max())) <= bound, name
 
 
+# torch's CPU lerp is one fused multiply-add per value where its kernels are vectorized (AVX2, AVX-512)
+_TORCH_LERP_FUSED = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+
+
+@pytest.mark.parametrize("momentum", [0.1, None, 0.7, 1.0], ids=lambda m: f"momentum={m}")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_batch_norm_running_estimates_in_the_kernel_are_torch_lerp(dtype, momentum, calls):
+    """Four training steps: the kernel's running estimates are, bit for bit (AVX2, AVX-512), torch's lerp of the
+    previous estimates to the kernel's own batch statistics (μ, σ²·c) with this step's momentum
+    (None: 1/t, the cumulative average; 0.7, 1.0: the lerp's other branch, from the batch end), so
+    they are the numbers of the foreach lerp they replace; num_batches_tracked counts as torch.nn's,
+    and the estimates follow torch.nn's within 1e-12 (float64) or, in float32, the largest of the
+    steps' forward bounds 4·(1 + κ) ε plus one ε for the lerp's own rounding (the lerp weighs the
+    steps' errors into a convex combination; measured at most 1.7 ε here)."""
+    ours, theirs = _bn_pair(tn.BatchNorm1d, nn.BatchNorm1d, 37, {"momentum": momentum}, dtype)
+    worst = 0.0
+    for step in range(4):
+        x, g = _data((13, 37), dtype, seed=20 + step)
+        before = [ours.running_mean.clone(), ours.running_var.clone()]
+        _, saved = _run(ours, x, g)
+        stats = saved[3]  # μ, σ²·c, 1/√(σ² + ε)
+        m = 1.0 / (step + 1) if momentum is None else momentum
+        torch._foreach_lerp_(before, [stats[0], stats[1]], m)
+        if _TORCH_LERP_FUSED:
+            assert torch.equal(ours.running_mean, before[0]) and torch.equal(ours.running_var, before[1])
+        else:  # torch's unvectorized lerp rounds w·(b − a) before the addition: one rounding apart
+            for a, b in ((ours.running_mean, before[0]), (ours.running_var, before[1])):
+                assert bool(((a - b).abs() <= torch.finfo(dtype).eps * b.abs()).all())
+        _run(theirs, x, g)
+        if dtype == torch.float32:
+            worst = max(worst, _bound_and_scales(x, g, ours.weight, ours.bias, (0,), ours.eps, (1, -1))[0])
+        assert int(ours.num_batches_tracked) == int(theirs.num_batches_tracked) == step + 1
+        for name in ("running_mean", "running_var"):
+            a, b = getattr(ours, name), getattr(theirs, name)
+            if dtype == torch.float64:
+                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+            else:
+                assert _ulps(a, b, float(b.abs().max())) <= worst + 1, (name, step)
+    assert calls["batch_norm_forward"] == 4
+
+
+def test_batch_norm_running_estimates_of_another_dtype_follow_the_kernel():
+    """float32 estimates under a float64 input are not the kernel's type: the foreach lerp after
+    the kernel updates them, as the readable form does."""
+    ours = _set_params(tn.BatchNorm1d(5).double())
+    ours.running_mean, ours.running_var = ours.running_mean.float(), ours.running_var.float()
+    readable = _set_params(tn.BatchNorm1d(5).double())
+    readable.running_mean, readable.running_var = readable.running_mean.float(), readable.running_var.float()
+    x, g = _data((6, 5), torch.float64)
+    _run(ours, x, g)
+    _run(readable, x, g, readable=True)
+    for name in ("running_mean", "running_var"):
+        assert getattr(ours, name).dtype == torch.float32
+        torch.testing.assert_close(getattr(ours, name), getattr(readable, name), rtol=2 * EPS32, atol=2 * EPS32)
+
+
 @pytest.mark.parametrize("which", ["input", "parameters"])
 @pytest.mark.parametrize("layer", ["LayerNorm", "BatchNorm1d"])
 def test_only_the_wanted_gradients(layer, which, calls):

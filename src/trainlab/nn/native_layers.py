@@ -110,8 +110,10 @@ NORM = LayerKernels(
         "layer_norm_forward": ([_i64, _i64, _ptr, _ptr, _ptr, _dbl, _ptr, _ptr, _ptr, _i32], None),
         # R, D, g, x, μ, 1/√(σ² + ε), γ, ∂x, ∂γ, ∂β, threads → 0, or 1 when out of memory
         "layer_norm_backward": ([_i64, _i64, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _i32], _i32),
-        # N, C, S, x, γ, β, ε, c, y, μ, σ²·c (σ² biased), 1/√(σ² + ε), threads
-        "batch_norm_forward": ([_i64, _i64, _i64, _ptr, _ptr, _ptr, _dbl, _dbl, _ptr, _ptr, _ptr, _ptr, _i32], None),
+        # N, C, S, x, γ, β, ε, c, y, μ, σ²·c (σ² biased), 1/√(σ² + ε), running mean, running variance
+        # (both NULL: none updated), momentum m, threads
+        "batch_norm_forward": ([_i64, _i64, _i64, _ptr, _ptr, _ptr, _dbl, _dbl, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr,
+                                _dbl, _i32], None),
         # N, C, S, g, x, μ, 1/√(σ² + ε), γ, ∂x, ∂γ, ∂β, threads
         "batch_norm_backward": ([_i64, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _i32], None),
     })

@@ -10,6 +10,8 @@
  * μ and r are written out (the backward recomputes x̂ from them and x), and batch norm's σ²·c for
  * the running variance: c = n/(n − 1) or 1, the product rounded as torch rounds var·c (both
  * factors in the element type).
+ * With running_mean and running_var (else both NULL), batch norm's forward then updates them in
+ * place: running ← lerp(running, batch, m) for the momentum m, with PyTorch's lerp (see NAME(lerp)).
  * Backward with g = ∂L/∂y:
  *     layer norm  ĝ = g·γ,   ∂L/∂x = (ĝ − x̂·mean(ĝ·x̂) − mean(ĝ))·r        (means over the row)
  *                 ∂L/∂γ = Σ_rows g·x̂,   ∂L/∂β = Σ_rows g
@@ -73,16 +75,19 @@
 #define LANES 16
 
 #define T float
+#define FMA fmaf
 #define NAME(kernel) trainlab_##kernel##_f32
 #include __FILE__
 #undef T
+#undef FMA
 #undef NAME
 
 #define T double
+#define FMA fma
 #define NAME(kernel) trainlab_##kernel##_f64
 #include __FILE__
 
-int trainlab_native_norm_version(void) { return 1; }
+int trainlab_native_norm_version(void) { return 2; }
 
 #else  /* the kernels, for element type T */
 
@@ -332,13 +337,29 @@ INLINE void NAME(bn_forward_channels)(int64_t lo, int64_t hi, int64_t N, int64_t
 BN_FWD(0, 0) BN_FWD(0, 1) BN_FWD(1, 0) BN_FWD(1, 1)
 #undef BN_FWD
 
+/* lerp(a, b, w) = a + w·(b − a), as PyTorch's lerp computes it: for w < 1/2 from a, else from b as
+ * b − (1 − w)·(b − a), each a single fused multiply-add (PyTorch's vectorized CPU kernel; w − 1 is
+ * exact for w in [1/2, 1]) — so the running estimates are the numbers torch.lerp_ would write. */
+INLINE T NAME(lerp)(T a, T b, T w) {
+    const T d = b - a;
+    return w < (T)0.5 ? FMA(w, d, a) : FMA(w - (T)1, d, b);
+}
+
 void NAME(batch_norm_forward)(int64_t N, int64_t C, int64_t S, const T *x, const T *w, const T *b, double eps,
-                              double correction, T *y, T *mean, T *var, T *rstd, int nthreads) {
+                              double correction, T *y, T *mean, T *var, T *rstd, T *running_mean,
+                              T *running_var, double momentum, int nthreads) {
     void (*const channels)(int64_t, int64_t, int64_t, int64_t, int64_t, const T *, const T *, const T *, double,
                            T, T *, T *, T *, T *) =
         w ? (b ? NAME(bn_forward_11) : NAME(bn_forward_10)) : (b ? NAME(bn_forward_01) : NAME(bn_forward_00));
     const T c_ = (T)correction;
     PARTS(C, N * C * S, nthreads, channels(lo, hi, N, C, S, x, w, b, eps, c_, y, mean, var, rstd))
+    if (running_mean) {  /* running ← lerp(running, batch, m): the mean with μ, the variance with σ²·c */
+        const T m = (T)momentum;
+        for (int64_t c = 0; c < C; c++) {
+            running_mean[c] = NAME(lerp)(running_mean[c], mean[c], m);
+            running_var[c] = NAME(lerp)(running_var[c], var[c], m);
+        }
+    }
 }
 
 /* one value of a run of S: g and g·x̂ into lane l of pg, pgx */

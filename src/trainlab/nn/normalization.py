@@ -75,7 +75,8 @@ class _BatchNormTrain(torch.autograd.Function):
 
     For a contiguous float32/float64 CPU input each direction is one call of the fused C kernel
     (``native_norm.c``: the statistics summed in double, the forward saving μ, 1/√(σ² + ε) rather
-    than x̂, and σ²·c for the running variance); otherwise the torch ops below.
+    than x̂, and σ²·c for the running variance; running estimates of the input's dtype updated in
+    the same call, with PyTorch's lerp); otherwise the torch ops below.
     """
 
     @staticmethod
@@ -90,10 +91,14 @@ class _BatchNormTrain(torch.autograd.Function):
             y = torch.empty_like(x)
             stats = torch.empty(3, c, dtype=x.dtype)  # μ, σ²·c (for the running variance), 1/√(σ² + ε)
             at, step = stats.data_ptr(), c * x.element_size()
+            # the kernel lerps running estimates of x's dtype (torch.nn's numbers); others after it
+            in_kernel = running is not None and _usable(x, running[0], running[1])
             kernels.batch_norm_forward(*ctx.ncs, x.data_ptr(), _ptr(weight), _ptr(bias), eps,
                                        1.0 if running is None else running[3], y.data_ptr(), at, at + step,
-                                       at + 2 * step, torch.get_num_threads())
-            if running is not None:
+                                       at + 2 * step, *((running[0].data_ptr(), running[1].data_ptr(), running[2])
+                                                        if in_kernel else (None, None, 0.0)),
+                                       torch.get_num_threads())
+            if running is not None and not in_kernel:
                 _lerp_running(running, stats[0], stats[1])
             ctx.save_for_backward(x, weight, bias, stats)
             return y
