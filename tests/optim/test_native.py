@@ -179,3 +179,13 @@ def test_large_tensors_split_over_threads_give_the_same_numbers(cls, kwargs):
 def test_build_all_names_every_kernel_library():
     built = native_build.build_all()
     assert len(built) == 3 and all(v is None for v in built.values()), built
+
+
+def test_turned_off_follows_the_environment_at_once(monkeypatch):
+    monkeypatch.delenv("TRAINLAB_NATIVE", raising=False)
+    assert native_build.turned_off() is False
+    for value, off in (("0", True), ("1", False), ("", False)):
+        monkeypatch.setenv("TRAINLAB_NATIVE", value)
+        assert native_build.turned_off() is off
+    monkeypatch.delenv("TRAINLAB_NATIVE")
+    assert native_build.turned_off() is False
