@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     parser.add_argument("--skip-fit", action="store_true", help="leave out the trainlab-fit column")
+    parser.add_argument("--batched-repeats", type=int, default=3,
+                        help="batched runs of the moons workload, spread over the others (the median counts)")
     parser.add_argument("--workload", choices=["moons", "cnn", "all"], default=None,
                         help="default: all (with --quick: moons, which needs no MNIST)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: where every column runs")
@@ -231,28 +233,52 @@ def _compare(args, tuned: bool) -> int:
           f"lrs {LRS}; torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
           f"malloc keeps freed memory: {tuned}")
 
-    plain_acc, t_plain, c_plain = timed(lambda: [plain_loop(c) for c in cfgs])
-    rows = [("plain PyTorch loop, one after another", t_plain, c_plain, plain_acc)]
+    # The columns are interleaved model by model (plain, fit, loop for model 1, then model 2, ...)
+    # and the batched run is repeated early, midway and late in that sequence (its median counts): on
+    # a machine whose speed drifts, columns run one after another would each see another speed.
+    columns = {"plain": plain_loop}
     if not args.skip_fit:
-        fit_acc, t_fit, c_fit = timed(lambda: [run_experiment(c, write=False, verbose=False).final["val_accuracy"]
-                                               for c in cfgs])
-        rows.append(("trainlab fit, one after another", t_fit, c_fit, fit_acc))
-        loop_acc, t_loop, c_loop = timed(lambda: [fit_loop_only(c) for c in cfgs])
-        rows.append(("fit loop only (torch model, SGD, loss)", t_loop, c_loop, loop_acc))
-    outcomes, t_batched, c_batched = timed(lambda: train_group(cfgs))
+        columns["fit"] = lambda c: run_experiment(c, write=False, verbose=False).final["val_accuracy"]
+        columns["loop"] = fit_loop_only
+    acc = {k: [] for k in columns}
+    wall = {k: 0.0 for k in columns}
+    cpu = {k: 0.0 for k in columns}
+    batched_runs, outcomes = [], None
+    repeats = 1 if args.quick else args.batched_repeats
+    checkpoints = {int((i + 0.5) * n / repeats) for i in range(repeats)}  # after the first model: warm
+    for i, c in enumerate(cfgs):
+        if i in checkpoints:
+            outcomes, t_b, c_b = timed(lambda: train_group(cfgs))
+            batched_runs.append((t_b, c_b))
+        for name, fn in columns.items():
+            a, t, cp = timed(lambda: fn(c))
+            acc[name].append(a)
+            wall[name] += t
+            cpu[name] += cp
     failed = [o for o in outcomes if o.error is not None]
     if failed:
         print(f"batched: {len(failed)} runs failed: {failed[0].error}", file=sys.stderr)
         return 1
+    t_batched = statistics.median(t for t, _ in batched_runs)
+    c_batched = statistics.median(c for _, c in batched_runs)
+    t_plain, c_plain, plain_acc = wall["plain"], cpu["plain"], acc["plain"]
+    rows = [("plain PyTorch loop, one after another", t_plain, c_plain, plain_acc)]
+    if not args.skip_fit:
+        t_fit, c_fit, fit_acc = wall["fit"], cpu["fit"], acc["fit"]
+        t_loop, c_loop, loop_acc = wall["loop"], cpu["loop"], acc["loop"]
+        rows.append(("trainlab fit, one after another", t_fit, c_fit, fit_acc))
+        rows.append(("fit loop only (torch model, SGD, loss)", t_loop, c_loop, loop_acc))
     batched_acc = [o.result.final["val_accuracy"] for o in outcomes]
     modes = sorted({o.info.get("mode", "alone") for o in outcomes})
-    rows.append((f"trainlab batched ({', '.join(modes)})", t_batched, c_batched, batched_acc))
+    rows.append((f"trainlab batched ({', '.join(modes)}), median of {len(batched_runs)}", t_batched, c_batched,
+                 batched_acc))
 
     print(f"{'':40s} {'wall s':>8s} {'CPU s':>8s} {'ms/model':>9s} {'mean val acc':>13s}")
     for name, t, c, acc in rows:
         print(f"{name:40s} {t:8.2f} {c:8.2f} {1000 * t / n:9.1f} {statistics.fmean(acc):13.4f}")
     print(f"speed-up batched vs plain loop: {t_plain / t_batched:.1f}x wall, {c_plain / c_batched:.1f}x CPU "
           "(goal >= 10x)")
+    print("batched runs' CPU s: " + ", ".join(f"{c:.2f}" for _, c in batched_runs))
     print(f"batched members: {outcomes[0].info.get('batched')}, peak memory "
           f"{outcomes[0].info.get('peak_memory_bytes', 0) / 2**20:.0f} MiB")
     ratio_line("sweep.moons32_batched_vs_plain", c_plain / c_batched, ">=", 10)

@@ -85,6 +85,7 @@ reported only when no optimizer or gradient problem explains the high error.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import math
@@ -856,11 +857,17 @@ _CONTEXT = {"history", "diagnostics", "baseline_loss", "start_loss", "stopped", 
             "val_loss_se", "epochs_planned", "recorded"}
 
 
+@functools.lru_cache(maxsize=None)
+def _parameter_names(fn) -> frozenset[str]:
+    # inspect.signature costs ~0.1 ms a call, and every run's diagnosis asks for a dozen
+    return frozenset(inspect.signature(fn).parameters)
+
+
 def threshold_names() -> list[str]:
     """The keyword arguments :func:`diagnose` accepts as thresholds."""
     names: set[str] = set()
     for fn in _threshold_funcs():
-        names |= {p for p in inspect.signature(fn).parameters if p not in _CONTEXT}
+        names |= {p for p in _parameter_names(fn) if p not in _CONTEXT}
     return sorted(names)
 
 
@@ -894,7 +901,7 @@ def diagnose(history=None, diagnostics=None, *, baseline_loss: float | None = No
         raise TypeError(f"unknown threshold(s): {', '.join(sorted(unknown))}; allowed: {', '.join(threshold_names())}")
 
     def pick(fn):
-        names = inspect.signature(fn).parameters
+        names = _parameter_names(fn)
         return {k: v for k, v in thresholds.items() if k in names}
 
     recs = _records(diagnostics)

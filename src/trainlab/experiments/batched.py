@@ -86,7 +86,7 @@ from trainlab.experiments.store import canonical_json
 from trainlab.losses import Loss
 from trainlab.nn.models import MLP, Block
 from trainlab.train.callbacks import History
-from trainlab.train.loop import NonFiniteLossError, default_device
+from trainlab.train.loop import NonFiniteLossError, default_device, manual_seed
 
 # stacked copies of the training data above this size are split into several batches
 MAX_STACKED_DATA_BYTES = 1 << 30
@@ -544,7 +544,7 @@ def prepare_member(cfg: Config, loaded: dict | None = None) -> Member:
             from trainlab.train.loop import GLOBAL_RNG_LOCK
 
             with GLOBAL_RNG_LOCK:
-                torch.manual_seed(cfg.seed)  # as build_training seeds before loading
+                manual_seed(cfg.seed)  # as build_training seeds before loading
                 before = torch.random.get_rng_state()
                 data = build_data(cfg)
                 if torch.equal(torch.random.get_rng_state(), before):
@@ -553,7 +553,7 @@ def prepare_member(cfg: Config, loaded: dict | None = None) -> Member:
                     loaded[spec], data = True, None
     data, loss, model, optimizer = build_training(cfg, device, data)
     loss.check_pairing(model)
-    torch.manual_seed(cfg.seed)  # as fit does before training (leaves the global RNG where a solo run has it)
+    manual_seed(cfg.seed)  # as fit does before training (leaves the global RNG where a solo run has it)
     generator = torch.Generator()
     generator.manual_seed(cfg.seed)
     data = Splits(*(d.to(device) if d is not None else None
