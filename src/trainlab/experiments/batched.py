@@ -1332,17 +1332,11 @@ class _BatchNormBatched(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g, *_):
+        from trainlab.nn.normalization import batch_norm_backward_ops
+
         weight, x_hat, inv_std = ctx.saved_tensors
-        dims, shape, n = ctx.dims, ctx.shape, ctx.n
-        sum_g = g.sum(dims, keepdim=True)                                  # ∂L/∂β
-        sum_gx = (g * x_hat).sum(dims, keepdim=True)                       # ∂L/∂γ
-        dx = None
-        if ctx.needs_input_grad[0]:
-            scale = inv_std if weight is None else inv_std * weight.view(shape)   # s = γ/√(σ² + ε)
-            dx = torch.addcmul(sum_g.mul(scale).mul_(-1.0 / n), g, scale)     # s·g − s·Σg/n
-            dx = dx.addcmul(x_hat, scale.mul(sum_gx), value=-1.0 / n)         #  − x̂·s·Σg·x̂/n
-        dw = sum_gx.view(-1) if weight is not None and ctx.needs_input_grad[1] else None
-        db = sum_g.view(-1) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        dx, dw, db = batch_norm_backward_ops(g, x_hat, inv_std, weight, ctx.has_bias, ctx.dims, ctx.shape, ctx.n,
+                                             ctx.needs_input_grad)
         return dx, dw, db, None, None, None
 
 

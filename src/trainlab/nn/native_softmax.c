@@ -273,39 +273,21 @@ INLINE double erf_f64(double x) {
 #define LOG log
 #include __FILE__
 
-/* the exponentials on their own (x ≤ 0), for the tests' error sweep */
-void trainlab_exp_f32(const float *restrict x, float *restrict y, int64_t n) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; i++) y[i] = exp_f32(x[i]);
-}
-void trainlab_exp_f64(const double *restrict x, double *restrict y, int64_t n) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; i++) y[i] = exp_f64(x[i]);
-}
-void trainlab_expm1_neg_f32(const float *restrict x, float *restrict y, int64_t n) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; i++) y[i] = expm1_neg_f32(x[i]);
-}
-void trainlab_expm1_neg_f64(const double *restrict x, double *restrict y, int64_t n) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; i++) y[i] = expm1_neg_f64(x[i]);
-}
-void trainlab_tanh_f32(const float *restrict x, float *restrict y, int64_t n) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; i++) y[i] = tanh_f32(x[i]);
-}
-void trainlab_tanh_f64(const double *restrict x, double *restrict y, int64_t n) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; i++) y[i] = tanh_f64(x[i]);
-}
-void trainlab_erf_f32(const float *restrict x, float *restrict y, int64_t n) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; i++) y[i] = erf_f32(x[i]);
-}
-void trainlab_erf_f64(const double *restrict x, double *restrict y, int64_t n) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; i++) y[i] = erf_f64(x[i]);
-}
+/* the elementary functions on their own (exp and expm1 for x ≤ 0), for the tests' error sweeps */
+#define ELEMENTWISE(fn, T)                                                           \
+    void trainlab_##fn(const T *restrict x, T *restrict y, int64_t n) {              \
+        _Pragma("omp simd")                                                          \
+        for (int64_t i = 0; i < n; i++) y[i] = fn(x[i]);                             \
+    }
+ELEMENTWISE(exp_f32, float)
+ELEMENTWISE(exp_f64, double)
+ELEMENTWISE(expm1_neg_f32, float)
+ELEMENTWISE(expm1_neg_f64, double)
+ELEMENTWISE(tanh_f32, float)
+ELEMENTWISE(tanh_f64, double)
+ELEMENTWISE(erf_f32, float)
+ELEMENTWISE(erf_f64, double)
+#undef ELEMENTWISE
 
 int trainlab_native_softmax_version(void) { return 2; }
 

@@ -134,16 +134,27 @@ class _BatchNormTrain(torch.autograd.Function):
                                             _ptr(weight), _ptr(dx), _ptr(dw), _ptr(db), torch.get_num_threads())
             return dx, dw, db, None, None, None, None
         x_hat, inv_std = saved
-        sum_g = g.sum(dims, keepdim=True)                     # ∂L/∂β
-        sum_gx = (g * x_hat).sum(dims, keepdim=True)          # ∂L/∂γ
-        dx = None
-        if ctx.needs_input_grad[0]:
-            scale = inv_std if weight is None else inv_std * weight.view(shape)   # s = γ/√(σ² + ε)
-            dx = torch.addcmul(sum_g.mul(scale).mul_(-1.0 / n), g, scale)     # s·g − s·Σg/n
-            dx.addcmul_(x_hat, scale.mul(sum_gx), value=-1.0 / n)             #  − x̂·s·Σg·x̂/n
-        dw = sum_gx.view(-1) if weight is not None and ctx.needs_input_grad[1] else None
-        db = sum_g.view(-1) if bias is not None and ctx.needs_input_grad[2] else None
+        dx, dw, db = batch_norm_backward_ops(g, x_hat, inv_std, weight, bias is not None, dims, shape, n,
+                                             ctx.needs_input_grad)
         return dx, dw, db, None, None, None, None
+
+
+def batch_norm_backward_ops(g: Tensor, x_hat: Tensor, inv_std: Tensor, weight: Tensor | None, has_bias: bool,
+                            dims, shape, n: int, needs) -> tuple:
+    """Training-mode batch norm's closed-form backward in torch ops (``(∂L/∂x, ∂L/∂γ, ∂L/∂β)``, each
+    ``None`` unless ``needs`` asks for it), out of place so that ``vmap`` can batch it too:
+        ∂L/∂β = Σ g,  ∂L/∂γ = Σ g·x̂,  ∂L/∂x = s·g − s·Σg/n − x̂·s·Σg·x̂/n,  s = γ/√(σ² + ε)
+    with the sums over ``dims`` (every axis but the channels') and γ, β viewed to ``shape``."""
+    sum_g = g.sum(dims, keepdim=True)                     # ∂L/∂β
+    sum_gx = (g * x_hat).sum(dims, keepdim=True)          # ∂L/∂γ
+    dx = None
+    if needs[0]:
+        scale = inv_std if weight is None else inv_std * weight.view(shape)   # s = γ/√(σ² + ε)
+        dx = torch.addcmul(sum_g.mul(scale).mul_(-1.0 / n), g, scale)     # s·g − s·Σg/n
+        dx = dx.addcmul(x_hat, scale.mul(sum_gx), value=-1.0 / n)         #  − x̂·s·Σg·x̂/n
+    dw = sum_gx.view(-1) if weight is not None and needs[1] else None
+    db = sum_g.view(-1) if has_bias and needs[2] else None
+    return dx, dw, db
 
 
 def _lerp_running(running: tuple, mu: Tensor, batch_var: Tensor) -> None:
