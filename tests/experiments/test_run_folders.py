@@ -399,3 +399,23 @@ def test_a_resumed_run_reaches_the_store_and_may_be_extended(tmp_path, popen, cl
     assert len(json.loads((tmp_path / "r" / "metrics.json").read_text())["history"]) == 42
     res = cli("run", "--resume", "r", "--epochs", "10", "-q")
     assert res.returncode == 2 and "train.epochs: 42 → 10" in res.stderr
+
+
+def test_ctrl_c_right_after_the_config_is_written_names_the_folder(tmp_path, monkeypatch):
+    """A SIGINT between the folder's config.yaml and the start of training (once a race of the
+    CLI's Ctrl-C test) still reports the folder, as not resumable."""
+    from trainlab.experiments.config import parse_config
+
+    written = runner_module.atomic_write_bytes
+
+    def write_then_interrupt(path, data):
+        written(path, data)
+        if Path(path).name == "config.yaml":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner_module, "atomic_write_bytes", write_then_interrupt)
+    cfg = parse_config({"name": "ctrl-c", "data": {"name": "moons", "n_samples": 100}, "train": {"epochs": 1}})
+    with pytest.raises(runner_module.RunInterrupted) as caught:
+        runner_module.run_experiment(cfg, run_dir=tmp_path / "run", verbose=False, store=False)
+    assert caught.value.run_dir == tmp_path / "run" and caught.value.resumable is False
+    assert (tmp_path / "run" / "config.yaml").is_file()

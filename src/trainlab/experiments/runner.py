@@ -476,26 +476,31 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
 
     run_path = None
     existed = run_dir is not None and Path(run_dir).exists()  # a failure on many ranks removes only what it made
-    if write:
-        if run_dir is None:
-            run_path = default_run_dir(cfg)
-        elif overwrite is None:
-            run_path = Path(run_dir)
-            run_path.mkdir(parents=True, exist_ok=True)
-        else:
-            run_path = claim_out_dir(run_dir, overwrite)
-        atomic_write_bytes(run_path / "config.yaml", cfg.to_yaml().encode())
-    elif run_dir is not None:
-        run_path = Path(run_dir)
-    if group is not None and has_folder:  # the folder rank 0 chose, on every rank
-        chosen = group.broadcast(None if run_path is None else str(run_path))
-        run_path = None if chosen is None else Path(chosen)
-
     recording = None
-    if store not in (None, False) and write:
-        from trainlab.experiments.store import RunRecording
-        recording = RunRecording(None if store is True else store, cfg.to_dict(), run_path,
-                                 resume=resume_from is not None, replace=bool(overwrite))
+    try:
+        if write:
+            if run_dir is None:
+                run_path = default_run_dir(cfg)
+            elif overwrite is None:
+                run_path = Path(run_dir)
+                run_path.mkdir(parents=True, exist_ok=True)
+            else:
+                run_path = claim_out_dir(run_dir, overwrite)
+            atomic_write_bytes(run_path / "config.yaml", cfg.to_yaml().encode())
+        elif run_dir is not None:
+            run_path = Path(run_dir)
+        if group is not None and has_folder:  # the folder rank 0 chose, on every rank
+            chosen = group.broadcast(None if run_path is None else str(run_path))
+            run_path = None if chosen is None else Path(chosen)
+        if store not in (None, False) and write:
+            from trainlab.experiments.store import RunRecording
+            recording = RunRecording(None if store is True else store, cfg.to_dict(), run_path,
+                                     resume=resume_from is not None, replace=bool(overwrite))
+    except KeyboardInterrupt:
+        # Ctrl-C once the folder exists but before training began: say which folder (not resumable)
+        if write and run_path is not None and resume_from is None:
+            raise RunInterrupted(run_path, resumable=False) from None
+        raise
     run_callbacks: list = []
     try:
         run_callbacks = build_callbacks(cfg, run_path) + list(callbacks)
