@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from trainlab.diagnostics.layers import weight_layers
+from trainlab.train.rng import preserved_rng
 
 
 def weight_stats(model: nn.Module, *, tol: float = 1e-3) -> dict[str, dict[str, float]]:
@@ -77,7 +78,7 @@ def probe_gradients(model: nn.Module, x: Tensor, y: Tensor, loss_fn) -> tuple[fl
         for p in params:
             p.grad = None
         model.eval()
-        with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        with preserved_rng(), torch.enable_grad():
             loss = loss_fn(model(x), y)
             loss.backward()
         return float(loss.detach()), grad_norms(model)

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from trainlab.diagnostics.layers import BOUNDS, activation_layers, weight_layers
+from trainlab.train.rng import preserved_rng
 
 
 def _units_first(a: Tensor) -> Tensor:
@@ -130,7 +131,7 @@ def activation_stats(model: nn.Module, x: Tensor, *, saturation_tol: float = 0.0
     was_training = model.training
     model.eval()
     try:
-        with torch.random.fork_rng(devices=[]), ActivationProbe(model, saturation_tol) as probe:
+        with preserved_rng(), ActivationProbe(model, saturation_tol) as probe:
             model(x)
     finally:
         model.train(was_training)
@@ -212,7 +213,7 @@ def reactivate_dead_units(model: nn.Module, x: Tensor, *, mode: str = "reinit", 
     was_training = model.training
     model.eval()
     try:
-        with torch.random.fork_rng(devices=[]), ActivationProbe(model) as probe:
+        with preserved_rng(), ActivationProbe(model) as probe:
             model(x)
     finally:
         model.train(was_training)

@@ -10,6 +10,7 @@ from trainlab.diagnostics.layers import weight_layers
 from trainlab.diagnostics.neurons import ActivationProbe
 from trainlab.diagnostics.spectra import marchenko_pastur_fit
 from trainlab.train.callbacks import Callback, Logs
+from trainlab.train.rng import preserved_rng
 
 
 VAL_SPREAD_SAMPLES = 2048  # enough for the spread of per-sample losses to 2-3 %; keeps the cost flat
@@ -29,7 +30,7 @@ def per_sample_spread(model, data: Dataset, loss_fn, max_samples: int = VAL_SPRE
     was_training = model.training
     model.eval()
     try:
-        with torch.random.fork_rng(devices=[]):
+        with preserved_rng():
             z = model(x)
             losses = vmap(lambda zi, yi: loss_fn(zi.unsqueeze(0), yi.unsqueeze(0)))(z, y).double()
     except Exception:  # a loss that is not a mean of per-sample terms (or not vmap-able): no spread

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from trainlab.train.callbacks import History
+from trainlab.train.rng import manual_seed, preserved_rng
 
 
 class RunLoadError(ValueError):
@@ -78,8 +79,8 @@ class LoadedRun:
         """The run's data splits (``.train``, ``.val``, ``.test``), built again from the config as the run built them."""
         from trainlab.experiments.runner import build_data
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.config.seed)
+        with preserved_rng():
+            manual_seed(self.config.seed)
             return build_data(self.config)
 
     def example_input(self, n: int = 2) -> Tensor:
@@ -134,8 +135,8 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu", data=No
         cfg = parse_config(on_this_machine(load_yaml(run_dir / "config.yaml"))[0])
     except ConfigError as err:
         raise RunLoadError(f"{run_dir / 'config.yaml'} is not a valid config: {err}") from None
-    with torch.random.fork_rng(devices=[]):  # building data and model draws; the caller's RNG stays put
-        torch.manual_seed(cfg.seed)
+    with preserved_rng():  # building data and model draws; the caller's RNG stays put
+        manual_seed(cfg.seed)
         if data is None:
             data = build_data(cfg)
         train = data.train if isinstance(data, Splits) else data

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from trainlab.train.checkpoint import atomic_write_bytes
+from trainlab.train.rng import preserved_rng
 
 
 @dataclass
@@ -202,8 +203,6 @@ def report(history, path: str | Path, *, model=None, train=None, val=None, loss=
     """
     import tempfile
 
-    import torch
-
     from trainlab.losses import Loss, resolve_loss
     from trainlab.train.callbacks import LearningRateScheduler
     from trainlab.train.loop import evaluate
@@ -235,7 +234,7 @@ def report(history, path: str | Path, *, model=None, train=None, val=None, loss=
         n_params = sum(p.numel() for p in model.parameters())
         text.append(f"{type(model).__name__} with {n_params:,} parameters"
                     + (f", {getattr(loss, 'name', '')} loss." if isinstance(loss, Loss) else "."))
-    with tempfile.TemporaryDirectory() as tmp, torch.random.fork_rng(devices=[]):
+    with tempfile.TemporaryDirectory() as tmp, preserved_rng():
         sections = [Section("Final numbers", text=text, table=(("metric", "value"), rows)),
                     *training_sections(records, Path(tmp), title=title, stops=stops, scheduled=scheduled,
                                        epochs_planned=getattr(loop, "epochs", None)),

@@ -36,7 +36,8 @@ from trainlab.experiments.report import (Section, early_stops, epoch_records, hi
 from trainlab.losses import Loss
 from trainlab.train.callbacks import Callback, History
 from trainlab.train.checkpoint import atomic_write_bytes, atomic_write_json, save_weights
-from trainlab.train.loop import GLOBAL_RNG_LOCK, NonFiniteLossError, default_device, evaluate, fit, manual_seed
+from trainlab.train.loop import NonFiniteLossError, default_device, evaluate, fit
+from trainlab.train.rng import GLOBAL_RNG_LOCK, manual_seed
 
 
 @dataclass

@@ -13,6 +13,12 @@ Live changes (applied between two steps, weights kept): the learning rate (the o
 is kept), the optimizer, its options and the regularization (the optimizer is rebuilt: its state
 restarts), the schedule, the batch size (from the next epoch), the epochs and label smoothing.
 Any other setting (data, features, layers, initialization, loss, seed) rebuilds the run.
+
+Race mode trains two live runs in two threads of one process, and torch's global RNG is one per
+process: each run holds it (:data:`~trainlab.train.rng.GLOBAL_RNG_LOCK`) from the start of its
+build to its first frame, and again through each step with its own generator state swapped in.
+So neither run's draws land inside the other's build (both start from the same weights) and each
+run draws what it would draw alone (dropout masks included): what ``trainlab run`` draws.
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ from trainlab.experiments import catalog
 from trainlab.experiments.config import ConfigError, parse_config
 from trainlab.train.callbacks import Callback, History
 from trainlab.train.loop import NonFiniteLossError, evaluate, fit
+from trainlab.train.rng import GLOBAL_RNG_LOCK
 
 #: the largest network the page accepts: hidden layers, units per layer (the frame rate falls
 #: with the number of units drawn; at these bounds a frame still takes a few milliseconds)
@@ -329,6 +336,8 @@ class LiveRun:
         self.tasks: list[Callable[[], None]] = []
         self.last_frame: dict | None = None
         self.step_count = 0
+        self.rng_state: Tensor | None = None  # this run's global-RNG state between its steps
+        self._rng_held = False
 
     # ---- commands (called from the server's threads) ----------------------------------------
 
@@ -449,7 +458,30 @@ class LiveRun:
 
     # ---- the worker -------------------------------------------------------------------------
 
+    def _take_rng(self) -> None:
+        """Hold the global RNG (a step, or the build up to the first frame), with this run's state in it."""
+        GLOBAL_RNG_LOCK.acquire()
+        self._rng_held = True
+        if self.rng_state is not None:
+            torch.set_rng_state(self.rng_state)
+
+    def _give_rng(self) -> None:
+        """Keep this run's state and let the other run (race mode) draw."""
+        if self._rng_held:
+            self.rng_state = torch.get_rng_state()
+            self._rng_held = False
+            GLOBAL_RNG_LOCK.release()
+
     def _work(self, cfg, ready: threading.Event) -> None:
+        self.rng_state = None
+        self._take_rng()  # given back by _Watch.on_train_begin, or below when the run ends first
+        try:
+            self._build_and_train(cfg, ready)
+        finally:
+            self._give_rng()
+            ready.set()
+
+    def _build_and_train(self, cfg, ready: threading.Event) -> None:
         from trainlab.diagnostics import DiagnosticsRecorder
         from trainlab.experiments.runner import _batches_per_epoch, build_data, build_training
 
@@ -782,17 +814,20 @@ class _Watch(Callback):
 
     def on_train_begin(self, logs):
         self.s.single = False
+        self.s._give_rng()  # built, seeded and recorded at initialization: the other run may draw
         self.s._publish(force=True)
 
     def on_batch_begin(self, batch, logs):
         s = self.s
         s.single = False
         s._gate()
+        s._take_rng()
         if self._measure:  # the update-to-weight ratio of this one step
             self._before = [_layer_weight(l).clone() for l in _layers(s.model)]
 
     def on_batch_end(self, batch, logs):
         s = self.s
+        s._give_rng()
         s.step_count += 1
         if self._before is not None:
             self.ratios = [_finite((_layer_weight(l) - w0).norm() / w0.norm().clamp_min(1e-12))

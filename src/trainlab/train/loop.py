@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import threading
 import time
 from typing import Iterable
 
@@ -30,35 +29,8 @@ from trainlab.data.batches import Batches
 from trainlab.data.dataset import Dataset, as_dataset
 from trainlab.losses import Loss, resolve_loss
 from trainlab.train.callbacks import Callback, CallbackList, History, ProgressLogger
+from trainlab.train.rng import GLOBAL_RNG_LOCK, manual_seed
 
-
-# the global RNG is one per process: whatever seeds it and then draws from it in sequence (a
-# run's build, fit's seeding) holds this lock, so threads of one process (the playground's race
-# mode builds and starts two runs side by side) cannot land a seed in the middle of another's draws
-GLOBAL_RNG_LOCK = threading.RLock()
-
-
-def manual_seed(seed: int) -> None:
-    """``torch.manual_seed(seed)``, without its cost where no accelerator exists.
-
-    ``torch.manual_seed`` also queues a seed for each accelerator backend that is not initialized
-    yet (CUDA, XPU, MTIA), recording a stack trace for each: ~0.6 ms a call, more than a whole
-    small training epoch. Where none of them is available, seeding the CPU generator is all it
-    does to any generator; where one is, this is ``torch.manual_seed`` itself.
-    """
-    if torch.cuda.is_available() or _other_accelerator():
-        torch.manual_seed(seed)
-    else:
-        torch.default_generator.manual_seed(seed)
-
-
-def _other_accelerator() -> bool:
-    for name in ("xpu", "mtia", "mps"):
-        backend = getattr(torch, name, None)
-        available = getattr(backend, "is_available", None)
-        if available is not None and available():
-            return True
-    return False
 
 # on the CPU a step's loss is read (and checked) at once; False keeps it on the device until the
 # epoch ends, as on a GPU (the tests run that path on the CPU this way)

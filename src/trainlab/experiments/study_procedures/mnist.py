@@ -1,7 +1,6 @@
 """MNIST to 99 %: the notes' recipe for an MLP (with a 3-model ensemble) and a small CNN (notes 002)."""
 from __future__ import annotations
 
-import math
 import time
 
 import torch
