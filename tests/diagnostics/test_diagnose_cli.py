@@ -27,6 +27,18 @@ def test_a_run_folder_has_verdicts_and_diagnose_recomputes_them(cli, tmp_path):
     assert html.index("Primary: ") < html.index("Final numbers")
 
 
+def test_a_finished_run_ends_its_output_with_the_primary_verdict_and_its_fix(cli, tmp_path):
+    res = cli("run", "--out", "slow", "--lr", "0.00001", "--epochs", "3", "--no-store")
+    assert res.returncode == 0, res.stderr
+    written = json.loads((tmp_path / "slow" / "verdicts.json").read_text())
+    primary = written["verdicts"][0]
+    assert primary["kind"] == "lr_too_low"
+    lines = res.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("verdict:"))
+    assert lines[at] == f"verdict:    lr_too_low (warning): {primary['message']}"
+    assert lines[at + 1] == f"fix:        {primary['fix']}"
+
+
 def test_a_run_that_stops_on_nan_still_writes_its_folder_and_verdicts(cli, tmp_path):
     res = cli("run", "--out", "nan", "--optimizer", "sgd", "--lr", "1e6", *FAST)
     assert res.returncode == 1
