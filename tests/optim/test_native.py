@@ -189,3 +189,25 @@ def test_turned_off_follows_the_environment_at_once(monkeypatch):
         assert native_build.turned_off() is off
     monkeypatch.delenv("TRAINLAB_NATIVE")
     assert native_build.turned_off() is False
+
+
+def test_a_compiler_that_rejects_the_cpus_own_flags_builds_without_them(tmp_path, monkeypatch):
+    import ctypes
+    import shutil
+
+    real = native_build.compiler()
+    if real is None:
+        pytest.skip("no C compiler")
+    cc = tmp_path / "picky-cc"  # rejects -march=native and -mprefer-vector-width=512, as some compilers do
+    cc.write_text("#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in -march=native|-mprefer-vector-width=*) "
+                  "echo \"picky-cc: unknown option $a\" >&2; exit 1;; esac; done\n"
+                  f"exec {shutil.which(real) or real} \"$@\"\n")
+    cc.chmod(0o755)
+    source = tmp_path / "twice.c"
+    source.write_text("double trainlab_twice(double x) { return 2 * x; }\n")
+    monkeypatch.setenv("TRAINLAB_CACHE_DIR", str(tmp_path / "cache"))
+    lib = native_build.NativeLibrary(source, "twice", "a test kernel", lambda lib: None,
+                                     ["-O2", *sorted(native_build.CPU_FLAGS)])
+    built = ctypes.CDLL(str(lib.build(str(cc))))
+    built.trainlab_twice.restype, built.trainlab_twice.argtypes = ctypes.c_double, [ctypes.c_double]
+    assert built.trainlab_twice(1.5) == 3.0
