@@ -16,7 +16,8 @@ def test_defaults_resolve():
 
 
 def test_unknown_keys_are_rejected_with_their_path():
-    assert "train.batchsize: unknown field" in _err({"train": {"batchsize": 3}})
+    assert "train.batchsize: unknown field; did you mean 'batch_size'? (else remove it)" in _err({"train": {"batchsize": 3}})
+    assert "optimzer: unknown field; did you mean 'optimizer'?" in _err({"optimzer": {"name": "adam"}})
     assert "colour: unknown field" in _err({"colour": "red"})
 
 

@@ -112,7 +112,7 @@ def test_every_point_is_validated_and_errors_name_the_field():
                                                                                             "samples": 2}))
     with pytest.raises(SweepError, match="sweep.samples"):
         expand_sweep(sweep(sweep={"samples": 3}))
-    with pytest.raises(SweepError, match="sweep.metod: unknown field"):
+    with pytest.raises(SweepError, match="sweep.metod: unknown field; did you mean 'method'"):
         expand_sweep(sweep(sweep={"metod": "grid"}))
     with pytest.raises(SweepError, match="seeds .* or repeats"):
         expand_sweep(sweep(sweep={"seeds": [0], "repeats": 2}))

@@ -465,6 +465,36 @@ def join_problems(problems: list[str], title: str = "invalid config") -> str:
     return f"{title}: " + " | ".join(shown) + more
 
 
+def _model_in(annotation) -> type[BaseModel] | None:
+    """The pydantic model a field's annotation holds (through Optional, unions, lists), or None."""
+    todo = [annotation]
+    while todo:
+        a = todo.pop(0)
+        if isinstance(a, type) and issubclass(a, BaseModel):
+            return a
+        todo.extend(typing.get_args(a))
+    return None
+
+
+def unknown_field(model: type[BaseModel], loc: tuple) -> str:
+    """The message for an unknown key at ``loc`` under ``model``: the closest field name the mapping
+    there has ("did you mean 'batch_size'?"), or to remove it."""
+    import difflib
+
+    cls: type[BaseModel] | None = model
+    for part in loc[:-1]:
+        if isinstance(part, int):  # an item of a list: the model is the list's item model already
+            continue
+        field = cls.model_fields.get(str(part)) if cls is not None else None
+        cls = _model_in(field.annotation) if field is not None else None
+    if cls is not None and loc:
+        names = [*cls.model_fields, *(f.alias for f in cls.model_fields.values() if f.alias)]
+        close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.7)
+        if close:
+            return f"unknown field; did you mean {close[0]!r}? (else remove it)"
+    return "unknown field; remove it or check its spelling"
+
+
 def _format_errors(err: ValidationError) -> str:
     problems = []
     for e in err.errors():
@@ -474,7 +504,7 @@ def _format_errors(err: ValidationError) -> str:
             key, msg = msg[1:].split("@", 1)
             path = f"{path}.{key}" if path else key
         if e["type"] == "extra_forbidden":
-            msg = "unknown field; remove it or check its spelling"
+            msg = unknown_field(Config, tuple(p for p in e["loc"] if not str(p).startswith("function-after")))
         if (e["type"] in ("literal_error", "greater_than_equal", "greater_than", "less_than_equal", "less_than")
                 or e["type"].endswith("_parsing") or e["type"].endswith("_type")
                 or e["type"].endswith("fractional_part")):

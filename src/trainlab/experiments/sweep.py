@@ -73,7 +73,7 @@ from typing import Any, Callable, Literal, Sequence
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trainlab.experiments import catalog
-from trainlab.experiments.config import Config, ConfigError, apply_overrides, load_yaml, parse_config
+from trainlab.experiments.config import Config, ConfigError, apply_overrides, load_yaml, parse_config, unknown_field
 from trainlab.experiments.store import canonical_json, config_hash
 
 MARKERS = ("grid", "choice", "uniform", "loguniform", "int")
@@ -481,7 +481,7 @@ def expand_sweep(data: dict, overrides: Sequence[str] = (), *, dropped: list | N
         lines = []
         for e in err.errors():
             where = ".".join(["sweep", *(str(p) for p in e["loc"])])
-            msg = "unknown field; remove it or check its spelling" if e["type"] == "extra_forbidden" else \
+            msg = unknown_field(SweepSpec, tuple(e["loc"])) if e["type"] == "extra_forbidden" else \
                 e["msg"].removeprefix("Value error, ")
             if msg.startswith("@"):
                 key, msg = msg[1:].split("@", 1)
