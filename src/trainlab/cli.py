@@ -801,6 +801,9 @@ def run_command(args) -> int:
     With ``--debug`` the traceback is printed before the line. Anything :func:`describe_failure`
     does not know is a bug and keeps its traceback.
     """
+    from trainlab import _startup
+
+    _startup.install()  # torch's compiler is imported only if something compiles (~1.3 s saved)
     try:
         status = args.func(args)
         sys.stdout.flush()  # a closed pipe fails here, inside the handler, not at interpreter exit

@@ -841,7 +841,7 @@ def healthy_verdict(history, diagnostics=None) -> Verdict:
         ev["val_accuracy"] = vacc[-1]
     flow = " Gradients flow through every layer and no layer is mostly dead or saturated." if _records(diagnostics) else ""
     return Verdict("healthy", n,
-                   f"Healthy after {n} epochs: {', '.join(parts) or 'no curves recorded'}; the curves show neither "
+                   f"Healthy after {n} epoch{'' if n == 1 else 's'}: {', '.join(parts) or 'no curves recorded'}; the curves show neither "
                    f"over- nor underfitting beyond their noise.{flow}",
                    "Nothing to fix. To do better, try the notes' recipe: a larger model with regularization, "
                    "augmentation, and learning-rate annealing.", ev)
