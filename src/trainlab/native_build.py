@@ -84,7 +84,8 @@ class NativeLibrary:
         name: the prefix of the built file's name (``optim`` → ``optim-<key>.so``).
         what: the kernels in words, for the one-line problem ("the one-pass optimizer kernels").
         declare: sets ``argtypes``/``restype`` of the library's functions once it is loaded.
-        flags: compiler flags (``-shared -fPIC`` are added). With ``-march=native`` the CPU's
+        flags: compiler flags (``-shared -fPIC`` are added; with ``-march=native`` also the rest of
+            :data:`CPU_FLAGS`). With ``-march=native`` the CPU's
             model and flags enter the cache key, so a shared cache never serves another CPU's build;
             a compiler that rejects it builds without it. A compiler without OpenMP builds the
             single-threaded kernels.
@@ -92,6 +93,8 @@ class NativeLibrary:
 
     def __init__(self, source: Path, name: str, what: str, declare: Callable[[ctypes.CDLL], None],
                  flags: list[str]):
+        if "-march=native" in flags:  # and all of an AVX-512 CPU's vector width (CPU_FLAGS)
+            flags = [*flags, *sorted(CPU_FLAGS - set(flags))]
         self.source, self.name, self.what, self.declare, self.flags = source, name, what, declare, flags
         self._lib: ctypes.CDLL | None = None
         self._problem: str | None = None

@@ -168,6 +168,17 @@ class Diagnosis(list):
             lines.append(f"[{head}] {v.severity}: {v.kind} ({where})\n  {v.message}\n  fix: {v.fix}")
         return "\n".join(lines)
 
+    def summary(self, run_dir) -> str:
+        """The end of a run's terminal output: the primary verdict's kind and message, its fix
+        unless the run is healthy, and where the others are (``trainlab diagnose run_dir``)."""
+        primary = self.primary
+        lines = [f"verdict:    {primary.kind} ({primary.severity}): {primary.message}"]
+        if primary.kind != "healthy":
+            lines.append(f"fix:        {primary.fix}")
+        if len(self) > 1:
+            lines.append(f"            {len(self) - 1} more: trainlab diagnose {run_dir}")
+        return "\n".join(lines)
+
 
 def _rank(v: Verdict):
     return (_SEVERITY_RANK[v.severity], KINDS.index(v.kind), v.epoch)

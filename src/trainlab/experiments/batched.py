@@ -87,7 +87,7 @@ from trainlab.losses import Loss
 from trainlab.nn.models import MLP, Block
 from trainlab.train.callbacks import History
 from trainlab.train.loop import NonFiniteLossError, default_device
-from trainlab.train.rng import manual_seed
+from trainlab.train.rng import GLOBAL_RNG_LOCK, manual_seed
 
 # stacked copies of the training data above this size are split into several batches
 MAX_STACKED_DATA_BYTES = 1 << 30
@@ -542,7 +542,6 @@ def prepare_member(cfg: Config, loaded: dict | None = None) -> Member:
         data = loaded.get(key)
         if data is None and spec not in loaded:
             from trainlab.experiments.runner import build_data
-            from trainlab.train.rng import GLOBAL_RNG_LOCK
 
             with GLOBAL_RNG_LOCK:
                 manual_seed(cfg.seed)  # as build_training seeds before loading

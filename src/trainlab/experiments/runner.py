@@ -573,20 +573,8 @@ def run_experiment(config: Config | dict | None = None, *, run_dir: str | Path |
     if write and run_path is not None and verbose:
         print(f"run folder: {run_path}\nreport:     {run_path / 'report.html'}")
         if result.extras.get("verdicts"):
-            print(verdict_lines(result.extras["verdicts"], run_path))
+            print(result.extras["verdicts"].summary(run_path))
     return result
-
-
-def verdict_lines(diagnosis, run_path: Path) -> str:
-    """The primary verdict for the terminal at the end of a run: its kind and message, its fix
-    unless the run is healthy, and where the others are (``trainlab diagnose``)."""
-    primary = diagnosis.primary
-    lines = [f"verdict:    {primary.kind} ({primary.severity}): {primary.message}"]
-    if primary.kind != "healthy":
-        lines.append(f"fix:        {primary.fix}")
-    if len(diagnosis) > 1:
-        lines.append(f"            {len(diagnosis) - 1} more: trainlab diagnose {run_path}")
-    return "\n".join(lines)
 
 
 def _remove_partial_run(run_path: Path, existed: bool) -> None:

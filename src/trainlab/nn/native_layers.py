@@ -31,9 +31,9 @@ from trainlab.native_build import NativeLibrary
 __all__ = ["LayerKernels", "NORM", "usable"]
 
 # -march=native: the CPU's vector width and instructions (the cache key includes the CPU), all of
-# its width where it has AVX-512 (native_build.CPU_FLAGS); the C
+# its width where it has AVX-512 (NativeLibrary adds native_build.CPU_FLAGS); the C
 # file is compiled as ISO C99, where GCC contracts no a·b + c into a fused multiply-add
-FLAGS = ["-O3", "-std=c99", "-fno-math-errno", "-march=native", "-mprefer-vector-width=512"]
+FLAGS = ["-O3", "-std=c99", "-fno-math-errno", "-march=native"]
 SUFFIXES = {torch.float32: "f32", torch.float64: "f64"}
 
 _i64, _i32, _dbl, _ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_double, ctypes.c_void_p

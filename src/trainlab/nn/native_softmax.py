@@ -74,9 +74,9 @@ __all__ = ["kernels", "native_problem", "rows_usable", "elementwise_usable", "so
 
 # -fno-trapping-math lets the compiler vectorize the exponential's clamps (selects); the kernels
 # never read floating-point exception flags. -fopenmp-simd honours the `omp simd` reductions
-# without the OpenMP runtime. -mprefer-vector-width=512: see native_build.CPU_FLAGS.
+# without the OpenMP runtime. With -march=native NativeLibrary adds the rest of native_build.CPU_FLAGS.
 FLAGS = ["-O3", "-std=gnu99", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math",
-         "-fopenmp-simd", "-mprefer-vector-width=512"]
+         "-fopenmp-simd"]
 
 # the measured worst cases (tests/nn/test_native_softmax.py sweeps them), in ulps of the result
 # (measured: 0.997, 0.985, 0.849, 1.167 over some 40 million arguments, with fused multiply-adds)
