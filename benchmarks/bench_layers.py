@@ -18,7 +18,8 @@ loaded one inflates for whichever side runs longer. Read the ratios, not the mic
     python benchmarks/bench_layers.py --threads 1  # one intra-op thread (steadier on a busy machine)
     python benchmarks/bench_layers.py --readable   # trainlab's readable forms instead of the fast paths
 
-trainlab's layers run their fast paths (the default in training); ``--readable`` times the
+trainlab's layers run their fast paths (the default in training; LayerNorm's is a C++ operator,
+built before the timing starts); ``--readable`` times the
 readable forms (the formulas differentiated by autograd, ``trainlab.nn.set_fast_layers(False)``)
 to show what the fast paths buy. The RATIO lines are printed either way.
 """
@@ -151,6 +152,10 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     rounds, reps = (3, 2) if args.quick else (args.rounds, args.reps)
+    from trainlab.nn.native_layers import OPS
+
+    if OPS.get(wait=True) is None:  # built in the background at first use: here, before the timing
+        print(f"note: LayerNorm runs its Python autograd.Function: {OPS.problem()}")
     g = torch.Generator().manual_seed(0)
     x = torch.randn(BATCH, WIDTH, generator=g).requires_grad_()
     grad = torch.randn(BATCH, WIDTH, generator=g)

@@ -1,4 +1,5 @@
-"""Building and loading trainlab's C kernels (the optimizers' one-pass steps, the layers' fused passes).
+"""Building and loading trainlab's native code: C kernels (the optimizers' one-pass steps, the
+layers' fused passes) and C++ torch operators (layer norm's autograd node).
 
 A kernel library is one C file next to the Python module that uses it. It is compiled at its first
 use with the system's C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) into
@@ -7,6 +8,14 @@ source, the compiler and the flags, written atomically (a concurrent build leave
 file), and loaded with :mod:`ctypes`. Without a compiler, or with ``TRAINLAB_NATIVE=0``, a library
 is ``None`` and its users take their torch-op paths; :meth:`NativeLibrary.problem` says why in one
 line.
+
+An operator library (:class:`TorchOpLibrary`) is one C++ file that registers operators with
+torch's dispatcher (``TORCH_LIBRARY``), compiled with the C++ compiler (``$CXX``, else ``c++``,
+``g++`` or ``clang++``) against the installed torch's headers and libraries, cached the same way
+(the key adds torch's version and place), and loaded with ``torch.ops.load_library``. Compiling
+against torch's headers takes ~15 s, so the first use starts the build in a background thread and
+its callers take their other path until it is loaded. ``python -m trainlab.native_build`` (run by
+``make install``) builds everything ahead.
 """
 from __future__ import annotations
 
@@ -17,10 +26,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["NativeLibrary", "compiler", "cache_dir"]
+__all__ = ["NativeLibrary", "TorchOpLibrary", "compiler", "cxx_compiler", "cache_dir"]
 
 # OpenMP splits large tensors over torch's intra-op threads; a compiler without it builds the
 # single-threaded kernels. At run time the library shares the libgomp torch has loaded.
@@ -44,6 +54,15 @@ def turned_off() -> bool:
 def compiler() -> str | None:
     """The C compiler to build with: ``$CC``, else the first of cc, gcc, clang on the PATH."""
     for name in ([os.environ["CC"]] if os.environ.get("CC") else []) + ["cc", "gcc", "clang"]:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def cxx_compiler() -> str | None:
+    """The C++ compiler to build with: ``$CXX``, else the first of c++, g++, clang++ on the PATH."""
+    for name in ([os.environ["CXX"]] if os.environ.get("CXX") else []) + ["c++", "g++", "clang++"]:
         path = shutil.which(name)
         if path:
             return path
@@ -162,14 +181,186 @@ class NativeLibrary:
         self._lib, self._problem, self._tried = None, None, False
 
 
+def _compile(command: list[str], tmp: str, target: Path, source: Path, attempts: list[list[str]]) -> None:
+    """Run ``command + attempt`` for each attempt until one succeeds, then move ``tmp`` onto
+    ``target`` (atomic: a concurrent build leaves one complete file); OSError with the compiler's
+    first line when none does."""
+    try:
+        for extra in attempts:
+            done = subprocess.run([*command, *extra], capture_output=True, text=True, timeout=600)
+            if done.returncode == 0:
+                break
+        else:
+            lines = done.stderr.strip().splitlines() or ["(no message)"]
+            first = next((line for line in lines if "error" in line), lines[0])  # not "In file included from"
+            raise OSError(f"{os.path.basename(command[0])} failed on {source.name}: {first}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class TorchOpLibrary:
+    """One C++ file of torch operators, compiled against the installed torch and loaded with
+    ``torch.ops.load_library``; built in the background at its first use.
+
+    Args:
+        source: the C++ file.
+        name: the prefix of the built file's name (``ops`` → ``ops-<key>.so``).
+        what: the operators in words, for the one-line problem.
+        on_load: called with the library (as a :class:`ctypes.CDLL`) once torch has loaded it; may
+            raise OSError (the library is then unusable, and :meth:`problem` says why).
+        flags: C++ compiler flags (``-shared -fPIC``, the C++ standard, torch's include and library
+            paths and ABI flag are added).
+
+    :meth:`get` returns ``None`` while the build runs in its thread (the callers take their other
+    path) and the library once it is loaded; ``get(wait=True)`` waits for the build. Operators
+    registered with torch stay registered for the life of the process, so a library is loaded at
+    most once per process and name, whatever :meth:`reset` or the cache directory say later.
+    """
+
+    _loaded: dict[str, ctypes.CDLL] = {}  # name → the library torch has loaded in this process
+
+    def __init__(self, source: Path, name: str, what: str, on_load: Callable[[ctypes.CDLL], None], flags: list[str]):
+        self.source, self.name, self.what, self.on_load, self.flags = source, name, what, on_load, flags
+        self._lock = threading.Lock()
+        self.reset()
+
+    def _command(self, cxx: str) -> tuple[list[str], str]:
+        """The compile command without output, source and standard, and what the cache key adds."""
+        import torch
+
+        root = Path(torch.__file__).resolve().parent
+        abi = int(getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", True))
+        includes = [f"-I{root / 'include'}", f"-I{root / 'include' / 'torch' / 'csrc' / 'api' / 'include'}"]
+        command = [cxx, "-shared", "-fPIC", *self.flags, f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *includes]
+        return command, f"{torch.__version__} {root} {sys.platform}"
+
+    def _target(self, cxx: str) -> Path:
+        """Where the build for this source, compiler, flags and torch lies in the cache."""
+        command, extra = self._command(cxx)
+        key = hashlib.sha256(self.source.read_bytes() + " ".join([*command, extra]).encode()).hexdigest()[:16]
+        return cache_dir() / "native" / f"{self.name}-{key}.so"
+
+    def build(self, cxx: str) -> Path:
+        """Compile the library (or find it in the cache); its path."""
+        import torch
+
+        target = self._target(cxx)
+        if target.exists():
+            return target
+        command, _ = self._command(cxx)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so.partial", dir=target.parent)
+        os.close(fd)
+        libdir = Path(torch.__file__).resolve().parent / "lib"
+        link = ["-o", tmp, str(self.source), f"-L{libdir}", "-ltorch", "-ltorch_cpu", "-lc10"]
+        _compile(command, tmp, target, self.source,
+                 [["-std=c++20", *link], ["-std=c++17", *link]])  # torch's headers want C++20, older ones 17
+        return target
+
+    def _load(self, path: Path) -> None:
+        import torch
+
+        lib = self._loaded.get(self.name)
+        if lib is None:
+            torch.ops.load_library(str(path))
+            lib = self._loaded[self.name] = ctypes.CDLL(str(path))
+        try:
+            self.on_load(lib)
+        except OSError as err:
+            self._problem = f"{self.what} could not be used: {err}"
+            return
+        self._lib = lib
+
+    def _build_in_background(self, cxx: str) -> None:
+        try:
+            self._built = self.build(cxx)
+        except Exception as err:  # noqa: BLE001 - whatever stops the build is the one-line problem
+            self._error = f"{self.what} could not be built: {err}"
+
+    def get(self, wait: bool = False) -> ctypes.CDLL | None:
+        """The loaded library; ``None`` while it is being built (``wait=True``: wait for the build),
+        when it cannot be built here (:meth:`problem` says why) or with ``TRAINLAB_NATIVE=0``."""
+        if turned_off():
+            return None
+        if self._lib is not None or self._problem is not None:
+            return self._lib
+        with self._lock:
+            if self._lib is None and self._problem is None and self._thread is None:
+                self._start()
+            thread = self._thread
+        if thread is None:
+            return self._lib
+        if wait:
+            thread.join()
+        if not thread.is_alive():
+            with self._lock:
+                if self._thread is thread:
+                    self._finish()
+        return self._lib
+
+    def _start(self) -> None:
+        """First call: load from the cache, or start the build (under the lock)."""
+        if self.name in self._loaded:  # loaded earlier in this process
+            self._load(Path(self._loaded[self.name]._name))
+            return
+        cxx = cxx_compiler()
+        if cxx is None:
+            self._problem = (f"{self.what} need a C++ compiler, and none was found (looked for $CXX, c++, g++, "
+                             "clang++): apt-get install g++, or set CXX")
+            return
+        try:
+            cached = self._target(cxx)
+        except OSError as err:
+            self._problem = f"{self.what} could not be built: {err}"
+            return
+        if cached.exists():  # built before: load it now
+            self._finish_with(cached)
+            return
+        self._thread = threading.Thread(target=self._build_in_background, args=(cxx,), daemon=True,
+                                        name=f"trainlab build {self.name}")
+        self._thread.start()
+
+    def _finish(self) -> None:
+        """The build thread has ended (under the lock): load its library, or keep its problem."""
+        self._thread = None
+        if self._built is not None:
+            self._finish_with(self._built)
+        elif self._error is not None:
+            self._problem = self._error
+        # else the thread ended without a word (a process forked mid-build): the next call builds again
+
+    def _finish_with(self, path: Path) -> None:
+        try:
+            self._load(path)
+        except OSError as err:
+            self._problem = f"{self.what} could not be loaded: {err}"
+
+    def problem(self) -> str | None:
+        """Why :meth:`get` is ``None`` (one line), or ``None`` when the library works; waits for the build."""
+        if turned_off():
+            return f"{self.what} are turned off (TRAINLAB_NATIVE=0)"
+        self.get(wait=True)
+        return self._problem
+
+    def reset(self) -> None:
+        """Forget the state (tests build again under another environment); torch keeps what it loaded."""
+        self._lib: ctypes.CDLL | None = None
+        self._problem: str | None = None
+        self._thread: threading.Thread | None = None
+        self._built: Path | None = None
+        self._error: str | None = None
+
+
 def build_all() -> dict[str, str | None]:
-    """Build (or find in the cache) every kernel library trainlab has; ``what → problem`` (``None``
-    where it works). ``python -m trainlab.native_build`` runs it, so a first training run does not
-    pay the builds."""
+    """Build (or find in the cache) every kernel and operator library trainlab has; ``what →
+    problem`` (``None`` where it works). ``python -m trainlab.native_build`` runs it, so a first
+    training run does not pay the builds."""
     from trainlab.nn import native_layers, native_softmax
     from trainlab.optim import native
 
-    libraries = [native.LIBRARY, native_softmax.LIBRARY, native_layers.NORM.library]
+    libraries = [native.LIBRARY, native_softmax.LIBRARY, native_layers.NORM.library, native_layers.OPS.library]
     return {lib.what: lib.problem() for lib in libraries}
 
 

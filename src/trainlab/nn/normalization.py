@@ -32,6 +32,7 @@ from torch.nn.utils import parametrize
 from trainlab.nn.fastpath import SWITCH as _SWITCH
 from trainlab.nn.fastpath import function_apply
 from trainlab.nn.native_layers import NORM as _NORM
+from trainlab.nn.native_layers import OPS as _OPS
 from trainlab.nn.native_layers import ptr as _ptr
 from trainlab.nn.native_layers import usable as _usable
 
@@ -310,6 +311,7 @@ class _LayerNormFn(torch.autograd.Function):
 
 
 _batch_norm_train, _layer_norm = function_apply(_BatchNormTrain), function_apply(_LayerNormFn)
+_transforms_active = torch._C._are_functorch_transforms_active  # vmap, grad, ...: the Function handles them
 
 
 def _view(t: Tensor | None, shape) -> Tensor | None:
@@ -580,14 +582,20 @@ class LayerNorm(nn.Module):
                 self.bias.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
-        k = len(self.normalized_shape)
-        if tuple(x.shape[-k:]) != self.normalized_shape:
-            raise ValueError(f"LayerNorm{self.normalized_shape} got an input of shape {tuple(x.shape)}; its trailing "
+        shape = self.normalized_shape
+        k = len(shape)
+        if x.shape[-k:] != shape:  # a torch.Size is a tuple
+            raise ValueError(f"LayerNorm{shape} got an input of shape {tuple(x.shape)}; its trailing "
                              f"dimensions must equal normalized_shape")
-        dims = tuple(range(x.dim() - k, x.dim()))
+        weight, bias = self.weight, self.bias
         if _SWITCH.fast:
-            return _layer_norm(x, self.weight, self.bias, self.eps, dims)
-        return _normalize_reference(x, self.weight, self.bias, dims, self.eps)  # the readable form
+            # the C++ operator: the same kernels as _LayerNormFn, behind an autograd node of torch's own
+            if _usable(x, weight, bias) and not _transforms_active() and x.dtype in _OPS.DTYPES:
+                op = _OPS.get()
+                if op is not None:
+                    return op(x, weight, bias, self.eps, k)
+            return _layer_norm(x, weight, bias, self.eps, tuple(range(x.dim() - k, x.dim())))
+        return _normalize_reference(x, weight, bias, tuple(range(x.dim() - k, x.dim())), self.eps)  # the readable form
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
