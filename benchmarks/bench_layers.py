@@ -154,7 +154,7 @@ def main(argv=None) -> dict:
     rounds, reps = (3, 2) if args.quick else (args.rounds, args.reps)
     from trainlab.nn.native_layers import OPS
 
-    if OPS.get(wait=True) is None:  # built in the background at first use: here, before the timing
+    if OPS.get() is None:  # built at its first use: here, before the timing
         print(f"note: LayerNorm runs its Python autograd.Function: {OPS.problem()}")
     g = torch.Generator().manual_seed(0)
     x = torch.randn(BATCH, WIDTH, generator=g).requires_grad_()

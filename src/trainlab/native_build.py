@@ -13,12 +13,12 @@ An operator library (:class:`TorchOpLibrary`) is one C++ file that registers ope
 torch's dispatcher (``TORCH_LIBRARY``), compiled with the C++ compiler (``$CXX``, else ``c++``,
 ``g++`` or ``clang++``) against the installed torch's headers and libraries, cached the same way
 (the key adds torch's version and place), and loaded with ``torch.ops.load_library``. Compiling
-against torch's headers takes ~15 s, so the first use starts the build in a background thread and
-its callers take their other path until it is loaded. ``python -m trainlab.native_build`` (run by
-``make install``) builds everything ahead.
+against torch's headers takes ~15 s, which the first use on a machine pays (said on stderr);
+``python -m trainlab.native_build`` (run by ``make install``) builds everything ahead.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -26,7 +26,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Callable
 
@@ -201,29 +200,29 @@ def _compile(command: list[str], tmp: str, target: Path, source: Path, attempts:
 
 
 class TorchOpLibrary:
-    """One C++ file of torch operators, compiled against the installed torch and loaded with
-    ``torch.ops.load_library``; built in the background at its first use.
+    """One C++ file of torch operators, compiled against the installed torch at its first use and
+    loaded with ``torch.ops.load_library``.
 
     Args:
         source: the C++ file.
         name: the prefix of the built file's name (``ops`` → ``ops-<key>.so``).
         what: the operators in words, for the one-line problem.
-        on_load: called with the library (as a :class:`ctypes.CDLL`) once torch has loaded it; may
-            raise OSError (the library is then unusable, and :meth:`problem` says why).
+        on_load: called with the library (as a :class:`ctypes.CDLL`) once torch has loaded it; what
+            it raises makes the library unusable, and :meth:`problem` says why.
         flags: C++ compiler flags (``-shared -fPIC``, the C++ standard, torch's include and library
             paths and ABI flag are added).
 
-    :meth:`get` returns ``None`` while the build runs in its thread (the callers take their other
-    path) and the library once it is loaded; ``get(wait=True)`` waits for the build. Operators
-    registered with torch stay registered for the life of the process, so a library is loaded at
-    most once per process and name, whatever :meth:`reset` or the cache directory say later.
+    The first :meth:`get` of a process builds the library unless the cache has it: ~15 s, said in
+    one line on stderr, once per machine (a file lock makes concurrent processes wait for one
+    build, then load it). Operators registered with torch stay registered for the life of the
+    process, so a library is loaded at most once per process and name, whatever :meth:`reset` or
+    the cache directory say later.
     """
 
     _loaded: dict[str, ctypes.CDLL] = {}  # name → the library torch has loaded in this process
 
     def __init__(self, source: Path, name: str, what: str, on_load: Callable[[ctypes.CDLL], None], flags: list[str]):
         self.source, self.name, self.what, self.on_load, self.flags = source, name, what, on_load, flags
-        self._lock = threading.Lock()
         self.reset()
 
     def _command(self, cxx: str) -> tuple[list[str], str]:
@@ -249,108 +248,83 @@ class TorchOpLibrary:
         target = self._target(cxx)
         if target.exists():
             return target
-        command, _ = self._command(cxx)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so.partial", dir=target.parent)
-        os.close(fd)
-        libdir = Path(torch.__file__).resolve().parent / "lib"
-        link = ["-o", tmp, str(self.source), f"-L{libdir}", "-ltorch", "-ltorch_cpu", "-lc10"]
-        _compile(command, tmp, target, self.source,
-                 [["-std=c++20", *link], ["-std=c++17", *link]])  # torch's headers want C++20, older ones 17
+        with _exclusive(target.with_name(target.name + ".lock")):  # one build at a time on this machine
+            if target.exists():  # another process built it while this one waited
+                return target
+            print(f"trainlab: compiling {self.what} for this torch (once; about 15 s)", file=sys.stderr, flush=True)
+            command, _ = self._command(cxx)
+            fd, tmp = tempfile.mkstemp(suffix=".so.partial", dir=target.parent)
+            os.close(fd)
+            libdir = Path(torch.__file__).resolve().parent / "lib"
+            link = ["-o", tmp, str(self.source), f"-L{libdir}", "-ltorch", "-ltorch_cpu", "-lc10"]
+            _compile(command, tmp, target, self.source,
+                     [["-std=c++20", *link], ["-std=c++17", *link]])  # torch's headers want C++20, older ones 17
         return target
 
-    def _load(self, path: Path) -> None:
-        import torch
-
+    def _open(self) -> ctypes.CDLL | None:
         lib = self._loaded.get(self.name)
         if lib is None:
+            import torch
+
+            cxx = cxx_compiler()
+            if cxx is None:
+                self._problem = (f"{self.what} need a C++ compiler, and none was found (looked for $CXX, c++, "
+                                 "g++, clang++): apt-get install g++, or set CXX")
+                return None
+            try:
+                path = self.build(cxx)
+            except (OSError, subprocess.SubprocessError) as err:
+                self._problem = f"{self.what} could not be built: {err}"
+                return None
             torch.ops.load_library(str(path))
             lib = self._loaded[self.name] = ctypes.CDLL(str(path))
-        try:
-            self.on_load(lib)
-        except OSError as err:
-            self._problem = f"{self.what} could not be used: {err}"
-            return
-        self._lib = lib
+        self.on_load(lib)
+        return lib
 
-    def _build_in_background(self, cxx: str) -> None:
-        try:
-            self._built = self.build(cxx)
-        except Exception as err:  # noqa: BLE001 - whatever stops the build is the one-line problem
-            self._error = f"{self.what} could not be built: {err}"
-
-    def get(self, wait: bool = False) -> ctypes.CDLL | None:
-        """The loaded library; ``None`` while it is being built (``wait=True``: wait for the build),
-        when it cannot be built here (:meth:`problem` says why) or with ``TRAINLAB_NATIVE=0``."""
+    def get(self) -> ctypes.CDLL | None:
+        """The loaded library, built at the first call; ``None`` when it cannot be built or used here
+        (:meth:`problem` says why) or with ``TRAINLAB_NATIVE=0``."""
         if turned_off():
             return None
-        if self._lib is not None or self._problem is not None:
-            return self._lib
-        with self._lock:
-            if self._lib is None and self._problem is None and self._thread is None:
-                self._start()
-            thread = self._thread
-        if thread is None:
-            return self._lib
-        if wait:
-            thread.join()
-        if not thread.is_alive():
-            with self._lock:
-                if self._thread is thread:
-                    self._finish()
+        if not self._tried:
+            self._tried = True
+            try:
+                self._lib = self._open()
+            except Exception as err:  # noqa: BLE001 - loading or binding failed: off, with the reason
+                self._problem = f"{self.what} could not be loaded: {type(err).__name__}: {err}"
         return self._lib
 
-    def _start(self) -> None:
-        """First call: load from the cache, or start the build (under the lock)."""
-        if self.name in self._loaded:  # loaded earlier in this process
-            self._load(Path(self._loaded[self.name]._name))
-            return
-        cxx = cxx_compiler()
-        if cxx is None:
-            self._problem = (f"{self.what} need a C++ compiler, and none was found (looked for $CXX, c++, g++, "
-                             "clang++): apt-get install g++, or set CXX")
-            return
-        try:
-            cached = self._target(cxx)
-        except OSError as err:
-            self._problem = f"{self.what} could not be built: {err}"
-            return
-        if cached.exists():  # built before: load it now
-            self._finish_with(cached)
-            return
-        self._thread = threading.Thread(target=self._build_in_background, args=(cxx,), daemon=True,
-                                        name=f"trainlab build {self.name}")
-        self._thread.start()
-
-    def _finish(self) -> None:
-        """The build thread has ended (under the lock): load its library, or keep its problem."""
-        self._thread = None
-        if self._built is not None:
-            self._finish_with(self._built)
-        elif self._error is not None:
-            self._problem = self._error
-        # else the thread ended without a word (a process forked mid-build): the next call builds again
-
-    def _finish_with(self, path: Path) -> None:
-        try:
-            self._load(path)
-        except OSError as err:
-            self._problem = f"{self.what} could not be loaded: {err}"
-
     def problem(self) -> str | None:
-        """Why :meth:`get` is ``None`` (one line), or ``None`` when the library works; waits for the build."""
+        """Why :meth:`get` is ``None`` (one line), or ``None`` when the library works."""
         if turned_off():
             return f"{self.what} are turned off (TRAINLAB_NATIVE=0)"
-        self.get(wait=True)
+        self.get()
         return self._problem
 
     def reset(self) -> None:
         """Forget the state (tests build again under another environment); torch keeps what it loaded."""
         self._lib: ctypes.CDLL | None = None
         self._problem: str | None = None
-        self._thread: threading.Thread | None = None
-        self._built: Path | None = None
-        self._error: str | None = None
+        self._tried = False
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path):
+    """Hold an exclusive lock on ``path`` (created if missing) for the block: processes that build
+    the same library wait for each other (POSIX ``flock``; elsewhere no lock, and a concurrent
+    build still leaves one complete file)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def build_all() -> dict[str, str | None]:

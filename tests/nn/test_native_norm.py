@@ -34,7 +34,7 @@ class _NoOperators:
     spy below counts (tests/nn/test_native_ops.py proves the C++ operator equal to it, bit for bit)."""
     DTYPES = ()
 
-    def get(self, wait=False):
+    def get(self):
         return None
 
 

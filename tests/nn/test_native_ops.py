@@ -1,13 +1,10 @@
 """trainlab's C++ layer-norm operator (trainlab.nn.native_ops.cpp) against the Python Function it
-stands in for, and the background build of operator libraries (native_build.TorchOpLibrary).
+stands in for, and the build of operator libraries (native_build.TorchOpLibrary).
 
 The operator calls the same two C kernels as normalization._LayerNormFn, with the same arguments,
 so every output and gradient must equal that path's to the last bit (torch.equal); the Function
 itself is proven against the readable form and torch.nn.LayerNorm in test_native_norm.py.
 """
-import threading
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
@@ -25,7 +22,7 @@ NODE = "torch::autograd::CppNode<trainlab::LayerNormFunction>"
 class _NoOperators:
     DTYPES = ()
 
-    def get(self, wait=False):
+    def get(self):
         return None
 
 
@@ -206,30 +203,51 @@ def _library(tmp_path, source="int x;\n", name="test-ops"):
     return lib, loaded
 
 
-def test_the_first_use_builds_in_the_background_and_the_callers_go_on(tmp_path, monkeypatch):
+def test_the_first_use_builds_once_says_so_and_later_uses_load_the_cache(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TRAINLAB_CACHE_DIR", str(tmp_path / "cache"))
     if native_build.cxx_compiler() is None:
         pytest.skip("no C++ compiler")
     lib, loaded = _library(tmp_path)
-    release, built = threading.Event(), tmp_path / "built.so"
+    compiles = []
+    real = native_build._compile
+    monkeypatch.setattr(native_build, "_compile", lambda *a: (compiles.append(a), real(*a)))
+    monkeypatch.setattr(native_build.TorchOpLibrary, "_loaded", {})
+    monkeypatch.setattr(torch.ops, "load_library", lambda path: None)  # the test library registers nothing
+    assert lib.get() is not None and loaded and lib.problem() is None
+    assert len(compiles) == 1
+    assert capsys.readouterr().err.count("trainlab: compiling the test operators") == 1
+    built = list((tmp_path / "cache" / "native").glob("test-ops-*.so"))
+    assert len(built) == 1 and not list(built[0].parent.glob("*.partial"))
+    # another process (a fresh library object, nothing loaded): the cached file, no compiler run
+    monkeypatch.setattr(native_build.TorchOpLibrary, "_loaded", {})
+    again, _ = _library(tmp_path)
+    assert again.get() is not None and len(compiles) == 1 and "compiling" not in capsys.readouterr().err
 
-    def slow_build(cxx):
-        release.wait(30)
-        built.write_bytes(b"")
-        return built
 
-    monkeypatch.setattr(lib, "build", slow_build)
-    monkeypatch.setattr(lib, "_load", lambda path: (loaded.append(path), setattr(lib, "_lib", "loaded")))
-    assert lib.get() is None and lib.get() is None  # building: the caller takes its other path
-    release.set()
-    assert lib.get(wait=True) == "loaded" and loaded == [built]
-    assert lib.problem() is None and lib.get() == "loaded"
+def test_a_failure_to_load_or_bind_is_the_problem_and_is_not_retried(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAINLAB_CACHE_DIR", str(tmp_path / "cache"))
+    if native_build.cxx_compiler() is None:
+        pytest.skip("no C++ compiler")
+    calls = []
+
+    def refuse(lib):
+        calls.append(lib)
+        raise RuntimeError("no such symbol")
+
+    path = tmp_path / "ops.cpp"
+    path.write_text("int x;\n")
+    lib = native_build.TorchOpLibrary(path, "test-ops", "the test operators", refuse, ["-O0"])
+    monkeypatch.setattr(native_build.TorchOpLibrary, "_loaded", {})
+    monkeypatch.setattr(torch.ops, "load_library", lambda path: None)
+    assert lib.get() is None and lib.get() is None and len(calls) == 1
+    assert lib.problem() == "the test operators could not be loaded: RuntimeError: no such symbol"
 
 
 def test_an_operator_library_that_does_not_compile_says_why(tmp_path, monkeypatch):
     monkeypatch.setenv("TRAINLAB_CACHE_DIR", str(tmp_path / "cache"))
     if native_build.cxx_compiler() is None:
         pytest.skip("no C++ compiler")
+    monkeypatch.setattr(native_build.TorchOpLibrary, "_loaded", {})
     lib, loaded = _library(tmp_path, source="int x = ;\n")
     problem = lib.problem()
     assert problem.startswith("the test operators could not be built: ") and "error" in problem, problem
@@ -239,19 +257,7 @@ def test_an_operator_library_that_does_not_compile_says_why(tmp_path, monkeypatc
 
 def test_without_a_cxx_compiler_the_operators_are_off_with_a_fix(tmp_path, monkeypatch):
     monkeypatch.setattr(native_build, "cxx_compiler", lambda: None)
+    monkeypatch.setattr(native_build.TorchOpLibrary, "_loaded", {})
     lib, _ = _library(tmp_path)
-    assert lib.get(wait=True) is None
+    assert lib.get() is None
     assert "need a C++ compiler" in lib.problem() and "set CXX" in lib.problem()
-
-
-def test_a_cached_build_loads_at_once(tmp_path, monkeypatch):
-    """The library is in the cache: the first get() loads it without a thread."""
-    monkeypatch.setenv("TRAINLAB_CACHE_DIR", str(tmp_path / "cache"))
-    if native_build.cxx_compiler() is None:
-        pytest.skip("no C++ compiler")
-    lib, _ = _library(tmp_path)
-    target = lib._target(native_build.cxx_compiler())
-    target.parent.mkdir(parents=True)
-    target.write_bytes(b"")
-    monkeypatch.setattr(lib, "_load", lambda path: setattr(lib, "_lib", Path(path)))
-    assert lib.get() == target and lib._thread is None

@@ -69,7 +69,7 @@ def _torch_equivalent(module: nn.Module) -> nn.Module | None:
         return nn.GELU(approximate=module.approximate)
     from trainlab.nn.normalization import LayerNorm
 
-    if isinstance(module, LayerNorm):  # layer norm computes the same in both modes, so through its Function
+    if isinstance(module, LayerNorm):  # its fast path is trainlab's own Function or C++ operator
         out = nn.LayerNorm(module.normalized_shape, eps=module.eps, elementwise_affine=module.elementwise_affine,
                            bias=module.bias is not None)
         if module.weight is not None:

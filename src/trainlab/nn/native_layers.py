@@ -20,8 +20,8 @@ Libraries:
   behind an autograd node of torch's own, which saves the ~30 µs a Python ``autograd.Function``
   costs per forward + backward (its apply, context and backward call) — at 128 × 256 as much as
   the kernels themselves. A C++ library against torch's headers (:class:`TorchOpLibrary`), built
-  in the background at first use; the Python Function runs until it is loaded, with the same
-  kernels and so the same bits.
+  at first use (~15 s, once per machine); where it cannot be built the Python Function runs, with
+  the same kernels and so the same bits.
 """
 from __future__ import annotations
 
@@ -146,13 +146,13 @@ class _Operators:
                                          for suffix in ("f32", "f64") for way in ("forward", "backward")))
         self.layer_norm = torch.ops.trainlab.layer_norm.default
 
-    def get(self, wait: bool = False):
-        """``torch.ops.trainlab.layer_norm.default`` once its library is loaded, else ``None`` (being
-        built: ``wait=True`` waits; or not buildable here: :meth:`problem`)."""
-        return self.layer_norm if self.library.get(wait) is not None else None
+    def get(self):
+        """``torch.ops.trainlab.layer_norm.default`` (its library built at the first call), or
+        ``None`` where it cannot be built or used here (:meth:`problem` says why)."""
+        return self.layer_norm if self.library.get() is not None else None
 
     def problem(self) -> str | None:
-        """Why the operator is off (one line), or ``None`` when it works; waits for its build."""
+        """Why the operator is off (one line), or ``None`` when it works."""
         return self.library.problem()
 
     def reset(self) -> None:
