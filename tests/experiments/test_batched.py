@@ -503,3 +503,94 @@ def test_members_of_one_data_section_and_seed_share_its_loading(draws, monkeypat
         assert torch.equal(a.data.train.X, b.data.train.X) and torch.equal(a.data.val.y, b.data.val.y)
         for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values()):
             assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("layout", ["conv (members second)", "linear (members first)"])
+def test_batch_norm_under_vmap_runs_the_solo_kernels_with_the_same_results(layout, monkeypatch):
+    """The base copy's batch norm under vmap: on the CPU one fused-kernel call over the physical
+    (N, M·C, S) tensor of a batched convolution, or one per member after a batched linear layer;
+    values, statistics and gradients as the generated rule's (float64, 1e-12), and each member's
+    as its own solo kernel's, bit for bit."""
+    from torch.func import vmap
+
+    from trainlab.nn import native_layers
+    from trainlab.nn.normalization import BatchNorm1d, BatchNorm2d
+    if native_layers.NORM.for_dtype(torch.float64) is None:
+        pytest.skip("no kernels")
+    m, c = 3, 4
+    gen = torch.Generator().manual_seed(0)
+    conv = layout.startswith("conv")
+    h = torch.randn((m, 5, c, 6, 6) if conv else (m, 6, c), dtype=torch.float64, generator=gen) * 2 + 1
+    dims, shape, solo_cls = ((0, 2, 3), (1, c, 1, 1), BatchNorm2d) if conv else ((0,), (1, c), BatchNorm1d)
+    # a batched convolution's output has the members second, physically; a batched product's first
+    physical, in_dim = (h.movedim(0, 1).contiguous(), 1) if conv else (h, 0)
+    gamma = (torch.rand(m, c, dtype=torch.float64, generator=gen) + 0.5).requires_grad_()
+    beta = torch.randn(m, c, dtype=torch.float64, generator=gen).requires_grad_()
+    g = torch.randn(h.shape, dtype=torch.float64, generator=gen)
+
+    def run():
+        xs = physical.clone().requires_grad_()
+        gamma.grad = beta.grad = None
+        y, mu, var = vmap(lambda xx, ga, be: batched._BatchNormVmapped.apply(xx, ga, be, 1e-5, dims, shape),
+                          in_dims=(in_dim, 0, 0))(xs, gamma, beta)
+        y.backward(g)
+        return [y.detach(), mu, var, xs.grad.movedim(in_dim, 0), gamma.grad, beta.grad]
+
+    calls = []
+    real = batched._BatchNormMembers.forward
+    monkeypatch.setattr(batched._BatchNormMembers, "forward",
+                        staticmethod(lambda ctx, *a: calls.append(a[4]) or real(ctx, *a)))
+    kernel = run()
+    assert calls and calls[0][4] == (not conv)
+    with monkeypatch.context() as mp:
+        mp.setattr(native_layers.NORM, "for_dtype", lambda dtype: None)
+        generated = run()
+    for a, b in zip(kernel, generated):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    for k in range(m):  # member k alone through the solo layer (its kernel): the same numbers exactly
+        bn = solo_cls(c).double()
+        with torch.no_grad():
+            bn.weight.copy_(gamma[k])
+            bn.bias.copy_(beta[k])
+        xs = h[k].clone().requires_grad_()
+        y = bn(xs)
+        y.backward(g[k])
+        assert torch.equal(y.detach(), kernel[0][k]) and torch.equal(xs.grad, kernel[3][k])
+        assert torch.equal(bn.weight.grad, kernel[4][k]) and torch.equal(bn.bias.grad, kernel[5][k])
+
+
+def test_batch_norm_under_vmap_with_a_graph_of_the_gradient():
+    """create_graph=True through the kernel path: second derivatives of the formula itself (the
+    plain ops under vmap, differentiated by autograd)."""
+    from torch.func import vmap
+
+    from trainlab.nn import native_layers
+    if native_layers.NORM.for_dtype(torch.float64) is None:
+        pytest.skip("no kernels")
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randn(2, 3, 5, dtype=torch.float64, generator=gen)
+    x = torch.randn(2, 6, 5, dtype=torch.float64, generator=gen).requires_grad_()
+    gamma = (torch.rand(2, 3, dtype=torch.float64, generator=gen) + 0.5).requires_grad_()
+
+    def formula(h, ga):
+        mu = h.mean(0, keepdim=True)
+        return (h - mu) / ((h - mu).square().mean(0, keepdim=True) + 1e-5).sqrt() * ga
+
+    def second(bn):
+        y = vmap(lambda xx, ww, ga: bn(xx @ ww.t(), ga))(x, w, gamma)
+        (gx,) = torch.autograd.grad(y.sin().sum(), x, create_graph=True)
+        return torch.autograd.grad(gx.square().sum(), [x, gamma])
+
+    calls = []
+    real = batched._BatchNormMembers.backward
+
+    def spy(ctx, *g):
+        calls.append(torch.is_grad_enabled())
+        return real(ctx, *g)
+
+    from unittest import mock
+    with mock.patch.object(batched._BatchNormMembers, "backward", staticmethod(spy)):
+        ours = second(lambda h, ga: batched._BatchNormVmapped.apply(h, ga, None, 1e-5, (0,), (1, 3))[0])
+    assert calls[0] is True  # the first backward builds a graph (the second goes through the node again)
+    for a, b in zip(ours, second(formula)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

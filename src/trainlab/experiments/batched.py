@@ -1340,6 +1340,130 @@ class _BatchNormBatched(torch.autograd.Function):
         return dx, dw, db, None, None, None
 
 
+class _BatchNormMembers(torch.autograd.Function):
+    """Training-mode batch norm of all members in fused C kernel calls (``native_norm.c``, the solo
+    runs' kernels), on the physical tensor ``vmap`` hands :class:`_BatchNormVmapped` over.
+
+    ``layout`` = (N, C, S, M, members_first). A batched convolution's output is (N, M, C, *S)
+    physically: that is the kernels' (N, M·C, S) layout, whose channels are the members' channels,
+    so one call does them all (``members_first`` False). A batched linear layer's is (M, N, C, *S):
+    one call per member on its own (N, C, S) block (``members_first`` True). Either way each
+    member's channel gets the sums, in the same order, that a solo run's kernel computes for it.
+    γ, β are (M·C,); returns y, μ and the biased σ² (each (M·C,), μ and σ² not differentiable).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, layout, kernels):
+        from trainlab.nn.native_layers import ptr
+
+        n, c, s, m, members_first = layout
+        y = torch.empty_like(x)
+        stats = torch.empty(3, m * c, dtype=x.dtype)  # μ, σ², 1/√(σ² + ε) per member and channel
+        es, threads = x.element_size(), torch.get_num_threads()
+        at, row = stats.data_ptr(), m * c * es
+        calls = [(0, 0, (n, m * c, s))] if not members_first else \
+            [(k * n * c * s * es, k * c * es, (n, c, s)) for k in range(m)]
+        for off, ch, ncs in calls:  # byte offsets into x, y and into the (M·C,) vectors
+            kernels.batch_norm_forward(*ncs, x.data_ptr() + off, None if weight is None else weight.data_ptr() + ch,
+                                       None if bias is None else bias.data_ptr() + ch, eps, 1.0,
+                                       y.data_ptr() + off, at + ch, at + row + ch, at + 2 * row + ch,
+                                       None, None, 0.0, threads)
+        ctx.save_for_backward(x, weight, stats)
+        ctx.layout, ctx.calls, ctx.kernels, ctx.has_bias, ctx.eps = layout, calls, kernels, bias is not None, eps
+        mu, var = stats[0].clone(), stats[1].clone()
+        ctx.mark_non_differentiable(mu, var)
+        return y, mu, var
+
+    @staticmethod
+    def backward(ctx, g, _g_mu, _g_var):
+        from trainlab.nn.native_layers import ptr
+        from trainlab.nn.normalization import batch_norm_backward_ops
+
+        x, weight, stats = ctx.saved_tensors
+        n, c, s, m, members_first = ctx.layout
+        needs = ctx.needs_input_grad
+        if torch.is_grad_enabled():  # a graph of the gradient: the same formulas in torch ops, from x
+            view = (m, n, c, s) if members_first else (n, m * c, s)
+            shape = (m, 1, c, 1) if members_first else (1, m * c, 1)
+            dims = (1, 3) if members_first else (0, 2)
+            xv = x.view(view)
+            mu = xv.mean(dims, keepdim=True)
+            inv_std = ((xv - mu).square().mean(dims, keepdim=True) + ctx.eps).rsqrt()
+            x_hat = (xv - mu) * inv_std
+            w = None if weight is None else weight.view(shape)
+            dx, dw, db = batch_norm_backward_ops(g.reshape(view), x_hat, inv_std, w, ctx.has_bias, dims, shape,
+                                                 n * s, needs)
+            dx = None if dx is None else dx.view(x.shape)
+            dw = None if dw is None else dw.reshape(-1)
+            db = None if db is None else db.reshape(-1)
+            return dx, dw, db, None, None, None
+        g = g.contiguous()
+        dx = torch.empty_like(x) if needs[0] else None
+        dw = torch.empty_like(weight) if weight is not None and needs[1] else None
+        db = torch.empty(m * c, dtype=x.dtype) if ctx.has_bias and needs[2] else None
+        es, threads = x.element_size(), torch.get_num_threads()
+        at, row = stats.data_ptr(), m * c * es
+        shift = lambda t, off: None if t is None else t.data_ptr() + off  # noqa: E731
+        for off, ch, ncs in ctx.calls:
+            ctx.kernels.batch_norm_backward(*ncs, g.data_ptr() + off, x.data_ptr() + off, at + ch,
+                                            at + 2 * row + ch, shift(weight, ch), shift(dx, off), shift(dw, ch),
+                                            shift(db, ch), threads)
+        return dx, dw, db, None, None, None
+
+
+class _BatchNormVmapped(torch.autograd.Function):
+    """The base copy's training-mode batch norm under ``vmap`` (ε inside the root): ``(y, μ, σ²)``
+    per member. Its batching rule hands the physical tensors to :class:`_BatchNormMembers` (the
+    fused C kernels) when they are CPU float32/float64, dense and contiguous, with the member axis
+    first or second; otherwise it runs :class:`_BatchNormBatched`, whose rule ``vmap`` generates."""
+
+    @staticmethod
+    def forward(x, weight, bias, eps, dims, shape):  # outside vmap: the formulas
+        y, mu, var, _, _ = _BatchNormBatched.forward(x, weight, bias, eps, dims, shape)
+        return y, mu, var
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, eps, dims, shape = inputs
+        _, mu, var = output
+        ctx.mark_non_differentiable(mu, var)
+        ctx.save_for_backward(x, weight, mu, var)
+        ctx.eps, ctx.dims, ctx.shape, ctx.has_bias = eps, dims, shape, bias is not None
+
+    @staticmethod
+    def backward(ctx, g, _g_mu, _g_var):
+        from trainlab.nn.normalization import batch_norm_backward_ops
+
+        x, weight, mu, var = ctx.saved_tensors
+        inv_std = (var + ctx.eps).rsqrt()
+        dx, dw, db = batch_norm_backward_ops(g, (x - mu) * inv_std, inv_std, weight, ctx.has_bias, ctx.dims,
+                                             ctx.shape, x.numel() // x.shape[1], ctx.needs_input_grad)
+        return dx, dw, db, None, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, x, weight, bias, eps, dims, shape):
+        from trainlab.nn.native_layers import NORM, usable
+
+        x_dim, w_dim, b_dim = in_dims[:3]
+        m = info.batch_size
+        kernels = NORM.for_dtype(x.dtype) if x_dim in (0, 1) and x.dim() >= 3 else None
+        if kernels is not None:
+            c = x.shape[2]
+            flat = []
+            for t, t_dim in ((weight, w_dim), (bias, b_dim)):  # γ, β as (M·C,) vectors
+                if t is not None:
+                    t = t.expand(m, c) if t_dim is None else t.movedim(t_dim, 0)
+                    t = t.contiguous().view(-1)
+                flat.append(t)
+            if usable(x, *flat):
+                n, s = x.shape[1 - x_dim], math.prod(x.shape[3:])
+                y, mu, var = _BatchNormMembers.apply(x, flat[0], flat[1], eps, (n, c, s, m, x_dim == 0), kernels)
+                return (y, mu.view(m, *shape), var.view(m, *shape)), (x_dim, 0, 0)
+        outs = torch.vmap(_BatchNormBatched.apply, in_dims=(x_dim, w_dim, b_dim, None, None, None))(
+            x, weight, bias, eps, dims, shape)
+        return outs[:3], (0, 0, 0)
+
+
 def _bn_forward(self, x: Tensor) -> Tensor:
     """:class:`trainlab.nn.BatchNorm1d`/``2d``'s forward in ops ``vmap`` batches (see the section comment).
 
@@ -1355,7 +1479,7 @@ def _bn_forward(self, x: Tensor) -> Tensor:
         return self._normalize_with(x, self.running_mean.view(shape), self.running_var.view(shape), shape)
     n = x.numel() // x.shape[1]
     if self.eps_placement == "inside":
-        y, mu, var, _, _ = _BatchNormBatched.apply(x, self.weight, self.bias, self.eps, dims, shape)
+        y, mu, var = _BatchNormVmapped.apply(x, self.weight, self.bias, self.eps, dims, shape)
     else:
         mu = x.mean(dims, keepdim=True)
         xc = x - mu

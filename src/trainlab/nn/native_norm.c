@@ -257,6 +257,12 @@ int NAME(layer_norm_backward)(int64_t R, int64_t D, const T *g, const T *x, cons
 #ifndef BLOCK
 #define BLOCK 256
 #endif
+/* the backward of (N, C, S) batch norm takes channels in groups whose g and x (N·S values each) fit
+ * in about this many bytes, so that its second pass finds them in cache (measured on a 2 MB L2:
+ * 1 MB best; one channel at a time was up to 3x slower on a batched model's many channels) */
+#ifndef BN_BWD_BYTES
+#define BN_BWD_BYTES (1024.0 * 1024.0)
+#endif
 
 /* channels [lo, hi) of x viewed as (N, C, S): μ, σ², r per channel, then y */
 INLINE void NAME(bn_forward_channels)(int64_t lo, int64_t hi, int64_t N, int64_t C, int64_t S,
@@ -412,32 +418,56 @@ INLINE void NAME(bn_backward_channels)(int64_t lo, int64_t hi, int64_t N, int64_
         }
         return;
     }
-    for (int64_t c = lo; c < hi; c++) {
-        const T m = mean[c], inv = rstd[c];
-        double sg = 0.0, sgx = 0.0;
+    /* (N, C, S): a channel is N runs of S values, C·S apart. A group of channels (BN_BWD_BYTES) is
+     * visited sample after sample, its channels' runs side by side in memory, rather than channel
+     * after channel: on a batched model's (N, M·C, S) tensor one channel's runs lie a large power
+     * of two apart and thrash the cache (measured 9.1 against 5.5 ms at 64 × 64 × 784, 7.5 against
+     * 2.1 ms at 64 × 128 × 196). A channel's sums still add its runs in sample order and each run's
+     * lanes in lane order: the same numbers as before. */
+    int64_t per = (int64_t)(BN_BWD_BYTES / ((double)N * (double)S * 2.0 * sizeof(T)));
+    per = per < 1 ? 1 : (per > BLOCK ? BLOCK : per);  /* channels whose g and x stay in cache between the passes */
+    for (int64_t c0 = lo; c0 < hi; c0 += per) {
+        const int64_t k = hi - c0 < per ? hi - c0 : per;
+        double sg[BLOCK], sgx[BLOCK];
+        T s[BLOCK], k1[BLOCK], k2[BLOCK];
+        for (int64_t c = 0; c < k; c++) sg[c] = sgx[c] = 0.0;
         for (int64_t i = 0; i < N; i++) {
-            const T *restrict gs = g + (i * C + c) * S, *restrict xs = x + (i * C + c) * S;
-            double pg[LANES] = {0.0}, pgx[LANES] = {0.0};
-            int64_t j = 0;
-            for (; j + LANES <= S; j += LANES)
-                for (int64_t l = 0; l < LANES; l++) NAME(bn_sums)(j + l, l, gs, xs, m, inv, pg, pgx);
-            for (int64_t l = 0; j + l < S; l++) NAME(bn_sums)(j + l, l, gs, xs, m, inv, pg, pgx);
-            for (int64_t l = 0; l < LANES; l++) {
-                sg += pg[l];
-                sgx += pgx[l];
+            for (int64_t c = 0; c < k; c++) {
+                const T *restrict gs = g + (i * C + c0 + c) * S, *restrict xs = x + (i * C + c0 + c) * S;
+                const T m = mean[c0 + c], inv = rstd[c0 + c];
+                double pg[LANES] = {0.0}, pgx[LANES] = {0.0};
+                int64_t j = 0;
+                for (; j + LANES <= S; j += LANES)
+                    for (int64_t l = 0; l < LANES; l++) NAME(bn_sums)(j + l, l, gs, xs, m, inv, pg, pgx);
+                for (int64_t l = 0; j + l < S; l++) NAME(bn_sums)(j + l, l, gs, xs, m, inv, pg, pgx);
+                double a = sg[c], b = sgx[c];  /* the run's lanes into the channel's sums, in lane order */
+                for (int64_t l = 0; l < LANES; l++) {
+                    a += pg[l];
+                    b += pgx[l];
+                }
+                sg[c] = a;
+                sgx[c] = b;
             }
         }
-        if (dw) dw[c] = (T)sgx;
-        if (db) db[c] = (T)sg;
+        for (int64_t c = 0; c < k; c++) {
+            if (dw) dw[c0 + c] = (T)sgx[c];
+            if (db) db[c0 + c] = (T)sg[c];
+        }
         if (!want_dx) continue;
-        const T s = has_w ? inv * w[c] : inv;
-        const T k1 = (T)(-(double)s * sg / n), k2 = (T)(-(double)s * sgx / n);
+        for (int64_t c = 0; c < k; c++) {  /* s = γ·r, −s·Σg/n, −s·Σg·x̂/n */
+            s[c] = has_w ? rstd[c0 + c] * w[c0 + c] : rstd[c0 + c];
+            k1[c] = (T)(-(double)s[c] * sg[c] / n);
+            k2[c] = (T)(-(double)s[c] * sgx[c] / n);
+        }
         for (int64_t i = 0; i < N; i++) {
-            const T *restrict gs = g + (i * C + c) * S, *restrict xs = x + (i * C + c) * S;
-            T *restrict ds = dx + (i * C + c) * S;
-            for (int64_t j = 0; j < S; j++) {
-                const T x_hat = (xs[j] - m) * inv;
-                ds[j] = (gs[j] * s + k1) + x_hat * k2;
+            for (int64_t c = 0; c < k; c++) {
+                const T *restrict gs = g + (i * C + c0 + c) * S, *restrict xs = x + (i * C + c0 + c) * S;
+                T *restrict ds = dx + (i * C + c0 + c) * S;
+                const T m = mean[c0 + c], inv = rstd[c0 + c], sc = s[c], a = k1[c], b2 = k2[c];
+                for (int64_t j = 0; j < S; j++) {
+                    const T x_hat = (xs[j] - m) * inv;
+                    ds[j] = (gs[j] * sc + a) + x_hat * b2;
+                }
             }
         }
     }
