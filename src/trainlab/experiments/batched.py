@@ -1354,8 +1354,6 @@ class _BatchNormMembers(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps, layout, kernels):
-        from trainlab.nn.native_layers import ptr
-
         n, c, s, m, members_first = layout
         y = torch.empty_like(x)
         stats = torch.empty(3, m * c, dtype=x.dtype)  # μ, σ², 1/√(σ² + ε) per member and channel
@@ -1376,7 +1374,6 @@ class _BatchNormMembers(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g, _g_mu, _g_var):
-        from trainlab.nn.native_layers import ptr
         from trainlab.nn.normalization import batch_norm_backward_ops
 
         x, weight, stats = ctx.saved_tensors
