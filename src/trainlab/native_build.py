@@ -334,7 +334,8 @@ def build_all() -> dict[str, str | None]:
     from trainlab.nn import native_layers, native_softmax
     from trainlab.optim import native
 
-    libraries = [native.LIBRARY, native_softmax.LIBRARY, native_layers.NORM.library, native_layers.OPS.library]
+    libraries = [native.LIBRARY, native_softmax.LIBRARY, native_layers.NORM.library, native_layers.POOL.library,
+                 native_layers.OPS.library]
     return {lib.what: lib.problem() for lib in libraries}
 
 

@@ -594,3 +594,28 @@ def test_batch_norm_under_vmap_with_a_graph_of_the_gradient():
     assert calls[0] is True  # the first backward builds a graph (the second goes through the node again)
     for a, b in zip(ours, second(formula)):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_max_pool_under_vmap_runs_the_kernels_with_torchs_values_and_gradients(monkeypatch):
+    """The base copy's max-pool under vmap: the fused C kernels on the physical tensor (members
+    first or second), values and gradients torch's bit for bit, ties included."""
+    from torch.func import vmap
+
+    from trainlab.nn import native_layers, pooling
+    if native_layers.POOL.for_dtype(torch.float32) is None:
+        pytest.skip("no kernels")
+    calls = []
+    real = pooling._MaxPoolFn.forward
+    monkeypatch.setattr(pooling._MaxPoolFn, "forward", staticmethod(lambda ctx, *a: calls.append(1) or real(ctx, *a)))
+    gen = torch.Generator().manual_seed(0)
+    h = torch.randn(3, 4, 2, 8, 8, generator=gen).mul(2).round()  # (members, N, C, H, W), with ties
+    g = torch.randn(3, 4, 2, 4, 4, generator=gen)
+    for physical, in_dim in ((h.clone(), 0), (h.movedim(0, 1).contiguous(), 1)):
+        xs = physical.clone().requires_grad_()
+        y = vmap(lambda t: batched._MaxPoolVmapped.apply(t, 2), in_dims=in_dim)(xs)
+        y.backward(g)
+        ref_x = h.clone().requires_grad_()
+        ref = torch.stack([torch.nn.functional.max_pool2d(ref_x[k], 2) for k in range(3)])
+        ref.backward(g)
+        assert torch.equal(y, ref) and torch.equal(xs.grad.movedim(in_dim, 0), ref_x.grad)
+    assert len(calls) == 2

@@ -85,6 +85,7 @@ from trainlab.experiments.runner import RunResult, Splits, build_training, final
 from trainlab.experiments.store import canonical_json
 from trainlab.losses import Loss
 from trainlab.nn.models import MLP, Block
+from trainlab.nn.pooling import MaxPool2d
 from trainlab.train.callbacks import History
 from trainlab.train.loop import NonFiniteLossError, default_device
 from trainlab.train.rng import GLOBAL_RNG_LOCK, manual_seed
@@ -1492,26 +1493,73 @@ def _bn_forward(self, x: Tensor) -> Tensor:
     return y
 
 
+_MAX_POOLS = (nn.MaxPool2d, MaxPool2d)  # torch's and trainlab's (the CNN builder's)
+
+
 def _simple_pool(pool: nn.Module) -> int | None:
     """The window k of an ``nn.MaxPool2d`` whose window is its stride (no padding, dilation, ceil
     mode or indices), else ``None``."""
     k = pool.kernel_size if isinstance(pool.kernel_size, int) else None
-    simple = (type(pool) is nn.MaxPool2d and k is not None and pool.stride in (k, (k, k), None)
+    simple = (type(pool) in _MAX_POOLS and k is not None and pool.stride in (k, (k, k), None)
               and pool.padding in (0, (0, 0)) and pool.dilation in (1, (1, 1)) and not pool.ceil_mode
               and not pool.return_indices)
     return k if simple else None
 
 
+class _MaxPoolVmapped(torch.autograd.Function):
+    """The base copy's max-pool (window k = stride) under ``vmap``: its batching rule hands the
+    physical tensor, whose last two axes are the images' (the member axis before them), to the
+    fused C kernels of :class:`trainlab.nn.MaxPool2d` (values and gradients torch's, bit for bit);
+    elsewhere ``max_pool2d`` under ``vmap``."""
+
+    @staticmethod
+    def forward(x, k):  # outside vmap: torch's max-pool
+        return nn.functional.max_pool2d(x, k)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+        ctx.k = inputs[1]
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        with torch.enable_grad():
+            x_ = x.detach().requires_grad_()
+            (dx,) = torch.autograd.grad(nn.functional.max_pool2d(x_, ctx.k), x_, g,
+                                        create_graph=torch.is_grad_enabled())
+        return dx, None
+
+    @staticmethod
+    def vmap(info, in_dims, x, k):
+        from trainlab.nn.native_layers import POOL, usable
+        from trainlab.nn.pooling import _MaxPoolFn
+
+        x_dim = in_dims[0]
+        kernels = POOL.for_dtype(x.dtype) if x_dim is not None and x_dim < x.dim() - 2 and usable(x) else None
+        if kernels is not None:
+            return _MaxPoolFn.apply(x, k, kernels), x_dim
+        return torch.vmap(lambda t: nn.functional.max_pool2d(t, k), in_dims=x_dim)(x), 0
+
+
 def _max_pool_forward(self, x: Tensor) -> Tensor:
-    """``nn.MaxPool2d`` in eval mode without gradients (evaluation), window = stride (no padding,
-    dilation or ceil mode), as elementwise maxima of strided views: the same maxima, ~7x faster
-    than ``max_pool2d`` on the CPU at these sizes (its kernel also tracks the argmax). With
-    gradients it is ``max_pool2d`` itself: the backward of a chain of ``maximum`` costs more than
-    ``max_pool2d``'s whole forward and backward, and would split ties."""
+    """``nn.MaxPool2d`` (or trainlab's) on the base copy, window = stride (no padding, dilation or
+    ceil mode). Training: under ``vmap`` through :class:`_MaxPoolVmapped` (the fused C kernels on
+    the CPU). Evaluation without gradients (member by member, outside ``vmap``): the C kernel's
+    maxima where it applies, else elementwise maxima of strided views — the same maxima, ~7x faster
+    than ``max_pool2d`` on the CPU at these sizes (its kernel also tracks the argmax)."""
     k = _simple_pool(self)
-    if k is None or self.training or torch.is_grad_enabled():
+    if k is None:
         return nn.functional.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
                                         ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+    vmapped = torch._C._are_functorch_transforms_active()
+    if self.training or torch.is_grad_enabled():
+        return _MaxPoolVmapped.apply(x, k) if vmapped else nn.functional.max_pool2d(x, k)
+    from trainlab.nn.native_layers import POOL, usable
+    from trainlab.nn.pooling import _max_pool
+    kernels = POOL.for_dtype(x.dtype) if not vmapped and x.dim() in (3, 4) and k <= 15 and usable(x) else None
+    if kernels is not None:
+        return _max_pool(x, k, kernels)
     ho, wo = x.shape[-2] // k, x.shape[-1] // k
     if x.is_contiguous() and x.shape[-2] == ho * k and x.shape[-1] == wo * k:
         # the maximum over each row's k neighbours (contiguous k-tuples), then over k rows: ~2x
@@ -1657,7 +1705,7 @@ def _vmap_base(model: nn.Module, pool_first: bool = False) -> tuple[nn.Module, l
             mod.forward = types.MethodType(_bn_forward, mod)
         elif isinstance(mod, LayerNorm):
             mod.forward = types.MethodType(_ln_forward, mod)
-        elif type(mod) is nn.MaxPool2d:
+        elif type(mod) in _MAX_POOLS:
             mod.forward = types.MethodType(_max_pool_forward, mod)
         elif _activation_forward(mod) is not None:
             mod.forward = _activation_forward(mod)

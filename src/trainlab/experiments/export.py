@@ -44,7 +44,7 @@ def _torch_equivalent(module: nn.Module) -> nn.Module | None:
 
     trainlab's activations are ``torch.autograd.Function`` classes (their backward is written out),
     which neither tracer can record; their forward values equal PyTorch's, so a deployable copy
-    uses PyTorch's modules. Layer norm is swapped for the same reason; batch norm and dropout use
+    uses PyTorch's modules. Layer norm and max-pooling are swapped for the same reason; batch norm and dropout use
     plain tensor ops in eval mode.
     """
     from trainlab.nn import activations as A
@@ -68,7 +68,11 @@ def _torch_equivalent(module: nn.Module) -> nn.Module | None:
     if isinstance(module, A.GELU):
         return nn.GELU(approximate=module.approximate)
     from trainlab.nn.normalization import LayerNorm
+    from trainlab.nn.pooling import MaxPool2d
 
+    if type(module) is MaxPool2d:  # its fast path is a Function too
+        return nn.MaxPool2d(module.kernel_size, module.stride, module.padding, module.dilation,
+                            return_indices=module.return_indices, ceil_mode=module.ceil_mode)
     if isinstance(module, LayerNorm):  # its fast path is trainlab's own Function or C++ operator
         out = nn.LayerNorm(module.normalized_shape, eps=module.eps, elementwise_affine=module.elementwise_affine,
                            bias=module.bias is not None)

@@ -16,6 +16,7 @@ from trainlab.nn.activations import (ELU, GELU, SELU, GeneralizedRectifier, Leak
 from trainlab.nn.dropout import DropConnect, Dropout
 from trainlab.nn.layers import MaxoutPool
 from trainlab.nn.normalization import BatchNorm1d, BatchNorm2d, LayerNorm, weight_norm
+from trainlab.nn.pooling import MaxPool2d
 
 
 def _prelu_per_unit(width: int, init: float = 0.25) -> nn.Module:
@@ -355,7 +356,7 @@ class CNN(nn.Module):
             layers.append(act)
             if norm == "batch" and after:
                 layers.append(BatchNorm2d(out_c))
-            layers.append(nn.MaxPool2d(pool))
+            layers.append(MaxPool2d(pool))
             h, w = conv_output_size(h, pool, pool), conv_output_size(w, pool, pool)
             c = out_c
         self.features = nn.Sequential(*layers)

@@ -16,6 +16,8 @@ Libraries:
 
 * :data:`NORM` — ``native_norm.c``: layer norm and training-mode batch norm, forward and backward
   (used by :mod:`trainlab.nn.normalization`).
+* :data:`POOL` — ``native_pool.c``: max-pooling with a window equal to its stride, forward and
+  backward (used by :mod:`trainlab.nn.pooling`).
 * :data:`OPS` — ``native_ops.cpp``: ``torch.ops.trainlab.layer_norm``, layer norm's two kernels
   behind an autograd node of torch's own, which saves the ~30 µs a Python ``autograd.Function``
   costs per forward + backward (its apply, context and backward call) — at 128 × 256 as much as
@@ -34,7 +36,7 @@ from torch import Tensor
 
 from trainlab.native_build import NativeLibrary, TorchOpLibrary
 
-__all__ = ["LayerKernels", "NORM", "OPS", "usable"]
+__all__ = ["LayerKernels", "NORM", "POOL", "OPS", "usable"]
 
 # -march=native: the CPU's vector width and instructions (the cache key includes the CPU), all of
 # its width where it has AVX-512 (NativeLibrary adds native_build.CPU_FLAGS); the C
@@ -123,6 +125,15 @@ NORM = LayerKernels(
                                 _dbl, _i32], None),
         # N, C, S, g, x, μ, 1/√(σ² + ε), γ, ∂x, ∂γ, ∂β, threads
         "batch_norm_backward": ([_i64, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _i32], None),
+    })
+
+POOL = LayerKernels(
+    "native_pool.c", "pool", "the max-pool kernels",
+    {
+        # planes P, H, W, window k, x, y, threads
+        "max_pool2d_forward": ([_i64, _i64, _i64, _i64, _ptr, _ptr, _i32], None),
+        # P, H, W, k, g, x, ∂x, threads
+        "max_pool2d_backward": ([_i64, _i64, _i64, _i64, _ptr, _ptr, _ptr, _i32], None),
     })
 
 
