@@ -619,3 +619,28 @@ def test_max_pool_under_vmap_runs_the_kernels_with_torchs_values_and_gradients(m
         ref.backward(g)
         assert torch.equal(y, ref) and torch.equal(xs.grad.movedim(in_dim, 0), ref_x.grad)
     assert len(calls) == 2
+
+
+def test_the_batching_rules_under_outer_transforms_and_second_derivatives():
+    """Nested vmap, grad of vmap, and a graph of the gradient through the batched max-pool: the
+    rules leave the kernels to plain tensors and agree with torch's ops."""
+    from torch.func import grad, vmap
+
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 4, 2, 6, 6, dtype=torch.float64, generator=gen)
+    pool = lambda t: batched._MaxPoolVmapped.apply(t, 2)  # noqa: E731
+    torch.testing.assert_close(vmap(vmap(pool))(x), torch.nn.functional.max_pool2d(x.flatten(0, 2), 2).view(2, 3, 4, 2, 3, 3))
+    g = grad(lambda t: vmap(pool)(t).square().sum())(x[0])
+    xr = x[0].clone().requires_grad_()
+    torch.nn.functional.max_pool2d(xr.flatten(0, 1), 2).square().sum().backward()
+    torch.testing.assert_close(g, xr.grad)
+    w = torch.rand(3, 2, dtype=torch.float64, generator=gen) + 0.5
+    bn = lambda t, ww: batched._BatchNormVmapped.apply(t, ww, None, 1e-5, (0, 2, 3), (1, 2, 1, 1))[0]  # noqa: E731
+    assert vmap(vmap(bn, in_dims=(0, None)), in_dims=(0, None))(x[:, :, :, :, :, :], w[0]).shape == x.shape
+    xs = x[0].clone().requires_grad_()
+    (gx,) = torch.autograd.grad(vmap(pool)(xs).pow(3).sum(), xs, create_graph=True)
+    (gg,) = torch.autograd.grad(gx.sum(), xs)
+    xr = x[0].clone().requires_grad_()
+    (gx_ref,) = torch.autograd.grad(torch.nn.functional.max_pool2d(xr.flatten(0, 1), 2).pow(3).sum(), xr,
+                                    create_graph=True)
+    torch.testing.assert_close(gg, torch.autograd.grad(gx_ref.sum(), xr)[0])

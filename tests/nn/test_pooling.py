@@ -109,3 +109,19 @@ def test_it_is_a_torch_max_pool_and_the_cnn_builder_uses_it():
     assert isinstance(layer, nn.MaxPool2d) and repr(layer) == repr(nn.MaxPool2d(2))
     model = tn.CNN((1, 12, 12), channels=(4,), hidden=8, classes=3)
     assert any(type(m) is tn.MaxPool2d for m in model.modules())
+
+
+def test_signed_zeros_of_the_gradient_and_planes_smaller_than_the_window():
+    """torch adds g into zeros, so a −0 gradient arrives as +0: the same sign bits here; a plane
+    smaller than the window is refused, as torch refuses it."""
+    for k, shape in ((2, (1, 2, 4, 4)), (3, (1, 2, 6, 6))):
+        x = torch.randn(shape)
+        results = []
+        for layer in (tn.MaxPool2d(k), nn.MaxPool2d(k)):
+            xi = x.clone().requires_grad_()
+            y = layer(xi)
+            y.backward(torch.full_like(y, -0.0))
+            results.append(xi.grad)
+        assert torch.equal(torch.signbit(results[0]), torch.signbit(results[1]))
+    with pytest.raises(RuntimeError, match="too small"):
+        tn.MaxPool2d(2)(torch.ones(1, 1, 1, 1))

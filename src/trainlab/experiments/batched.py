@@ -1357,7 +1357,7 @@ class _BatchNormMembers(torch.autograd.Function):
     def forward(ctx, x, weight, bias, eps, layout, kernels):
         n, c, s, m, members_first = layout
         y = torch.empty_like(x)
-        stats = torch.empty(3, m * c, dtype=x.dtype)  # μ, σ², 1/√(σ² + ε) per member and channel
+        stats = x.new_empty(3, m * c)  # μ, σ², 1/√(σ² + ε) per member and channel
         es, threads = x.element_size(), torch.get_num_threads()
         at, row = stats.data_ptr(), m * c * es
         calls = [(0, 0, (n, m * c, s))] if not members_first else \
@@ -1440,11 +1440,14 @@ class _BatchNormVmapped(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, x, weight, bias, eps, dims, shape):
+        from trainlab.nn.fastpath import SWITCH
         from trainlab.nn.native_layers import NORM, usable
 
         x_dim, w_dim, b_dim = in_dims[:3]
         m = info.batch_size
-        kernels = NORM.for_dtype(x.dtype) if x_dim in (0, 1) and x.dim() >= 3 else None
+        # the kernels take a plain physical tensor: not one an outer transform still wraps
+        plain = SWITCH.fast and not torch._C._are_functorch_transforms_active()
+        kernels = NORM.for_dtype(x.dtype) if plain and x_dim in (0, 1) and x.dim() >= 3 else None
         if kernels is not None:
             c = x.shape[2]
             flat = []
@@ -1522,21 +1525,23 @@ class _MaxPoolVmapped(torch.autograd.Function):
         ctx.k = inputs[1]
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx, g):  # torch's max-pool backward, in ops that transforms batch
         (x,) = ctx.saved_tensors
-        with torch.enable_grad():
-            x_ = x.detach().requires_grad_()
-            (dx,) = torch.autograd.grad(nn.functional.max_pool2d(x_, ctx.k), x_, g,
-                                        create_graph=torch.is_grad_enabled())
-        return dx, None
+        k = [ctx.k, ctx.k]
+        _, indices = nn.functional.max_pool2d(x, ctx.k, return_indices=True)
+        return torch.ops.aten.max_pool2d_with_indices_backward(g, x, k, k, [0, 0], [1, 1], False, indices), None
 
     @staticmethod
     def vmap(info, in_dims, x, k):
+        from trainlab.nn.fastpath import SWITCH
         from trainlab.nn.native_layers import POOL, usable
         from trainlab.nn.pooling import _MaxPoolFn
 
         x_dim = in_dims[0]
-        kernels = POOL.for_dtype(x.dtype) if x_dim is not None and x_dim < x.dim() - 2 and usable(x) else None
+        # the kernels take a plain physical tensor: not one an outer transform still wraps
+        plain = SWITCH.fast and not torch._C._are_functorch_transforms_active()
+        kernels = POOL.for_dtype(x.dtype) if (plain and x_dim is not None and x_dim < x.dim() - 2
+                                              and x.dim() in (4, 5) and min(x.shape[-2:]) >= k and usable(x)) else None
         if kernels is not None:
             return _MaxPoolFn.apply(x, k, kernels), x_dim
         return torch.vmap(lambda t: nn.functional.max_pool2d(t, k), in_dims=x_dim)(x), 0
@@ -1557,7 +1562,9 @@ def _max_pool_forward(self, x: Tensor) -> Tensor:
         return _MaxPoolVmapped.apply(x, k) if vmapped else nn.functional.max_pool2d(x, k)
     from trainlab.nn.native_layers import POOL, usable
     from trainlab.nn.pooling import _max_pool
-    kernels = POOL.for_dtype(x.dtype) if not vmapped and x.dim() in (3, 4) and k <= 15 and usable(x) else None
+    from trainlab.nn.fastpath import SWITCH
+    kernels = POOL.for_dtype(x.dtype) if (SWITCH.fast and not vmapped and x.dim() in (3, 4) and k <= 15
+                                          and min(x.shape[-2:]) >= k and usable(x)) else None
     if kernels is not None:
         return _max_pool(x, k, kernels)
     ho, wo = x.shape[-2] // k, x.shape[-1] // k

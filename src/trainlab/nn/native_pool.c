@@ -8,8 +8,8 @@
  *     m = −∞, at = 0;   for each value v at position p:  if (v > m or v is NaN) { m = v; at = p }
  * so the output is torch's and so is the position the gradient goes to (the first maximum; with a
  * NaN, the last NaN).
- * Backward: ∂L/∂x is g at each window's position, 0 elsewhere (also in the rows and columns that
- * were not pooled). The positions are found again from x, by the same scan: one pass that reads
+ * Backward: ∂L/∂x is 0 + g at each window's position (as torch adds g into zeros: a −0 becomes
+ * +0), +0 elsewhere (also in the rows and columns that were not pooled). The positions are found again from x, by the same scan: one pass that reads
  * x and writes ∂L/∂x, where keeping them from the forward (a byte per window) made the forward
  * twice as slow as the maximum alone.
  *
@@ -105,8 +105,9 @@ static void NAME(pool2_row_backward)(int64_t wo, const T *restrict r0, const T *
                                      T *restrict d0, T *restrict d1) {
     for (int64_t j = 0; j < wo; j++) {
         const int p = NAME(position2)(r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]);
+        const T gj = g[j] + (T)0;  /* as torch's 0 + g: −0 becomes +0 */
         BITS v;
-        memcpy(&v, g + j, sizeof v);
+        memcpy(&v, &gj, sizeof v);
         BITS out[4] = {v & -(BITS)(p == 0), v & -(BITS)(p == 1), v & -(BITS)(p == 2), v & -(BITS)(p == 3)};
         memcpy(d0 + 2 * j, out, 2 * sizeof v);
         memcpy(d1 + 2 * j, out + 2, 2 * sizeof v);
@@ -162,7 +163,7 @@ void NAME(max_pool2d_backward)(int64_t P, int64_t H, int64_t W, int64_t k, const
                 for (int64_t j = 0; j < wo; j++) {
                     int64_t at;
                     NAME(window)(xp + i * k * W + j * k, W, k, &at);
-                    d[(i * k + at / k) * W + j * k + at % k] = gp[i * wo + j];
+                    d[(i * k + at / k) * W + j * k + at % k] = gp[i * wo + j] + (T)0;
                 }
         }
     }

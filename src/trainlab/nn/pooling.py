@@ -48,7 +48,7 @@ class _MaxPoolFn(torch.autograd.Function):
         if torch.is_grad_enabled():  # a graph of the gradient: through torch's max-pool
             with torch.enable_grad():
                 x_ = x.detach().requires_grad_()
-                y = F.max_pool2d(x_, ctx.k)
+                y = F.max_pool2d(x_.flatten(0, -4) if x_.dim() > 4 else x_, ctx.k).view(g.shape)
             (dx,) = torch.autograd.grad(y, x_, g, create_graph=True)
             return dx, None, None
         g = g.contiguous()
@@ -85,7 +85,8 @@ class MaxPool2d(nn.MaxPool2d):
     def forward(self, x: Tensor) -> Tensor:
         if _SWITCH.fast and x.dim() in (3, 4) and not _transforms_active() and _usable(x):
             k = window(self)
-            kernels = _POOL.for_dtype(x.dtype) if k is not None else None
+            # a plane smaller than the window: torch's forward, which refuses it
+            kernels = _POOL.for_dtype(x.dtype) if k is not None and min(x.shape[-2:]) >= k else None
             if kernels is not None:
                 return _max_pool(x, k, kernels)
         return super().forward(x)
