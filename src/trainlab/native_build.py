@@ -94,7 +94,40 @@ def _cpu_signature() -> str:
         return platform.machine() + platform.processor()
 
 
-class NativeLibrary:
+class _Library:
+    """What a native library is to its users, whatever builds it: :meth:`get` builds and loads it
+    at the first call (:meth:`_open`, which records why it cannot) and hands it out after."""
+
+    what: str
+
+    def _open(self) -> ctypes.CDLL | None:
+        raise NotImplementedError
+
+    def get(self) -> ctypes.CDLL | None:
+        """The loaded library, built at the first call; ``None`` when it cannot be built or used here
+        (:meth:`problem` says why) or with ``TRAINLAB_NATIVE=0``."""
+        if turned_off():
+            return None
+        if not self._tried:
+            self._tried = True
+            self._lib = self._open()
+        return self._lib
+
+    def problem(self) -> str | None:
+        """Why :meth:`get` is ``None`` (one line), or ``None`` when the library works."""
+        if turned_off():
+            return f"{self.what} are turned off (TRAINLAB_NATIVE=0)"
+        self.get()
+        return self._problem
+
+    def reset(self) -> None:
+        """Forget the loaded library (tests build it again under another environment)."""
+        self._lib: ctypes.CDLL | None = None
+        self._problem: str | None = None
+        self._tried = False
+
+
+class NativeLibrary(_Library):
     """One C source compiled on first use and loaded with ctypes.
 
     Args:
@@ -114,9 +147,7 @@ class NativeLibrary:
         if "-march=native" in flags:  # and all of an AVX-512 CPU's vector width (CPU_FLAGS)
             flags = [*flags, *sorted(CPU_FLAGS - set(flags))]
         self.source, self.name, self.what, self.declare, self.flags = source, name, what, declare, flags
-        self._lib: ctypes.CDLL | None = None
-        self._problem: str | None = None
-        self._tried = False
+        self.reset()
 
     def build(self, cc: str) -> Path:
         source = self.source.read_bytes()
@@ -126,58 +157,30 @@ class NativeLibrary:
         if target.exists():
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        fd, tmp = tempfile.mkstemp(suffix=".so.partial", dir=target.parent)
         os.close(fd)
-        try:
-            # without OpenMP if the compiler lacks it; without the CPU's own flags if it rejects them
-            portable = [f for f in self.flags if f not in CPU_FLAGS]
-            attempts = [(self.flags, OPENMP), (self.flags, [])]
-            if portable != self.flags:
-                attempts += [(portable, OPENMP), (portable, [])]
-            for flags, omp in attempts:
-                done = subprocess.run([cc, "-shared", "-fPIC", *flags, *omp, "-o", tmp, str(self.source), "-lm"],
-                                      capture_output=True, text=True, timeout=300)
-                if done.returncode == 0:
-                    break
-            else:
-                first = (done.stderr.strip().splitlines() or ["(no message)"])[0]
-                raise OSError(f"{os.path.basename(cc)} failed on {self.source.name}: {first}")
-            os.replace(tmp, target)  # atomic: a concurrent build leaves one complete file
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        # without OpenMP if the compiler lacks it; without the CPU's own flags if it rejects them
+        portable = [f for f in self.flags if f not in CPU_FLAGS]
+        variants = [(self.flags, OPENMP), (self.flags, [])]
+        if portable != self.flags:
+            variants += [(portable, OPENMP), (portable, [])]
+        _compile([cc, "-shared", "-fPIC"], tmp, target, self.source,
+                 [[*flags, *omp, "-o", tmp, str(self.source), "-lm"] for flags, omp in variants])
         return target
 
-    def get(self) -> ctypes.CDLL | None:
-        """The loaded library, building it at the first call; ``None`` when it cannot be built here
-        (:meth:`problem` says why) or ``TRAINLAB_NATIVE=0``."""
-        if turned_off():
+    def _open(self) -> ctypes.CDLL | None:
+        cc = compiler()
+        if cc is None:
+            self._problem = (f"{self.what} need a C compiler, and none was found (looked for $CC, cc, gcc, "
+                             "clang): apt-get install gcc, or set CC")
             return None
-        if not self._tried:
-            self._tried = True
-            cc = compiler()
-            if cc is None:
-                self._problem = (f"{self.what} need a C compiler, and none was found (looked for $CC, cc, gcc, "
-                                 "clang): apt-get install gcc, or set CC")
-            else:
-                try:
-                    lib = ctypes.CDLL(str(self.build(cc)))
-                    self.declare(lib)
-                    self._lib = lib
-                except (OSError, subprocess.SubprocessError) as err:
-                    self._problem = f"{self.what} could not be built: {err}"
-        return self._lib
-
-    def problem(self) -> str | None:
-        """Why :meth:`get` is ``None`` (one line), or ``None`` when the library works."""
-        if turned_off():
-            return f"{self.what} are turned off (TRAINLAB_NATIVE=0)"
-        self.get()
-        return self._problem
-
-    def reset(self) -> None:
-        """Forget the loaded library (tests build it again under another environment)."""
-        self._lib, self._problem, self._tried = None, None, False
+        try:
+            lib = ctypes.CDLL(str(self.build(cc)))
+            self.declare(lib)
+        except (OSError, subprocess.SubprocessError) as err:
+            self._problem = f"{self.what} could not be built: {err}"
+            return None
+        return lib
 
 
 def _compile(command: list[str], tmp: str, target: Path, source: Path, attempts: list[list[str]]) -> None:
@@ -199,7 +202,7 @@ def _compile(command: list[str], tmp: str, target: Path, source: Path, attempts:
             os.unlink(tmp)
 
 
-class TorchOpLibrary:
+class TorchOpLibrary(_Library):
     """One C++ file of torch operators, compiled against the installed torch at its first use and
     loaded with ``torch.ops.load_library``.
 
@@ -263,6 +266,13 @@ class TorchOpLibrary:
         return target
 
     def _open(self) -> ctypes.CDLL | None:
+        try:
+            return self._open_or_raise()
+        except Exception as err:  # noqa: BLE001 - loading or binding failed: off, with the reason
+            self._problem = f"{self.what} could not be loaded: {type(err).__name__}: {err}"
+            return None
+
+    def _open_or_raise(self) -> ctypes.CDLL | None:
         lib = self._loaded.get(self.name)
         if lib is None:
             import torch
@@ -281,32 +291,6 @@ class TorchOpLibrary:
             lib = self._loaded[self.name] = ctypes.CDLL(str(path))
         self.on_load(lib)
         return lib
-
-    def get(self) -> ctypes.CDLL | None:
-        """The loaded library, built at the first call; ``None`` when it cannot be built or used here
-        (:meth:`problem` says why) or with ``TRAINLAB_NATIVE=0``."""
-        if turned_off():
-            return None
-        if not self._tried:
-            self._tried = True
-            try:
-                self._lib = self._open()
-            except Exception as err:  # noqa: BLE001 - loading or binding failed: off, with the reason
-                self._problem = f"{self.what} could not be loaded: {type(err).__name__}: {err}"
-        return self._lib
-
-    def problem(self) -> str | None:
-        """Why :meth:`get` is ``None`` (one line), or ``None`` when the library works."""
-        if turned_off():
-            return f"{self.what} are turned off (TRAINLAB_NATIVE=0)"
-        self.get()
-        return self._problem
-
-    def reset(self) -> None:
-        """Forget the state (tests build again under another environment); torch keeps what it loaded."""
-        self._lib: ctypes.CDLL | None = None
-        self._problem: str | None = None
-        self._tried = False
 
 
 @contextlib.contextmanager

@@ -1500,13 +1500,11 @@ _MAX_POOLS = (nn.MaxPool2d, MaxPool2d)  # torch's and trainlab's (the CNN builde
 
 
 def _simple_pool(pool: nn.Module) -> int | None:
-    """The window k of an ``nn.MaxPool2d`` whose window is its stride (no padding, dilation, ceil
-    mode or indices), else ``None``."""
-    k = pool.kernel_size if isinstance(pool.kernel_size, int) else None
-    simple = (type(pool) in _MAX_POOLS and k is not None and pool.stride in (k, (k, k), None)
-              and pool.padding in (0, (0, 0)) and pool.dilation in (1, (1, 1)) and not pool.ceil_mode
-              and not pool.return_indices)
-    return k if simple else None
+    """The window k of a max-pool (torch's or trainlab's) whose window is its stride (no padding,
+    dilation, ceil mode or indices; :func:`trainlab.nn.pooling.window`), else ``None``."""
+    from trainlab.nn.pooling import window
+
+    return window(pool) if type(pool) in _MAX_POOLS else None
 
 
 class _MaxPoolVmapped(torch.autograd.Function):
@@ -1563,7 +1561,7 @@ def _max_pool_forward(self, x: Tensor) -> Tensor:
     from trainlab.nn.native_layers import POOL, usable
     from trainlab.nn.pooling import _max_pool
     from trainlab.nn.fastpath import SWITCH
-    kernels = POOL.for_dtype(x.dtype) if (SWITCH.fast and not vmapped and x.dim() in (3, 4) and k <= 15
+    kernels = POOL.for_dtype(x.dtype) if (SWITCH.fast and not vmapped and x.dim() in (3, 4)
                                           and min(x.shape[-2:]) >= k and usable(x)) else None
     if kernels is not None:
         return _max_pool(x, k, kernels)

@@ -61,6 +61,9 @@ def readable_layers(readable: bool = True) -> Iterator[None]:
         set_fast_layers(previous)
 
 
+transforms_active = torch._C._are_functorch_transforms_active  # vmap, grad, ...: True inside one
+
+
 def function_apply(function_cls: type[torch.autograd.Function]) -> Callable:
     """``function_cls.apply`` with less per-call overhead, for the layers' fast paths.
 
@@ -74,7 +77,6 @@ def function_apply(function_cls: type[torch.autograd.Function]) -> Callable:
     """
     c_apply = super(torch.autograd.Function, function_cls).apply  # torch._C._FunctionBase.apply, bound
     full_apply = function_cls.apply
-    transforms_active = torch._C._are_functorch_transforms_active
     function_cls._backward_cls.apply = function_cls.backward
 
     def apply(*args):

@@ -31,6 +31,7 @@ from torch.nn.utils import parametrize
 
 from trainlab.nn.fastpath import SWITCH as _SWITCH
 from trainlab.nn.fastpath import function_apply
+from trainlab.nn.fastpath import transforms_active as _transforms_active
 from trainlab.nn.native_layers import NORM as _NORM
 from trainlab.nn.native_layers import OPS as _OPS
 from trainlab.nn.native_layers import ptr as _ptr
@@ -311,7 +312,6 @@ class _LayerNormFn(torch.autograd.Function):
 
 
 _batch_norm_train, _layer_norm = function_apply(_BatchNormTrain), function_apply(_LayerNormFn)
-_transforms_active = torch._C._are_functorch_transforms_active  # vmap, grad, ...: the Function handles them
 
 
 def _view(t: Tensor | None, shape) -> Tensor | None:

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 
 from trainlab.nn.fastpath import SWITCH as _SWITCH
 from trainlab.nn.fastpath import function_apply
+from trainlab.nn.fastpath import transforms_active as _transforms_active
 from trainlab.nn.native_layers import POOL as _POOL
 from trainlab.nn.native_layers import usable as _usable
 
@@ -60,7 +61,6 @@ class _MaxPoolFn(torch.autograd.Function):
 
 
 _max_pool = function_apply(_MaxPoolFn)
-_transforms_active = torch._C._are_functorch_transforms_active
 
 
 def window(pool: nn.MaxPool2d) -> int | None:
