@@ -139,3 +139,37 @@ def test_concurrent_writer_processes_lose_no_row(tmp_path):
     con = sqlite3.connect(path)
     assert con.execute("SELECT COUNT(DISTINCT json_extract(config, '$.worker')) FROM runs").fetchone()[0] == writers
     con.close()
+
+
+def test_a_write_cut_short_by_ctrl_c_leaves_no_transaction_open(tmp_path, monkeypatch):
+    """Ctrl-C between a write's BEGIN and its body, or during its COMMIT: the next write still
+    works (it used to fail with 'cannot start a transaction within a transaction'), and what the
+    cut write did is gone."""
+    with Store(tmp_path / "s.sqlite") as st:
+        cfg = {"name": "a", "seed": 1}
+        st.add_run("run-a", cfg)
+        st._conn.execute("BEGIN IMMEDIATE")  # as if KeyboardInterrupt struck right after BEGIN
+        st._conn.execute("UPDATE runs SET status = 'half-written' WHERE id = 'run-a'")
+        st.add_run("run-b", cfg)
+        assert st.get_run("run-a").status == "queued" and st.get_run("run-b").status == "queued"
+
+        class Interrupting:  # a connection whose COMMIT is interrupted
+            def __init__(self, conn):
+                self.conn = conn
+
+            def execute(self, sql, *args):
+                if sql == "COMMIT":
+                    raise KeyboardInterrupt
+                return self.conn.execute(sql, *args)
+
+            def __getattr__(self, name):
+                return getattr(self.conn, name)
+
+        real = st._conn
+        monkeypatch.setattr(st, "_conn", Interrupting(real))
+        with pytest.raises(KeyboardInterrupt):
+            st.add_run("run-c", cfg)
+        monkeypatch.setattr(st, "_conn", real)
+        assert not real.in_transaction
+        st.add_run("run-d", cfg)
+        assert sorted(r.id for r in st.runs()) == ["run-a", "run-b", "run-d"]

@@ -242,13 +242,16 @@ class Store:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn
+        if conn.in_transaction:  # a write that Ctrl-C cut between BEGIN and its try left one open:
+            conn.execute("ROLLBACK")  # it never committed, so its statements go
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("COMMIT")
+        except BaseException:  # the body or the COMMIT failed (or was interrupted): nothing of it stays
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     def close(self) -> None:
         self._conn.close()
